@@ -1,0 +1,233 @@
+package msg
+
+import "github.com/vmihailenco/msgpack/v5"
+
+// Request is the envelope of every request frame: the operation name and its
+// arguments, themselves msgpack. One socket serves a few operations; the
+// intent already fixed which set, Op picks one of them.
+type Request struct {
+	Op   string             `msgpack:"op"`
+	Args msgpack.RawMessage `msgpack:"args"`
+}
+
+// Operation names, grouped by the component that serves them.
+const (
+	// auth, "web to auth"
+	OpRegisterBegin  = "register-begin"
+	OpRegisterFinish = "register-finish"
+	OpLoginBegin     = "login-begin"
+	OpLoginFinish    = "login-finish"
+	// auth, "admin to auth"
+	OpEnroll = "enroll"
+	// policy, "web to policy"
+	OpCreateShellSession = "create-shell-session"
+	// shell, "policy to shell"
+	OpOpenShell = "open-shell"
+	// ptystore, "web to ptystore" (and list/drop on "admin to ptystore")
+	OpPtyPut   = "pty-put"
+	OpPtyGet   = "pty-get"
+	OpPtyList  = "pty-list"
+	OpPtyDrop  = "pty-drop"
+	OpPtyShare = "pty-share"
+)
+
+// Error codes a caller can act on. They are the first word of an rpc error
+// frame ("denied: alice may not be root on web1"); see docs/protocol.md.
+const (
+	CodeDenied     = "denied"      // policy said no; the text is fit for the user
+	CodeFailed     = "failed"      // allowed, but the shell could not be opened
+	CodeBadGrant   = "bad-grant"   // grant or share token forged, expired or for someone else
+	CodeNotFound   = "not-found"   // no such session, user, credential or token
+	CodeBadRequest = "bad-request" // undecodable or invalid arguments
+	CodeForbidden  = "forbidden"   // the kernel-reported caller may not use this socket or op
+	CodeBusy       = "busy"        // server at its connection cap
+	CodeInternal   = "internal"    // the helper failed; details are in its log
+)
+
+// Grant is what a successful passkey login yields: proof, checkable by any
+// holder of the grant key (auth, policy, ptystore), that User signed in.
+// MAC is a keyed BLAKE3 over the other fields; see package grant.
+type Grant struct {
+	User    string `msgpack:"user"`
+	Issued  int64  `msgpack:"issued"`  // unix milliseconds
+	Expires int64  `msgpack:"expires"` // unix milliseconds
+	Nonce   []byte `msgpack:"nonce"`   // 16 random bytes
+	MAC     []byte `msgpack:"mac"`     // 32 bytes
+}
+
+// --- auth ---------------------------------------------------------------
+
+// RegisterBegin starts a passkey registration. Token is the one-time
+// enrollment token an admin created; it names the user.
+type RegisterBegin struct {
+	Token string `msgpack:"token"`
+}
+
+// RegisterBeginReply carries the WebAuthn creation options as the JSON the
+// browser's navigator.credentials.create wants, and the sealed ceremony
+// state the caller must hand back unchanged on finish.
+type RegisterBeginReply struct {
+	User    string `msgpack:"user"`
+	Options []byte `msgpack:"options"` // JSON
+	State   []byte `msgpack:"state"`   // sealed, opaque
+}
+
+// RegisterFinish completes registration with the browser's attestation
+// response (JSON as produced by PublicKeyCredential.toJSON or equivalent).
+type RegisterFinish struct {
+	Token      string `msgpack:"token"`
+	State      []byte `msgpack:"state"`
+	Credential []byte `msgpack:"credential"` // JSON
+}
+
+type RegisterFinishReply struct {
+	User         string `msgpack:"user"`
+	CredentialID []byte `msgpack:"credential_id"`
+}
+
+// LoginBegin starts a discoverable-credential (usernameless) login; User may
+// be set to restrict allowed credentials to one user's.
+type LoginBegin struct {
+	User string `msgpack:"user,omitempty"`
+}
+
+type LoginBeginReply struct {
+	Options []byte `msgpack:"options"` // JSON for navigator.credentials.get
+	State   []byte `msgpack:"state"`   // sealed, opaque
+}
+
+type LoginFinish struct {
+	State     []byte `msgpack:"state"`
+	Assertion []byte `msgpack:"assertion"` // JSON
+}
+
+type LoginFinishReply struct {
+	Grant Grant `msgpack:"grant"`
+}
+
+// Enroll creates a one-time registration token for User (admin only).
+type Enroll struct {
+	User       string `msgpack:"user"`
+	TTLSeconds int64  `msgpack:"ttl_seconds,omitempty"` // 0: helper default
+}
+
+type EnrollReply struct {
+	User    string `msgpack:"user"`
+	Token   string `msgpack:"token"`
+	Expires int64  `msgpack:"expires"` // unix milliseconds
+}
+
+// --- policy and shell -----------------------------------------------------
+
+// HostMachine is the machine name of the host itself, as in machinectl.
+const HostMachine = ".host"
+
+// CreateShellSession asks policy for a login shell for unix account User on
+// Machine. On success the reply frame carries exactly one fd: the pty master.
+type CreateShellSession struct {
+	Machine string   `msgpack:"machine"`
+	User    string   `msgpack:"user"`
+	Args    []string `msgpack:"args,omitempty"` // empty: the login shell
+	Env     []string `msgpack:"env,omitempty"`  // KEY=VALUE; filtered by policy
+	Grant   Grant    `msgpack:"grant"`
+}
+
+type CreateShellSessionReply struct {
+	Session SessionInfo `msgpack:"session"`
+	Rule    string      `msgpack:"rule"` // the policy line that allowed it, for the audit trail
+}
+
+// OpenShell is policy's already-decided request to the shell helper.
+// Requester is the signed-in sluice user, for the log only.
+type OpenShell struct {
+	Machine   string   `msgpack:"machine"`
+	User      string   `msgpack:"user"`
+	Args      []string `msgpack:"args,omitempty"`
+	Env       []string `msgpack:"env,omitempty"`
+	Requester string   `msgpack:"requester"`
+}
+
+// OpenShellReply comes with exactly one fd, the pty master.
+type OpenShellReply struct {
+	SessionID string `msgpack:"session_id"`
+	PID       int32  `msgpack:"pid"` // leader pid as seen by the shell helper; 0 if unknown
+}
+
+// --- ptystore -------------------------------------------------------------
+
+// Sharing modes of a session.
+const (
+	SharePrivate   = "private"
+	ShareReadOnly  = "read-only"
+	ShareReadWrite = "read-write"
+)
+
+// SessionInfo describes one live shell session.
+type SessionInfo struct {
+	ID       string `msgpack:"id"`
+	Owner    string `msgpack:"owner"`     // sluice user who created it
+	UnixUser string `msgpack:"unix_user"` // account the shell runs as
+	Machine  string `msgpack:"machine"`
+	Created  int64  `msgpack:"created"` // unix milliseconds
+	Sharing  string `msgpack:"sharing"` // SharePrivate, ShareReadOnly, ShareReadWrite
+	PID      int32  `msgpack:"pid,omitempty"`
+}
+
+// PtyPut hands ptystore a live pty master (one fd on the frame) to hold for
+// Grant.User, who must equal Session.Owner.
+type PtyPut struct {
+	Grant   Grant       `msgpack:"grant"`
+	Session SessionInfo `msgpack:"session"`
+}
+
+type PtyPutReply struct {
+	Session SessionInfo `msgpack:"session"`
+}
+
+// PtyGet asks for a dup of a held pty master. The caller must be the owner,
+// or present a ShareToken for the session made by the owner.
+type PtyGet struct {
+	Grant      Grant  `msgpack:"grant"`
+	ID         string `msgpack:"id"`
+	ShareToken []byte `msgpack:"share_token,omitempty"`
+}
+
+// PtyGetReply comes with one fd. Mode is what the caller may do: "owner",
+// ShareReadOnly or ShareReadWrite. The frontend enforces read-only.
+type PtyGetReply struct {
+	Session SessionInfo `msgpack:"session"`
+	Mode    string      `msgpack:"mode"`
+}
+
+// ModeOwner is PtyGetReply.Mode for the session's owner.
+const ModeOwner = "owner"
+
+// PtyList lists the sessions Grant.User owns. Over "admin to ptystore" the
+// grant is ignored and every session is listed.
+type PtyList struct {
+	Grant Grant `msgpack:"grant"`
+}
+
+type PtyListReply struct {
+	Sessions []SessionInfo `msgpack:"sessions"`
+}
+
+// PtyDrop ends a session: ptystore closes its fd, which hangs up the shell.
+type PtyDrop struct {
+	Grant Grant  `msgpack:"grant"`
+	ID    string `msgpack:"id"`
+}
+
+type PtyDropReply struct{}
+
+// PtyShare sets a session's sharing mode and returns a token that lets other
+// signed-in users PtyGet it in that mode. SharePrivate revokes earlier tokens.
+type PtyShare struct {
+	Grant Grant  `msgpack:"grant"`
+	ID    string `msgpack:"id"`
+	Mode  string `msgpack:"mode"`
+}
+
+type PtyShareReply struct {
+	Token []byte `msgpack:"token,omitempty"`
+}

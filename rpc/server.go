@@ -1,0 +1,440 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
+)
+
+// Allow is a route's peer policy: the kernel-reported caller is let in when
+// its uid is in UIDs, or its gid or one of its supplementary groups is in
+// GIDs. The zero Allow lets nobody in.
+type Allow struct {
+	UIDs []uint32
+	GIDs []uint32
+}
+
+func (a Allow) String() string { return fmt.Sprintf("uids=%v gids=%v", a.UIDs, a.GIDs) }
+
+// Peer is the caller as the kernel reports it.
+type Peer struct {
+	Creds
+	Groups []uint32 // SO_PEERGROUPS; filled only when the policy needed them
+}
+
+// Call is one request as a handler sees it.
+type Call struct {
+	Peer   Peer
+	Intent string     // the client intent that selected the route
+	Body   []byte     // the request frame (msgpack); valid during the handler
+	FDs    []*os.File // received fds, at most the route's MaxFDs; the handler owns them
+	Label  string     // set by the handler (the operation name) for the call log
+}
+
+// Decode unmarshals the request frame. Its error is a bad-request *Error.
+func (c *Call) Decode(v any) error {
+	if err := msgpack.Unmarshal(c.Body, v); err != nil {
+		return &Error{Code: CodeBadRequest, Msg: fmt.Sprintf("undecodable %T: %v", v, err)}
+	}
+	return nil
+}
+
+// Reply is a handler's answer. Body is msgpack-encoded into the payload
+// frame; FDs ride on it as SCM_RIGHTS and are closed by the server once sent.
+type Reply struct {
+	Body any
+	FDs  []*os.File
+}
+
+// HandlerFunc serves one call. An *Error is sent with its code; any other
+// error is sent as "internal" and its text only logged.
+type HandlerFunc func(ctx context.Context, c *Call) (Reply, error)
+
+// Route binds one client intent to its expected build ID, the answer lines,
+// the peer policy and the handler.
+type Route struct {
+	Client Hello
+	Server Hello
+	Allow  Allow
+	MaxFDs int
+	Handle HandlerFunc
+}
+
+// Server serves one-shot calls. The zero values of the limits mean the
+// defaults: 64 KiB frames, 5 s per call, 64 concurrent connections.
+type Server struct {
+	Routes   []Route
+	MaxFrame int
+	Timeout  time.Duration
+	MaxConns int
+	Log      *slog.Logger
+	Name     string // component name for logs
+
+	once   sync.Once
+	sem    chan struct{}
+	routes map[string]*Route
+	inited error
+}
+
+func (s *Server) init() error {
+	s.once.Do(func() {
+		if s.MaxFrame <= 0 {
+			s.MaxFrame = DefaultMaxFrame
+		}
+		if s.Timeout <= 0 {
+			s.Timeout = defaultTimeout
+		}
+		if s.MaxConns <= 0 {
+			s.MaxConns = 64
+		}
+		if s.Log == nil {
+			s.Log = slog.Default()
+		}
+		s.sem = make(chan struct{}, s.MaxConns)
+		s.routes = make(map[string]*Route, len(s.Routes))
+		for i := range s.Routes {
+			r := &s.Routes[i]
+			if err := r.Client.Valid(); err != nil {
+				s.inited = fmt.Errorf("rpc: route %d client hello: %w", i, err)
+				return
+			}
+			if err := r.Server.Valid(); err != nil {
+				s.inited = fmt.Errorf("rpc: route %d server hello: %w", i, err)
+				return
+			}
+			if r.Handle == nil {
+				s.inited = fmt.Errorf("rpc: route %q has no handler", r.Client.Intent)
+				return
+			}
+			if _, dup := s.routes[r.Client.Intent]; dup {
+				s.inited = fmt.Errorf("rpc: intent %q routed twice", r.Client.Intent)
+				return
+			}
+			s.routes[r.Client.Intent] = r
+		}
+		if len(s.routes) == 0 {
+			s.inited = errors.New("rpc: server without routes")
+		}
+	})
+	return s.inited
+}
+
+// Listen creates a unix stream socket at path with the given mode, and with
+// SO_PASSCRED set before any connection can be accepted, so every byte a
+// client sends arrives with its kernel credentials.
+func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("rpc: listen %s: %w", path, err)
+	}
+	// Bind under a umask that leaves the socket unreachable until chmod.
+	old := unix.Umask(0o177)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: listen %s: %w", path, err)
+	}
+	l.SetUnlinkOnClose(true)
+	if err := setPassCred(l); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("rpc: listen %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// Serve accepts until ctx is done or the listener is closed. Accept errors
+// (EMFILE and the like) never end it: it backs off and goes on.
+func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	if err := setPassCred(l); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var backoff time.Duration
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if backoff == 0 {
+				backoff = 5 * time.Millisecond
+			} else if backoff *= 2; backoff > time.Second {
+				backoff = time.Second
+			}
+			s.Log.Warn("rpc: accept failed, backing off", "server", s.Name, "err", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			// Full: say so at once rather than queue. The busy line is no
+			// intent of any protocol, so no client can mistake it.
+			c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+			c.Write([]byte(busyLine + "\n"))
+			c.Close()
+			s.Log.Warn("rpc: busy, refused a connection", "server", s.Name, "max_conns", s.MaxConns)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-s.sem }()
+			s.serveConn(ctx, c)
+		}()
+	}
+}
+
+// ServeConn serves the one call on an already accepted connection, as a
+// systemd Accept=yes instance does, and closes it.
+func (s *Server) ServeConn(ctx context.Context, c *net.UnixConn) error {
+	if err := s.init(); err != nil {
+		c.Close()
+		return err
+	}
+	return s.serveConn(ctx, c)
+}
+
+var readerPool = sync.Pool{New: func() any {
+	return &msgReader{buf: make([]byte, 512), oob: make([]byte, oobSize)}
+}}
+
+func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
+	start := time.Now()
+	defer c.Close()
+	deadline := start.Add(s.Timeout)
+	c.SetDeadline(deadline)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	r := readerPool.Get().(*msgReader)
+	r.c, r.n, r.wantCreds, r.haveCreds, r.eof = c, 0, true, false, false
+	defer func() {
+		r.closeFDs()
+		r.c = nil
+		if cap(r.buf) <= 4096 {
+			readerPool.Put(r)
+		}
+	}()
+
+	refuse := func(reason string, err error) error {
+		s.Log.Warn("rpc: refused", "server", s.Name, "reason", reason, "err", err,
+			"pid", r.creds.PID, "uid", r.creds.UID, "gid", r.creds.GID, "creds", r.haveCreds)
+		return fmt.Errorf("rpc: %s: %w", reason, err)
+	}
+
+	// 1. Handshake. Nothing past the two lines is looked at before they pass.
+	var hello Hello
+	var used int
+	for {
+		var need bool
+		var perr error
+		hello, used, need, perr = ParseHello(r.buf[:r.n])
+		if perr != nil {
+			return refuse("bad handshake", perr)
+		}
+		if !need {
+			break
+		}
+		if ferr := r.fill(MaxIntentLine + BuildIDLine); ferr != nil {
+			if errors.Is(ferr, io.EOF) {
+				ferr = ErrTruncated
+			}
+			return refuse("handshake read", ferr)
+		}
+	}
+	route := s.routes[hello.Intent]
+	if route == nil {
+		return refuse("unknown intent", fmt.Errorf("%w: %q", ErrHandshake, hello.Intent))
+	}
+	if hello.BuildID != route.Client.BuildID {
+		return refuse("build ID mismatch", fmt.Errorf("%w: intent %q build ID %s, want %s",
+			ErrHandshake, hello.Intent, hello.BuildID, route.Client.BuildID))
+	}
+
+	// 2. Who is calling: the creds on the bytes must be those of the process
+	// that connected; otherwise the connected fd was handed to someone else
+	// and SO_PEERGROUPS would describe the wrong process.
+	pc, perr := peerCred(c)
+	if perr != nil {
+		return refuse("peer credentials", perr)
+	}
+	if pc != r.creds {
+		return refuse("credentials", fmt.Errorf("%w: connected as %v, writing as %v", ErrCredentials, pc, r.creds))
+	}
+	peer := Peer{Creds: r.creds}
+	out := make([]byte, 0, 256)
+	out = route.Server.appendLines(out)
+	helloSent := false
+	allowed, gerr := s.allowed(c, route.Allow, &peer)
+	if gerr != nil {
+		return refuse("peer groups", gerr)
+	}
+	if !allowed {
+		s.Log.Warn("rpc: forbidden", "server", s.Name, "intent", hello.Intent,
+			"pid", peer.PID, "uid", peer.UID, "gid", peer.GID, "groups", peer.Groups)
+		s.writeError(c, out, &Error{Code: CodeForbidden, Msg: fmt.Sprintf("uid %d gid %d may not call %q", peer.UID, peer.GID, hello.Intent)})
+		return fmt.Errorf("rpc: forbidden: %v", peer.Creds)
+	}
+
+	// 3. The request frame. A client that waits for our lines before
+	// sending gets them now; a pipelining one gets them with the answer.
+	var body []byte
+	for {
+		b, n, need, ferr := ParseFrame(r.buf[used:r.n], s.MaxFrame)
+		if ferr != nil {
+			s.writeError(c, out, &Error{Code: CodeBadRequest, Msg: ferr.Error()})
+			return refuse("request frame", ferr)
+		}
+		if !need {
+			body = b
+			if used+n != r.n {
+				e := &Error{Code: CodeBadRequest, Msg: fmt.Sprintf("%d bytes after the request frame", r.n-used-n)}
+				s.writeError(c, out, e)
+				return refuse("request frame", e)
+			}
+			break
+		}
+		if !helloSent {
+			if _, werr := c.Write(out); werr != nil {
+				return refuse("write handshake", werr)
+			}
+			out, helloSent = out[:0], true
+		}
+		if ferr := r.fill(used + 4 + s.MaxFrame); ferr != nil {
+			if errors.Is(ferr, io.EOF) {
+				ferr = ErrTruncated
+			}
+			return refuse("request read", ferr)
+		}
+	}
+	if len(r.fds) > route.MaxFDs {
+		e := &Error{Code: CodeBadRequest, Msg: fmt.Sprintf("%d fds received, call takes at most %d", len(r.fds), route.MaxFDs)}
+		s.writeError(c, out, e)
+		return refuse("fds", e)
+	}
+
+	// 4. The handler.
+	call := Call{Peer: peer, Intent: hello.Intent, Body: body, FDs: r.takeFDs()}
+	rep, herr := s.invoke(ctx, route, &call)
+	defer closeFiles(rep.FDs)
+	var payload []byte
+	if herr == nil {
+		payload, herr = msgpack.Marshal(rep.Body)
+		if herr != nil {
+			herr = fmt.Errorf("encode reply %T: %w", rep.Body, herr)
+		}
+	}
+	result := "ok"
+	if herr != nil {
+		var e *Error
+		if !errors.As(herr, &e) {
+			s.Log.Error("rpc: handler failed", "server", s.Name, "intent", hello.Intent, "call", call.Label, "err", herr)
+			e = &Error{Code: CodeInternal, Msg: "internal error, see the helper's log"}
+		}
+		result = e.Code
+		s.writeError(c, out, e)
+	} else {
+		out = appendStringFrame(out, "")
+		out = appendFrame(out, payload)
+		if werr := writeWithFDs(c, out, rep.FDs); werr != nil {
+			result = "write failed"
+			err = fmt.Errorf("rpc: write reply: %w", werr)
+		}
+	}
+	s.Log.Info("rpc: call", "server", s.Name, "intent", hello.Intent, "call", call.Label,
+		"pid", peer.PID, "uid", peer.UID, "result", result, "duration", time.Since(start))
+	return err
+}
+
+func (s *Server) invoke(ctx context.Context, route *Route, call *Call) (rep Reply, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			// A handler bug must cost one call, not the long-running helper.
+			err = fmt.Errorf("panic in handler: %v", p)
+			closeFiles(call.FDs)
+		}
+	}()
+	return route.Handle(ctx, call)
+}
+
+func (s *Server) allowed(c *net.UnixConn, a Allow, p *Peer) (bool, error) {
+	if slices.Contains(a.UIDs, p.UID) || slices.Contains(a.GIDs, p.GID) {
+		return true, nil
+	}
+	if len(a.GIDs) == 0 {
+		return false, nil
+	}
+	g, err := peerGroups(c)
+	if err != nil {
+		return false, err
+	}
+	p.Groups = g
+	for _, gid := range g {
+		if slices.Contains(a.GIDs, gid) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (s *Server) writeError(c *net.UnixConn, out []byte, e *Error) {
+	text := e.Error()
+	if len(text) > 4096 {
+		text = text[:4096]
+	}
+	out = appendStringFrame(out, text)
+	c.Write(out)
+}
+
+// writeWithFDs writes b, with fds as SCM_RIGHTS on the first chunk.
+func writeWithFDs(c *net.UnixConn, b []byte, fds []*os.File) error {
+	var oob []byte
+	if len(fds) > 0 {
+		ints := make([]int, len(fds))
+		for i, f := range fds {
+			ints[i] = int(f.Fd())
+		}
+		oob = unix.UnixRights(ints...)
+	}
+	n, _, err := c.WriteMsgUnix(b, oob, nil)
+	if err != nil {
+		return err
+	}
+	if n < len(b) {
+		_, err = c.Write(b[n:])
+	}
+	return err
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
