@@ -104,7 +104,7 @@ func (cl *Client) CallRaw(ctx context.Context, body []byte, fds []*os.File) ([]b
 	if maxFDs == 0 {
 		maxFDs = 1
 	}
-	r := &msgReader{buf: make([]byte, 512), oob: make([]byte, oobSize)}
+	r := &msgReader{c: c, buf: make([]byte, 512), oob: make([]byte, oobSize)}
 	defer r.closeFDs()
 	fail := func(err error) ([]byte, []*os.File, error) {
 		return nil, nil, fmt.Errorf("rpc: call %s: %w", cl.Path, err)

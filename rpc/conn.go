@@ -53,8 +53,8 @@ func (r *msgReader) fill(max int) error {
 	if r.n >= max {
 		return fmt.Errorf("rpc: read limit %d reached", max)
 	}
-	if len(r.buf) < max {
-		// grow geometrically but never past the limit: a peer announcing a
+	if r.n == len(r.buf) {
+		// Grow geometrically but never past the limit: a peer announcing a
 		// large frame only gets memory as it actually sends bytes.
 		size := 2 * len(r.buf)
 		if size < 512 {
@@ -63,13 +63,15 @@ func (r *msgReader) fill(max int) error {
 		if size > max {
 			size = max
 		}
-		if size > len(r.buf) {
-			nb := make([]byte, size)
-			copy(nb, r.buf[:r.n])
-			r.buf = nb
-		}
+		nb := make([]byte, size)
+		copy(nb, r.buf[:r.n])
+		r.buf = nb
 	}
-	n, oobn, flags, _, err := r.c.ReadMsgUnix(r.buf[r.n:max], r.oob)
+	end := len(r.buf)
+	if end > max {
+		end = max
+	}
+	n, oobn, flags, _, err := r.c.ReadMsgUnix(r.buf[r.n:end], r.oob)
 	if oobn > 0 {
 		if perr := r.parseOOB(r.oob[:oobn]); perr != nil {
 			return perr
