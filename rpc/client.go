@@ -36,27 +36,50 @@ var clientBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); retur
 // Errors: ErrHandshake, ErrBusy, ErrTimeout, ErrTruncated, ErrFrameTooLarge,
 // or a *RemoteError carrying the server's error frame.
 func (cl *Client) Call(ctx context.Context, req any, fds []*os.File, resp any) ([]*os.File, error) {
-	body, err := msgpack.Marshal(req)
+	bp := clientBufPool.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 64<<10 {
+			clientBufPool.Put(bp)
+		}
+	}()
+	aw := getAppendWriter((*bp)[:0])
+	err := aw.encode(req)
+	body := aw.b
+	*bp = aw.b[:0]
+	putAppendWriter(aw)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: encode %T: %w", req, err)
 	}
-	payload, rfds, err := cl.CallRaw(ctx, body, fds)
-	if err != nil {
-		return nil, err
-	}
-	if resp != nil {
-		if err := msgpack.Unmarshal(payload, resp); err != nil {
-			closeFiles(rfds)
-			return nil, fmt.Errorf("rpc: decode reply into %T: %w", resp, err)
+	var rfds []*os.File
+	err = cl.call(ctx, body, fds, func(payload []byte, got []*os.File) error {
+		if resp != nil {
+			if err := msgpack.Unmarshal(payload, resp); err != nil {
+				return fmt.Errorf("rpc: decode reply into %T: %w", resp, err)
+			}
 		}
-	}
-	return rfds, nil
+		rfds = got
+		return nil
+	})
+	return rfds, err
 }
 
 // CallRaw is Call with the request and reply frames as raw bytes.
 func (cl *Client) CallRaw(ctx context.Context, body []byte, fds []*os.File) ([]byte, []*os.File, error) {
+	var payload []byte
+	var rfds []*os.File
+	err := cl.call(ctx, body, fds, func(p []byte, got []*os.File) error {
+		payload = append([]byte(nil), p...)
+		rfds = got
+		return nil
+	})
+	return payload, rfds, err
+}
+
+// call does the exchange and hands the payload (valid only during done)
+// and the received fds to done; if done fails the fds are closed.
+func (cl *Client) call(ctx context.Context, body []byte, fds []*os.File, done func([]byte, []*os.File) error) error {
 	if len(body) > 1<<31 {
-		return nil, nil, ErrFrameTooLarge
+		return ErrFrameTooLarge
 	}
 	timeout := cl.Timeout
 	if timeout <= 0 {
@@ -66,20 +89,23 @@ func (cl *Client) CallRaw(ctx context.Context, body []byte, fds []*os.File) ([]b
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	var d net.Dialer
-	d.Deadline = deadline
-	nc, err := d.DialContext(ctx, "unix", cl.Path)
-	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			err = fmt.Errorf("%w: %v", ErrTimeout, err)
-		}
-		return nil, nil, fmt.Errorf("rpc: dial %s: %w", cl.Path, err)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("rpc: call %s: %w", cl.Path, err)
 	}
-	c := nc.(*net.UnixConn)
+	// DialUnix rather than a context dial: connect(2) on a unix socket does
+	// not block on the network, and the context dial's watcher goroutine
+	// costs more than the rest of the call's bookkeeping together.
+	nc, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: cl.Path, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("rpc: dial %s: %w", cl.Path, err)
+	}
+	c := nc
 	defer c.Close()
 	c.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
+	}
 
 	// Pipeline: both lines and the request in one write.
 	bp := clientBufPool.Get().(*[]byte)
@@ -91,7 +117,7 @@ func (cl *Client) CallRaw(ctx context.Context, body []byte, fds []*os.File) ([]b
 		clientBufPool.Put(bp)
 	}
 	if werr != nil && !isReset(werr) {
-		return nil, nil, fmt.Errorf("rpc: call %s: write: %w", cl.Path, timeoutErr(werr))
+		return fmt.Errorf("rpc: call %s: write: %w", cl.Path, timeoutErr(werr))
 	}
 	// A server that refused us may have closed before reading: carry on and
 	// read what it said, if anything.
@@ -104,10 +130,17 @@ func (cl *Client) CallRaw(ctx context.Context, body []byte, fds []*os.File) ([]b
 	if maxFDs == 0 {
 		maxFDs = 1
 	}
-	r := &msgReader{c: c, buf: make([]byte, 512), oob: make([]byte, oobSize)}
-	defer r.closeFDs()
-	fail := func(err error) ([]byte, []*os.File, error) {
-		return nil, nil, fmt.Errorf("rpc: call %s: %w", cl.Path, err)
+	r := readerPool.Get().(*msgReader)
+	r.c, r.n, r.wantCreds, r.haveCreds, r.eof = c, 0, false, false, false
+	defer func() {
+		r.closeFDs()
+		r.c = nil
+		if cap(r.buf) <= 4096 {
+			readerPool.Put(r)
+		}
+	}()
+	fail := func(err error) error {
+		return fmt.Errorf("rpc: call %s: %w", cl.Path, err)
 	}
 	limit := MaxIntentLine + BuildIDLine + 4 + 4096 + 4 + maxReply
 	more := func() error {
@@ -154,7 +187,7 @@ func (cl *Client) CallRaw(ctx context.Context, body []byte, fds []*os.File) ([]b
 		if !need {
 			used += n
 			if len(ef) > 0 {
-				return nil, nil, parseRemoteError(string(ef))
+				return parseRemoteError(string(ef))
 			}
 			break
 		}
@@ -175,7 +208,12 @@ func (cl *Client) CallRaw(ctx context.Context, body []byte, fds []*os.File) ([]b
 			if len(r.fds) > maxFDs {
 				return fail(fmt.Errorf("rpc: %d fds on the reply, expected at most %d", len(r.fds), maxFDs))
 			}
-			return pf, r.takeFDs(), nil
+			got := r.takeFDs()
+			if err := done(pf, got); err != nil {
+				closeFiles(got)
+				return err
+			}
+			return nil
 		}
 		if err := more(); err != nil {
 			return fail(err)

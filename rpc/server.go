@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"encoding/binary"
 	"context"
 	"errors"
 	"fmt"
@@ -219,6 +220,8 @@ func (s *Server) ServeConn(ctx context.Context, c *net.UnixConn) error {
 	return s.serveConn(ctx, c)
 }
 
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
 var readerPool = sync.Pool{New: func() any {
 	return &msgReader{buf: make([]byte, 512), oob: make([]byte, oobSize)}
 }}
@@ -228,8 +231,8 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	defer c.Close()
 	deadline := start.Add(s.Timeout)
 	c.SetDeadline(deadline)
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
+	cctx := newCallCtx(ctx, deadline)
+	defer cctx.release()
 
 	r := readerPool.Get().(*msgReader)
 	r.c, r.n, r.wantCreds, r.haveCreds, r.eof = c, 0, true, false, false
@@ -287,8 +290,13 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 		return refuse("credentials", fmt.Errorf("%w: connected as %v, writing as %v", ErrCredentials, pc, r.creds))
 	}
 	peer := Peer{Creds: r.creds}
-	out := make([]byte, 0, 256)
-	out = route.Server.appendLines(out)
+	outp := outPool.Get().(*[]byte)
+	defer func() {
+		if cap(*outp) <= 64<<10 {
+			outPool.Put(outp)
+		}
+	}()
+	out := route.Server.appendLines((*outp)[:0])
 	helloSent := false
 	allowed, gerr := s.allowed(c, route.Allow, &peer)
 	if gerr != nil {
@@ -340,14 +348,25 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 
 	// 4. The handler.
 	call := Call{Peer: peer, Intent: hello.Intent, Body: body, FDs: r.takeFDs()}
-	rep, herr := s.invoke(ctx, route, &call)
+	rep, herr := s.invoke(cctx, route, &call)
 	defer closeFiles(rep.FDs)
+	// The payload is encoded straight after the error frame's place in
+	// out, so the answer stays one buffer and one write.
 	var payload []byte
+	var aw *appendWriter
 	if herr == nil {
-		payload, herr = msgpack.Marshal(rep.Body)
-		if herr != nil {
+		aw = getAppendWriter(out)
+		aw.b = appendStringFrame(aw.b, "")
+		aw.b = append(aw.b, 0, 0, 0, 0)
+		mark := len(aw.b)
+		if herr = aw.encode(rep.Body); herr != nil {
 			herr = fmt.Errorf("encode reply %T: %w", rep.Body, herr)
+		} else {
+			payload = aw.b[mark:]
+			binary.BigEndian.PutUint32(aw.b[mark-4:], uint32(len(payload)))
 		}
+		*outp = aw.b[:0]
+		putAppendWriter(aw)
 	}
 	result := "ok"
 	if herr != nil {
@@ -359,15 +378,18 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 		result = e.Code
 		s.writeError(c, out, e)
 	} else {
-		out = appendStringFrame(out, "")
-		out = appendFrame(out, payload)
+		out = (*outp)[:len(out)+4+4+len(payload)]
 		if werr := writeWithFDs(c, out, rep.FDs); werr != nil {
 			result = "write failed"
 			err = fmt.Errorf("rpc: write reply: %w", werr)
 		}
 	}
-	s.Log.Info("rpc: call", "server", s.Name, "intent", hello.Intent, "call", call.Label,
-		"pid", peer.PID, "uid", peer.UID, "result", result, "duration", time.Since(start))
+	if s.Log.Enabled(ctx, slog.LevelInfo) {
+		s.Log.LogAttrs(ctx, slog.LevelInfo, "rpc: call", slog.String("server", s.Name),
+			slog.String("intent", hello.Intent), slog.String("call", call.Label),
+			slog.Int("pid", int(peer.PID)), slog.Int("uid", int(peer.UID)),
+			slog.String("result", result), slog.Duration("duration", time.Since(start)))
+	}
 	return err
 }
 
