@@ -1,0 +1,58 @@
+# sluice: `make run` builds and starts the whole suite under the embedded
+# runner; `make test` runs every test. Both install what they need.
+
+GO       ?= go
+BIN      := $(CURDIR)/bin
+PREFIX   ?= /usr
+DESTDIR  ?=
+FUZZTIME ?= 30s
+export CGO_ENABLED ?= 1
+
+HELPERS  := auth policy shell ptystore
+WEBDIR   := frontend/web
+
+.PHONY: all deps web build run test test-go fuzz-smoke fuzz bench install clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+	@$(GO) mod download
+
+# The page's JavaScript comes from the npm registry, pinned by the lock file.
+web:
+	@if [ -f $(WEBDIR)/package.json ]; then \
+		cd $(WEBDIR) && { [ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error; } && npm run --silent build; \
+	fi
+
+build: web
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
+	@for h in $(HELPERS); do \
+		if [ -d helpers/$$h/cmd ]; then CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./helpers/$$h/cmd/... || exit 1; fi; \
+	done
+	@if [ -d frontend/cmd ]; then CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./frontend/cmd/...; fi
+	$(BIN)/sluice manifest $(BIN)
+
+run: deps build
+	$(BIN)/sluice run --bin-dir $(BIN)
+
+test: deps build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 12m ./...
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+fuzz-smoke:
+	@if [ -x scripts/fuzz.sh ]; then FUZZTIME=3s scripts/fuzz.sh; fi
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+bench: build
+	scripts/bench.sh
+
+install: build
+	scripts/install.sh "$(DESTDIR)" "$(PREFIX)" "$(BIN)"
+
+clean:
+	rm -rf $(BIN) $(WEBDIR)/dist
