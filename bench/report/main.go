@@ -1,0 +1,204 @@
+// Command report turns `go test -bench` output into bench/REPORT.md and a
+// bar chart of every ratio against its baseline (bench/ratios.png). Each
+// benchmark in sluice measures its own baseline in the same run and reports
+// the ratio as a metric whose unit ends in "ratio"; this tool only gathers,
+// compares with the targets, and draws.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"image/color"
+	"log"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// target says what a ratio must be for the issue's figure to be met.
+type target struct {
+	max, min float64 // 0 = no bound
+	what     string
+}
+
+// targets are keyed by "package.Benchmark/metric" (without -GOMAXPROCS).
+var targets = map[string]target{
+	"rpc.BenchmarkOneShot/p50-ratio":         {max: 1.25, what: "one-shot call with handshake vs raw connect+write+read, p50"},
+	"rpc.BenchmarkParallel8/slowdown-ratio":  {max: 1.3, what: "8-client throughput, raw calls/s over rpc calls/s"},
+	"runner.BenchmarkSpawn/spawn-ratio":      {max: 1.2, what: "Accept=yes per-connection spawn + call vs bare fork+exec"},
+	"frontend.BenchmarkThroughput/ratio":     {min: 0.8, what: "cat 100 MB through pty+frontend+WebSocket vs direct pty read"},
+	"frontend.BenchmarkThroughput/tput-ratio": {min: 0.8, what: "cat 100 MB through pty+frontend+WebSocket vs direct pty read"},
+}
+
+type result struct {
+	pkg, name string
+	iters     string
+	metrics   []metric
+}
+
+type metric struct {
+	unit  string
+	value float64
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
+
+func parse(path string) ([]result, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []result
+	pkg := ""
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "pkg: ") {
+			pkg = strings.TrimPrefix(line, "pkg: ")
+			if i := strings.LastIndex(pkg, "/"); i >= 0 {
+				pkg = pkg[i+1:]
+			}
+			continue
+		}
+		m := benchLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		r := result{pkg: pkg, name: m[1], iters: m[3]}
+		fields := strings.Fields(m[4])
+		for i := 0; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				continue
+			}
+			r.metrics = append(r.metrics, metric{unit: fields[i+1], value: v})
+		}
+		out = append(out, r)
+	}
+	return out, sc.Err()
+}
+
+func machine() string {
+	cpu := "unknown cpu"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	kernel, _ := exec.Command("uname", "-r").Output()
+	return fmt.Sprintf("%s, %d cores, Linux %s, %s", cpu, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version())
+}
+
+func main() {
+	in := flag.String("in", "bench/raw.txt", "go test -bench output")
+	md := flag.String("md", "bench/REPORT.md", "report to write")
+	png := flag.String("png", "bench/ratios.png", "chart to write")
+	flag.Parse()
+	results, err := parse(*in)
+	if err != nil {
+		log.Fatalf("report: %v", err)
+	}
+	if len(results) == 0 {
+		log.Fatalf("report: no benchmark lines in %s", *in)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# sluice benchmark report\n\n")
+	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n- produced by `make bench` (raw output in `bench/raw.txt`)\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine())
+	fmt.Fprintf(&b, "Every ratio is against a baseline measured in the same run of the same benchmark.\n\n")
+	fmt.Fprintf(&b, "## Ratios against their baselines\n\n| benchmark | metric | value | target | met |\n|---|---|---|---|---|\n")
+	type bar struct {
+		label string
+		v     float64
+	}
+	var bars []bar
+	for _, r := range results {
+		for _, m := range r.metrics {
+			if !strings.HasSuffix(m.unit, "ratio") {
+				continue
+			}
+			key := r.pkg + "." + r.name + "/" + m.unit
+			t, ok := targets[key]
+			tgt, met := "—", "—"
+			if ok {
+				switch {
+				case t.max > 0:
+					tgt = fmt.Sprintf("≤ %.2f", t.max)
+					met = yes(m.value <= t.max)
+				case t.min > 0:
+					tgt = fmt.Sprintf("≥ %.2f", t.min)
+					met = yes(m.value >= t.min)
+				}
+			}
+			fmt.Fprintf(&b, "| %s.%s | %s | %.3f | %s | %s |\n", r.pkg, r.name, m.unit, m.value, tgt, met)
+			bars = append(bars, bar{label: strings.TrimPrefix(r.name, "Benchmark") + "\n" + m.unit, v: m.value})
+		}
+	}
+	fmt.Fprintf(&b, "\n## All figures\n\n| benchmark | iterations | figures |\n|---|---|---|\n")
+	for _, r := range results {
+		var parts []string
+		for _, m := range r.metrics {
+			parts = append(parts, fmt.Sprintf("%s %s", strconv.FormatFloat(m.value, 'g', 6, 64), m.unit))
+		}
+		fmt.Fprintf(&b, "| %s.%s | %s | %s |\n", r.pkg, r.name, r.iters, strings.Join(parts, ", "))
+	}
+	fmt.Fprintf(&b, "\n![ratios](ratios.png)\n")
+	if err := os.WriteFile(*md, []byte(b.String()), 0o644); err != nil {
+		log.Fatalf("report: %v", err)
+	}
+
+	sort.SliceStable(bars, func(i, j int) bool { return bars[i].label < bars[j].label })
+	p := plot.New()
+	p.Title.Text = "sluice: each figure as a ratio to its same-run baseline"
+	p.Y.Label.Text = "ratio"
+	vals := make(plotter.Values, len(bars))
+	names := make([]string, len(bars))
+	for i, br := range bars {
+		vals[i] = br.v
+		names[i] = br.label
+	}
+	if len(bars) > 0 {
+		ch, err := plotter.NewBarChart(vals, vg.Points(28))
+		if err != nil {
+			log.Fatalf("report: %v", err)
+		}
+		ch.Color = color.RGBA{R: 40, G: 110, B: 180, A: 255}
+		p.Add(ch)
+		one := plotter.NewFunction(func(float64) float64 { return 1 })
+		one.Color = color.Gray{Y: 90}
+		one.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+		p.Add(one)
+		p.NominalX(names...)
+		p.X.Tick.Label.Rotation = 0.5
+		p.X.Tick.Label.XAlign = -0.9
+	}
+	w := vg.Length(120+70*len(bars)) * vg.Millimeter / 4
+	if w < 12*vg.Centimeter {
+		w = 12 * vg.Centimeter
+	}
+	if err := p.Save(w, 11*vg.Centimeter, *png); err != nil {
+		log.Fatalf("report: %v", err)
+	}
+	fmt.Printf("report: wrote %s and %s (%d benchmarks)\n", *md, *png, len(results))
+}
+
+func yes(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# make bench: runs every benchmark that reports a ratio against a baseline
+# measured in the same run, then writes bench/REPORT.md and bench/ratios.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p bench
+out=bench/raw.txt
+: > "$out"
+BENCHTIME=${BENCHTIME:-}
+run() { # package, bench regexp, benchtime
+	local pkg=$1 re=$2 bt=${BENCHTIME:-$3}
+	[ -d "$pkg" ] || return 0
+	echo "bench: $pkg $re ($bt)" >&2
+	go test -run '^$' -bench "$re" -benchtime "$bt" -count 1 -timeout 30m "./$pkg" | tee -a "$out"
+}
+run rpc 'OneShot|Parallel8' 20000x
+run runner 'Spawn' 2000x
+run frontend 'Bench' 1x
+run tests/load 'Bench' 1x
+go run ./bench/report -in "$out" -md bench/REPORT.md -png bench/ratios.png
