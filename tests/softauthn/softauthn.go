@@ -41,7 +41,7 @@ const coseES256 = -7
 
 // Errors a test may expect.
 var (
-	ErrNoCredential = errors.New("softauthn: no credential for this request")      // NotAllowedError in a browser
+	ErrNoCredential = errors.New("softauthn: no credential for this request")           // NotAllowedError in a browser
 	ErrExcluded     = errors.New("softauthn: a credential here is on the exclude list") // InvalidStateError
 	ErrUnsupported  = errors.New("softauthn: no supported algorithm offered (want ES256)")
 	ErrRPID         = errors.New("softauthn: relying party ID does not match")
