@@ -1,0 +1,44 @@
+// Command sluice-shell is the shell helper: it opens login shells for the
+// policy helper and hands back the pty master. See package sluice/helpers/shell.
+package main
+
+import (
+	"flag"
+
+	"sluice/helpers/helper"
+	"sluice/helpers/shell"
+	"sluice/msg"
+	"sluice/rpc"
+	"sluice/suite"
+)
+
+const protocol = "policy to shell"
+
+func main() {
+	var f helper.Flags
+	f.Register(flag.CommandLine)
+	backend := flag.String("backend", shell.BackendAuto, "how shells are opened: machined (systemd-machined over D-Bus), embedded (own pty and fork, host only), or auto (machined when booted with systemd, else embedded)")
+	bus := flag.String("dbus-address", "", "D-Bus address for the machined backend (default: the system bus)")
+	flag.Parse()
+	log := helper.Logger(msg.Shell)
+
+	b, kind, err := shell.NewBackend(*backend, *bus, log)
+	if err != nil {
+		helper.Fatal(log, "backend", err)
+	}
+	allow, err := f.Allow(protocol)
+	if err != nil {
+		helper.Fatal(log, "allow", err)
+	}
+	h := &shell.Handler{Backend: b, Log: log}
+	route, err := suite.Route(msg.Shell, protocol, allow, 0, h.Handle)
+	if err != nil {
+		helper.Fatal(log, "route", err)
+	}
+	log.Debug("shell: starting", "backend", kind, "allow", allow)
+	ctx, cancel := helper.Context()
+	defer cancel()
+	if err := f.Serve(ctx, f.Server(msg.Shell, log, route), rpc.ActivationFiles()); err != nil {
+		helper.Fatal(log, "serve", err)
+	}
+}

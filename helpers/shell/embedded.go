@@ -1,0 +1,180 @@
+package shell
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"sluice/helpers/shell/pty"
+	"sluice/msg"
+)
+
+// Embedded opens shells itself: a fresh pty, and the account's login shell
+// started on it in a new session, as that account. It serves only the host
+// (".host"), and only other accounts when running as root: an unprivileged
+// helper can start shells for its own account and nobody else's.
+type Embedded struct {
+	Log *slog.Logger
+}
+
+// DefaultTERM is used when the request carries no TERM: the browser side
+// is an xterm-compatible emulator.
+const DefaultTERM = "xterm-256color"
+
+// Paths for a fresh login environment, as login(1) sets them.
+const (
+	userPath = "/usr/local/bin:/usr/bin:/bin"
+	rootPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+// Open starts the shell. The child is a session leader with the pty slave
+// as its controlling terminal and stdin/out/err; the helper keeps no copy
+// of the slave, so when every master is closed the shell gets SIGHUP.
+// The child is not tied to the helper: with Accept=yes the helper exits
+// right after replying and the shell lives on (reparented to the runner,
+// a child subreaper, or to init).
+func (e *Embedded) Open(ctx context.Context, req msg.OpenShell) (Opened, error) {
+	if req.Machine != msg.HostMachine {
+		return Opened{}, fmt.Errorf("%w: machine %q: no machined here, the embedded backend serves only %s",
+			ErrRefused, req.Machine, msg.HostMachine)
+	}
+	acct, err := LookupAccount(req.User)
+	if err != nil {
+		return Opened{}, err
+	}
+	attr := &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if euid := os.Geteuid(); euid == 0 {
+		cred, err := credential(acct)
+		if err != nil {
+			return Opened{}, err
+		}
+		attr.Credential = cred
+	} else if uint32(euid) != acct.UID {
+		return Opened{}, fmt.Errorf("%w: running as uid %d, cannot open a shell for %s (uid %d) without root",
+			ErrRefused, euid, acct.Name, acct.UID)
+	}
+
+	path, argv := loginCommand(acct, req.Args)
+	cmd := &exec.Cmd{
+		Path:        path,
+		Args:        argv,
+		Env:         environ(acct, req.Env),
+		Dir:         homeDir(acct.Home),
+		SysProcAttr: attr,
+	}
+	master, slave, err := pty.Open()
+	if err != nil {
+		return Opened{}, err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	err = cmd.Start()
+	slave.Close()
+	if err != nil {
+		master.Close()
+		return Opened{}, fmt.Errorf("shell: start %s for %s: %w", path, acct.Name, err)
+	}
+	pid := cmd.Process.Pid
+	// Reap it if the helper is still around when it ends (long-running
+	// --listen mode); otherwise its new parent does.
+	go func() {
+		err := cmd.Wait()
+		e.logger().Info("shell: ended", "pid", pid, "unix_user", acct.Name, "status", exitStatus(err))
+	}()
+	return Opened{Master: master, PID: pid}, nil
+}
+
+func (e *Embedded) logger() *slog.Logger {
+	if e.Log != nil {
+		return e.Log
+	}
+	return slog.Default()
+}
+
+// loginCommand is the program and argv: the account's shell as a login
+// shell ("-bash"), or, when policy allowed a fixed command, exactly that.
+func loginCommand(acct Account, args []string) (string, []string) {
+	if len(args) > 0 {
+		return args[0], args
+	}
+	sh := acct.Shell
+	if sh == "" {
+		sh = "/bin/sh"
+	}
+	return sh, []string{"-" + filepath.Base(sh)}
+}
+
+// environ is a fresh login environment: nothing from the helper's own, the
+// account's variables, and the (policy-filtered) request variables, which
+// may not override the account's.
+func environ(acct Account, extra []string) []string {
+	path := userPath
+	if acct.UID == 0 {
+		path = rootPath
+	}
+	sh := acct.Shell
+	if sh == "" {
+		sh = "/bin/sh"
+	}
+	env := []string{
+		"HOME=" + acct.Home,
+		"USER=" + acct.Name,
+		"LOGNAME=" + acct.Name,
+		"SHELL=" + sh,
+		"PATH=" + path,
+	}
+	term := DefaultTERM
+	for _, kv := range extra {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "HOME", "USER", "LOGNAME", "SHELL", "PATH":
+			continue
+		case "TERM":
+			term = v
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "TERM="+term)
+}
+
+func homeDir(home string) string {
+	if st, err := os.Stat(home); err == nil && st.IsDir() {
+		return home
+	}
+	return "/"
+}
+
+// credential is the account's uid, gid and supplementary groups.
+func credential(acct Account) (*syscall.Credential, error) {
+	cred := &syscall.Credential{Uid: acct.UID, Gid: acct.GID, Groups: []uint32{}}
+	u, err := user.Lookup(acct.Name)
+	if err != nil {
+		return nil, fmt.Errorf("shell: groups of %s: %w", acct.Name, err)
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, fmt.Errorf("shell: groups of %s: %w", acct.Name, err)
+	}
+	for _, id := range ids {
+		n, err := strconv.ParseUint(id, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("shell: groups of %s: %q: %w", acct.Name, id, err)
+		}
+		cred.Groups = append(cred.Groups, uint32(n))
+	}
+	return cred, nil
+}
+
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit 0"
+	}
+	return err.Error()
+}
