@@ -89,7 +89,7 @@ func checkMasterFlags(t *testing.T, f *os.File) {
 
 // expect types line and waits for want. The typed line is echoed by the
 // terminal, so want must be something only the command's output contains
-// (hence the quotes in "echo he''llo").
+// (hence an empty quoted string inside the word, as in the hello test).
 func expect(t *testing.T, term *ptytest.Term, line, want string) string {
 	t.Helper()
 	if err := term.Type(line + "\n"); err != nil {
