@@ -499,6 +499,12 @@ func (s *Service) loginFinish(a msg.LoginFinish) (msg.LoginFinishReply, error) {
 		return msg.LoginFinishReply{}, err
 	}
 	ch := sha256.Sum256([]byte("sluice login challenge\x00" + sd.Challenge))
+	if used, err := s.store.ChallengeUsed(ch[:], now); err != nil {
+		return msg.LoginFinishReply{}, err
+	} else if used {
+		s.log.Warn("auth: login refused: challenge replayed", "user", c.User)
+		return msg.LoginFinishReply{}, rpc.Errorf(msg.CodeDenied, "this sign-in attempt was already used; start again")
+	}
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(a.Assertion)
 	if err != nil {
 		return msg.LoginFinishReply{}, rpc.Errorf(msg.CodeBadRequest, "assertion: %s", describe(err))

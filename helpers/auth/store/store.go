@@ -481,6 +481,22 @@ func (s *Store) Use(id, challengeHash []byte, replayUntil time.Time, signCount u
 	return nil
 }
 
+// ChallengeUsed reports whether a login challenge (by hash) was already
+// used. It is an early, friendlier answer only: Use checks again inside
+// its transaction, which is what makes a challenge single-use.
+func (s *Store) ChallengeUsed(challengeHash []byte, now time.Time) (bool, error) {
+	var used bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bReplay).Get(challengeHash)
+		used = v != nil && len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixMilli()
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: replay record: %w", err)
+	}
+	return used, nil
+}
+
 // prune drops expired tokens and replay records. Both sets are small and
 // short-lived, so a scan inside the writing transaction is cheap.
 func prune(tx *bolt.Tx, now time.Time) {

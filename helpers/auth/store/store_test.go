@@ -127,7 +127,16 @@ func TestEnrollRegisterUse(t *testing.T) {
 	if got.SignCount != 6 || string(got.Data) != "data counter forward again" {
 		t.Fatalf("after uses: %+v", got)
 	}
+	if used, err := s.ChallengeUsed(hash("c1"), t0); err != nil || !used {
+		t.Fatalf("ChallengeUsed(c1) = %v, %v", used, err)
+	}
+	if used, _ := s.ChallengeUsed(hash("c1"), until); used {
+		t.Fatal("challenge still used after its record expired")
+	}
 	// A refused use leaves no trace: its challenge stays fresh.
+	if used, _ := s.ChallengeUsed(hash("c4"), t0); used {
+		t.Fatal("a refused use recorded its challenge")
+	}
 	if err := s.Use([]byte("cred-1"), hash("c4"), until, 7, nil, t0); err != nil {
 		t.Fatalf("challenge of a refused use: %v", err)
 	}
