@@ -1,7 +1,7 @@
 // Package sdnotify sends sd_notify(3) messages, with file descriptors, to
-// the service manager at $NOTIFY_SOCKET: systemd or sluice's embedded
-// runner. go-systemd's daemon.SdNotify cannot pass fds, which the fd store
-// needs.
+// the service manager: systemd, or sluice's embedded runner, which speak
+// the same protocol. It has no dependency on the rest of sluice so any
+// service can use it.
 package sdnotify
 
 import (
@@ -9,85 +9,108 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// ErrNoSocket: $NOTIFY_SOCKET is unset, so there is no manager to tell.
+// ErrNoSocket: $NOTIFY_SOCKET is not set, so no service manager listens.
+// A service may treat that as "not supervised" (sd_notify returns 0 then).
 var ErrNoSocket = errors.New("sdnotify: NOTIFY_SOCKET not set")
 
-// sendTimeout bounds one send: a manager that stopped reading must not hang
-// the caller for ever.
-const sendTimeout = 5 * time.Second
+// MaxFDs is the kernel's SCM_MAX_FD: more rights than this cannot ride on
+// one datagram.
+const MaxFDs = 253
 
 // Socket returns $NOTIFY_SOCKET ("" when unset).
 func Socket() string { return os.Getenv("NOTIFY_SOCKET") }
 
-// Available reports whether a manager is listening for notifications.
-func Available() bool { return Socket() != "" }
-
-// Notify sends state ("READY=1", "FDSTORE=1\nFDNAME=x", ...) with fds as
-// SCM_RIGHTS to $NOTIFY_SOCKET, a path or an abstract address written with
-// a leading '@'. Without $NOTIFY_SOCKET it does nothing and returns nil,
-// as sd_notify does; callers that need a manager check Available.
+// Notify sends state (newline-separated KEY=VALUE assignments, such as
+// "READY=1" or "FDSTORE=1\nFDNAME=x") to $NOTIFY_SOCKET, with fds attached
+// as SCM_RIGHTS. An address starting with '@' is in the abstract namespace.
+// The manager learns our pid from the kernel (it sets SO_PASSCRED), never
+// from the message.
 func Notify(state string, fds ...*os.File) error {
 	addr := Socket()
 	if addr == "" {
-		return nil
+		return ErrNoSocket
 	}
-	return Send(addr, state, fds...)
+	return NotifyTo(addr, state, fds...)
 }
 
-// Send is Notify to an explicit address.
-func Send(addr, state string, fds ...*os.File) error {
-	if addr == "" || (addr[0] != '/' && addr[0] != '@') {
-		return fmt.Errorf("sdnotify: unsupported NOTIFY_SOCKET %q (want a path or @abstract)", addr)
+// NotifyTo is Notify to an explicit socket address.
+func NotifyTo(addr, state string, fds ...*os.File) error {
+	if len(fds) > MaxFDs {
+		return fmt.Errorf("sdnotify: %d fds, at most %d fit one message", len(fds), MaxFDs)
 	}
-	if len(fds) > 253 {
-		return fmt.Errorf("sdnotify: %d fds, at most 253 fit one message", len(fds))
+	if state == "" {
+		return errors.New("sdnotify: empty state")
+	}
+	if !strings.HasPrefix(addr, "/") && !strings.HasPrefix(addr, "@") {
+		// systemd also knows vsock: addresses; sluice has no use for them.
+		return fmt.Errorf("sdnotify: unsupported NOTIFY_SOCKET %q", addr)
 	}
 	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("sdnotify: socket: %w", err)
 	}
 	defer unix.Close(s)
-	tv := unix.NsecToTimeval(sendTimeout.Nanoseconds())
-	unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
-
 	var oob []byte
 	if len(fds) > 0 {
 		ints := make([]int, len(fds))
 		for i, f := range fds {
-			// Control rather than Fd: Fd would switch a file Go opened
-			// non-blocking to blocking, and the open file description is
-			// shared with every other holder of the fd.
-			rc, err := f.SyscallConn()
-			if err != nil {
-				return fmt.Errorf("sdnotify: fd %d: %w", i, err)
+			if f == nil {
+				return fmt.Errorf("sdnotify: fd %d is nil", i)
 			}
-			rc.Control(func(fd uintptr) { ints[i] = int(fd) })
+			ints[i] = int(f.Fd())
 		}
 		oob = unix.UnixRights(ints...)
 	}
-	// SockaddrUnix turns a leading '@' into the abstract namespace's NUL.
-	to := &unix.SockaddrUnix{Name: addr}
-	for {
-		err = unix.Sendmsg(s, []byte(state), oob, to, unix.MSG_NOSIGNAL)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("sdnotify: send %q to %s: %w", firstLine(state), addr, err)
+	// x/sys maps a leading '@' to the abstract namespace's leading NUL.
+	if err := unix.Sendmsg(s, []byte(state), oob, &unix.SockaddrUnix{Name: addr}, unix.MSG_NOSIGNAL); err != nil {
+		return fmt.Errorf("sdnotify: send to %s: %w", addr, err)
 	}
 	return nil
 }
 
-// Ready tells the manager start-up is finished.
+// Ready tells the manager start-up is complete.
 func Ready() error { return Notify("READY=1") }
 
-func firstLine(s string) string {
-	l, _, _ := strings.Cut(s, "\n")
-	return l
+// Stopping tells the manager the service is shutting down.
+func Stopping() error { return Notify("STOPPING=1") }
+
+// Store puts f in the manager's fd store under name. With poll false the
+// manager does not drop it on POLLHUP/POLLERR (FDPOLL=0), which is what a
+// pty master needs: it reports a hangup while no slave is open.
+func Store(name string, poll bool, f *os.File) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	state := "FDSTORE=1\nFDNAME=" + name
+	if !poll {
+		state += "\nFDPOLL=0"
+	}
+	return Notify(state, f)
+}
+
+// Remove drops every fd stored under name.
+func Remove(name string) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	return Notify("FDSTOREREMOVE=1\nFDNAME=" + name)
+}
+
+// ValidName checks an fd store name as systemd does (fdname_is_valid): 1
+// to 255 printable ASCII bytes, no ':' (the LISTEN_FDNAMES separator).
+func ValidName(name string) error {
+	if name == "" || len(name) > 255 {
+		return fmt.Errorf("sdnotify: fd name of %d bytes, want 1..255", len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c < 0x20 || c > 0x7e || c == ':' {
+			return fmt.Errorf("sdnotify: fd name %q: byte 0x%02x not allowed", name, c)
+		}
+	}
+	return nil
 }

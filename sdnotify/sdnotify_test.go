@@ -1,6 +1,7 @@
 package sdnotify
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,8 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// listen binds a datagram socket at addr (a path or @abstract) the way a
-// service manager does, with SO_PASSCRED so the sender is known.
+// listen makes a receiving notify socket like a service manager's:
+// datagram, SO_PASSCRED, at a path or an abstract address.
 func listen(t *testing.T, addr string) int {
 	t.Helper()
 	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -29,77 +30,97 @@ func listen(t *testing.T, addr string) int {
 	return s
 }
 
-// recv reads one message: its text, the sender pid and the fds it carried.
-func recv(t *testing.T, s int) (string, int32, []*os.File) {
+type got struct {
+	state string
+	pid   int32
+	fds   []int
+}
+
+func recv(t *testing.T, s int) got {
 	t.Helper()
 	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*253))
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*MaxFDs))
 	n, oobn, _, _, err := unix.Recvmsg(s, buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
 		t.Fatal(err)
 	}
-	scms, err := unix.ParseSocketControlMessage(oob[:oobn])
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pid int32
-	var files []*os.File
-	for _, m := range scms {
-		if fds, err := unix.ParseUnixRights(&m); err == nil {
-			for _, fd := range fds {
-				files = append(files, os.NewFile(uintptr(fd), "received"))
+	g := got{state: string(buf[:n])}
+	for i := range msgs {
+		switch msgs[i].Header.Type {
+		case unix.SCM_RIGHTS:
+			fds, err := unix.ParseUnixRights(&msgs[i])
+			if err != nil {
+				t.Fatal(err)
 			}
-		} else if c, err := unix.ParseUnixCredentials(&m); err == nil {
-			pid = c.Pid
+			g.fds = append(g.fds, fds...)
+		case unix.SCM_CREDENTIALS:
+			uc, err := unix.ParseUnixCredentials(&msgs[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.pid = uc.Pid
 		}
 	}
-	return string(buf[:n]), pid, files
+	return g
 }
 
 func TestNotify(t *testing.T) {
-	cases := []struct {
-		name string
-		addr func(t *testing.T) string
+	dir := t.TempDir()
+	abstract := fmt.Sprintf("@sluice-sdnotify-test-%d", os.Getpid())
+	for _, tc := range []struct {
+		name  string
+		addr  string
+		send  func() error
+		state string
+		nfds  int
 	}{
-		{"path", func(t *testing.T) string { return filepath.Join(t.TempDir(), "notify") }},
-		{"abstract", func(t *testing.T) string { return fmt.Sprintf("@sluice-sdnotify-test-%d", os.Getpid()) }},
-	}
-	for _, tc := range cases {
+		{"ready at a path", filepath.Join(dir, "notify"), Ready, "READY=1", 0},
+		{"stopping in the abstract namespace", abstract, Stopping, "STOPPING=1", 0},
+		{"store with poll", filepath.Join(dir, "n2"), nil, "FDSTORE=1\nFDNAME=pipe", 1},
+		{"store without poll", abstract + "-2", nil, "FDSTORE=1\nFDNAME=pipe\nFDPOLL=0", 1},
+		{"remove", filepath.Join(dir, "n3"), func() error { return Remove("pipe") }, "FDSTOREREMOVE=1\nFDNAME=pipe", 0},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := tc.addr(t)
-			s := listen(t, addr)
-			t.Setenv("NOTIFY_SOCKET", addr)
-			if !Available() {
-				t.Fatal("Available() false with NOTIFY_SOCKET set")
+			s := listen(t, tc.addr)
+			t.Setenv("NOTIFY_SOCKET", tc.addr)
+			var w *os.File
+			send := tc.send
+			if send == nil {
+				r, pw, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				w = pw
+				send = func() error { return Store("pipe", !strings.Contains(tc.state, "FDPOLL=0"), r) }
 			}
-			if err := Ready(); err != nil {
+			if err := send(); err != nil {
 				t.Fatal(err)
 			}
-			text, pid, fds := recv(t, s)
-			if text != "READY=1" || pid != int32(os.Getpid()) || len(fds) != 0 {
-				t.Fatalf("got %q from pid %d with %d fds", text, pid, len(fds))
+			g := recv(t, s)
+			if g.state != tc.state {
+				t.Errorf("state %q, want %q", g.state, tc.state)
 			}
-
-			// Two fds ride along and are the very same open files.
-			r1, w1, _ := os.Pipe()
-			r2, w2, _ := os.Pipe()
-			defer r1.Close()
-			defer r2.Close()
-			if err := Notify("FDSTORE=1\nFDNAME=two", w1, w2); err != nil {
-				t.Fatal(err)
+			if g.pid != int32(os.Getpid()) {
+				t.Errorf("kernel says sender pid %d, want %d", g.pid, os.Getpid())
 			}
-			text, _, fds = recv(t, s)
-			if text != "FDSTORE=1\nFDNAME=two" || len(fds) != 2 {
-				t.Fatalf("got %q with %d fds", text, len(fds))
+			if len(g.fds) != tc.nfds {
+				t.Fatalf("%d fds, want %d", len(g.fds), tc.nfds)
 			}
-			w1.Close()
-			w2.Close()
-			for i, pair := range [][2]*os.File{{fds[0], r1}, {fds[1], r2}} {
-				fmt.Fprintf(pair[0], "fd%d", i)
-				pair[0].Close()
-				got, _ := io.ReadAll(pair[1])
-				if string(got) != fmt.Sprintf("fd%d", i) {
-					t.Fatalf("fd %d carried %q", i, got)
+			if w != nil {
+				// The fd that arrived is the pipe's read end: data written
+				// to our end comes out of it.
+				w.Write([]byte("through the store"))
+				w.Close()
+				f := os.NewFile(uintptr(g.fds[0]), "stored")
+				b, err := io.ReadAll(f)
+				f.Close()
+				if err != nil || string(b) != "through the store" {
+					t.Errorf("read %q, %v", b, err)
 				}
 			}
 		})
@@ -107,17 +128,43 @@ func TestNotify(t *testing.T) {
 }
 
 func TestNotifyErrors(t *testing.T) {
-	t.Setenv("NOTIFY_SOCKET", "")
-	if err := Notify("READY=1"); err != nil {
-		t.Fatalf("unset NOTIFY_SOCKET: %v, want nil like sd_notify", err)
+	for _, tc := range []struct {
+		name, env, state string
+		want             string
+	}{
+		{"unset", "", "READY=1", "NOTIFY_SOCKET not set"},
+		{"vsock", "vsock:2:1", "READY=1", "unsupported"},
+		{"nobody listens", filepath.Join(t.TempDir(), "none"), "READY=1", "no such file"},
+		{"empty state", "/x", "", "empty state"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("NOTIFY_SOCKET", tc.env)
+			err := Notify(tc.state)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+			if tc.env == "" && !errors.Is(err, ErrNoSocket) {
+				t.Errorf("err %v is not ErrNoSocket", err)
+			}
+		})
 	}
-	if Available() {
-		t.Fatal("Available() with NOTIFY_SOCKET empty")
-	}
-	for _, addr := range []string{"vsock:2:1234", "relative/path", filepath.Join(t.TempDir(), "nobody-listens")} {
-		t.Setenv("NOTIFY_SOCKET", addr)
-		if err := Notify("READY=1"); err == nil || !strings.Contains(err.Error(), "sdnotify") {
-			t.Errorf("NOTIFY_SOCKET=%q: err %v, want an sdnotify error", addr, err)
+}
+
+func TestValidName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"pty.abc-_=", true},
+		{strings.Repeat("x", 255), true},
+		{strings.Repeat("x", 256), false},
+		{"", false},
+		{"a:b", false},
+		{"a\nb", false},
+		{"caf\xc3\xa9", false},
+	} {
+		if err := ValidName(tc.name); (err == nil) != tc.ok {
+			t.Errorf("ValidName(%q) = %v, want ok=%v", tc.name, err, tc.ok)
 		}
 	}
 }
