@@ -1,0 +1,636 @@
+// Package hub streams live pty sessions to their viewers. Each session has
+// exactly one reader of its pty master, which appends to the session's
+// scrollback ring; every viewer sends from the ring at its own position,
+// within a window of bytes its client has not yet acknowledged.
+//
+// Flow control: the reader reads only as much as every pacing viewer (the
+// ones that may type) has room for in its window, so a browser that falls
+// behind stops the pty reads and the shell blocks on its output, instead of
+// the frontend buffering without bound. A pacing viewer that makes no
+// progress for StallTimeout stops pacing: it lags, and when the ring has
+// moved past it, skips ahead. Read-only viewers never pace; they only ever
+// skip. Memory per session is the ring (at most RingMax, grown as output
+// arrives) plus at most InputMax of queued keystrokes.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Viewer modes. They match msg.ModeOwner, msg.ShareReadOnly and
+// msg.ShareReadWrite.
+const (
+	ModeOwner     = "owner"
+	ModeReadOnly  = "read-only"
+	ModeReadWrite = "read-write"
+)
+
+var (
+	ErrReadOnly  = errors.New("hub: this viewer is read-only")
+	ErrInputFull = errors.New("hub: input backlog full, the shell is not reading")
+	ErrDetached  = errors.New("hub: viewer detached")
+)
+
+// Options bound a session's memory and pacing. Zero values take defaults.
+type Options struct {
+	Window       int           // unacknowledged bytes per viewer; default 64 KiB
+	RingMax      int           // scrollback per session; default 256 KiB
+	ReadChunk    int           // largest single pty read; default 16 KiB
+	InputMax     int           // queued input per session; default 64 KiB
+	StallTimeout time.Duration // pacing viewer without progress this long stops pacing; default 2 s
+	Log          *slog.Logger
+	// OnExit, if set, is called once after a session's pty has ended and
+	// the session has left the hub.
+	OnExit func(s *Session)
+}
+
+func (o Options) withDefaults() Options {
+	if o.Window <= 0 {
+		o.Window = 64 << 10
+	}
+	if o.RingMax <= 0 {
+		o.RingMax = 256 << 10
+	}
+	if o.ReadChunk <= 0 {
+		o.ReadChunk = 16 << 10
+	}
+	// A pacing viewer must never be overrun by the ring: it can be behind
+	// by at most a window plus one read.
+	o.RingMax = max(o.RingMax, o.Window+o.ReadChunk)
+	if o.InputMax <= 0 {
+		o.InputMax = 64 << 10
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = 2 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return o
+}
+
+// Hub is the set of sessions this process is streaming, by session ID.
+type Hub struct {
+	opt Options
+
+	mu       sync.Mutex
+	sessions map[string]*Session
+}
+
+func New(opt Options) *Hub {
+	return &Hub{opt: opt.withDefaults(), sessions: map[string]*Session{}}
+}
+
+// Adopt starts streaming pty, a pty master, as session id, and takes
+// ownership of it. If the hub already streams id, pty is closed and the
+// existing session returned: there is one reader per pty.
+func (h *Hub) Adopt(id string, pty *os.File) (*Session, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s, ok := h.sessions[id]; ok {
+		pty.Close()
+		return s, nil
+	}
+	f, err := pollable(pty)
+	if err != nil {
+		return nil, fmt.Errorf("hub: adopt %s: %w", id, err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("hub: adopt %s: %w", id, err)
+	}
+	s := &Session{
+		id:      id,
+		h:       h,
+		opt:     h.opt,
+		f:       f,
+		rc:      rc,
+		ring:    ring{max: h.opt.RingMax},
+		kick:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	h.sessions[id] = s
+	go s.readLoop()
+	return s, nil
+}
+
+// pollable returns a non-blocking dup of f so that reads park in the
+// runtime poller instead of holding a thread, and closes f. Fds that
+// arrived over SCM_RIGHTS are blocking files to the os package.
+func pollable(f *os.File) (*os.File, error) {
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup: %w", derr)
+	}
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return nil, fmt.Errorf("nonblock: %w", err)
+	}
+	return os.NewFile(uintptr(nfd), "pty"), nil
+}
+
+// Get returns the session streaming id, or nil.
+func (h *Hub) Get(id string) *Session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sessions[id]
+}
+
+// Len is the number of live sessions.
+func (h *Hub) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.sessions)
+}
+
+// Close ends every session's stream (not the shells: ptystore holds
+// their ptys) and waits for the readers to stop.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	all := make([]*Session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+	for _, s := range all {
+		s.Close()
+		<-s.done
+	}
+}
+
+// Session is one pty being streamed.
+type Session struct {
+	id  string
+	h   *Hub
+	opt Options
+	f   *os.File
+	rc  syscall.RawConn
+
+	mu      sync.Mutex
+	ring    ring
+	viewers []*Viewer
+	exited  bool
+	readErr error
+
+	kick      chan struct{} // wakes the reader to re-check its allowance
+	closing   chan struct{}
+	closeOnce sync.Once
+	done      chan struct{} // closed when the reader has stopped
+
+	inMu      sync.Mutex
+	inq       [][]byte
+	inBytes   int
+	inWriting bool
+}
+
+func (s *Session) ID() string { return s.id }
+
+// Done is closed once the pty has ended (or the stream was closed) and
+// every byte read from it is in the ring.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Close stops streaming: the reader stops and the frontend's copy of the
+// pty is closed.
+func (s *Session) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.f.Close()
+	})
+}
+
+// Err is why the stream ended: nil while live, io.EOF when the shell side
+// hung up.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.readErr
+}
+
+// Stats is a snapshot for tests, benchmarks and the sessions page.
+type Stats struct {
+	Head      int64 // bytes read from the pty so far
+	RingBytes int   // bytes allocated for scrollback
+	Viewers   int
+}
+
+func (s *Session) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{Head: s.ring.head, RingBytes: s.ring.size(), Viewers: len(s.viewers)}
+}
+
+func (s *Session) readLoop() {
+	defer s.finish()
+	var timer *time.Timer
+	for {
+		s.mu.Lock()
+		n, wait := s.allowanceLocked(time.Now())
+		s.mu.Unlock()
+		if n == 0 {
+			var tc <-chan time.Time
+			if wait > 0 {
+				if timer == nil {
+					timer = time.NewTimer(wait)
+				} else {
+					timer.Reset(wait)
+				}
+				tc = timer.C
+			}
+			select {
+			case <-s.kick:
+			case <-tc:
+			case <-s.closing:
+				s.setErr(os.ErrClosed)
+				return
+			}
+			if timer != nil {
+				timer.Stop()
+			}
+			continue
+		}
+		if err := s.readOnce(n); err != nil {
+			s.setErr(err)
+			return
+		}
+	}
+}
+
+func (s *Session) setErr(err error) {
+	s.mu.Lock()
+	if s.readErr == nil {
+		s.readErr = err
+	}
+	s.mu.Unlock()
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// readOnce waits for the pty to be readable and appends one read of at
+// most n bytes to the ring. The buffer is taken only once data is there, so
+// an idle session holds none.
+func (s *Session) readOnce(n int) error {
+	var rerr error
+	err := s.rc.Read(func(fd uintptr) bool {
+		bp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bp)
+		buf := (*bp)[:min(n, len(*bp))]
+		k, err := unix.Read(int(fd), buf)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			return false
+		case err == unix.EIO || (err == nil && k == 0):
+			// EIO: no slave fd is open any more; the shell is gone and
+			// everything it wrote has been read.
+			rerr = io.EOF
+		case err != nil:
+			rerr = fmt.Errorf("hub: read %s: %w", s.id, err)
+		default:
+			s.mu.Lock()
+			s.ring.write(buf[:k])
+			s.wakeViewersLocked(false)
+			s.mu.Unlock()
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
+}
+
+// allowanceLocked is how many bytes the reader may read now: as much as
+// the fullest pacing window has room for. When that is nothing, wait is
+// how long until the stalled viewer nearest its deadline stops pacing.
+func (s *Session) allowanceLocked(now time.Time) (n int, wait time.Duration) {
+	n = s.opt.ReadChunk
+	for _, v := range s.viewers {
+		if !v.pacing || v.lagging {
+			continue
+		}
+		space := int64(s.opt.Window) - v.backlogLocked()
+		if space > 0 {
+			n = min(n, int(space))
+			continue
+		}
+		idle := now.Sub(v.progress)
+		if idle >= s.opt.StallTimeout {
+			v.lagging = true
+			s.opt.Log.Info("viewer stalled, no longer pacing", "session", s.id, "user", v.user, "idle", idle)
+			continue
+		}
+		if w := s.opt.StallTimeout - idle; wait == 0 || w < wait {
+			wait = w
+		}
+		n = 0
+	}
+	return n, wait
+}
+
+func (s *Session) finish() {
+	s.mu.Lock()
+	s.exited = true
+	s.wakeViewersLocked(false)
+	s.mu.Unlock()
+	s.h.mu.Lock()
+	if s.h.sessions[s.id] == s {
+		delete(s.h.sessions, s.id)
+	}
+	s.h.mu.Unlock()
+	s.Close()
+	close(s.done)
+	if s.opt.OnExit != nil {
+		s.opt.OnExit(s)
+	}
+}
+
+func (s *Session) kickReader() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Session) wakeViewersLocked(viewersChanged bool) {
+	for _, v := range s.viewers {
+		if viewersChanged {
+			v.viewersDirty = true
+		}
+		v.signal()
+	}
+}
+
+// ViewerInfo describes a viewer for the "who is watching" list.
+type ViewerInfo struct {
+	User    string `json:"user"`
+	Mode    string `json:"mode"`
+	Lagging bool   `json:"lagging,omitempty"`
+}
+
+func (s *Session) Viewers() []ViewerInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ViewerInfo, 0, len(s.viewers))
+	for _, v := range s.viewers {
+		out = append(out, ViewerInfo{User: v.user, Mode: v.mode, Lagging: v.lagging})
+	}
+	return out
+}
+
+// Attach adds a viewer that will first get the scrollback, then live
+// output. Viewers that may type pace the reader; read-only ones do not.
+func (s *Session) Attach(user, mode string) *Viewer {
+	v := &Viewer{
+		s:        s,
+		user:     user,
+		mode:     mode,
+		pacing:   mode != ModeReadOnly,
+		wake:     make(chan struct{}, 1),
+		progress: time.Now(),
+	}
+	s.mu.Lock()
+	v.pos = s.ring.start()
+	s.viewers = append(s.viewers, v)
+	s.wakeViewersLocked(true)
+	s.mu.Unlock()
+	s.kickReader()
+	return v
+}
+
+// Viewer is one client's view of a session.
+type Viewer struct {
+	s      *Session
+	user   string
+	mode   string
+	pacing bool
+	wake   chan struct{}
+
+	// Guarded by s.mu.
+	pos          int64 // next ring offset to send
+	delivered    int64 // bytes handed out by Next
+	acked        int64 // bytes the client said it has processed
+	progress     time.Time
+	lagging      bool
+	detached     bool
+	viewersDirty bool
+}
+
+func (v *Viewer) Mode() string { return v.mode }
+func (v *Viewer) User() string { return v.user }
+
+func (v *Viewer) signal() {
+	select {
+	case v.wake <- struct{}{}:
+	default:
+	}
+}
+
+// backlogLocked is what this viewer holds up: bytes read but not yet sent
+// to it, plus bytes sent but not yet acknowledged.
+func (v *Viewer) backlogLocked() int64 {
+	return (v.s.ring.head - v.pos) + (v.delivered - v.acked)
+}
+
+// Event is what Next hands the sender.
+type Event struct {
+	N       int   // bytes of output copied into dst
+	Skipped int64 // bytes this viewer missed because it lagged (before the N)
+	Viewers bool  // the viewer list changed
+	Exited  bool  // the pty ended and every byte has been handed out
+}
+
+// Next waits for something to send: output within the window, a viewer
+// list change, or the end of the session.
+func (v *Viewer) Next(ctx context.Context, dst []byte) (Event, error) {
+	s := v.s
+	for {
+		var ev Event
+		s.mu.Lock()
+		if v.detached {
+			s.mu.Unlock()
+			return ev, ErrDetached
+		}
+		if v.viewersDirty {
+			v.viewersDirty = false
+			ev.Viewers = true
+		}
+		if start := s.ring.start(); v.pos < start {
+			ev.Skipped = start - v.pos
+			v.pos = start
+		}
+		avail := s.ring.head - v.pos
+		win := int64(s.opt.Window) - (v.delivered - v.acked)
+		if avail > 0 && win > 0 && len(dst) > 0 {
+			k := int(min(int64(len(dst)), avail, win))
+			s.ring.read(v.pos, dst[:k])
+			v.pos += int64(k)
+			v.delivered += int64(k)
+			ev.N = k
+		} else if avail == 0 && s.exited {
+			ev.Exited = true
+		}
+		s.mu.Unlock()
+		if ev.N > 0 || ev.Skipped > 0 || ev.Viewers || ev.Exited {
+			return ev, nil
+		}
+		select {
+		case <-v.wake:
+		case <-ctx.Done():
+			return ev, ctx.Err()
+		}
+	}
+}
+
+// Ack records that the client has processed total bytes (cumulative since
+// Attach, not counting skipped ones).
+func (v *Viewer) Ack(total int64) {
+	s := v.s
+	s.mu.Lock()
+	if total > v.acked {
+		v.acked = min(total, v.delivered)
+		v.progress = time.Now()
+	}
+	if v.lagging && v.pacing && v.backlogLocked() <= int64(s.opt.Window)/2 {
+		v.lagging = false
+	}
+	s.mu.Unlock()
+	v.signal()
+	s.kickReader()
+}
+
+// Input types p into the session.
+func (v *Viewer) Input(p []byte) error {
+	if v.mode == ModeReadOnly {
+		return ErrReadOnly
+	}
+	return v.s.input(p)
+}
+
+// Resize sets the pty's window size; read-only viewers may not.
+func (v *Viewer) Resize(cols, rows uint16) error {
+	if v.mode == ModeReadOnly {
+		return ErrReadOnly
+	}
+	if cols == 0 || rows == 0 {
+		return fmt.Errorf("hub: resize %s: %dx%d", v.s.id, cols, rows)
+	}
+	var ierr error
+	if err := v.s.rc.Control(func(fd uintptr) {
+		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: cols, Row: rows})
+	}); err != nil {
+		return fmt.Errorf("hub: resize %s: %w", v.s.id, err)
+	}
+	if ierr != nil {
+		return fmt.Errorf("hub: resize %s: %w", v.s.id, ierr)
+	}
+	return nil
+}
+
+// Detach removes the viewer; a pending Next returns ErrDetached.
+func (v *Viewer) Detach() {
+	s := v.s
+	s.mu.Lock()
+	if !v.detached {
+		v.detached = true
+		for i, o := range s.viewers {
+			if o == v {
+				s.viewers = append(s.viewers[:i], s.viewers[i+1:]...)
+				break
+			}
+		}
+		s.wakeViewersLocked(true)
+	}
+	s.mu.Unlock()
+	v.signal()
+	s.kickReader()
+}
+
+// input writes p to the pty without ever blocking the caller (the
+// connection's reader, which must keep reading acknowledgements): what the
+// pty does not take now is queued, up to InputMax, and written by a
+// goroutine that exists only while there is a backlog.
+func (s *Session) input(p []byte) error {
+	s.inMu.Lock()
+	defer s.inMu.Unlock()
+	if len(s.inq) == 0 {
+		var n int
+		var werr error
+		if err := s.rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Write(int(fd), p)
+			return true
+		}); err != nil {
+			return fmt.Errorf("hub: write %s: %w", s.id, err)
+		}
+		if werr != nil && werr != unix.EAGAIN && werr != unix.EINTR {
+			return fmt.Errorf("hub: write %s: %w", s.id, werr)
+		}
+		p = p[max(n, 0):]
+		if len(p) == 0 {
+			return nil
+		}
+	}
+	if s.inBytes+len(p) > s.opt.InputMax {
+		return ErrInputFull
+	}
+	s.inq = append(s.inq, append([]byte(nil), p...))
+	s.inBytes += len(p)
+	if !s.inWriting {
+		s.inWriting = true
+		go s.drainInput()
+	}
+	return nil
+}
+
+func (s *Session) drainInput() {
+	for {
+		s.inMu.Lock()
+		if len(s.inq) == 0 {
+			s.inWriting = false
+			s.inMu.Unlock()
+			return
+		}
+		b := s.inq[0]
+		s.inMu.Unlock()
+		var n int
+		var werr error
+		err := s.rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Write(int(fd), b)
+			return werr != unix.EAGAIN && werr != unix.EINTR
+		})
+		s.inMu.Lock()
+		if err != nil || werr != nil {
+			s.inq, s.inBytes, s.inWriting = nil, 0, false
+			s.inMu.Unlock()
+			return
+		}
+		if n == len(b) {
+			s.inq = s.inq[1:]
+		} else {
+			s.inq[0] = b[n:]
+		}
+		s.inBytes -= n
+		s.inMu.Unlock()
+	}
+}
