@@ -1,0 +1,231 @@
+// Package confine is what a helper does to itself right after it has its
+// socket: no new privileges, a Landlock ruleset over the filesystem (where
+// the kernel has Landlock), and a seccomp-bpf allowlist of system calls.
+// systemd's SystemCallFilter= and sandboxing do much the same from the
+// outside; doing it from the inside too means a helper is confined the
+// same way under the embedded runner, in a container, or started by hand.
+//
+// The filter is written by hand as classic BPF (no cgo, no libseccomp).
+// Unlisted calls fail with EPERM, so code that probes for a newer call
+// degrades instead of dying; a short list of calls no helper has any
+// business making (ptrace, mount, module loading, namespaces, bpf, ...)
+// kill the process, which leaves a clear trace in the journal.
+//
+// Landlock and no_new_privs are per thread; a Go program already has
+// several threads by the time main runs, so both go through
+// syscall.AllThreadsSyscall, which works only in binaries built with
+// CGO_ENABLED=0 (as the helpers are). The seccomp filter is synced to
+// all threads by the kernel (SECCOMP_FILTER_FLAG_TSYNC).
+package confine
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Profile says what a helper needs after startup.
+type Profile struct {
+	// Name, for errors and logs.
+	Name string
+	// Read lists files and directories (and everything beneath) the helper
+	// may read. Its own executable's directory is always added: the build
+	// manifest lives there and the handshake hashes the executable.
+	Read []string
+	// Write lists files and directories the helper may read, write, create
+	// and remove beneath (a state directory).
+	Write []string
+	// Exec allows starting programs (execve, fork-style clone, wait):
+	// only for a helper that spawns, like the shell helper's pty backend.
+	Exec bool
+	// Inet allows creating AF_INET/AF_INET6 sockets. No helper needs it:
+	// even the frontend only accepts on a TCP socket it was handed.
+	Inet bool
+}
+
+// Status is what Apply managed to install.
+type Status struct {
+	Landlock int  // Landlock ABI version used; 0 when the kernel has none
+	Seccomp  bool // the syscall filter is installed
+}
+
+func (s Status) String() string {
+	ll := "landlock unavailable"
+	if s.Landlock > 0 {
+		ll = fmt.Sprintf("landlock ABI %d", s.Landlock)
+	}
+	return fmt.Sprintf("no_new_privs, %s, seccomp=%v", ll, s.Seccomp)
+}
+
+// ErrCgo is returned when the binary was built with cgo: per-thread
+// restrictions cannot then be applied to every thread.
+var ErrCgo = errors.New("confine: needs a binary built with CGO_ENABLED=0")
+
+// Apply confines the calling process for good. It must be called once,
+// after the helper has opened its sockets, files and D-Bus connection,
+// and before it serves anything.
+func Apply(p Profile) (Status, error) {
+	var st Status
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
+		return st, fmt.Errorf("confine %s: no_new_privs: %w", p.Name, err)
+	}
+	if exe, err := os.Executable(); err == nil {
+		p.Read = append(p.Read, filepath.Dir(exe))
+	}
+	abi, err := landlock(p)
+	if err != nil {
+		return st, fmt.Errorf("confine %s: landlock: %w", p.Name, err)
+	}
+	st.Landlock = abi
+	if nativeArch == 0 {
+		// No table for this architecture: Status says so, the helper logs it.
+		return st, nil
+	}
+	if err := seccomp(p); err != nil {
+		return st, fmt.Errorf("confine %s: seccomp: %w", p.Name, err)
+	}
+	st.Seccomp = true
+	return st, nil
+}
+
+func allThreads(trap, a1, a2, a3 uintptr) error {
+	_, _, e := syscall.AllThreadsSyscall(trap, a1, a2, a3)
+	if e == syscall.ENOTSUP {
+		return ErrCgo
+	}
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// Landlock access rights by the ABI version that introduced them.
+const (
+	fsV1 = unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_WRITE_FILE |
+		unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR |
+		unix.LANDLOCK_ACCESS_FS_REMOVE_DIR | unix.LANDLOCK_ACCESS_FS_REMOVE_FILE |
+		unix.LANDLOCK_ACCESS_FS_MAKE_CHAR | unix.LANDLOCK_ACCESS_FS_MAKE_DIR |
+		unix.LANDLOCK_ACCESS_FS_MAKE_REG | unix.LANDLOCK_ACCESS_FS_MAKE_SOCK |
+		unix.LANDLOCK_ACCESS_FS_MAKE_FIFO | unix.LANDLOCK_ACCESS_FS_MAKE_BLOCK |
+		unix.LANDLOCK_ACCESS_FS_MAKE_SYM
+	fsV2 = fsV1 | unix.LANDLOCK_ACCESS_FS_REFER
+	fsV3 = fsV2 | unix.LANDLOCK_ACCESS_FS_TRUNCATE
+	fsV5 = fsV3 | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+
+	netV4 = unix.LANDLOCK_ACCESS_NET_BIND_TCP | unix.LANDLOCK_ACCESS_NET_CONNECT_TCP
+
+	scopeV6 = unix.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | unix.LANDLOCK_SCOPE_SIGNAL
+
+	readRights  = unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR
+	writeRights = readRights | unix.LANDLOCK_ACCESS_FS_WRITE_FILE |
+		unix.LANDLOCK_ACCESS_FS_REMOVE_DIR | unix.LANDLOCK_ACCESS_FS_REMOVE_FILE |
+		unix.LANDLOCK_ACCESS_FS_MAKE_DIR | unix.LANDLOCK_ACCESS_FS_MAKE_REG |
+		unix.LANDLOCK_ACCESS_FS_MAKE_SOCK | unix.LANDLOCK_ACCESS_FS_REFER |
+		unix.LANDLOCK_ACCESS_FS_TRUNCATE
+)
+
+// rulesetAttr is struct landlock_ruleset_attr as of ABI 6; older kernels
+// get a prefix of it (the size passed says which fields exist).
+type rulesetAttr struct {
+	fs, net, scoped uint64
+}
+
+// ABI returns the kernel's Landlock ABI version, 0 if it has none (not
+// built, or disabled at boot).
+func ABI() int {
+	v, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if e != 0 {
+		return 0
+	}
+	return int(v)
+}
+
+func landlock(p Profile) (int, error) {
+	abi := ABI()
+	if abi == 0 {
+		return 0, nil
+	}
+	attr := rulesetAttr{fs: fsV1}
+	size := uintptr(8) // the fields known to this ABI: fs, then net, then scoped
+	switch {
+	case abi >= 5:
+		attr.fs = fsV5
+	case abi >= 3:
+		attr.fs = fsV3
+	case abi >= 2:
+		attr.fs = fsV2
+	}
+	if abi >= 4 {
+		// No TCP bind or connect at all: the frontend's listening socket
+		// comes from systemd or the runner, ready-made.
+		attr.net, size = netV4, 16
+	}
+	if abi >= 6 {
+		attr.scoped, size = scopeV6, 24
+	}
+	fd, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), size, 0)
+	if e != 0 {
+		return 0, fmt.Errorf("create ruleset: %w", e)
+	}
+	defer unix.Close(int(fd))
+	add := func(path string, rights uint64) error {
+		f, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				// A path that does not exist cannot be reached either;
+				// nothing to allow (a state directory is created before).
+				return nil
+			}
+			return fmt.Errorf("open %s: %w", path, err)
+		}
+		defer unix.Close(f)
+		var st unix.Stat_t
+		if err := unix.Fstat(f, &st); err != nil {
+			return fmt.Errorf("stat %s: %w", path, err)
+		}
+		rights &= attr.fs
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			// Rules on files take only rights that apply to files.
+			rights &= unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_WRITE_FILE |
+				unix.LANDLOCK_ACCESS_FS_TRUNCATE | unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV
+		}
+		rule := unix.LandlockPathBeneathAttr{Allowed_access: rights, Parent_fd: int32(f)}
+		if _, _, e := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, fd, unix.LANDLOCK_RULE_PATH_BENEATH,
+			uintptr(unsafe.Pointer(&rule)), 0, 0, 0); e != 0 {
+			return fmt.Errorf("add rule %s: %w", path, e)
+		}
+		return nil
+	}
+	for _, path := range p.Read {
+		if err := add(path, readRights); err != nil {
+			return 0, err
+		}
+	}
+	for _, path := range p.Write {
+		if err := add(path, writeRights); err != nil {
+			return 0, err
+		}
+	}
+	if p.Exec {
+		for _, path := range []string{"/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc"} {
+			if err := add(path, readRights|unix.LANDLOCK_ACCESS_FS_EXECUTE); err != nil {
+				return 0, err
+			}
+		}
+	}
+	// /dev/null and friends: the runtime and os/exec open them.
+	for _, path := range []string{"/dev/null", "/dev/urandom"} {
+		if err := add(path, readRights|unix.LANDLOCK_ACCESS_FS_WRITE_FILE); err != nil {
+			return 0, err
+		}
+	}
+	if err := allThreads(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); err != nil {
+		return 0, fmt.Errorf("restrict self: %w", err)
+	}
+	return abi, nil
+}
