@@ -1,0 +1,227 @@
+package ptystore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"sluice/helpers/grant"
+	"sluice/msg"
+	"sluice/rpc"
+)
+
+// Handler serves "web to ptystore" and "admin to ptystore".
+type Handler struct {
+	Store    *Store
+	GrantKey grant.Key
+	Now      func() time.Time // nil: time.Now
+
+	tokenKey [32]byte
+}
+
+// NewHandler returns the handler for a store; share tokens are keyed by a
+// key derived from the grant key, so they stay good across restarts.
+func NewHandler(st *Store, key grant.Key) *Handler {
+	return &Handler{Store: st, GrantKey: key, tokenKey: TokenKey(key)}
+}
+
+// errHidden is how a session the caller may not touch is reported: the
+// same as one that does not exist, so session ids cannot be probed.
+var errHidden = ErrNotFound
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Handler) verify(g msg.Grant) error {
+	if err := grant.Verify(h.GrantKey, g, h.now()); err != nil {
+		return rpc.Errorf(msg.CodeBadGrant, "%v", err)
+	}
+	return nil
+}
+
+func decodeArgs(req msg.Request, v any) error {
+	c := rpc.Call{Body: req.Args}
+	return c.Decode(v)
+}
+
+// Web serves the frontend: put, get, list, drop and share, each on behalf
+// of the user a verified grant names.
+func (h *Handler) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
+	var req msg.Request
+	if err := c.Decode(&req); err != nil {
+		closeAll(c.FDs)
+		return rpc.Reply{}, err
+	}
+	c.Label = req.Op
+	if req.Op != msg.OpPtyPut && len(c.FDs) > 0 {
+		closeAll(c.FDs)
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%s takes no fds, got %d", req.Op, len(c.FDs))
+	}
+	switch req.Op {
+	case msg.OpPtyPut:
+		return h.put(req, c.FDs)
+	case msg.OpPtyGet:
+		return h.get(req)
+	case msg.OpPtyList:
+		var a msg.PtyList
+		if err := decodeArgs(req, &a); err != nil {
+			return rpc.Reply{}, err
+		}
+		if err := h.verify(a.Grant); err != nil {
+			return rpc.Reply{}, err
+		}
+		user := a.Grant.User
+		return rpc.Reply{Body: msg.PtyListReply{Sessions: h.Store.List(func(i msg.SessionInfo) bool { return i.Owner == user })}}, nil
+	case msg.OpPtyDrop:
+		var a msg.PtyDrop
+		if err := decodeArgs(req, &a); err != nil {
+			return rpc.Reply{}, err
+		}
+		if err := h.verify(a.Grant); err != nil {
+			return rpc.Reply{}, err
+		}
+		err := h.Store.Drop(a.ID, ownedBy(a.Grant.User))
+		return rpc.Reply{Body: msg.PtyDropReply{}}, storeErr("drop", a.ID, err)
+	case msg.OpPtyShare:
+		return h.share(req)
+	}
+	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+}
+
+// Admin serves sluicectl: every session, and dropping any of them. The
+// socket's peer policy (root, the admin group) is the whole authorization.
+func (h *Handler) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
+	closeAll(c.FDs)
+	var req msg.Request
+	if err := c.Decode(&req); err != nil {
+		return rpc.Reply{}, err
+	}
+	c.Label = req.Op
+	switch req.Op {
+	case msg.OpPtyList:
+		return rpc.Reply{Body: msg.PtyListReply{Sessions: h.Store.List(nil)}}, nil
+	case msg.OpPtyDrop:
+		var a msg.PtyDrop
+		if err := decodeArgs(req, &a); err != nil {
+			return rpc.Reply{}, err
+		}
+		err := h.Store.Drop(a.ID, nil)
+		return rpc.Reply{Body: msg.PtyDropReply{}}, storeErr("drop", a.ID, err)
+	case msg.OpPtyPut, msg.OpPtyGet, msg.OpPtyShare:
+		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "%s is not served to admins", req.Op)
+	}
+	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+}
+
+func (h *Handler) put(req msg.Request, fds []*os.File) (rpc.Reply, error) {
+	if len(fds) != 1 {
+		closeAll(fds)
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "put takes exactly one fd, got %d", len(fds))
+	}
+	f := fds[0]
+	var a msg.PtyPut
+	if err := decodeArgs(req, &a); err != nil {
+		f.Close()
+		return rpc.Reply{}, err
+	}
+	if err := h.verify(a.Grant); err != nil {
+		f.Close()
+		return rpc.Reply{}, err
+	}
+	if a.Grant.User != a.Session.Owner {
+		f.Close()
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadGrant, "grant is for %q, session owner is %q", a.Grant.User, a.Session.Owner)
+	}
+	info, err := h.Store.Put(a.Session, f) // closes f on error
+	if err != nil {
+		return rpc.Reply{}, storeErr("put", a.Session.ID, err)
+	}
+	return rpc.Reply{Body: msg.PtyPutReply{Session: info}}, nil
+}
+
+func (h *Handler) get(req msg.Request) (rpc.Reply, error) {
+	var a msg.PtyGet
+	if err := decodeArgs(req, &a); err != nil {
+		return rpc.Reply{}, err
+	}
+	if err := h.verify(a.Grant); err != nil {
+		return rpc.Reply{}, err
+	}
+	user := a.Grant.User
+	info, mode, f, err := h.Store.Get(a.ID, func(info msg.SessionInfo, epoch uint32) (string, error) {
+		if info.Owner == user {
+			return msg.ModeOwner, nil
+		}
+		if len(a.ShareToken) == 0 {
+			return "", errHidden
+		}
+		return checkToken(&h.tokenKey, a.ShareToken, info, epoch)
+	})
+	if err != nil {
+		return rpc.Reply{}, storeErr("get", a.ID, err)
+	}
+	return rpc.Reply{Body: msg.PtyGetReply{Session: info, Mode: mode}, FDs: []*os.File{f}}, nil
+}
+
+func (h *Handler) share(req msg.Request) (rpc.Reply, error) {
+	var a msg.PtyShare
+	if err := decodeArgs(req, &a); err != nil {
+		return rpc.Reply{}, err
+	}
+	if err := h.verify(a.Grant); err != nil {
+		return rpc.Reply{}, err
+	}
+	info, epoch, err := h.Store.Share(a.ID, a.Mode, ownedBy(a.Grant.User))
+	if err != nil {
+		return rpc.Reply{}, storeErr("share", a.ID, err)
+	}
+	if info.Sharing == msg.SharePrivate {
+		return rpc.Reply{Body: msg.PtyShareReply{}}, nil
+	}
+	tok, err := makeToken(&h.tokenKey, info, epoch)
+	if err != nil {
+		return rpc.Reply{}, fmt.Errorf("ptystore: share %s: %w", a.ID, err)
+	}
+	return rpc.Reply{Body: msg.PtyShareReply{Token: tok}}, nil
+}
+
+func ownedBy(user string) func(msg.SessionInfo) error {
+	return func(info msg.SessionInfo) error {
+		if info.Owner != user {
+			return errHidden
+		}
+		return nil
+	}
+}
+
+// storeErr maps store errors to the codes a caller can act on; anything
+// else is internal and only logged.
+func storeErr(op, id string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotFound):
+		return rpc.Errorf(msg.CodeNotFound, "no session %q", id)
+	case errors.Is(err, ErrBadToken):
+		return rpc.Errorf(msg.CodeBadGrant, "%v", err)
+	case errors.Is(err, ErrNotPTY), errors.Is(err, ErrInvalid), errors.Is(err, ErrExists):
+		return rpc.Errorf(msg.CodeBadRequest, "%s %s: %v", op, id, err)
+	case errors.Is(err, ErrUserFull):
+		return rpc.Errorf(msg.CodeDenied, "too many sessions: %v", err)
+	case errors.Is(err, ErrFull):
+		return rpc.Errorf(msg.CodeBusy, "%v", err)
+	}
+	return fmt.Errorf("ptystore: %s %s: %w", op, id, err)
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
