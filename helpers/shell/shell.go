@@ -18,6 +18,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"sluice/helpers/names"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -44,10 +45,9 @@ var ErrRefused = errors.New("shell: refused")
 // Limits on a request, far above any sane use, so that a bad caller cannot
 // make the helper build huge argv or environment blocks.
 const (
-	MaxArgs    = 64
-	MaxEnv     = 64
-	MaxArgLen  = 4096
-	MaxNameLen = 64
+	MaxArgs   = 64
+	MaxEnv    = 64
+	MaxArgLen = 4096
 )
 
 // Handler serves msg.OpOpenShell.
@@ -111,10 +111,10 @@ func NewSessionID() (string, error) {
 // what; this only keeps malformed input away from the backends (a name
 // starting with '-' read as an option, a NUL cutting a string short).
 func Validate(r msg.OpenShell) error {
-	if !ValidUserName(r.User) {
+	if !names.UnixUser(r.User) {
 		return fmt.Errorf("invalid unix user name %q", r.User)
 	}
-	if !ValidMachineName(r.Machine) {
+	if !names.Machine(r.Machine) {
 		return fmt.Errorf("invalid machine name %q", r.Machine)
 	}
 	if len(r.Args) > MaxArgs {
@@ -138,50 +138,4 @@ func Validate(r msg.OpenShell) error {
 		}
 	}
 	return nil
-}
-
-// ValidUserName accepts what useradd's default NAME_REGEX and most
-// directories accept: letters, digits, '_', '.', '-', not starting with
-// '-' or '.', optionally ending in '$' (machine accounts).
-func ValidUserName(s string) bool {
-	if s == "" || len(s) > MaxNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
-		case c >= '0' && c <= '9', c == '-', c == '.':
-			if i == 0 && (c == '-' || c == '.') {
-				return false
-			}
-		case c == '$' && i == len(s)-1 && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// ValidMachineName accepts ".host" and hostname-like machine names as
-// machined does: labels of letters, digits, '-' and '_' joined by dots.
-func ValidMachineName(s string) bool {
-	if s == msg.HostMachine {
-		return true
-	}
-	if s == "" || len(s) > MaxNameLen {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || label[0] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }

@@ -1,0 +1,82 @@
+// Command sluice-policy is the policy helper: it decides, from the policy
+// file, who may open which shell, and gets allowed shells from the shell
+// helper. See package sluice/helpers/policy and docs/policy.md.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"sluice/helpers/grant"
+	"sluice/helpers/helper"
+	"sluice/helpers/policy"
+	"sluice/msg"
+	"sluice/rpc"
+	"sluice/suite"
+)
+
+const (
+	protocol      = "web to policy"
+	shellProtocol = "policy to shell"
+)
+
+// credential is a file from systemd's LoadCredential=, if any.
+func credential(name string) string {
+	if d := os.Getenv("CREDENTIALS_DIRECTORY"); d != "" {
+		return filepath.Join(d, name)
+	}
+	return ""
+}
+
+func main() {
+	var f helper.Flags
+	f.Register(flag.CommandLine)
+	policyFile := flag.String("policy", policy.DefaultFile, "policy file")
+	grantKey := flag.String("grant-key", credential("grant.key"), "grant key file, 32 bytes (default $CREDENTIALS_DIRECTORY/grant.key)")
+	check := flag.Bool("check", false, "parse the policy file, print its rules and exit (0 if it is valid)")
+	flag.Parse()
+	log := helper.Logger(msg.Policy)
+
+	pol, err := policy.Load(*policyFile)
+	if *check {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		for _, r := range pol.Rules {
+			fmt.Println(r)
+		}
+		return
+	}
+	if err != nil {
+		helper.Fatal(log, "policy file", err)
+	}
+	if *grantKey == "" {
+		helper.Fatal(log, "no grant key", errors.New("set --grant-key or $CREDENTIALS_DIRECTORY with grant.key"))
+	}
+	key, err := grant.LoadKey(*grantKey)
+	if err != nil {
+		helper.Fatal(log, "grant key", err)
+	}
+	shell, err := suite.Client(msg.Policy, shellProtocol)
+	if err != nil {
+		helper.Fatal(log, "shell client", err)
+	}
+	allow, err := f.Allow(protocol)
+	if err != nil {
+		helper.Fatal(log, "allow", err)
+	}
+	h := &policy.Handler{Key: key, Policy: pol, Shell: shell, Log: log}
+	route, err := suite.Route(msg.Policy, protocol, allow, 0, h.Handle)
+	if err != nil {
+		helper.Fatal(log, "route", err)
+	}
+	ctx, cancel := helper.Context()
+	defer cancel()
+	if err := f.Serve(ctx, f.Server(msg.Policy, log, route), rpc.ActivationFiles()); err != nil {
+		helper.Fatal(log, "serve", err)
+	}
+}

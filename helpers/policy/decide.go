@@ -1,0 +1,83 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Request is what a decision is about.
+type Request struct {
+	User     string   // signed-in sluice user (from a verified grant)
+	UnixUser string   // account asked for
+	Machine  string   // machine asked for
+	Args     []string // empty: login shell; else the exact argv asked for
+}
+
+// Decision is the outcome. Rule is the rule that decided, nil when no rule
+// matched (default deny). Reason is fit to show the user.
+type Decision struct {
+	Allow  bool
+	Rule   *Rule
+	Reason string
+}
+
+// Decide applies the first rule that matches; none matching is a deny.
+// An allow rule matches only the exact command it names (or, without
+// one, only the login shell); a deny rule matches whatever is asked.
+func (p *Policy) Decide(r Request) Decision {
+	for i := range p.Rules {
+		rule := &p.Rules[i]
+		if !p.matches(rule, r) {
+			continue
+		}
+		if rule.Allow {
+			return Decision{Allow: true, Rule: rule}
+		}
+		return Decision{Rule: rule, Reason: reason(r)}
+	}
+	return Decision{Reason: reason(r)}
+}
+
+func (p *Policy) matches(rule *Rule, r Request) bool {
+	switch {
+	case rule.Who == Any:
+	case strings.HasPrefix(rule.Who, "%"):
+		if !slices.Contains(p.Groups[rule.Who[1:]], r.User) {
+			return false
+		}
+	case rule.Who != r.User:
+		return false
+	}
+	switch rule.As {
+	case Any:
+	case SameName:
+		if r.UnixUser != r.User {
+			return false
+		}
+	default:
+		if rule.As != r.UnixUser {
+			return false
+		}
+	}
+	if rule.On != Any && rule.On != r.Machine {
+		return false
+	}
+	if !rule.Allow {
+		return true
+	}
+	if rule.Command == nil {
+		return len(r.Args) == 0
+	}
+	return slices.Equal(rule.Command, r.Args)
+}
+
+// reason says what was refused, in the user's terms, without naming the
+// rules (the log has those).
+func reason(r Request) string {
+	what := "open a shell"
+	if len(r.Args) > 0 {
+		what = fmt.Sprintf("run %q", r.Args[0])
+	}
+	return fmt.Sprintf("%s may not %s as %s on %s", r.User, what, r.UnixUser, r.Machine)
+}

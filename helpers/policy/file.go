@@ -1,0 +1,206 @@
+// Package policy is the policy helper: it decides who may open which shell,
+// from an admin-written policy file, and on "allow" asks the shell helper
+// for the shell and hands the pty master on to the frontend. The file's
+// grammar is in docs/policy.md.
+package policy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"sluice/helpers/names"
+)
+
+// DefaultFile is where the admin writes the policy.
+const DefaultFile = "/etc/sluice/policy"
+
+// Limits that keep a policy file a reviewable list, not a database.
+const (
+	MaxLine  = 4096
+	MaxRules = 10000
+)
+
+// Wildcards and the "same name" target.
+const (
+	Any      = "*"
+	SameName = "="
+)
+
+// Rule is one allow or deny line.
+type Rule struct {
+	File    string
+	Line    int
+	Allow   bool
+	Who     string   // sluice user, "%group" or "*"
+	As      string   // unix account, "*" or "=" (the sluice user's own name)
+	On      string   // machine, ".host" or "*"
+	Command []string // allow only: the exact argv permitted; nil: login shell only
+}
+
+// String is the rule as it would be written, with where it was: what the
+// audit trail records.
+func (r Rule) String() string {
+	verb := "deny"
+	if r.Allow {
+		verb = "allow"
+	}
+	s := fmt.Sprintf("%s %s as %s on %s", verb, r.Who, r.As, r.On)
+	if r.Command != nil {
+		s += " command " + strings.Join(r.Command, " ")
+	}
+	return fmt.Sprintf("%s (%s:%d)", s, r.File, r.Line)
+}
+
+// Policy is a parsed policy file: rules in file order, and groups.
+type Policy struct {
+	File   string
+	Rules  []Rule
+	Groups map[string][]string
+}
+
+// ParseError names the file and line of a malformed policy.
+type ParseError struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *ParseError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
+
+// Load reads and parses the policy file at path.
+func Load(path string) (*Policy, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	defer f.Close()
+	return Parse(f, path)
+}
+
+// Parse reads a policy. Any line it does not fully understand is an error
+// naming the line: a policy that half-parsed could allow what the admin
+// meant to deny, so there is no "skip and warn".
+func Parse(r io.Reader, file string) (*Policy, error) {
+	p := &Policy{File: file, Groups: map[string][]string{}}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 512), MaxLine)
+	n := 0
+	for sc.Scan() {
+		n++
+		if err := p.parseLine(sc.Text(), n); err != nil {
+			return nil, err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if err == bufio.ErrTooLong {
+			return nil, &ParseError{file, n + 1, fmt.Sprintf("line longer than %d bytes", MaxLine)}
+		}
+		return nil, fmt.Errorf("policy: %s: %w", file, err)
+	}
+	return p, nil
+}
+
+func (p *Policy) parseLine(line string, n int) error {
+	fail := func(format string, args ...any) error {
+		return &ParseError{p.File, n, fmt.Sprintf(format, args...)}
+	}
+	for i := 0; i < len(line); i++ {
+		if c := line[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return fail("control character 0x%02x", c)
+		}
+	}
+	if i := strings.IndexByte(line, '#'); i >= 0 {
+		line = line[:i]
+	}
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return nil
+	}
+	switch f[0] {
+	case "group":
+		return p.parseGroup(f, fail)
+	case "allow", "deny":
+		if len(p.Rules) >= MaxRules {
+			return fail("more than %d rules", MaxRules)
+		}
+		r, err := p.parseRule(f, fail)
+		if err != nil {
+			return err
+		}
+		r.File, r.Line = p.File, n
+		p.Rules = append(p.Rules, r)
+		return nil
+	}
+	return fail("unknown keyword %q; want allow, deny or group", f[0])
+}
+
+// group NAME MEMBER...
+func (p *Policy) parseGroup(f []string, fail func(string, ...any) error) error {
+	if len(f) < 3 {
+		return fail("want: group NAME MEMBER...")
+	}
+	name := f[1]
+	if !names.SluiceUser(name) {
+		return fail("invalid group name %q", name)
+	}
+	if _, dup := p.Groups[name]; dup {
+		return fail("group %q defined twice", name)
+	}
+	var members []string
+	for _, m := range f[2:] {
+		if !names.SluiceUser(m) {
+			return fail("group %s: invalid member %q (groups hold sluice user names)", name, m)
+		}
+		if !slices.Contains(members, m) {
+			members = append(members, m)
+		}
+	}
+	p.Groups[name] = members
+	return nil
+}
+
+// allow|deny WHO as ACCOUNT on MACHINE [command ARGV...]
+func (p *Policy) parseRule(f []string, fail func(string, ...any) error) (Rule, error) {
+	r := Rule{Allow: f[0] == "allow"}
+	if len(f) < 6 || f[2] != "as" || f[4] != "on" {
+		return r, fail("want: %s WHO as ACCOUNT on MACHINE", f[0])
+	}
+	r.Who, r.As, r.On = f[1], f[3], f[5]
+	switch {
+	case r.Who == Any:
+	case strings.HasPrefix(r.Who, "%"):
+		if _, ok := p.Groups[r.Who[1:]]; !ok {
+			return r, fail("group %q is not defined (define it above with: group %s MEMBER...)", r.Who[1:], r.Who[1:])
+		}
+	case !names.SluiceUser(r.Who):
+		return r, fail("invalid sluice user %q", r.Who)
+	}
+	if r.As != Any && r.As != SameName && !names.UnixUser(r.As) {
+		return r, fail("invalid unix account %q", r.As)
+	}
+	if r.On != Any && !names.Machine(r.On) {
+		return r, fail("invalid machine %q", r.On)
+	}
+	rest := f[6:]
+	if len(rest) == 0 {
+		return r, nil
+	}
+	if rest[0] != "command" {
+		return r, fail("unknown option %q; the only option is: command /ABSOLUTE/PATH [ARG...]", rest[0])
+	}
+	if !r.Allow {
+		return r, fail("deny rules take no command: they deny whatever is asked")
+	}
+	if len(rest) < 2 {
+		return r, fail("command without a program")
+	}
+	if !strings.HasPrefix(rest[1], "/") {
+		return r, fail("command %q is not an absolute path", rest[1])
+	}
+	r.Command = slices.Clone(rest[1:])
+	return r, nil
+}

@@ -1,0 +1,160 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"sluice/helpers/grant"
+	"sluice/helpers/names"
+	"sluice/msg"
+	"sluice/rpc"
+)
+
+// ShellClient is the policy side of "policy to shell"; *rpc.Client is one.
+type ShellClient interface {
+	Call(ctx context.Context, req any, fds []*os.File, resp any) ([]*os.File, error)
+}
+
+// MaxArgs bounds a request's argv (an allowed one is in the policy file
+// anyway; this only bounds what is looked at before denying).
+const MaxArgs = 64
+
+// Handler serves "web to policy".
+type Handler struct {
+	Key    grant.Key
+	Policy *Policy
+	Shell  ShellClient
+	Log    *slog.Logger
+	Now    func() time.Time // default time.Now
+}
+
+// Handle serves msg.OpCreateShellSession: check the grant, decide, and on
+// allow get the shell from the shell helper and pass its pty master on.
+func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
+	var req msg.Request
+	if err := call.Decode(&req); err != nil {
+		return rpc.Reply{}, err
+	}
+	call.Label = req.Op
+	if req.Op != msg.OpCreateShellSession {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	}
+	var a msg.CreateShellSession
+	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+	}
+	now := h.now()
+	if err := grant.Verify(h.Key, a.Grant, now); err != nil {
+		h.log().Warn("policy: bad grant", "user", a.Grant.User, "unix_user", a.User, "machine", a.Machine,
+			"pid", call.Peer.PID, "err", err)
+		if errors.Is(err, grant.ErrForged) {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeBadGrant, "grant not valid")
+		}
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadGrant, "grant expired or not yet valid; sign in again")
+	}
+	if !names.SluiceUser(a.Grant.User) {
+		// Authentic, so auth signed it: a name outside auth's own rules
+		// means the two disagree, and no rule should guess.
+		h.log().Warn("policy: grant for an invalid user name", "user", a.Grant.User)
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadGrant, "grant for an invalid user name")
+	}
+	if err := validate(a); err != nil {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+	}
+
+	d := h.Policy.Decide(Request{User: a.Grant.User, UnixUser: a.User, Machine: a.Machine, Args: a.Args})
+	rule := ""
+	if d.Rule != nil {
+		rule = d.Rule.String()
+	}
+	result := "deny"
+	if d.Allow {
+		result = "allow"
+	}
+	log := h.log().With("user", a.Grant.User, "unix_user", a.User, "machine", a.Machine)
+	log.Info("policy: decision", "result", result, "rule", rule, "args", a.Args)
+	if !d.Allow {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeDenied, "%s", d.Reason)
+	}
+
+	env, dropped := FilterEnv(a.Env)
+	if dropped > 0 {
+		log.Info("policy: dropped environment entries", "dropped", dropped)
+	}
+	open, err := msgpack.Marshal(msg.OpenShell{Machine: a.Machine, User: a.User, Args: a.Args, Env: env, Requester: a.Grant.User})
+	if err != nil {
+		return rpc.Reply{}, fmt.Errorf("policy: encode open-shell: %w", err)
+	}
+	var rep msg.OpenShellReply
+	fds, err := h.Shell.Call(ctx, msg.Request{Op: msg.OpOpenShell, Args: open}, nil, &rep)
+	if err != nil {
+		log.Warn("policy: shell helper failed", "err", err)
+		var re *rpc.RemoteError
+		if errors.As(err, &re) && re.Code == msg.CodeFailed {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "%s", re.Msg)
+		}
+		return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "the shell could not be opened; see the policy helper's log")
+	}
+	if len(fds) != 1 {
+		for _, f := range fds {
+			f.Close()
+		}
+		log.Warn("policy: shell helper replied without a pty", "fds", len(fds))
+		return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "the shell could not be opened; see the policy helper's log")
+	}
+	log.Info("policy: session created", "session", rep.SessionID, "pid", rep.PID, "rule", rule)
+	return rpc.Reply{
+		Body: msg.CreateShellSessionReply{
+			Session: msg.SessionInfo{
+				ID:       rep.SessionID,
+				Owner:    a.Grant.User,
+				UnixUser: a.User,
+				Machine:  a.Machine,
+				Created:  now.UnixMilli(),
+				Sharing:  msg.SharePrivate,
+				PID:      rep.PID,
+			},
+			Rule: rule,
+		},
+		FDs: fds,
+	}, nil
+}
+
+func validate(a msg.CreateShellSession) error {
+	if !names.UnixUser(a.User) {
+		return fmt.Errorf("invalid unix user name %q", a.User)
+	}
+	if !names.Machine(a.Machine) {
+		return fmt.Errorf("invalid machine name %q", a.Machine)
+	}
+	if len(a.Args) > MaxArgs {
+		return fmt.Errorf("%d args, at most %d", len(a.Args), MaxArgs)
+	}
+	for i, arg := range a.Args {
+		if strings.IndexByte(arg, 0) >= 0 {
+			return fmt.Errorf("arg %d contains NUL", i)
+		}
+	}
+	return nil
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Handler) log() *slog.Logger {
+	if h.Log != nil {
+		return h.Log
+	}
+	return slog.Default()
+}

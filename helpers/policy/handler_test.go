@@ -1,0 +1,217 @@
+package policy_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"sluice/helpers/grant"
+	"sluice/helpers/policy"
+	"sluice/helpers/shell"
+	"sluice/msg"
+	"sluice/rpc"
+	"sluice/tests/ptytest"
+)
+
+func hellos(name string) (client, server rpc.Hello) {
+	p, _ := msg.Lookup(name)
+	return rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("c", 64)},
+		rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("5", 64)}
+}
+
+// listen serves h for protocol name on a real socket and returns a client.
+func listen(t *testing.T, name string, h rpc.HandlerFunc) *rpc.Client {
+	t.Helper()
+	client, server := hellos(name)
+	s := &rpc.Server{Name: name, Routes: []rpc.Route{{Client: client, Server: server,
+		Allow: rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, Handle: h}}}
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := rpc.Listen(path, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, l) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return &rpc.Client{Path: path, Hello: client, Expect: server}
+}
+
+const handlerPolicy = `allow alice as root on .host
+allow alice as nobody on .host command /bin/sh -i
+allow alice as root on web1
+`
+
+type fixture struct {
+	key  grant.Key
+	web  *rpc.Client // as the frontend, to policy
+	logs *bytes.Buffer
+}
+
+// setup runs the policy handler in front of a real shell handler (embedded
+// backend), each on its own socket, as the helpers would.
+func setup(t *testing.T, shellClient policy.ShellClient) *fixture {
+	t.Helper()
+	p, err := policy.Parse(strings.NewReader(handlerPolicy), "test.policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shellClient == nil {
+		sh := &shell.Handler{Backend: &shell.Embedded{}}
+		shellClient = listen(t, "policy to shell", sh.Handle)
+	}
+	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
+	h := &policy.Handler{Key: f.key, Policy: p, Shell: shellClient,
+		Log: slog.New(slog.NewTextHandler(f.logs, nil))}
+	f.web = listen(t, "web to policy", h.Handle)
+	return f
+}
+
+func (f *fixture) grant(t *testing.T, user string) msg.Grant {
+	t.Helper()
+	g, err := grant.Sign(f.key, user, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func (f *fixture) create(t *testing.T, a msg.CreateShellSession) (msg.CreateShellSessionReply, []*os.File, error) {
+	t.Helper()
+	args, err := msgpack.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep msg.CreateShellSessionReply
+	fds, err := f.web.Call(context.Background(), msg.Request{Op: msg.OpCreateShellSession, Args: args}, nil, &rep)
+	return rep, fds, err
+}
+
+func TestHandlerAllow(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (CI runs as root)")
+	}
+	f := setup(t, nil)
+	before := time.Now().UnixMilli()
+	rep, fds, err := f.create(t, msg.CreateShellSession{Machine: ".host", User: "nobody",
+		Args: []string{"/bin/sh", "-i"}, Env: []string{"TERM=vt100", "LD_PRELOAD=/tmp/x.so", "BASH_ENV=/tmp/x"},
+		Grant: f.grant(t, "alice")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fds) != 1 {
+		t.Fatalf("%d fds", len(fds))
+	}
+	s := rep.Session
+	if len(s.ID) != 32 || s.Owner != "alice" || s.UnixUser != "nobody" || s.Machine != ".host" ||
+		s.Sharing != msg.SharePrivate || s.PID <= 0 || s.Created < before || s.Created > time.Now().UnixMilli() {
+		t.Errorf("session %+v", s)
+	}
+	if rep.Rule != "allow alice as nobody on .host command /bin/sh -i (test.policy:2)" {
+		t.Errorf("rule %q", rep.Rule)
+	}
+	term, err := ptytest.New(fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term.Close()
+	term.Type(`echo "<$(id -u)|$TERM|${LD_PRELOAD-unset}|${BASH_ENV-unset}>"` + "\n")
+	if _, err := term.Expect("<65534|vt100|unset|unset>"); err != nil {
+		t.Fatal(err)
+	}
+	logs := f.logs.String()
+	for _, want := range []string{"policy: decision", "user=alice", "unix_user=nobody", "machine=.host", "result=allow",
+		`rule="allow alice as nobody on .host command /bin/sh -i (test.policy:2)"`, "dropped=2", "session=" + s.ID} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+}
+
+func TestHandlerErrors(t *testing.T) {
+	f := setup(t, nil)
+	other := grant.NewKey()
+	forged, _ := grant.Sign(other, "alice", time.Now(), time.Hour)
+	expired, _ := grant.Sign(f.key, "alice", time.Now().Add(-2*time.Hour), time.Hour)
+	tampered := f.grant(t, "alice")
+	tampered.User = "bob"
+	badName, _ := grant.Sign(f.key, "Alice", time.Now(), time.Hour)
+
+	for _, tc := range []struct {
+		name string
+		a    msg.CreateShellSession
+		code string
+		text string
+		log  string
+	}{
+		{"denied", msg.CreateShellSession{Machine: ".host", User: "alice", Grant: f.grant(t, "alice")},
+			msg.CodeDenied, "alice may not open a shell as alice on .host", "result=deny"},
+		{"denied command", msg.CreateShellSession{Machine: ".host", User: "root", Args: []string{"/bin/sh"}, Grant: f.grant(t, "alice")},
+			msg.CodeDenied, `alice may not run "/bin/sh" as root on .host`, "result=deny"},
+		{"other user's rule", msg.CreateShellSession{Machine: ".host", User: "root", Grant: f.grant(t, "bob")},
+			msg.CodeDenied, "bob may not open a shell as root on .host", "user=bob"},
+		{"forged grant", msg.CreateShellSession{Machine: ".host", User: "root", Grant: forged},
+			msg.CodeBadGrant, "grant not valid", "policy: bad grant"},
+		{"tampered grant", msg.CreateShellSession{Machine: ".host", User: "root", Grant: tampered},
+			msg.CodeBadGrant, "grant not valid", "policy: bad grant"},
+		{"expired grant", msg.CreateShellSession{Machine: ".host", User: "root", Grant: expired},
+			msg.CodeBadGrant, "expired", "policy: bad grant"},
+		{"no grant", msg.CreateShellSession{Machine: ".host", User: "root"},
+			msg.CodeBadGrant, "grant not valid", "policy: bad grant"},
+		{"invalid grant user", msg.CreateShellSession{Machine: ".host", User: "root", Grant: badName},
+			msg.CodeBadGrant, "invalid user name", "invalid user name"},
+		{"bad unix user", msg.CreateShellSession{Machine: ".host", User: "-root", Grant: f.grant(t, "alice")},
+			msg.CodeBadRequest, "invalid unix user name", ""},
+		{"bad machine", msg.CreateShellSession{Machine: "a/b", User: "root", Grant: f.grant(t, "alice")},
+			msg.CodeBadRequest, "invalid machine name", ""},
+		// Allowed, but the embedded shell helper has no machined.
+		{"shell failed", msg.CreateShellSession{Machine: "web1", User: "root", Grant: f.grant(t, "alice")},
+			msg.CodeFailed, "no machined", "policy: shell helper failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.logs.Reset()
+			_, fds, err := f.create(t, tc.a)
+			if len(fds) != 0 {
+				t.Errorf("%d fds on an error", len(fds))
+			}
+			if rpc.CodeOf(err) != tc.code || !strings.Contains(err.Error(), tc.text) {
+				t.Fatalf("err %v, want %s mentioning %q", err, tc.code, tc.text)
+			}
+			if !strings.Contains(f.logs.String(), tc.log) {
+				t.Errorf("log lacks %q:\n%s", tc.log, f.logs)
+			}
+		})
+	}
+
+	t.Run("unknown op", func(t *testing.T) {
+		_, err := f.web.Call(context.Background(), msg.Request{Op: msg.OpOpenShell}, nil, nil)
+		if rpc.CodeOf(err) != msg.CodeBadRequest {
+			t.Fatalf("err %v", err)
+		}
+	})
+}
+
+func TestHandlerShellUnreachable(t *testing.T) {
+	client, server := hellos("policy to shell")
+	f := setup(t, &rpc.Client{Path: filepath.Join(t.TempDir(), "absent.sock"), Hello: client, Expect: server})
+	_, _, err := f.create(t, msg.CreateShellSession{Machine: ".host", User: "root", Grant: f.grant(t, "alice")})
+	if rpc.CodeOf(err) != msg.CodeFailed || !strings.Contains(err.Error(), "could not be opened") {
+		t.Fatalf("err %v", err)
+	}
+	// The socket path stays in the log, not in what the user sees.
+	if strings.Contains(err.Error(), "absent.sock") || !strings.Contains(f.logs.String(), "absent.sock") {
+		t.Errorf("err %v; log %s", err, f.logs)
+	}
+}
