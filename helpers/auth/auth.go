@@ -8,6 +8,13 @@
 // sealed with the caller (package seal), so any process may serve any
 // call; what must not happen twice (a token spent, a login challenge used)
 // is recorded in the store.
+//
+// For the frontend: RegisterBeginReply.Options and LoginBeginReply.Options
+// are JSON objects {"publicKey": {...}} whose publicKey member is what
+// PublicKeyCredential.parseCreationOptionsFromJSON and
+// parseRequestOptionsFromJSON take; the credential's toJSON() goes back as
+// RegisterFinish.Credential or LoginFinish.Assertion, and State goes back
+// byte for byte. tests/softauthn speaks exactly this.
 package auth
 
 import (

@@ -48,7 +48,7 @@ func hello(proto, role string) rpc.Hello {
 // env is one auth service behind a real socket, with a web client and an
 // admin client.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	sock     string
 	svc      *Service
@@ -68,7 +68,7 @@ type envOpts struct {
 	sockDir    string // where the socket goes; default dir
 }
 
-func newEnv(t *testing.T, o envOpts) *env {
+func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	if o.dir == "" {
 		o.dir = t.TempDir()
@@ -827,6 +827,22 @@ func TestConcurrentLogins(t *testing.T) {
 		cr, _ := e.store.Credential(a.Credentials()[0].ID)
 		if cr.SignCount != 5 {
 			t.Errorf("counter %d after 5 logins", cr.SignCount)
+		}
+	}
+}
+
+// BenchmarkLogin is one whole usernameless sign-in over the socket:
+// login-begin, the software authenticator, login-finish (two syncs of the
+// store: replay record and counter).
+func BenchmarkLogin(b *testing.B) {
+	e := newEnv(b, envOpts{})
+	a := softauthn.New(rpID, origin)
+	if _, err := e.register(a, e.enroll("alice")); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := e.login(a, ""); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
