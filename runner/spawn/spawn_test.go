@@ -1,0 +1,233 @@
+package spawn
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// run starts argv with stdout on a pipe and returns what it printed and
+// its wait status.
+func run(t *testing.T, a Attr) (string, string) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	files := append([]*os.File{nil, w, w}, a.Files...)
+	a.Files = files
+	if a.Umask == 0 {
+		a.Umask = -1
+	}
+	p, err := Start(&a)
+	w.Close()
+	if err != nil {
+		t.Fatalf("Start %v: %v", a.Args, err)
+	}
+	out, _ := io.ReadAll(r)
+	return string(out), Describe(p.Wait())
+}
+
+func TestListenPIDAndFDs(t *testing.T) {
+	// fd 3 is a pipe the child writes through; LISTEN_PID must be the pid
+	// of the process reading it, which for sh -c is $$.
+	r3, w3, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r3.Close()
+	out, st := run(t, Attr{
+		Path: "/bin/sh", Args: []string{"sh", "-c", `echo "$$ $LISTEN_PID $FOO"; echo via-fd3 >&3`},
+		Env: []string{"FOO=bar", "PATH=/usr/bin:/bin"}, ListenPID: true, Files: []*os.File{w3},
+	})
+	w3.Close()
+	if st != "exit 0" {
+		t.Fatalf("status %s, output %q", st, out)
+	}
+	f := strings.Fields(out)
+	if len(f) != 3 || f[0] != f[1] || f[2] != "bar" {
+		t.Fatalf("child printed %q: want its own pid twice and bar", out)
+	}
+	b, _ := io.ReadAll(r3)
+	if string(b) != "via-fd3\n" {
+		t.Fatalf("fd 3 carried %q", b)
+	}
+}
+
+func TestManyConcurrentSpawnsEachSeeTheirOwnPID(t *testing.T) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, w, err := os.Pipe()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer r.Close()
+			p, err := Start(&Attr{Path: "/bin/sh", Args: []string{"sh", "-c", `echo "$$ $LISTEN_PID"`},
+				ListenPID: true, Files: []*os.File{nil, w}, Umask: -1})
+			w.Close()
+			if err != nil {
+				errs <- err
+				return
+			}
+			out, _ := io.ReadAll(r)
+			p.Wait()
+			f := strings.Fields(string(out))
+			if len(f) != 2 || f[0] != f[1] || f[0] != strconv.Itoa(p.Pid) {
+				errs <- fmt.Errorf("pid %d printed %q", p.Pid, out)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// statusField returns a "Name:\tvalue" line's value from /proc/PID/status.
+func statusField(status, name string) string {
+	for _, l := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(l, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func TestSignalsSessionDirUmask(t *testing.T) {
+	// We ignore SIGHUP and Go handles nearly every signal; the child must
+	// start with no signal ignored, none blocked, in a session of its own.
+	signal.Ignore(syscall.SIGHUP)
+	defer signal.Reset(syscall.SIGHUP)
+	dir := t.TempDir()
+	out, st := run(t, Attr{
+		Path: "/bin/sh", Args: []string{"sh", "-c", `exec /bin/cat /proc/self/stat /proc/self/status`},
+		Setsid: true, Dir: dir, Umask: 0o027,
+	})
+	if st != "exit 0" {
+		t.Fatalf("status %s", st)
+	}
+	stat, status, _ := strings.Cut(out, "\n")
+	for _, f := range []string{"SigBlk", "SigIgn"} {
+		if v := statusField(status, f); strings.Trim(v, "0") != "" {
+			t.Errorf("%s = %s in the child, want none", f, v)
+		}
+	}
+	if v := statusField(status, "Umask"); v != "0027" {
+		t.Errorf("umask %s, want 0027", v)
+	}
+	// pid (comm) state ppid pgrp session
+	rest := stat[strings.LastIndexByte(stat, ')')+2:]
+	f := strings.Fields(rest)
+	pid := strings.Fields(stat)[0]
+	if f[2] != pid || f[3] != pid {
+		t.Errorf("pgrp %s session %s, want both %s", f[2], f[3], pid)
+	}
+	out, _ = run(t, Attr{Path: "/bin/sh", Args: []string{"sh", "-c", "pwd"}, Dir: dir})
+	if strings.TrimSpace(out) != dir {
+		t.Errorf("pwd %q, want %s", out, dir)
+	}
+}
+
+func TestCredential(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching uid needs root (CI runs as root)")
+	}
+	out, st := run(t, Attr{
+		Path: "/bin/sh", Args: []string{"sh", "-c", "echo $(id -u) $(id -g) $(id -G)"},
+		Env:        []string{"PATH=/usr/bin:/bin"},
+		Credential: &syscall.Credential{Uid: 65534, Gid: 65533, Groups: []uint32{65533, 100}},
+	})
+	if st != "exit 0" || strings.TrimSpace(out) != "65534 65533 65533 100" {
+		t.Fatalf("status %s, id says %q", st, out)
+	}
+}
+
+func TestFailuresBeforeExec(t *testing.T) {
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "data")
+	os.WriteFile(notExec, []byte("just data"), 0o644)
+	for _, tc := range []struct {
+		name string
+		a    Attr
+		step string
+		err  error
+	}{
+		{"missing binary", Attr{Path: filepath.Join(dir, "nope"), Args: []string{"nope"}}, "execve", syscall.ENOENT},
+		{"not executable", Attr{Path: notExec, Args: []string{"data"}}, "execve", syscall.EACCES},
+		{"bad dir", Attr{Path: "/bin/true", Args: []string{"true"}, Dir: filepath.Join(dir, "nodir")}, "chdir", syscall.ENOENT},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.a.Umask = -1
+			_, err := Start(&tc.a)
+			var ee *ExitError
+			if !errors.As(err, &ee) || ee.Step != tc.step || !errors.Is(err, tc.err) {
+				t.Fatalf("err %v, want step %s %v", err, tc.step, tc.err)
+			}
+		})
+	}
+}
+
+func TestSubreaperReapsOrphans(t *testing.T) {
+	if err := SetSubreaper(); err != nil {
+		t.Fatal(err)
+	}
+	before := OrphansReaped()
+	// sh leaves a background child behind and exits: that grandchild is
+	// reparented to us and must be reaped when it exits, not left a zombie.
+	out, st := run(t, Attr{Path: "/bin/sh", Args: []string{"sh", "-c", "sleep 0.2 >/dev/null 2>&1 & echo $!"}})
+	if st != "exit 0" {
+		t.Fatalf("status %s", st)
+	}
+	orphan := strings.TrimSpace(out)
+	b, err := os.ReadFile("/proc/" + orphan + "/stat")
+	if err == nil && !strings.Contains(string(b), fmt.Sprintf(" %d ", os.Getpid())) {
+		t.Fatalf("orphan %s not reparented to us: %s", orphan, b)
+	}
+	// Wait (no timing asserted) until the orphan is gone for good.
+	for {
+		if _, err := os.Stat("/proc/" + orphan); os.IsNotExist(err) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if OrphansReaped() <= before {
+		t.Fatalf("orphan %s vanished but the reaper did not count it", orphan)
+	}
+}
+
+func TestSignal(t *testing.T) {
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	p, err := Start(&Attr{Path: "/bin/sh", Args: []string{"sh", "-c", "echo up; exec sleep 100"}, Files: []*os.File{nil, w}, Umask: -1})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bufio.NewReader(r).ReadString('\n')
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if st := Describe(p.Wait()); st != "signal terminated" {
+		t.Fatalf("status %s", st)
+	}
+	if err := p.Signal(syscall.SIGTERM); !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("signal after reaping: %v", err)
+	}
+}
