@@ -2,11 +2,13 @@ package auth
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -73,6 +75,72 @@ func goTool() string {
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
+// suiteDir is a built sluice-auth with its manifest, key and directories.
+type suiteDir struct {
+	pub, testExe, bin, run, state string
+	m                             *buildid.Manifest
+	manifest, keyPath             string
+	key                           grant.Key
+}
+
+// buildSuite builds sluice-auth into a directory other uids can reach and
+// writes a build manifest for it, with stand-in files for the frontend and
+// sluicectl whose hellos the test presents.
+func buildSuite(t *testing.T) suiteDir {
+	t.Helper()
+	var s suiteDir
+	s.pub, s.testExe = publicDir(t)
+	s.bin = filepath.Join(s.pub, "bin")
+	s.run = filepath.Join(s.pub, "run")
+	s.state = filepath.Join(s.pub, "state")
+	for _, d := range []string{s.bin, s.run} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(s.state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command(goTool(), "build", "-o", filepath.Join(s.bin, "sluice-auth"), "sluice/helpers/auth/cmd/sluice-auth")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, comp := range []string{msg.Frontend, msg.Admin} {
+		os.WriteFile(filepath.Join(s.bin, suite.BinaryName(comp)), []byte("stand-in for "+comp+"\n"), 0o755)
+	}
+	var err error
+	if s.m, err = suite.BuildManifest(s.bin); err != nil {
+		t.Fatal(err)
+	}
+	s.manifest = filepath.Join(s.bin, "build-ids.json")
+	if err := s.m.Write(s.manifest); err != nil {
+		t.Fatal(err)
+	}
+	s.keyPath = filepath.Join(s.pub, "grant.key")
+	if s.key, err = grant.WriteKeyFile(s.keyPath); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// client returns an rpc client that speaks proto as component self, with
+// the hellos the manifest records.
+func (s suiteDir) client(t *testing.T, sock, proto, self string) *rpc.Client {
+	t.Helper()
+	p, _ := msg.Lookup(proto)
+	mine, err := s.m.Lookup(self, msg.Intent(p, "client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := s.m.Lookup(msg.Auth, msg.Intent(p, "server"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rpc.Client{Path: sock,
+		Hello:  rpc.Hello{Intent: mine.Intent, BuildID: mine.BuildID},
+		Expect: rpc.Hello{Intent: peer.Intent, BuildID: peer.BuildID}}
+}
+
 // TestBinary builds sluice-auth, writes a build manifest for it (with
 // stand-in files for the frontend and sluicectl, whose hellos the test
 // presents), and runs the whole flow against the binary over --listen:
@@ -80,50 +148,19 @@ func goTool() string {
 // non-admin caller refused; a login begun before a restart finished after
 // it (ceremony state lives with the caller, not in the process).
 func TestBinary(t *testing.T) {
-	pub, testExe := publicDir(t)
-	bin := filepath.Join(pub, "bin")
-	run := filepath.Join(pub, "run")
-	state := filepath.Join(pub, "state")
-	for _, d := range []string{bin, run} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Mkdir(state, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	build := exec.Command(goTool(), "build", "-o", filepath.Join(bin, "sluice-auth"), "sluice/helpers/auth/cmd/sluice-auth")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	for _, comp := range []string{msg.Frontend, msg.Admin} {
-		os.WriteFile(filepath.Join(bin, suite.BinaryName(comp)), []byte("stand-in for "+comp+"\n"), 0o755)
-	}
-	m, err := suite.BuildManifest(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifest := filepath.Join(bin, "build-ids.json")
-	if err := m.Write(manifest); err != nil {
-		t.Fatal(err)
-	}
-	keyPath := filepath.Join(pub, "grant.key")
-	key, err := grant.WriteKeyFile(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-
+	s := buildSuite(t)
+	run, state, key := s.run, s.state, s.key
 	d := &daemon{
 		t:    t,
-		exe:  filepath.Join(bin, "sluice-auth"),
+		exe:  filepath.Join(s.bin, "sluice-auth"),
 		sock: filepath.Join(run, "auth.sock"),
 		args: []string{"--listen", filepath.Join(run, "auth.sock"), "--mode", "0666",
-			"--state-dir", state, "--grant-key", keyPath,
+			"--state-dir", state, "--grant-key", s.keyPath,
 			"--rp-id", rpID, "--origin", origin, "--origin", "http://127.0.0.1:8080",
 			// Let nobody through the allowlist so the handler's own
 			// admin check is what refuses them.
 			"--allow", "admin to auth=uid:0,uid:65534"},
-		env: []string{"SLUICE_MANIFEST=" + manifest, "SLUICE_RUNTIME_DIR=" + run},
+		env: []string{"SLUICE_MANIFEST=" + s.manifest, "SLUICE_RUNTIME_DIR=" + run},
 	}
 	d.start()
 	defer func() {
@@ -132,27 +169,14 @@ func TestBinary(t *testing.T) {
 		}
 	}()
 
-	clientFor := func(proto, self string) *rpc.Client {
-		p, _ := msg.Lookup(proto)
-		mine, err := m.Lookup(self, msg.Intent(p, "client"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		peer, err := m.Lookup(msg.Auth, msg.Intent(p, "server"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &rpc.Client{Path: d.sock,
-			Hello:  rpc.Hello{Intent: mine.Intent, BuildID: mine.BuildID},
-			Expect: rpc.Hello{Intent: peer.Intent, BuildID: peer.BuildID}}
-	}
 	e := &env{t: t, grantKey: key, now: time.Now(),
-		web: clientFor("web to auth", msg.Frontend), admin: clientFor("admin to auth", msg.Admin)}
+		web: s.client(t, d.sock, "web to auth", msg.Frontend), admin: s.client(t, d.sock, "admin to auth", msg.Admin)}
 
 	// A client with a stale build ID is refused at the handshake.
 	stale := *e.web
 	stale.Hello.BuildID = buildid.OfBytes(stale.Hello.Intent, []byte("old frontend"))
-	if err := call(&stale, msg.OpLoginBegin, msg.LoginBegin{}, nil); !errors.Is(err, rpc.ErrHandshake) {
+	err := call(&stale, msg.OpLoginBegin, msg.LoginBegin{}, nil)
+	if !errors.Is(err, rpc.ErrHandshake) {
 		t.Fatalf("stale frontend: %v", err)
 	}
 
@@ -180,7 +204,7 @@ func TestBinary(t *testing.T) {
 
 	// A non-admin caller of another uid, through the allowlist.
 	t.Setenv(childHelloEnv, e.admin.Hello.Intent+"\n"+e.admin.Hello.BuildID+"\n"+e.admin.Expect.Intent+"\n"+e.admin.Expect.BuildID)
-	if got := asNobody(t, testExe, d.sock, nil); got != msg.CodeForbidden {
+	if got := asNobody(t, s.testExe, d.sock, nil); got != msg.CodeForbidden {
 		t.Fatalf("nobody's enroll: %q, want %q", got, msg.CodeForbidden)
 	}
 
@@ -208,5 +232,101 @@ func TestBinary(t *testing.T) {
 	st, err := os.Stat(filepath.Join(state, "seal.key"))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("seal key in the state dir: %v, %v", st, err)
+	}
+}
+
+// TestAcceptYes plays systemd's Accept=yes: the test owns the listening
+// socket, and for every connection starts a fresh sluice-auth with the
+// accepted connection as its activation fd (LISTEN_FDS=1). Every call of
+// the flow is thus served by a different process sharing only the state
+// directory: the sealed ceremony state and the store carry everything.
+func TestAcceptYes(t *testing.T) {
+	s := buildSuite(t)
+	sock := filepath.Join(s.run, "auth.sock")
+	l, err := rpc.Listen(sock, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(s.bin, "sluice-auth")
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		spawned  int
+		failures []error
+	)
+	acceptDone := make(chan struct{})
+	go func() {
+		defer close(acceptDone)
+		for {
+			c, err := l.AcceptUnix()
+			if err != nil {
+				return
+			}
+			f, err := c.File()
+			c.Close()
+			if err != nil {
+				mu.Lock()
+				failures = append(failures, err)
+				mu.Unlock()
+				continue
+			}
+			// LISTEN_PID must be the pid of the process that reads the
+			// fds: let sh learn its pid and exec the helper in place.
+			cmd := exec.Command("/bin/sh", "-c", `export LISTEN_PID=$$; exec "$0" "$@"`, exe,
+				"--state-dir", s.state, "--grant-key", s.keyPath, "--rp-id", rpID, "--origin", origin)
+			cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=connection",
+				"SLUICE_MANIFEST="+s.manifest, "SLUICE_RUNTIME_DIR="+s.run)
+			cmd.ExtraFiles = []*os.File{f}
+			cmd.Stderr = testWriter{t}
+			err = cmd.Start()
+			f.Close()
+			mu.Lock()
+			if err != nil {
+				failures = append(failures, err)
+			} else {
+				spawned++
+			}
+			mu.Unlock()
+			if err == nil {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := cmd.Wait(); err != nil {
+						mu.Lock()
+						failures = append(failures, fmt.Errorf("sluice-auth instance: %w", err))
+						mu.Unlock()
+					}
+				}()
+			}
+		}
+	}()
+
+	e := &env{t: t, grantKey: s.key, now: time.Now(),
+		web: s.client(t, sock, "web to auth", msg.Frontend), admin: s.client(t, sock, "admin to auth", msg.Admin)}
+	alice := softauthn.New(rpID, origin)
+	if _, err := e.register(alice, e.enroll("alice")); err != nil { // 3 calls
+		t.Fatal(err)
+	}
+	for range 3 { // 6 calls
+		e.mustLogin(alice, "", "alice")
+	}
+	lf, err := e.begin(alice, "alice") // 1 call
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.finish(lf); err != nil { // 1 call
+		t.Fatal(err)
+	}
+	_, err = e.finish(lf) // 1 call: a replay, in yet another process
+	wantCode(t, err, msg.CodeDenied)
+
+	l.Close()
+	<-acceptDone
+	wg.Wait()
+	for _, err := range failures {
+		t.Error(err)
+	}
+	if spawned != 12 {
+		t.Fatalf("%d processes served 12 calls", spawned)
 	}
 }
