@@ -9,9 +9,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -156,8 +156,9 @@ type fdStore struct {
 	conn *net.UnixConn
 	msgs chan string
 
-	mu     sync.Mutex
-	stored []storedFD
+	mu      sync.Mutex
+	stored  []storedFD
+	pending []string // received, not yet taken by waitMsg
 }
 
 type storedFD struct {
@@ -165,9 +166,12 @@ type storedFD struct {
 	f    *os.File
 }
 
+var storeSeq atomic.Int64
+
 func newFDStore(t testing.TB) *fdStore {
 	t.Helper()
-	addr := filepath.Join(t.TempDir(), "notify")
+	// Abstract, so that a helper running as another uid can reach it.
+	addr := fmt.Sprintf("@sluice-ptystore-test-%d-%d", os.Getpid(), storeSeq.Add(1))
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
@@ -293,32 +297,45 @@ func (s *fdStore) files() []*os.File {
 	return out
 }
 
-// waitMsg waits for a message that contains every one of parts.
+// waitMsg waits for a message that contains every one of parts and takes
+// it; messages before it that did not match stay for later waits.
 func (s *fdStore) waitMsg(t testing.TB, parts ...string) string {
 	t.Helper()
 	timeout := time.After(waitLimit)
 	for {
-		select {
-		case m := <-s.msgs:
+		s.mu.Lock()
+		for i, m := range s.pending {
 			ok := true
 			for _, p := range parts {
 				ok = ok && strings.Contains(m, p)
 			}
 			if ok {
+				s.pending = append(s.pending[:i], s.pending[i+1:]...)
+				s.mu.Unlock()
 				return m
 			}
+		}
+		s.mu.Unlock()
+		select {
+		case m := <-s.msgs:
+			s.mu.Lock()
+			s.pending = append(s.pending, m)
+			s.mu.Unlock()
 		case <-timeout:
 			t.Fatalf("no notify message with %q", parts)
 		}
 	}
 }
 
-// drain drops the messages received so far.
+// drain forgets the messages received so far.
 func (s *fdStore) drain() {
 	for {
 		select {
 		case <-s.msgs:
 		default:
+			s.mu.Lock()
+			s.pending = nil
+			s.mu.Unlock()
 			return
 		}
 	}

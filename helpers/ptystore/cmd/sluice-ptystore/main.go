@@ -1,0 +1,113 @@
+// Command sluice-ptystore holds live pty masters for the frontend so shell
+// sessions outlive frontend restarts and its own: every master is also in
+// the service's fd store and comes back as an activation fd.
+package main
+
+import (
+	"errors"
+	"flag"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"sluice/helpers/grant"
+	"sluice/helpers/helper"
+	"sluice/helpers/ptystore"
+	"sluice/msg"
+	"sluice/rpc"
+	"sluice/sdnotify"
+	"sluice/suite"
+)
+
+func credential(name string) string {
+	if d := os.Getenv("CREDENTIALS_DIRECTORY"); d != "" {
+		return filepath.Join(d, name)
+	}
+	return ""
+}
+
+func main() {
+	var f helper.Flags
+	f.Register(flag.CommandLine)
+	grantKey := flag.String("grant-key", credential("grant.key"), "grant key file (default $CREDENTIALS_DIRECTORY/grant.key)")
+	maxSessions := flag.Int("max-sessions", 1024, "sessions held in all")
+	maxPerUser := flag.Int("max-per-user", 64, "sessions held per sluice user")
+	grace := flag.Duration("hangup-grace", time.Second, "how long a pty must stay hung up before its session is dropped")
+	flag.Parse()
+	log := helper.Logger(msg.PtyStore)
+
+	if *grantKey == "" {
+		helper.Fatal(log, "no grant key", errors.New("set --grant-key or $CREDENTIALS_DIRECTORY with grant.key"))
+	}
+	key, err := grant.LoadKey(*grantKey)
+	if err != nil {
+		helper.Fatal(log, "grant key", err)
+	}
+	var notify ptystore.Notifier
+	if sdnotify.Socket() != "" {
+		notify = sdnotify.Notify
+	} else {
+		log.Warn("ptystore: no NOTIFY_SOCKET, so no fd store: sessions will not survive a restart")
+	}
+	st, err := ptystore.New(ptystore.Config{
+		MaxSessions: *maxSessions, MaxPerUser: *maxPerUser, HangupGrace: *grace,
+		Notify: notify, Log: log,
+	})
+	if err != nil {
+		helper.Fatal(log, "store", err)
+	}
+	defer st.Close()
+	stored, sockets := rpc.SplitFiles(rpc.ActivationFiles(), ptystore.FDNamePrefix)
+	st.Adopt(stored)
+	h := ptystore.NewHandler(st, key)
+
+	var routes []rpc.Route
+	for _, r := range []struct {
+		proto  string
+		maxFDs int
+		h      rpc.HandlerFunc
+	}{{"web to ptystore", 1, h.Web}, {"admin to ptystore", 0, h.Admin}} {
+		allow, err := f.Allow(r.proto)
+		if err != nil {
+			helper.Fatal(log, "--allow", err)
+		}
+		route, err := suite.Route(msg.PtyStore, r.proto, allow, r.maxFDs, r.h)
+		if err != nil {
+			helper.Fatal(log, "route", err)
+		}
+		routes = append(routes, route)
+	}
+	srv := f.Server(msg.PtyStore, log, routes...)
+	ctx, cancel := helper.Context()
+	defer cancel()
+
+	// READY=1 once the socket is there: with --listen we make it first;
+	// an activation socket already queues connections.
+	if f.Listen != "" {
+		l, err := rpc.Listen(f.Listen, os.FileMode(f.Mode))
+		if err != nil {
+			helper.Fatal(log, "listen", err)
+		}
+		ready(log, notify)
+		err = srv.Serve(ctx, l)
+		l.Close()
+		if err != nil {
+			helper.Fatal(log, "serve", err)
+		}
+		return
+	}
+	ready(log, notify)
+	if err := rpc.ServeFiles(ctx, srv, sockets); err != nil {
+		helper.Fatal(log, "serve", err)
+	}
+}
+
+func ready(log *slog.Logger, notify ptystore.Notifier) {
+	log.Info("ptystore: serving")
+	if notify != nil {
+		if err := notify("READY=1"); err != nil {
+			log.Info("ptystore: READY=1 not sent", "err", err)
+		}
+	}
+}
