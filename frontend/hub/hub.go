@@ -152,6 +152,10 @@ func pollable(f *os.File) (*os.File, error) {
 	return os.NewFile(uintptr(nfd), "pty"), nil
 }
 
+// Window is the per-viewer window in bytes; clients acknowledge in parts
+// of it.
+func (h *Hub) Window() int { return h.opt.Window }
+
 // Get returns the session streaming id, or nil.
 func (h *Hub) Get(id string) *Session {
 	h.mu.Lock()
@@ -499,6 +503,27 @@ func (v *Viewer) Next(ctx context.Context, dst []byte) (Event, error) {
 		case <-v.wake:
 		case <-ctx.Done():
 			return ev, ctx.Err()
+		}
+	}
+}
+
+// Wait blocks until Next has something to return, so a sender can take a
+// buffer only then: an idle viewer holds none.
+func (v *Viewer) Wait(ctx context.Context) error {
+	s := v.s
+	for {
+		s.mu.Lock()
+		ready := v.detached || v.viewersDirty || v.pos < s.ring.start() ||
+			(s.ring.head > v.pos && v.delivered-v.acked < int64(s.opt.Window)) ||
+			(s.ring.head == v.pos && s.exited)
+		s.mu.Unlock()
+		if ready {
+			return nil
+		}
+		select {
+		case <-v.wake:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }

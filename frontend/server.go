@@ -1,0 +1,221 @@
+// Package frontend is sluice's web process: it serves the page, and over
+// one WebSocket per tab relays the passkey ceremonies to the auth helper,
+// keeps the resulting grant in that connection's memory only, and streams
+// pty sessions from the hub. It holds no secret and no privilege; every
+// decision is a helper's.
+package frontend
+
+import (
+	"embed"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"sluice/frontend/hub"
+)
+
+//go:embed web/static
+var staticFS embed.FS
+
+//go:embed web/dist
+var distFS embed.FS
+
+// CSP allows scripts and connections only to this origin and nothing to
+// frame the page. style-src needs 'unsafe-inline' because xterm.js sets its
+// theme and cell sizes through <style> elements it creates; no script can
+// be injected that way.
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; " +
+	"connect-src 'self'; img-src 'self' data:; font-src 'self'; base-uri 'none'; " +
+	"form-action 'none'; frame-ancestors 'none'"
+
+// Config is the frontend's configuration.
+type Config struct {
+	// Origins are the exact Origin header values a WebSocket upgrade may
+	// carry, e.g. "http://localhost:8080". They must match the auth
+	// helper's WebAuthn origins.
+	Origins []string
+	Backend Backend
+	Hub     hub.Options
+	Log     *slog.Logger
+	// MaxMessage limits one client WebSocket message (default 64 KiB).
+	MaxMessage int64
+	// WriteTimeout drops a client that does not take a frame in this long
+	// (default 30 s).
+	WriteTimeout time.Duration
+}
+
+// Server is the frontend's http.Handler.
+type Server struct {
+	cfg      Config
+	hub      *hub.Hub
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	files    map[string]file
+
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+}
+
+type file struct {
+	body  []byte
+	ctype string
+}
+
+// New builds the server; it starts no goroutine until a session is opened.
+func New(cfg Config) (*Server, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.MaxMessage <= 0 {
+		cfg.MaxMessage = 64 << 10
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	if cfg.Hub.Log == nil {
+		cfg.Hub.Log = cfg.Log
+	}
+	s := &Server{
+		cfg:   cfg,
+		hub:   hub.New(cfg.Hub),
+		log:   cfg.Log,
+		files: map[string]file{},
+		conns: map[*conn]struct{}{},
+	}
+	s.upgrader = websocket.Upgrader{
+		CheckOrigin: s.originOK,
+		// Buffers only while a frame is being written, so an idle
+		// connection holds none.
+		WriteBufferPool: &sync.Pool{},
+	}
+	for _, src := range []struct {
+		fsys fs.FS
+		dir  string
+	}{{staticFS, "web/static"}, {distFS, "web/dist"}} {
+		err := fs.WalkDir(src.fsys, src.dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := fs.ReadFile(src.fsys, p)
+			if err != nil {
+				return err
+			}
+			s.files[strings.TrimPrefix(p, src.dir+"/")] = file{b, contentType(p)}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func contentType(p string) string {
+	switch path.Ext(p) {
+	case ".html":
+		return "text/html; charset=utf-8"
+	case ".js":
+		return "text/javascript; charset=utf-8"
+	case ".css":
+		return "text/css; charset=utf-8"
+	case ".png":
+		return "image/png"
+	case ".svg":
+		return "image/svg+xml"
+	}
+	return "application/octet-stream"
+}
+
+// Hub is the session hub, for tests and benchmarks.
+func (s *Server) Hub() *hub.Hub { return s.hub }
+
+func (s *Server) originOK(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	return o != "" && slices.Contains(s.cfg.Origins, o)
+}
+
+func securityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", CSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), usb=(), payment=()")
+}
+
+// ServeHTTP serves the page, its static files and the WebSocket. There
+// are no cookies and no state-changing requests besides the WebSocket,
+// whose Origin is checked, so there is nothing for CSRF to ride on.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	securityHeaders(w.Header())
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	switch p := r.URL.Path; {
+	case p == "/ws":
+		s.serveWS(w, r)
+	case p == "/" || p == "/enroll":
+		s.serveFile(w, r, "index.html")
+	case strings.HasPrefix(p, "/static/"):
+		s.serveFile(w, r, strings.TrimPrefix(p, "/static/"))
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name string) {
+	f, ok := s.files[name]
+	if !ok || name == "" {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", f.ctype)
+	w.Header().Set("Cache-Control", "no-cache")
+	if r.Method == http.MethodHead {
+		return
+	}
+	w.Write(f.body)
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !s.originOK(r) {
+		s.log.Warn("websocket upgrade refused: origin", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// Upgrade has written the error response.
+		s.log.Info("websocket upgrade failed", "err", err, "remote", r.RemoteAddr)
+		return
+	}
+	c := newConn(s, ws, r.RemoteAddr)
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	c.run()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Close drops every connection and stops streaming (the shells live on in
+// ptystore).
+func (s *Server) Close() {
+	s.mu.Lock()
+	for c := range s.conns {
+		c.ws.Close()
+	}
+	s.mu.Unlock()
+	s.hub.Close()
+}

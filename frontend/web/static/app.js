@@ -1,0 +1,367 @@
+// sluice page: one WebSocket per tab carries the passkey ceremonies, the
+// session list and the terminal. The sign-in lives only in that socket on
+// the server; there is no cookie and nothing to store here.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const views = ["connecting", "enroll", "signin", "sessions", "term"];
+  const enc = new TextEncoder();
+
+  function show(name) {
+    for (const v of views) $("view-" + v).hidden = v !== name;
+    document.body.dataset.view = name;
+    if (name === "term" && term) {
+      fit.fit();
+      term.focus();
+    }
+  }
+
+  function status(text, isError) {
+    const s = $("status");
+    s.textContent = text || "";
+    s.className = isError ? "error" : "";
+  }
+
+  // --- base64url and WebAuthn JSON -------------------------------------
+
+  function b64uToBuf(s) {
+    s = s.replace(/-/g, "+").replace(/_/g, "/");
+    while (s.length % 4) s += "=";
+    const bin = atob(s);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out.buffer;
+  }
+
+  function bufToB64u(buf) {
+    const b = new Uint8Array(buf);
+    let bin = "";
+    for (let i = 0; i < b.length; i++) bin += String.fromCharCode(b[i]);
+    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function creationOptions(json) {
+    const o = json.publicKey || json;
+    o.challenge = b64uToBuf(o.challenge);
+    o.user.id = b64uToBuf(o.user.id);
+    for (const c of o.excludeCredentials || []) c.id = b64uToBuf(c.id);
+    return o;
+  }
+
+  function requestOptions(json) {
+    const o = json.publicKey || json;
+    o.challenge = b64uToBuf(o.challenge);
+    for (const c of o.allowCredentials || []) c.id = b64uToBuf(c.id);
+    return o;
+  }
+
+  function credentialJSON(cred) {
+    const r = cred.response;
+    const out = {
+      id: cred.id,
+      rawId: bufToB64u(cred.rawId),
+      type: cred.type,
+      clientExtensionResults: cred.getClientExtensionResults ? cred.getClientExtensionResults() : {},
+      response: { clientDataJSON: bufToB64u(r.clientDataJSON) },
+    };
+    if (cred.authenticatorAttachment) out.authenticatorAttachment = cred.authenticatorAttachment;
+    if (r.attestationObject) {
+      out.response.attestationObject = bufToB64u(r.attestationObject);
+      if (r.getTransports) out.response.transports = r.getTransports();
+    }
+    if (r.authenticatorData) {
+      out.response.authenticatorData = bufToB64u(r.authenticatorData);
+      out.response.signature = bufToB64u(r.signature);
+      if (r.userHandle) out.response.userHandle = bufToB64u(r.userHandle);
+    }
+    return out;
+  }
+
+  // --- socket ----------------------------------------------------------
+
+  let ws = null;
+  let pending = null; // {types, op, resolve, reject}
+  let user = "";
+
+  function send(m) {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(m));
+  }
+
+  // request sends m and resolves with the first reply of one of types, or
+  // rejects with the error the server sent for it.
+  function request(m, ...types) {
+    return new Promise((resolve, reject) => {
+      if (pending) pending.reject(new Error("superseded"));
+      pending = { types, op: m.t, resolve, reject };
+      send(m);
+    });
+  }
+
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    ws = new WebSocket(proto + "//" + location.host + "/ws");
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== "string") return output(new Uint8Array(ev.data));
+      let m;
+      try { m = JSON.parse(ev.data); } catch (e) { return; }
+      if (pending && (pending.types.includes(m.t) || (m.t === "error" && m.op === pending.op))) {
+        const p = pending;
+        pending = null;
+        if (m.t === "error") p.reject(m); else p.resolve(m);
+        if (m.t !== "attached") return;
+      }
+      control(m);
+    };
+    ws.onclose = () => {
+      status("Disconnected. Reload the page to sign in again.", true);
+      if (pending) pending.reject({ message: "disconnected" });
+      pending = null;
+      if (term) term.options.disableStdin = true;
+    };
+  }
+
+  function errText(e) {
+    if (!e) return "failed";
+    if (e.code && e.message) return e.code === "denied" ? "Denied: " + e.message : e.message;
+    return e.message || String(e);
+  }
+
+  // --- enrollment and sign-in -----------------------------------------
+
+  function enrollToken() {
+    let t = location.hash.replace(/^#/, "");
+    if (t.startsWith("token=")) t = t.slice(6);
+    return decodeURIComponent(t);
+  }
+
+  async function enroll() {
+    status("");
+    try {
+      const token = enrollToken();
+      const opts = await request({ t: "register-begin", token }, "register-options");
+      $("enroll-user").textContent = opts.user;
+      const cred = await navigator.credentials.create({ publicKey: creationOptions(opts.options) });
+      const done = await request({ t: "register-finish", credential: credentialJSON(cred) }, "registered");
+      // The token is spent; do not leave it in the address bar or history.
+      history.replaceState(null, "", "/");
+      $("signin-note").textContent = "Passkey created for " + done.user + ". Sign in with it now.";
+      show("signin");
+    } catch (e) {
+      status(errText(e), true);
+    }
+  }
+
+  async function signIn() {
+    status("");
+    try {
+      const opts = await request({ t: "login-begin" }, "login-options");
+      const cred = await navigator.credentials.get({ publicKey: requestOptions(opts.options) });
+      const ok = await request({ t: "login-finish", assertion: credentialJSON(cred) }, "signed-in");
+      user = ok.user;
+      $("who").textContent = "signed in as " + user;
+      const join = /^#join=([^/]+)\/(.+)$/.exec(location.hash);
+      if (join) {
+        await attach({ t: "attach", id: decodeURIComponent(join[1]), share: join[2] });
+      } else {
+        await listSessions();
+      }
+    } catch (e) {
+      status(errText(e), true);
+    }
+  }
+
+  // --- sessions --------------------------------------------------------
+
+  async function listSessions() {
+    const r = await request({ t: "list" }, "sessions");
+    const body = $("sessions").tBodies[0];
+    body.replaceChildren();
+    for (const s of r.sessions) {
+      const tr = document.createElement("tr");
+      const cells = [
+        s.machine,
+        s.unix_user,
+        new Date(s.created).toLocaleString(),
+        s.viewers.map((v) => v.user + " (" + v.mode + ")").join(", ") || "none",
+        s.sharing,
+      ];
+      for (const c of cells) {
+        const td = document.createElement("td");
+        td.textContent = c;
+        tr.append(td);
+      }
+      const actions = document.createElement("td");
+      const button = (label, fn) => {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.textContent = label;
+        b.addEventListener("click", () => fn().catch((e) => status(errText(e), true)));
+        actions.append(b);
+      };
+      button("open", () => attach({ t: "attach", id: s.id }));
+      button("share read-only", () => share(s.id, "read-only"));
+      button("share read-write", () => share(s.id, "read-write"));
+      button("end", async () => {
+        await request({ t: "end", id: s.id }, "ended");
+        await listSessions();
+      });
+      tr.append(actions);
+      body.append(tr);
+    }
+    $("no-sessions").hidden = r.sessions.length > 0;
+    show("sessions");
+  }
+
+  async function share(id, mode) {
+    const r = await request({ t: "share", id, mode }, "shared");
+    const link = location.origin + "/#join=" + encodeURIComponent(id) + "/" + r.token;
+    $("share-link").hidden = false;
+    $("share-link-text").value = link;
+    $("share-link-text").select();
+    status("Anyone signed in with this link can " + (mode === "read-only" ? "watch" : "type in") + " the session.");
+    await listSessions();
+  }
+
+  // --- terminal ----------------------------------------------------------
+
+  let term = null;
+  let fit = null;
+  let att = 0; // attachment serial, echoed in acks
+  let received = 0;
+  let processed = 0;
+  let acked = 0;
+  let windowSize = 65536;
+  let mode = "";
+  let sessionTitle = "";
+
+  function ensureTerminal() {
+    if (term) return;
+    term = new Terminal({ cursorBlink: true, scrollback: 5000, fontFamily: "monospace", fontSize: 14 });
+    fit = new FitAddon.FitAddon();
+    term.loadAddon(fit);
+    term.open($("terminal"));
+    term.onData((d) => {
+      if (mode !== "read-only") ws.send(enc.encode(d));
+    });
+    term.onBinary((d) => {
+      if (mode === "read-only") return;
+      const b = new Uint8Array(d.length);
+      for (let i = 0; i < d.length; i++) b[i] = d.charCodeAt(i) & 255;
+      ws.send(b);
+    });
+    term.onResize(({ cols, rows }) => {
+      if (att && mode !== "read-only") send({ t: "resize", cols, rows });
+    });
+    term.onTitleChange((t) => { document.title = (t ? t + " — " : "") + sessionTitle; });
+    new ResizeObserver(() => { if (!$("view-term").hidden) fit.fit(); }).observe($("terminal"));
+  }
+
+  // output writes pty bytes and acknowledges them once xterm has parsed
+  // them, so the server never runs more than a window ahead of the screen.
+  function output(data) {
+    if (!term) return;
+    const n = data.length;
+    const forAtt = att;
+    received += n;
+    term.write(data, () => {
+      if (forAtt !== att) return;
+      processed += n;
+      if (processed - acked >= windowSize / 4 || processed === received) {
+        acked = processed;
+        send({ t: "ack", a: att, n: processed });
+      }
+    });
+  }
+
+  async function attach(m) {
+    ensureTerminal();
+    show("term");
+    fit.fit();
+    m.cols = term.cols;
+    m.rows = term.rows;
+    await request(m, "attached");
+  }
+
+  function attached(m) {
+    att = m.a;
+    received = processed = acked = 0;
+    windowSize = m.window || windowSize;
+    mode = m.mode;
+    term.reset();
+    term.options.disableStdin = mode === "read-only";
+    const s = m.session;
+    sessionTitle = s.unix_user + "@" + (s.machine === ".host" ? location.hostname : s.machine) + " — sluice";
+    document.title = sessionTitle;
+    $("term-title").textContent = s.unix_user + " on " + s.machine + (s.owner !== user ? " (" + s.owner + "'s)" : "");
+    $("term-mode").textContent = mode === "owner" ? "" : mode;
+    viewers(s.viewers);
+    status("");
+    show("term");
+    if (mode !== "read-only") send({ t: "resize", cols: term.cols, rows: term.rows });
+  }
+
+  function viewers(list) {
+    list = list || [];
+    $("term-viewers").textContent = list.length > 1
+      ? "watching: " + list.map((v) => v.user + (v.mode === "owner" ? "" : " (" + v.mode + ")")).join(", ")
+      : "";
+  }
+
+  function control(m) {
+    switch (m.t) {
+      case "hello":
+        route();
+        break;
+      case "attached":
+        attached(m);
+        break;
+      case "viewers":
+        if (m.a === att) viewers(m.viewers);
+        break;
+      case "skipped":
+        if (m.a === att) term.write("\r\n\x1b[33m[" + m.bytes + " bytes skipped: this view fell behind]\x1b[0m\r\n");
+        break;
+      case "exit":
+        if (m.a === att) {
+          term.write("\r\n\x1b[2m[session ended]\x1b[0m\r\n");
+          status("The session has ended.");
+          att = 0;
+        }
+        break;
+      case "error":
+        status(errText(m), true);
+        break;
+    }
+  }
+
+  function route() {
+    if (location.pathname === "/enroll") {
+      show("enroll");
+    } else {
+      show("signin");
+    }
+  }
+
+  // --- wiring ------------------------------------------------------------
+
+  $("enroll-button").addEventListener("click", enroll);
+  $("signin-button").addEventListener("click", signIn);
+  $("term-back").addEventListener("click", async () => {
+    try {
+      await request({ t: "detach" }, "detached");
+      att = 0;
+      document.title = "sluice";
+      await listSessions();
+    } catch (e) {
+      status(errText(e), true);
+    }
+  });
+  $("new-session").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    attach({ t: "create", machine: f.machine.value.trim(), user: f.user.value.trim() })
+      .catch((e) => { show("sessions"); status(errText(e), true); });
+  });
+  connect();
+})();
