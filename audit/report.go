@@ -62,6 +62,16 @@ func Helpers() []Helper {
 	return hs
 }
 
+// Ceiling is the highest systemd-analyze exposure score a component's
+// service may have: helpers as tight as a DynamicUser UNIX-socket-only
+// service gets, the network-facing frontend a little looser.
+func Ceiling(component string) float64 {
+	if component == msg.Frontend {
+		return 1.5
+	}
+	return 0.5
+}
+
 // Report is what an audit says about one helper.
 type Report struct {
 	Component   string            `json:"component"`
@@ -130,6 +140,9 @@ func Inspect(ctx context.Context, l Layout, h Helper, man *buildid.Manifest) Rep
 				r.ExposureErr = err.Error()
 			} else {
 				r.Exposure = &score
+				if score > Ceiling(h.Component) {
+					prob("exposure %.1f above %.1f", score, Ceiling(h.Component))
+				}
 			}
 		} else {
 			r.ExposureErr = "systemd-analyze not installed"

@@ -23,16 +23,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// Exposure ceilings from the issue: helpers must be as tight as a
-// DynamicUser UNIX-socket-only service gets, the frontend close to it.
-var ceiling = map[string]float64{
-	msg.Frontend: 1.5,
-	msg.Auth:     0.5,
-	msg.Policy:   0.5,
-	msg.Shell:    0.5,
-	msg.PtyStore: 0.5,
-}
-
 // What each socket admits at the file-permission layer.
 var socketGroup = map[string]string{
 	msg.Auth:     "sluice-web",
@@ -169,7 +159,7 @@ func TestExposure(t *testing.T) {
 			t.Errorf("%s: %v", h.Service, err)
 			continue
 		}
-		max := ceiling[h.Component]
+		max := audit.Ceiling(h.Component)
 		verdict := "ok"
 		if score > max {
 			verdict = "TOO HIGH"

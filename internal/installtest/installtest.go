@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -44,40 +45,51 @@ var Mains = []struct {
 }
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  string
+	mu       sync.Mutex
+	buildDir string
+	built    = map[string]string{} // binary -> "" or the build error
 )
 
-// Build compiles every main into one directory, once per test process. A
+// Build compiles the named mains (every one in Mains when none are named)
+// into one directory shared by the test process, each at most once. A
 // main that does not exist yet fails the test: an install without it is
 // not an install.
-func Build(t testing.TB) string {
+func Build(t testing.TB, binaries ...string) string {
 	t.Helper()
 	root := Root(t)
-	buildOnce.Do(func() {
+	mu.Lock()
+	defer mu.Unlock()
+	if buildDir == "" {
 		dir, err := os.MkdirTemp("", "sluice-installtest-bin-")
 		if err != nil {
-			buildErr = err.Error()
-			return
+			t.Fatal(err)
 		}
 		buildDir = dir
-		var errs []string
-		for _, m := range Mains {
-			cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, m.Binary), m.Pkg)
+	}
+	var errs []string
+	for _, m := range Mains {
+		if len(binaries) > 0 && !slices.Contains(binaries, m.Binary) {
+			continue
+		}
+		msg, done := built[m.Binary]
+		if !done {
+			cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(buildDir, m.Binary), m.Pkg)
 			cmd.Dir = root
 			cmd.Env = os.Environ()
 			if m.Static {
 				cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
 			}
 			if out, err := cmd.CombinedOutput(); err != nil {
-				errs = append(errs, m.Pkg+": "+err.Error()+"\n"+string(out))
+				msg = m.Pkg + ": " + err.Error() + "\n" + string(out)
 			}
+			built[m.Binary] = msg
 		}
-		buildErr = strings.Join(errs, "\n")
-	})
-	if buildErr != "" {
-		t.Fatalf("building the binaries:\n%s", buildErr)
+		if msg != "" {
+			errs = append(errs, msg)
+		}
+	}
+	if len(errs) > 0 {
+		t.Fatalf("building the binaries:\n%s", strings.Join(errs, "\n"))
 	}
 	return buildDir
 }

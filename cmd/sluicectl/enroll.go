@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"sluice/msg"
+	"sluice/rpc"
+	"sluice/suite"
+)
+
+// request sends one admin request and decodes the reply.
+func request(ctx context.Context, g *globals, protocol, op string, args, reply any) ([]*fdInfo, error) {
+	cl, err := suite.Client(msg.Admin, protocol)
+	if err != nil {
+		return nil, err
+	}
+	cl.Timeout = g.timeout
+	raw, err := msgpack.Marshal(args)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", op, err)
+	}
+	fds, err := cl.Call(ctx, msg.Request{Op: op, Args: raw}, nil, reply)
+	if err != nil {
+		return nil, explain(err, cl.Path)
+	}
+	return describeFDs(fds), nil
+}
+
+// explain turns the errors an admin meets most into what to do about them.
+func explain(err error, path string) error {
+	switch rpc.CodeOf(err) {
+	case msg.CodeForbidden:
+		return fmt.Errorf("%w (the helper's --allow list does not include you; try as root)", err)
+	case "":
+		if strings.Contains(err.Error(), "no such file") || strings.Contains(err.Error(), "connection refused") {
+			return fmt.Errorf("%w (is the helper's socket unit running? systemctl status %s)", err,
+				strings.TrimSuffix(lastElem(path), ".sock"))
+		}
+		if strings.Contains(err.Error(), "permission denied") {
+			return fmt.Errorf("%w (the socket's group does not include you; try as root)", err)
+		}
+	}
+	return err
+}
+
+func lastElem(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return "sluice-" + p[i+1:]
+	}
+	return p
+}
+
+func runEnroll(ctx context.Context, g *globals, args []string) error {
+	fs := flags("enroll", "enroll [--ttl DURATION] [--base-url URL] [--json] USER", g)
+	ttl := fs.Duration("ttl", 0, "lifetime of the link (default: the auth helper's, 24h)")
+	base := fs.String("base-url", "http://localhost:8080", "where users reach the frontend")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, g, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageErr("want exactly one USER")
+	}
+	var rep msg.EnrollReply
+	if _, err := request(ctx, g, "admin to auth", msg.OpEnroll,
+		msg.Enroll{User: fs.Arg(0), TTLSeconds: int64(*ttl / time.Second)}, &rep); err != nil {
+		return err
+	}
+	link := strings.TrimSuffix(*base, "/") + "/enroll#" + rep.Token
+	expires := time.UnixMilli(rep.Expires).UTC()
+	if *asJSON {
+		return printJSON(g.out, map[string]any{"user": rep.User, "url": link, "token": rep.Token,
+			"expires": expires.Format(time.RFC3339)})
+	}
+	fmt.Fprintln(g.out, link)
+	fmt.Fprintf(g.err, "one-time link for %s, valid until %s\n", rep.User, expires.Format(time.RFC3339))
+	return nil
+}

@@ -1,0 +1,166 @@
+// Command sluicectl is the admin CLI: enroll users, list and end
+// sessions, audit what each helper may do, and speak a helper's protocol
+// by hand for debugging.
+//
+// Exit status: 0 success, 1 the operation failed (a helper refused or
+// could not be reached, or an audit found a problem), 2 bad usage.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+const usage = `usage: sluicectl [global flags] COMMAND [flags] [args]
+
+Commands:
+  enroll USER            create a one-time passkey enrollment link for USER
+  sessions [list]        list live shell sessions
+  sessions end ID        end a session (hangs up its shell)
+  audit [HELPER...]      per helper: socket, mode, group, accepted callers,
+                         exposure score, AppArmor profile, build IDs
+  call HELPER OP [JSON]  send one request by hand and print the reply
+  policy check FILE      parse a policy file and print its rules
+  manifest               print the build manifest (build-ids.json)
+  keygen FILE            write a new 32-byte grant key (mode 0600) to FILE
+
+Global flags:
+  --runtime-dir DIR      helper sockets (default $SLUICE_RUNTIME_DIR or /run/sluice)
+  --manifest FILE        build manifest (default $SLUICE_MANIFEST, then
+                         RUNTIME_DIR/build-ids.json, then beside sluicectl)
+  --timeout DURATION     per call (default 10s)
+
+Run "sluicectl COMMAND --help" for a command's flags. Most commands take
+--json for output that scripts can read.
+`
+
+// errUsage marks an error as bad usage (exit 2).
+type errUsage struct{ error }
+
+func usageErr(format string, a ...any) error { return errUsage{fmt.Errorf(format, a...)} }
+
+type command struct {
+	run func(ctx context.Context, g *globals, args []string) error
+}
+
+type globals struct {
+	timeout time.Duration
+	out     io.Writer
+	err     io.Writer
+}
+
+var commands = map[string]command{
+	"enroll":   {runEnroll},
+	"sessions": {runSessions},
+	"audit":    {runAudit},
+	"call":     {runCall},
+	"policy":   {runPolicy},
+	"manifest": {runManifest},
+	"keygen":   {runKeygen},
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sluicectl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	runtimeDir := fs.String("runtime-dir", "", "")
+	manifest := fs.String("manifest", "", "")
+	timeout := fs.Duration("timeout", 10*time.Second, "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		return 2
+	}
+	if *runtimeDir != "" {
+		os.Setenv("SLUICE_RUNTIME_DIR", *runtimeDir)
+	}
+	if *manifest != "" {
+		os.Setenv("SLUICE_MANIFEST", *manifest)
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	if rest[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	cmd, ok := commands[rest[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "sluicectl: unknown command %q\n\n%s", rest[0], usage)
+		return 2
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	err := cmd.run(ctx, &globals{timeout: *timeout, out: stdout, err: stderr}, rest[1:])
+	var ue errUsage
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "sluicectl %s: %v\n", rest[0], ue.error)
+		return 2
+	case errors.Is(err, errSilent):
+		return 1
+	default:
+		fmt.Fprintf(stderr, "sluicectl %s: %v\n", rest[0], err)
+		return 1
+	}
+}
+
+// errSilent: failed, and the output already said why.
+var errSilent = errors.New("failed")
+
+// flags returns a subcommand's flag set whose --help prints help and
+// whose parse errors count as usage errors.
+func flags(name, synopsis string, g *globals) *flag.FlagSet {
+	fs := flag.NewFlagSet("sluicectl "+name, flag.ContinueOnError)
+	fs.SetOutput(g.err)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: sluicectl %s\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses a subcommand's flags; --help prints to stdout and ends the
+// command with status 0, other flag errors are usage errors.
+func parse(fs *flag.FlagSet, g *globals, args []string) error {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(g.out)
+			fs.Usage()
+			return flag.ErrHelp
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return errUsage{err}
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+
+	"sluice/helpers/grant"
+	"sluice/suite"
+)
+
+func runManifest(ctx context.Context, g *globals, args []string) error {
+	fs := flags("manifest", "manifest [--json]", g)
+	asJSON := fs.Bool("json", false, "print the manifest as JSON")
+	if err := parse(fs, g, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageErr("no arguments")
+	}
+	m, err := suite.Manifest()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(g.out, m)
+	}
+	fmt.Fprintf(g.out, "# %s\n", suite.ManifestPath())
+	tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "COMPONENT\tPROTOCOL\tROLE\tBUILD ID")
+	for _, e := range m.Entries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Component, e.Protocol, e.Role, e.BuildID)
+	}
+	return tw.Flush()
+}
+
+func runKeygen(ctx context.Context, g *globals, args []string) error {
+	fs := flags("keygen", "keygen FILE", g)
+	if err := parse(fs, g, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageErr("want FILE")
+	}
+	if _, err := grant.WriteKeyFile(fs.Arg(0)); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.err, "wrote a new grant key to %s\n", fs.Arg(0))
+	return nil
+}
