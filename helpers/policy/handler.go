@@ -70,7 +70,7 @@ func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error)
 	}
 
 	d := h.Policy.Decide(Request{User: a.Grant.User, UnixUser: a.User, Machine: a.Machine, Args: a.Args})
-	rule := ""
+	rule := "default deny: no rule matched"
 	if d.Rule != nil {
 		rule = d.Rule.String()
 	}

@@ -2,6 +2,7 @@ package shell
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"sluice/helpers/shell/pty"
 	"sluice/msg"
@@ -74,6 +77,11 @@ func (e *Embedded) Open(ctx context.Context, req msg.OpenShell) (Opened, error) 
 		return Opened{}, err
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	if err := closeInheritedOnExec(); err != nil {
+		master.Close()
+		slave.Close()
+		return Opened{}, err
+	}
 	err = cmd.Start()
 	slave.Close()
 	if err != nil {
@@ -142,6 +150,31 @@ func environ(acct Account, extra []string) []string {
 		env = append(env, kv)
 	}
 	return append(env, "TERM="+term)
+}
+
+// closeInheritedOnExec marks every fd above stderr close-on-exec. Go opens
+// its own fds that way, but fds the helper inherited from whatever started
+// it (a runner, a terminal, a CI harness) are not, and must not reach a
+// shell running as someone else.
+func closeInheritedOnExec() error {
+	err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("shell: close_range: %w", err)
+	}
+	// Before Linux 5.11.
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("shell: list fds: %w", err)
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return nil
 }
 
 func homeDir(home string) string {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/helpers/shell"
+	"sluice/helpers/shell/pty"
 	"sluice/msg"
 	"sluice/tests/ptytest"
 )
@@ -60,6 +61,7 @@ func open(t *testing.T, req msg.OpenShell) *ptytest.Term {
 		t.Errorf("pid %d", sh.PID)
 	}
 	checkMasterFlags(t, sh.Master)
+	noSlaveHeld(t, sh.Master)
 	term, err := ptytest.New(sh.Master)
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +86,25 @@ func checkMasterFlags(t *testing.T, f *os.File) {
 	}
 	if st&unix.O_ACCMODE != unix.O_RDWR {
 		t.Errorf("master access mode %#o, want O_RDWR", st&unix.O_ACCMODE)
+	}
+}
+
+// noSlaveHeld checks that this process kept no fd of the pty's slave:
+// else the shell would never see a hangup when the master is closed.
+func noSlaveHeld(t *testing.T, master *os.File) {
+	t.Helper()
+	slave, err := pty.Name(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if target, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); target == slave {
+			t.Errorf("fd %s still open on the slave %s", e.Name(), slave)
+		}
 	}
 }
 
@@ -136,6 +157,11 @@ func TestEmbeddedOtherUser(t *testing.T) {
 	term := open(t, msg.OpenShell{Machine: msg.HostMachine, User: "nobody", Args: []string{"/bin/sh", "-i"}})
 	expect(t, term, `echo "<$(id -u):$(id -g):$(id -G)>"`, "<65534:65534:65534>")
 	expect(t, term, `echo "<$USER|$(pwd)>"`, "<nobody|/>") // HOME /nonexistent: start in /
+	// No fd of the helper's leaked into the shell: only the slave.
+	fds := expect(t, term, `ls -l /proc/$$/fd; echo do''ne`, "done")
+	if !strings.Contains(fds, "/dev/pts/") || strings.Contains(fds, "ptmx") || strings.Contains(fds, "socket:") || strings.Contains(fds, "pipe:") {
+		t.Errorf("the shell's fds:\n%s", fds)
+	}
 }
 
 func TestEmbeddedNologin(t *testing.T) {

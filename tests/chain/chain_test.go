@@ -1,0 +1,402 @@
+// Package chain tests web -> policy -> shell -> pty with the real helper
+// binaries: built here, described by a manifest made with
+// suite.BuildManifest, run with --listen in a temp runtime directory. The
+// test process plays the frontend; the manifest gets an entry for it with
+// the test binary's own build ID, so the policy helper's handshake check
+// is the real one.
+package chain
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
+
+	"sluice/helpers/grant"
+	"sluice/msg"
+	"sluice/rpc"
+	"sluice/rpc/buildid"
+	"sluice/suite"
+	"sluice/tests/ptytest"
+)
+
+const policyFile = `# chain test policy
+allow alice as root on .host
+allow alice as nobody on .host command /bin/sh -i
+`
+
+// env is the running suite, shared by the tests.
+var env struct {
+	dir      string
+	key      grant.Key
+	manifest *buildid.Manifest
+	web      *rpc.Client // this process as the frontend, calling policy
+	logs     map[string]*syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestMain(m *testing.M) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chain:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (int, error) {
+	if os.Geteuid() != 0 {
+		return 1, errors.New("needs root: the shell helper switches users (CI runs as root)")
+	}
+	dir, err := os.MkdirTemp("", "sluice-chain")
+	if err != nil {
+		return 1, err
+	}
+	defer os.RemoveAll(dir)
+	env.dir = dir
+	bin, runDir := filepath.Join(dir, "bin"), filepath.Join(dir, "run")
+	for _, d := range []string{bin, runDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return 1, err
+		}
+	}
+
+	build := exec.Command("go", "build", "-o", bin+"/",
+		"sluice/helpers/policy/cmd/sluice-policy", "sluice/helpers/shell/cmd/sluice-shell")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	man, err := suite.BuildManifest(bin)
+	if err != nil {
+		return 1, err
+	}
+	// This test binary is the frontend: add its own build ID for "web to
+	// policy", as BuildManifest would for a real sluice-frontend.
+	web, _ := msg.Lookup("web to policy")
+	self, err := os.Executable()
+	if err != nil {
+		return 1, err
+	}
+	clientIntent, serverIntent := msg.Intent(web, "client"), msg.Intent(web, "server")
+	ids, err := buildid.OfFile(self, clientIntent)
+	if err != nil {
+		return 1, err
+	}
+	man.Entries = append(man.Entries, buildid.Entry{Component: msg.Frontend, Protocol: web.Name,
+		Role: "client", Intent: clientIntent, BuildID: ids[0]})
+	manPath := filepath.Join(runDir, "build-ids.json")
+	if err := man.Write(manPath); err != nil {
+		return 1, err
+	}
+	env.manifest = man
+	policyEntry, err := man.Lookup(msg.Policy, serverIntent)
+	if err != nil {
+		return 1, err
+	}
+	env.web = &rpc.Client{
+		Path:   filepath.Join(runDir, "policy.sock"),
+		Hello:  rpc.Hello{Intent: clientIntent, BuildID: ids[0]},
+		Expect: rpc.Hello{Intent: serverIntent, BuildID: policyEntry.BuildID},
+	}
+
+	keyPath := filepath.Join(dir, "grant.key")
+	if env.key, err = grant.WriteKeyFile(keyPath); err != nil {
+		return 1, err
+	}
+	polPath := filepath.Join(dir, "policy")
+	if err := os.WriteFile(polPath, []byte(policyFile), 0o644); err != nil {
+		return 1, err
+	}
+
+	helperEnv := []string{"SLUICE_RUNTIME_DIR=" + runDir, "SLUICE_MANIFEST=" + manPath, "PATH=/usr/bin:/bin"}
+	env.logs = map[string]*syncBuffer{}
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			p.Process.Signal(syscall.SIGTERM)
+			p.Wait()
+		}
+	}()
+	for _, h := range []struct {
+		name string
+		args []string
+	}{
+		{msg.Shell, []string{"--backend=embedded"}},
+		{msg.Policy, []string{"--policy", polPath, "--grant-key", keyPath}},
+	} {
+		sock := filepath.Join(runDir, h.name+".sock")
+		cmd := exec.Command(filepath.Join(bin, suite.BinaryName(h.name)), append([]string{"--listen", sock}, h.args...)...)
+		cmd.Env = helperEnv
+		env.logs[h.name] = &syncBuffer{}
+		cmd.Stderr = env.logs[h.name]
+		if err := cmd.Start(); err != nil {
+			return 1, err
+		}
+		procs = append(procs, cmd)
+		exited := make(chan struct{})
+		go func() { cmd.Process.Wait(); close(exited) }()
+		if err := waitForSocket(sock, exited); err != nil {
+			return 1, fmt.Errorf("%s: %v\n%s", h.name, err, env.logs[h.name])
+		}
+	}
+	code := m.Run()
+	if code != 0 {
+		for name, l := range env.logs {
+			fmt.Fprintf(os.Stderr, "--- %s log ---\n%s", name, l)
+		}
+	}
+	return code, nil
+}
+
+// waitForSocket waits until a helper has bound its socket, or has exited.
+func waitForSocket(path string, exited <-chan struct{}) error {
+	for {
+		if st, err := os.Stat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("exited before listening")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func signIn(t *testing.T, user string) msg.Grant {
+	t.Helper()
+	g, err := grant.Sign(env.key, user, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func create(t *testing.T, a msg.CreateShellSession) (msg.CreateShellSessionReply, []*os.File, error) {
+	t.Helper()
+	args, err := msgpack.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep msg.CreateShellSessionReply
+	fds, err := env.web.Call(context.Background(), msg.Request{Op: msg.OpCreateShellSession, Args: args}, nil, &rep)
+	return rep, fds, err
+}
+
+func open(t *testing.T, a msg.CreateShellSession) (msg.CreateShellSessionReply, *ptytest.Term) {
+	t.Helper()
+	rep, fds, err := create(t, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fds) != 1 {
+		t.Fatalf("%d fds on the reply, want 1", len(fds))
+	}
+	term, err := ptytest.New(fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { term.Close() })
+	return rep, term
+}
+
+func expect(t *testing.T, term *ptytest.Term, line, want string) {
+	t.Helper()
+	if err := term.Type(line + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := term.Expect(want); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoginShell(t *testing.T) {
+	rep, term := open(t, msg.CreateShellSession{Machine: ".host", User: "root",
+		Env: []string{"TERM=vt100", "LD_PRELOAD=/nonexistent.so"}, Grant: signIn(t, "alice")})
+	s := rep.Session
+	if len(s.ID) != 32 || s.Owner != "alice" || s.UnixUser != "root" || s.Machine != ".host" ||
+		s.Sharing != msg.SharePrivate || s.PID <= 0 {
+		t.Errorf("session %+v", s)
+	}
+	if !strings.HasPrefix(rep.Rule, "allow alice as root on .host (") {
+		t.Errorf("rule %q", rep.Rule)
+	}
+	// The typed line is echoed: quotes inside the word keep the echo from
+	// matching, so only the command's output can.
+	expect(t, term, `echo he''llo`, "hello")
+	expect(t, term, `echo "<$(id -u)|$TERM|${LD_PRELOAD-unset}|$$>"`, fmt.Sprintf("<0|vt100|unset|%d>", s.PID))
+}
+
+func TestFixedCommandAsOtherUser(t *testing.T) {
+	_, term := open(t, msg.CreateShellSession{Machine: ".host", User: "nobody",
+		Args: []string{"/bin/sh", "-i"}, Grant: signIn(t, "alice")})
+	expect(t, term, `echo "<$(id -u)>"`, "<65534>")
+}
+
+func TestRefusals(t *testing.T) {
+	other := grant.NewKey()
+	forged, _ := grant.Sign(other, "alice", time.Now(), time.Hour)
+	for _, tc := range []struct {
+		name string
+		a    msg.CreateShellSession
+		code string
+		text string
+	}{
+		{"denied", msg.CreateShellSession{Machine: ".host", User: "root", Grant: signIn(t, "bob")},
+			msg.CodeDenied, "bob may not open a shell as root on .host"},
+		{"command not in policy", msg.CreateShellSession{Machine: ".host", User: "root", Args: []string{"/bin/sh"}, Grant: signIn(t, "alice")},
+			msg.CodeDenied, `alice may not run "/bin/sh" as root on .host`},
+		{"forged grant", msg.CreateShellSession{Machine: ".host", User: "root", Grant: forged},
+			msg.CodeBadGrant, "grant not valid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, fds, err := create(t, tc.a)
+			if len(fds) != 0 {
+				t.Errorf("%d fds with a refusal", len(fds))
+			}
+			var re *rpc.RemoteError
+			if !errors.As(err, &re) || re.Code != tc.code || re.Msg != tc.text {
+				t.Fatalf("err %v, want %s: %s", err, tc.code, tc.text)
+			}
+		})
+	}
+	if l := env.logs[msg.Policy].String(); !strings.Contains(l, "result=deny") || !strings.Contains(l, "policy: bad grant") {
+		t.Errorf("policy log lacks the refusals:\n%s", l)
+	}
+}
+
+// TestShellTalksOnlyToPolicy: a process that is not the policy binary
+// cannot speak "policy to shell", even with the right intent.
+func TestShellTalksOnlyToPolicy(t *testing.T) {
+	p, _ := msg.Lookup("policy to shell")
+	shellEntry, err := env.manifest.Lookup(msg.Shell, msg.Intent(p, "server"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := buildid.OfFile("/proc/self/exe", msg.Intent(p, "client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &rpc.Client{Path: filepath.Join(env.dir, "run", "shell.sock"),
+		Hello:  rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: ids[0]},
+		Expect: rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: shellEntry.BuildID}}
+	args, _ := msgpack.Marshal(msg.OpenShell{Machine: ".host", User: "root"})
+	fds, err := cl.Call(context.Background(), msg.Request{Op: msg.OpOpenShell, Args: args}, nil, &msg.OpenShellReply{})
+	if !errors.Is(err, rpc.ErrHandshake) || len(fds) != 0 {
+		t.Fatalf("err %v, %d fds; want a refused handshake", err, len(fds))
+	}
+}
+
+// TestAcceptYesShellOutlivesHelper runs the shell helper as systemd's
+// Accept=yes does: one connected socket as fd 3, one call, exit. The shell
+// it started must live on after it, reparented to the nearest subreaper
+// (here this test, as the runner is in "sluice run").
+func TestAcceptYesShellOutlivesHelper(t *testing.T) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+	sock := filepath.Join(env.dir, "accept-shell.sock")
+	l, err := rpc.Listen(sock, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	// Speak as the policy binary: build IDs name binaries, they do not
+	// authenticate; the kernel-checked uid (root here) does.
+	p, _ := msg.Lookup("policy to shell")
+	ci, si := msg.Intent(p, "client"), msg.Intent(p, "server")
+	pe, err1 := env.manifest.Lookup(msg.Policy, ci)
+	se, err2 := env.manifest.Lookup(msg.Shell, si)
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	cl := &rpc.Client{Path: sock, Hello: rpc.Hello{Intent: ci, BuildID: pe.BuildID}, Expect: rpc.Hello{Intent: si, BuildID: se.BuildID}}
+
+	helperDone := make(chan error, 1)
+	go func() {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			helperDone <- err
+			return
+		}
+		f, err := c.File()
+		c.Close()
+		if err != nil {
+			helperDone <- err
+			return
+		}
+		defer f.Close()
+		// LISTEN_PID must be the helper's own pid: let sh set it and exec.
+		cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" --backend=embedded`,
+			filepath.Join(env.dir, "bin", "sluice-shell"))
+		cmd.Env = []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=connection",
+			"SLUICE_RUNTIME_DIR=" + filepath.Join(env.dir, "run"), "SLUICE_MANIFEST=" + filepath.Join(env.dir, "run", "build-ids.json")}
+		cmd.ExtraFiles = []*os.File{f}
+		var logs bytes.Buffer
+		cmd.Stderr = &logs
+		if err := cmd.Run(); err != nil {
+			helperDone <- fmt.Errorf("helper: %v\n%s", err, logs.String())
+			return
+		}
+		helperDone <- nil
+	}()
+
+	args, _ := msgpack.Marshal(msg.OpenShell{Machine: ".host", User: "nobody", Args: []string{"/bin/sh", "-i"}, Requester: "alice"})
+	var rep msg.OpenShellReply
+	fds, err := cl.Call(context.Background(), msg.Request{Op: msg.OpOpenShell, Args: args}, nil, &rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-helperDone; err != nil {
+		t.Fatal(err)
+	}
+	if len(fds) != 1 {
+		t.Fatalf("%d fds", len(fds))
+	}
+	term, err := ptytest.New(fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The helper has exited; the shell answers, now our child ($PPID
+	// would be the parent at shell start, so ask the kernel now).
+	expect(t, term, `echo "<$(id -u)|$(cut -d' ' -f4 /proc/$$/stat)>"`, fmt.Sprintf("<65534|%d>", os.Getpid()))
+	term.Close()
+	// Hung up by the close; reap it as the runner would.
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(int(rep.PID), &ws, 0, nil); err != nil {
+		t.Fatalf("wait for shell %d: %v", rep.PID, err)
+	}
+	if !ws.Signaled() || ws.Signal() != unix.SIGHUP {
+		t.Errorf("shell ended with %v, want SIGHUP", ws)
+	}
+}
