@@ -34,9 +34,10 @@ type Attr struct {
 	Path string   // absolute path of the executable
 	Args []string // argv, including argv[0]
 	Env  []string // KEY=VALUE; LISTEN_PID is added by ListenPID
-	// Files become the child's fds 0, 1, 2, 3...; a nil entry is /dev/null.
-	// Fewer than three files: the missing standard fds are /dev/null too.
-	Files []*os.File
+	// Files become the child's fds 0, 1, 2, 3...: *os.File, *net.UnixConn
+	// or anything else with a SyscallConn; a nil entry is /dev/null. Fewer
+	// than three: the missing standard fds are /dev/null too.
+	Files []syscall.Conn
 	// ListenPID appends LISTEN_PID=<the child's own pid> to Env.
 	ListenPID bool
 	// Credential, when set, is the uid, gid and supplementary groups to

@@ -25,8 +25,7 @@ func run(t *testing.T, a Attr) (string, string) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	files := append([]*os.File{nil, w, w}, a.Files...)
-	a.Files = files
+	a.Files = append([]syscall.Conn{nil, w, w}, a.Files...)
 	if a.Umask == 0 {
 		a.Umask = -1
 	}
@@ -49,7 +48,7 @@ func TestListenPIDAndFDs(t *testing.T) {
 	defer r3.Close()
 	out, st := run(t, Attr{
 		Path: "/bin/sh", Args: []string{"sh", "-c", `echo "$$ $LISTEN_PID $FOO"; echo via-fd3 >&3`},
-		Env: []string{"FOO=bar", "PATH=/usr/bin:/bin"}, ListenPID: true, Files: []*os.File{w3},
+		Env: []string{"FOO=bar", "PATH=/usr/bin:/bin"}, ListenPID: true, Files: []syscall.Conn{w3},
 	})
 	w3.Close()
 	if st != "exit 0" {
@@ -79,7 +78,7 @@ func TestManyConcurrentSpawnsEachSeeTheirOwnPID(t *testing.T) {
 			}
 			defer r.Close()
 			p, err := Start(&Attr{Path: "/bin/sh", Args: []string{"sh", "-c", `echo "$$ $LISTEN_PID"`},
-				ListenPID: true, Files: []*os.File{nil, w}, Umask: -1})
+				ListenPID: true, Files: []syscall.Conn{nil, w}, Umask: -1})
 			w.Close()
 			if err != nil {
 				errs <- err
@@ -215,7 +214,7 @@ func TestSubreaperReapsOrphans(t *testing.T) {
 func TestSignal(t *testing.T) {
 	r, w, _ := os.Pipe()
 	defer r.Close()
-	p, err := Start(&Attr{Path: "/bin/sh", Args: []string{"sh", "-c", "echo up; exec sleep 100"}, Files: []*os.File{nil, w}, Umask: -1})
+	p, err := Start(&Attr{Path: "/bin/sh", Args: []string{"sh", "-c", "echo up; exec sleep 100"}, Files: []syscall.Conn{nil, w}, Umask: -1})
 	w.Close()
 	if err != nil {
 		t.Fatal(err)

@@ -234,15 +234,16 @@ func Start(a *Attr) (*Process, error) {
 		}
 	}()
 	for i, f := range files {
-		if f == nil {
-			var err error
-			if f, err = nullFile(); err != nil {
+		if of, ok := f.(*os.File); f == nil || ok && of == nil {
+			nf, err := nullFile()
+			if err != nil {
 				return nil, fmt.Errorf("spawn: %w", err)
 			}
+			f = nf
 		}
 		fd, err := dupAbove(f, nfds)
 		if err != nil {
-			return nil, fmt.Errorf("spawn: fd %d (%s): %w", i, f.Name(), err)
+			return nil, fmt.Errorf("spawn: fd %d (%T): %w", i, f, err)
 		}
 		dups = append(dups, fd)
 	}
@@ -362,7 +363,7 @@ func Start(a *Attr) (*Process, error) {
 	return p, nil
 }
 
-func dupAbove(f *os.File, min int) (int, error) {
+func dupAbove(f syscall.Conn, min int) (int, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return -1, err
