@@ -400,3 +400,53 @@ func TestAcceptYesShellOutlivesHelper(t *testing.T) {
 		t.Errorf("shell ended with %v, want SIGHUP", ws)
 	}
 }
+
+// TestMalformedPolicyRefusesToStart: the helper never serves with a file
+// it did not fully understand, and says which line is wrong.
+func TestMalformedPolicyRefusesToStart(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "policy")
+	if err := os.WriteFile(bad, []byte("allow alice as alice on .host\nallow bob as root on web1 readonly-share\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The log line quotes the message; look for its parts.
+	want := []string{bad + ":2: unknown option", "readonly-share"}
+	for _, args := range [][]string{
+		{"--listen", filepath.Join(t.TempDir(), "p.sock"), "--policy", bad, "--grant-key", filepath.Join(env.dir, "grant.key")},
+		{"--check", "--policy", bad},
+	} {
+		cmd := exec.Command(filepath.Join(env.dir, "bin", "sluice-policy"), args...)
+		cmd.Env = []string{"SLUICE_RUNTIME_DIR=" + filepath.Join(env.dir, "run")}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), want[0]) || !strings.Contains(string(out), want[1]) {
+			t.Errorf("%v: %v, output %q; want exit 1 and %q", args, err, out, want)
+		}
+	}
+	out, err := exec.Command(filepath.Join(env.dir, "bin", "sluice-policy"), "--check", "--policy", filepath.Join(env.dir, "policy")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "allow alice as nobody on .host command /bin/sh -i ("+filepath.Join(env.dir, "policy")+":3)") {
+		t.Errorf("--check of the good policy: %v, %q", err, out)
+	}
+}
+
+// BenchmarkCreateSession: one create-shell-session through the running
+// policy and shell helpers (fixed command /bin/sh as nobody), the pty
+// closed right after. It measures the two hops and the fork/exec, not the
+// shell's own start-up.
+func BenchmarkCreateSession(b *testing.B) {
+	g, err := grant.Sign(env.key, "alice", time.Now(), time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	args, _ := msgpack.Marshal(msg.CreateShellSession{Machine: ".host", User: "nobody", Args: []string{"/bin/sh", "-i"}, Grant: g})
+	req := msg.Request{Op: msg.OpCreateShellSession, Args: args}
+	for b.Loop() {
+		var rep msg.CreateShellSessionReply
+		fds, err := env.web.Call(context.Background(), req, nil, &rep)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, f := range fds {
+			f.Close()
+		}
+	}
+}

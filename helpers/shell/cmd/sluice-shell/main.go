@@ -35,7 +35,11 @@ func main() {
 	if err != nil {
 		helper.Fatal(log, "route", err)
 	}
-	log.Debug("shell: starting", "backend", kind, "allow", allow)
+	if f.Listen != "" {
+		// Long-running: say once which backend serves. Per-call instances
+		// (Accept=yes) would repeat it on every call.
+		log.Info("shell: serving", "backend", kind, "socket", f.Listen)
+	}
 	ctx, cancel := helper.Context()
 	defer cancel()
 	if err := f.Serve(ctx, f.Server(msg.Shell, log, route), rpc.ActivationFiles()); err != nil {
