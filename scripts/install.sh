@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs a built sluice into DESTDIR under PREFIX, the layout an admin
 # (or a package) gets:
-#   PREFIX/libexec/sluice/   helpers, the runner, build-ids.json
-#   PREFIX/bin/sluicectl     the admin CLI
+#   PREFIX/libexec/sluice/   helpers, the runner (if built), build-ids.json
+#   PREFIX/bin/sluicectl     the admin CLI (a link into libexec/sluice)
 #   PREFIX/lib/systemd/system, PREFIX/lib/sysusers.d, PREFIX/lib/tmpfiles.d
 #   /etc/apparmor.d/         one profile per helper
 #   PREFIX/share/polkit-1/rules.d/50-sluice.rules
@@ -27,7 +27,7 @@ case $prefix in /*) ;; *) echo "install: PREFIX must be absolute" >&2; exit 2 ;;
 
 helpers=(sluice-auth sluice-policy sluice-shell sluice-ptystore sluice-frontend)
 missing=()
-for b in "${helpers[@]}" sluice sluicectl; do
+for b in "${helpers[@]}" sluicectl; do
 	[ -x "$bindir/$b" ] || missing+=("$b")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -47,15 +47,22 @@ put() { # mode src dest: install a file, rewritten for PREFIX
 }
 
 install -d -m 0755 "$libexec" "$destdir$prefix/bin"
-for b in "${helpers[@]}" sluice; do
+for b in "${helpers[@]}"; do
 	install -m 0755 "$bindir/$b" "$libexec/$b"
 done
-install -m 0755 "$bindir/sluicectl" "$destdir$prefix/bin/sluicectl"
+# The embedded runner, for machines without systemd; not used by the units.
+if [ -x "$bindir/sluice" ]; then
+	install -m 0755 "$bindir/sluice" "$libexec/sluice"
+fi
+# sluicectl lives beside the helpers, so the manifest (which the helpers
+# need to accept its admin calls) covers it and it finds the manifest.
+install -m 0755 "$bindir/sluicectl" "$libexec/sluicectl"
+ln -sfn "../libexec/sluice/sluicectl" "$destdir$prefix/bin/sluicectl"
 # The manifest records the installed files' identities, so each helper
 # can take its precomputed build ID instead of hashing itself per call.
 # A package must re-run this after unpacking (new inodes):
-#   PREFIX/libexec/sluice/sluice manifest PREFIX/libexec/sluice
-"$libexec/sluice" manifest "$libexec" >/dev/null
+#   sluicectl manifest --write PREFIX/libexec/sluice
+"$libexec/sluicectl" manifest --write "$libexec"
 
 for f in "$src"/systemd/*.socket "$src"/systemd/*.service "$src"/systemd/*.target; do
 	put 0644 "$f" "$unitdir/$(basename "$f")"

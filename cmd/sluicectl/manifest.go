@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"text/tabwriter"
 
 	"sluice/helpers/grant"
@@ -10,13 +11,24 @@ import (
 )
 
 func runManifest(ctx context.Context, g *globals, args []string) error {
-	fs := flags("manifest", "manifest [--json]", g)
+	fs := flags("manifest", "manifest [--json] | manifest --write DIR", g)
 	asJSON := fs.Bool("json", false, "print the manifest as JSON")
+	write := fs.String("write", "", "hash the binaries in `DIR` and write DIR/build-ids.json (install time)")
 	if err := parse(fs, g, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		return usageErr("no arguments")
+	}
+	if *write != "" {
+		m, err := suite.BuildManifest(*write)
+		if err != nil {
+			return err
+		}
+		if len(m.Binaries) == 0 {
+			return fmt.Errorf("no sluice binaries in %s", *write)
+		}
+		return m.Write(filepath.Join(*write, "build-ids.json"))
 	}
 	m, err := suite.Manifest()
 	if err != nil {
