@@ -34,7 +34,7 @@ var (
 // harness is a store and its handler behind a real socket, with a test fd
 // store at a real notify socket.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	key   grant.Key
 	store *Store
 	fds   *fdStore
@@ -43,7 +43,7 @@ type harness struct {
 	drops chan string // ids of dropped sessions, with the reason
 }
 
-func newHarness(t *testing.T, cfg Config) *harness {
+func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
 	h := &harness{t: t, key: grant.NewKey(), fds: newFDStore(t), drops: make(chan string, 64)}
 	cfg.Log = testLog(t)
@@ -85,7 +85,7 @@ func (h *harness) grant(user string) msg.Grant {
 
 // call makes one call; it returns the fds of the reply and the error code
 // ("" on success).
-func call(t *testing.T, cl *rpc.Client, op string, args any, fds []*os.File, resp any) ([]*os.File, string) {
+func call(t testing.TB, cl *rpc.Client, op string, args any, fds []*os.File, resp any) ([]*os.File, string) {
 	t.Helper()
 	raw, err := msgpack.Marshal(args)
 	if err != nil {
@@ -258,11 +258,18 @@ func TestShareTokens(t *testing.T) {
 		_, code := call(t, h.web, msg.OpPtyShare, msg.PtyShare{Grant: g, ID: id, Mode: mode}, nil, &rep)
 		return rep.Token, code
 	}
+	// mustShare shares as the owner; a change of mode re-stores the fd
+	// under a new name, which is waited for.
 	mustShare := func(id, mode string) []byte {
 		t.Helper()
+		before := h.store.List(func(i msg.SessionInfo) bool { return i.ID == id })
 		tok, code := share(alice, id, mode)
 		if code != "" {
 			t.Fatalf("share %s %s: %s", id, mode, code)
+		}
+		if len(before) == 1 && before[0].Sharing != mode {
+			h.fds.waitMsg(t, "FDSTOREREMOVE=1")
+			h.fds.waitMsg(t, "FDSTORE=1")
 		}
 		return tok
 	}
@@ -626,5 +633,28 @@ func TestAdmin(t *testing.T) {
 	}
 	if got := h.list(h.grant("alice")); !slices.Equal(got, []string{"s1"}) {
 		t.Fatalf("alice lists %q", got)
+	}
+}
+
+// BenchmarkGet is the reattach path: one get (grant check, dup, the fd on
+// the reply) per iteration, over a real socket.
+func BenchmarkGet(b *testing.B) {
+	h := newHarness(b, Config{})
+	m, s := openPTY(b)
+	defer s.Close()
+	alice := h.grant("alice")
+	if _, code := call(b, h.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("s1", "alice")}, []*os.File{m}, nil); code != "" {
+		b.Fatal(code)
+	}
+	m.Close()
+	args := msg.PtyGet{Grant: alice, ID: "s1"}
+	var rep msg.PtyGetReply
+	b.ResetTimer()
+	for range b.N {
+		fds, code := call(b, h.web, msg.OpPtyGet, args, nil, &rep)
+		if code != "" || len(fds) != 1 {
+			b.Fatal(code)
+		}
+		fds[0].Close()
 	}
 }

@@ -185,6 +185,9 @@ func (r *restartRig) share(id, mode string) []byte {
 	if _, code := call(r.t, r.web, msg.OpPtyShare, msg.PtyShare{Grant: r.grant("alice"), ID: id, Mode: mode}, nil, &rep); code != "" {
 		r.t.Fatalf("share %s %s: %s", id, mode, code)
 	}
+	// Every share here changes the mode: the fd is stored again under its
+	// new name.
+	r.fds.waitMsg(r.t, "FDSTORE=1")
 	return rep.Token
 }
 
