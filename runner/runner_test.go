@@ -402,7 +402,9 @@ func sendNotify(addr, state string, f *os.File) error {
 
 func TestTCPSocketAndAnnounce(t *testing.T) {
 	h := start(t, `[{"name": "web", "exec": ["testsvc", "--notify"], "notify": true, "tcp": "127.0.0.1:0"}]`,
-		func(c *Config) { c.OnReady = [][]string{{"testsvc", "echo", "enroll", "${user}"}, {"no-such-tool", "x"}} })
+		func(c *Config) {
+			c.OnReady = [][]string{{"testsvc", "echo", "enroll", "${user}"}, {"no-such-tool", "x"}}
+		})
 	in := h.mustCall("web", request{Op: "whoami"})
 	if in.ListenFDs != "2" || in.ListenFDNames != "sluice-web.socket:http" {
 		t.Fatalf("LISTEN_FDS=%s LISTEN_FDNAMES=%s", in.ListenFDs, in.ListenFDNames)
