@@ -1,6 +1,7 @@
 package ptystore
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,11 +47,54 @@ type restartRig struct {
 	admin    *rpc.Client
 }
 
-func goTool(t *testing.T) string {
+func goTool() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// helperBinary builds sluice-ptystore once per test run.
+func helperBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "ptystore-bin-"); buildErr != nil {
+			return
+		}
+		out, err := exec.Command(goTool(), "build", "-o", buildDir, "sluice/helpers/ptystore/cmd/sluice-ptystore").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(buildDir, "sluice-ptystore")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func newRestartRig(t *testing.T) *restartRig {
@@ -62,11 +107,7 @@ func newRestartRig(t *testing.T) *restartRig {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	r := &restartRig{t: t, dir: dir, bin: filepath.Join(dir, "sluice-ptystore"), key: grant.NewKey(), fds: newFDStore(t)}
-
-	build := exec.Command(goTool(t), "build", "-o", r.bin, "sluice/helpers/ptystore/cmd/sluice-ptystore")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	copyFile(t, helperBinary(t), r.bin)
 	// The manifest: the binary's own entries, and the two clients' with
 	// the made-up IDs the test clients present.
 	m, err := suite.BuildManifest(dir)

@@ -246,7 +246,10 @@ func (s *Store) removeLocked(se *session, hang bool) {
 	// hold, not our fd, and would go on reporting it.
 	unix.EpollCtl(s.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	if hang {
-		if err := hangup(fd); err != nil {
+		if err := hangup(fd); errors.Is(err, unix.EPERM) {
+			// The usual case without root or CAP_KILL, not a fault.
+			s.log.Info("ptystore: may not signal the session; it hangs up when the last copy of its pty is closed", "id", se.info.ID, "err", err)
+		} else if err != nil {
 			s.log.Warn("ptystore: hangup incomplete", "id", se.info.ID, "err", err)
 		}
 	}
