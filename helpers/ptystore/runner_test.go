@@ -162,4 +162,3 @@ func waitFor(t *testing.T, what string, cond func() []string) []string {
 		}
 	}
 }
-
