@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -157,6 +158,15 @@ func parse(fs *flag.FlagSet, g *globals, args []string) error {
 		return errUsage{err}
 	}
 	return nil
+}
+
+// splitVerb takes a leading verb ("sessions end ID", "policy check
+// FILE") off args, so flags may come after it.
+func splitVerb(args []string) (string, []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
 }
 
 func printJSON(w io.Writer, v any) error {

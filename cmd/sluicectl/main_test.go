@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -10,9 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"sluice/audit"
 	"sluice/helpers/grant"
+	"sluice/helpers/shell/pty"
 	"sluice/internal/installtest"
+	"sluice/msg"
+	"sluice/rpc"
+	"sluice/rpc/buildid"
 	"sluice/suite"
 )
 
@@ -23,6 +30,9 @@ func TestMain(m *testing.M) {
 }
 
 func TestUsage(t *testing.T) {
+	// run sets these from the global flags; keep them out of later tests.
+	t.Setenv("SLUICE_RUNTIME_DIR", "")
+	t.Setenv("SLUICE_MANIFEST", "")
 	for _, tc := range []struct {
 		args     []string
 		code     int
@@ -120,31 +130,7 @@ func TestEnrollAndCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"SLUICE_RUNTIME_DIR=" + run}
-	auth := exec.Command(filepath.Join(bin, "sluice-auth"), "--listen", filepath.Join(run, "auth.sock"),
-		"--state-dir", state, "--grant-key", key)
-	auth.Env = append(os.Environ(), env...)
-	logs, err := auth.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := auth.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { auth.Wait(); close(exited) }()
-	t.Cleanup(func() { auth.Process.Kill(); <-exited })
-	// The helper logs every call to stderr (the journal under systemd).
-	calls := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(logs)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "rpc: call") {
-				calls <- sc.Text()
-			}
-		}
-		close(calls)
-	}()
-	waitSocket(t, filepath.Join(run, "auth.sock"), exited)
+	calls := startHelper(t, bin, "auth", env, "--state-dir", state, "--grant-key", key)
 
 	out, errs, code := sluicectl(t, env, "enroll", "alice")
 	if code != 0 {
@@ -199,6 +185,42 @@ func TestEnrollAndCall(t *testing.T) {
 	}
 }
 
+// startHelper starts sluice-NAME listening on RUNTIME/NAME.sock, waits
+// for the socket, and returns its call log lines (stderr, which is the
+// journal under systemd).
+func startHelper(t *testing.T, bin, name string, env []string, args ...string) <-chan string {
+	t.Helper()
+	run := strings.TrimPrefix(env[0], "SLUICE_RUNTIME_DIR=")
+	sock := filepath.Join(run, name+".sock")
+	cmd := exec.Command(filepath.Join(bin, "sluice-"+name), append([]string{"--listen", sock}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	logs, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	calls := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(logs)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "rpc: call") {
+				select {
+				case calls <- sc.Text():
+				default:
+				}
+			}
+		}
+		cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	waitSocket(t, sock, exited)
+	return calls
+}
+
 // waitSocket polls for the helper's socket. Only readiness is waited
 // for; nothing is asserted about how long it takes.
 func waitSocket(t *testing.T, path string, exited <-chan struct{}) {
@@ -213,6 +235,90 @@ func waitSocket(t *testing.T, path string, exited <-chan struct{}) {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// TestSessions lists and ends sessions held by a real sluice-ptystore.
+func TestSessions(t *testing.T) {
+	bin := installtest.Build(t, "sluicectl", "sluice-ptystore", "sluice-frontend")
+	run := t.TempDir()
+	m, err := suite.BuildManifest(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Write(filepath.Join(run, "build-ids.json")); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "grant.key")
+	key, err := grant.WriteKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"SLUICE_RUNTIME_DIR=" + run}
+	startHelper(t, bin, "ptystore", env, "--grant-key", keyFile)
+
+	out, errs, code := sluicectl(t, env, "sessions", "--json")
+	if code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("sessions on an empty store: %d %q %s", code, out, errs)
+	}
+
+	// Hand the store a real pty, as the frontend does.
+	t.Setenv("SLUICE_RUNTIME_DIR", run)
+	t.Setenv("SLUICE_MANIFEST", filepath.Join(run, "build-ids.json"))
+	mine, peer, err := hellosFromManifest(m, "web to ptystore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &rpc.Client{Path: filepath.Join(run, "ptystore.sock"), Hello: mine, Expect: peer}
+	master, slave, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	g, err := grant.Sign(key, "alice", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, _ := msgpack.Marshal(msg.PtyPut{Grant: g, Session: msg.SessionInfo{ID: "s-test-1", Owner: "alice", UnixUser: "alice", Created: time.Now().UnixMilli(),
+		Machine: msg.HostMachine, Sharing: msg.SharePrivate}})
+	var put msg.PtyPutReply
+	if _, err := cl.Call(context.Background(), msg.Request{Op: msg.OpPtyPut, Args: args}, []*os.File{master}, &put); err != nil {
+		t.Fatalf("pty-put: %v", err)
+	}
+	master.Close()
+
+	out, errs, code = sluicectl(t, env, "sessions", "list", "--json")
+	var list []msg.SessionInfo
+	if err := json.Unmarshal([]byte(out), &list); err != nil || code != 0 || len(list) != 1 || list[0].Owner != "alice" || list[0].ID != put.Session.ID {
+		t.Fatalf("sessions --json: %d %v %q %s", code, err, out, errs)
+	}
+	out, _, code = sluicectl(t, env, "sessions")
+	if code != 0 || !strings.Contains(out, put.Session.ID) || !strings.Contains(out, "OWNER") {
+		t.Errorf("sessions table: %d\n%s", code, out)
+	}
+	if out, errs, code = sluicectl(t, env, "sessions", "end", put.Session.ID); code != 0 || !strings.Contains(out, "ended") {
+		t.Errorf("sessions end: %d %q %s", code, out, errs)
+	}
+	if out, _, code = sluicectl(t, env, "sessions", "--json"); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Errorf("after end: %d %q", code, out)
+	}
+	if _, errs, code = sluicectl(t, env, "sessions", "end", put.Session.ID); code != 1 || !strings.Contains(errs, "not-found") {
+		t.Errorf("ending it again: %d %q", code, errs)
+	}
+}
+
+func hellosFromManifest(m *buildid.Manifest, name string) (mine, peer rpc.Hello, err error) {
+	p, _ := msg.Lookup(name)
+	mine.Intent, peer.Intent = msg.Intent(p, "client"), msg.Intent(p, "server")
+	e, err := m.Lookup(p.Client, mine.Intent)
+	if err != nil {
+		return mine, peer, err
+	}
+	mine.BuildID = e.BuildID
+	if e, err = m.Lookup(p.Server, peer.Intent); err != nil {
+		return mine, peer, err
+	}
+	peer.BuildID = e.BuildID
+	return mine, peer, nil
 }
 
 // TestAudit installs the real tree and audits it.
@@ -262,5 +368,34 @@ func TestAudit(t *testing.T) {
 	out, _, code = sluicectl(t, nil, "audit", "--root", dest, "auth")
 	if code != 1 || !strings.Contains(out, "PROBLEM") {
 		t.Errorf("audit of a profile it cannot parse: exit %d\n%s", code, out)
+	}
+}
+
+func TestPolicyCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	bad := filepath.Join(dir, "bad")
+	os.WriteFile(good, []byte("# comment\nallow alice as alice on .host\ndeny * as root on *\n"), 0o644)
+	os.WriteFile(bad, []byte("allow alice as alice on .host\nallow bob\n"), 0o644)
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"policy", "check", good}, 0, "allow alice as alice on .host (" + good + ":2)", "2 rules"},
+		{[]string{"policy", "check", "--json", good}, 0, `"who": "alice"`, ""},
+		{[]string{"policy", "check", bad}, 1, "", bad + ":2:"},
+		{[]string{"policy", "check", filepath.Join(dir, "missing")}, 1, "", "no such file"},
+		{[]string{"policy", "check"}, 2, "", "want: policy check FILE"},
+		{[]string{"policy", "lint", good}, 2, "", "want: policy check FILE"},
+		// The shipped default is valid and allows nothing.
+		{[]string{"policy", "check", filepath.Join(installtest.Root(t), "config/policy.default")}, 0, "", "0 rules"},
+	} {
+		var out, errb strings.Builder
+		code := run(tc.args, &out, &errb)
+		if code != tc.code || !strings.Contains(out.String(), tc.stdout) || !strings.Contains(errb.String(), tc.stderr) {
+			t.Errorf("%v: exit %d\nstdout %q (want %q)\nstderr %q (want %q)", tc.args, code, out.String(), tc.stdout, errb.String(), tc.stderr)
+		}
 	}
 }

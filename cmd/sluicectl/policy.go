@@ -12,13 +12,15 @@ import (
 func runPolicy(ctx context.Context, g *globals, args []string) error {
 	fs := flags("policy", "policy check [--json] FILE", g)
 	asJSON := fs.Bool("json", false, "print the rules as JSON")
-	if err := parse(fs, g, args); err != nil {
+	verb, rest := splitVerb(args)
+	if err := parse(fs, g, rest); err != nil {
 		return err
 	}
-	if fs.NArg() != 2 || fs.Arg(0) != "check" {
+	if verb != "check" || fs.NArg() != 1 {
 		return usageErr("want: policy check FILE")
 	}
-	p, err := policy.Load(fs.Arg(1))
+	file := fs.Arg(0)
+	p, err := policy.Load(file)
 	if err != nil {
 		return err
 	}
@@ -45,6 +47,6 @@ func runPolicy(ctx context.Context, g *globals, args []string) error {
 	for _, r := range p.Rules {
 		fmt.Fprintln(g.out, r)
 	}
-	fmt.Fprintf(g.err, "%s: %d rules, %d groups, valid\n", fs.Arg(1), len(p.Rules), len(p.Groups))
+	fmt.Fprintf(g.err, "%s: %d rules, %d groups, valid\n", file, len(p.Rules), len(p.Groups))
 	return nil
 }

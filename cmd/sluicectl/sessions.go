@@ -12,16 +12,16 @@ import (
 func runSessions(ctx context.Context, g *globals, args []string) error {
 	fs := flags("sessions", "sessions [list] [--json] | sessions end ID", g)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, g, args); err != nil {
+	verb, rest := splitVerb(args)
+	if err := parse(fs, g, rest); err != nil {
 		return err
 	}
-	verb := "list"
-	if fs.NArg() > 0 {
-		verb = fs.Arg(0)
+	if verb == "" {
+		verb = "list"
 	}
 	switch verb {
 	case "list":
-		if fs.NArg() > 1 {
+		if fs.NArg() > 0 {
 			return usageErr("list takes no arguments")
 		}
 		var rep msg.PtyListReply
@@ -42,17 +42,18 @@ func runSessions(ctx context.Context, g *globals, args []string) error {
 		}
 		return tw.Flush()
 	case "end":
-		if fs.NArg() != 2 {
+		if fs.NArg() != 1 {
 			return usageErr("want: sessions end ID")
 		}
+		id := fs.Arg(0)
 		var rep msg.PtyDropReply
-		if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyDrop, msg.PtyDrop{ID: fs.Arg(1)}, &rep); err != nil {
+		if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyDrop, msg.PtyDrop{ID: id}, &rep); err != nil {
 			return err
 		}
 		if *asJSON {
-			return printJSON(g.out, map[string]any{"ended": fs.Arg(1)})
+			return printJSON(g.out, map[string]any{"ended": id})
 		}
-		fmt.Fprintf(g.out, "ended %s\n", fs.Arg(1))
+		fmt.Fprintf(g.out, "ended %s\n", id)
 		return nil
 	}
 	return usageErr("unknown sessions verb %q (list, end)", verb)
