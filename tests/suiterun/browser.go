@@ -1,0 +1,287 @@
+package suiterun
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"sluice/tests/softauthn"
+)
+
+// Browser is one page: a WebSocket to the frontend that acknowledges pty
+// output as it reads it, as the page does once xterm.js has taken it.
+// Its methods return errors rather than fail a test, so they can run in
+// many goroutines at once.
+type Browser struct {
+	ws   *websocket.Conn
+	wmu  sync.Mutex
+	msgs chan map[string]any
+	out  chan []byte
+	buf  []byte // output read and not yet consumed by Until
+	User string
+
+	mu    sync.Mutex
+	att   float64
+	total int64
+	err   error // why the reader stopped
+}
+
+// ErrClosed: the frontend closed the WebSocket (or died).
+var ErrClosed = errors.New("suiterun: websocket closed")
+
+// Dial opens the page's WebSocket with the browser's Origin and waits for
+// the frontend's hello.
+func (s *Suite) Dial() (*Browser, error) {
+	h := http.Header{}
+	h.Set("Origin", s.Origin)
+	d := websocket.Dialer{HandshakeTimeout: Wait}
+	ws, _, err := d.Dial(s.URL, h)
+	if err != nil {
+		return nil, fmt.Errorf("suiterun: dial %s: %w", s.URL, err)
+	}
+	b := &Browser{ws: ws, msgs: make(chan map[string]any, 64), out: make(chan []byte, 256)}
+	go b.read()
+	if _, err := b.Expect("hello"); err != nil {
+		ws.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Close closes the WebSocket.
+func (b *Browser) Close() error { return b.ws.Close() }
+
+func (b *Browser) read() {
+	defer close(b.msgs)
+	defer close(b.out)
+	for {
+		typ, data, err := b.ws.ReadMessage()
+		if err != nil {
+			b.mu.Lock()
+			b.err = err
+			b.mu.Unlock()
+			return
+		}
+		if typ == websocket.BinaryMessage {
+			b.out <- data
+			b.mu.Lock()
+			b.total += int64(len(data))
+			ack := map[string]any{"t": "ack", "a": b.att, "n": b.total}
+			b.mu.Unlock()
+			b.Send(ack)
+			continue
+		}
+		var m map[string]any
+		if json.Unmarshal(data, &m) != nil {
+			continue
+		}
+		if m["t"] == "attached" {
+			// "attached" comes before any frame of its attachment, so the
+			// acknowledged count restarts here, as in the page.
+			b.mu.Lock()
+			b.att, _ = m["a"].(float64)
+			b.total = 0
+			b.mu.Unlock()
+		}
+		b.msgs <- m
+	}
+}
+
+// Send writes one control message.
+func (b *Browser) Send(m map[string]any) error {
+	p, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	b.ws.SetWriteDeadline(time.Now().Add(Wait))
+	return b.ws.WriteMessage(websocket.TextMessage, p)
+}
+
+// Type sends keystrokes to the attached session.
+func (b *Browser) Type(s string) error {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	b.ws.SetWriteDeadline(time.Now().Add(Wait))
+	return b.ws.WriteMessage(websocket.BinaryMessage, []byte(s))
+}
+
+// RemoteError is an {"t":"error"} message from the frontend.
+type RemoteError struct{ Op, Code, Message string }
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("frontend: %s: %s: %s", e.Op, e.Code, e.Message)
+}
+
+func (b *Browser) closedErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return fmt.Errorf("%w: %v", ErrClosed, b.err)
+}
+
+// Expect reads control messages until one of type typ. An error message
+// on the way is returned as a *RemoteError.
+func (b *Browser) Expect(typ string) (map[string]any, error) {
+	deadline := time.After(Wait)
+	for {
+		select {
+		case m, ok := <-b.msgs:
+			if !ok {
+				return nil, b.closedErr()
+			}
+			switch m["t"] {
+			case typ:
+				return m, nil
+			case "error":
+				return nil, &RemoteError{Op: str(m["op"]), Code: str(m["code"]), Message: str(m["message"])}
+			}
+		case <-deadline:
+			return nil, fmt.Errorf("suiterun: no %q from the frontend within %v", typ, Wait)
+		}
+	}
+}
+
+func str(v any) string { s, _ := v.(string); return s }
+
+// Register creates a passkey on a with an enrollment token.
+func (b *Browser) Register(a *softauthn.Authenticator, token string) error {
+	if err := b.Send(map[string]any{"t": "register-begin", "token": token}); err != nil {
+		return err
+	}
+	opts, err := b.Expect("register-options")
+	if err != nil {
+		return err
+	}
+	cred, err := a.Register(rawJSON(opts["options"]))
+	if err != nil {
+		return err
+	}
+	if err := b.Send(map[string]any{"t": "register-finish", "credential": json.RawMessage(cred)}); err != nil {
+		return err
+	}
+	_, err = b.Expect("registered")
+	return err
+}
+
+// SignIn runs the sign-in ceremony with a.
+func (b *Browser) SignIn(a *softauthn.Authenticator) error {
+	if err := b.Send(map[string]any{"t": "login-begin"}); err != nil {
+		return err
+	}
+	opts, err := b.Expect("login-options")
+	if err != nil {
+		return err
+	}
+	as, err := a.Login(rawJSON(opts["options"]))
+	if err != nil {
+		return err
+	}
+	if err := b.Send(map[string]any{"t": "login-finish", "assertion": json.RawMessage(as)}); err != nil {
+		return err
+	}
+	m, err := b.Expect("signed-in")
+	if err != nil {
+		return err
+	}
+	b.User = str(m["user"])
+	return nil
+}
+
+// Create opens a root shell on the host and returns its session ID once
+// attached.
+func (b *Browser) Create() (string, error) {
+	if err := b.Send(map[string]any{"t": "create", "machine": ".host", "user": "root", "cols": 120, "rows": 40}); err != nil {
+		return "", err
+	}
+	return b.attached()
+}
+
+// Attach views session id.
+func (b *Browser) Attach(id string) (string, error) {
+	if err := b.Send(map[string]any{"t": "attach", "id": id, "cols": 120, "rows": 40}); err != nil {
+		return "", err
+	}
+	return b.attached()
+}
+
+func (b *Browser) attached() (string, error) {
+	m, err := b.Expect("attached")
+	if err != nil {
+		return "", err
+	}
+	b.buf = b.buf[:0]
+	sess, _ := m["session"].(map[string]any)
+	return str(sess["id"]), nil
+}
+
+// List returns the IDs of the signed-in user's sessions.
+func (b *Browser) List() ([]string, error) {
+	if err := b.Send(map[string]any{"t": "list"}); err != nil {
+		return nil, err
+	}
+	m, err := b.Expect("sessions")
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	list, _ := m["sessions"].([]any)
+	for _, s := range list {
+		if sm, ok := s.(map[string]any); ok {
+			ids = append(ids, str(sm["id"]))
+		}
+	}
+	return ids, nil
+}
+
+// Until reads terminal output until want appears and returns everything
+// up to and including it; the rest stays for the next call.
+func (b *Browser) Until(want string) ([]byte, error) {
+	deadline := time.After(Wait)
+	for {
+		if i := bytes.Index(b.buf, []byte(want)); i >= 0 {
+			got := append([]byte(nil), b.buf[:i+len(want)]...)
+			b.buf = append(b.buf[:0], b.buf[i+len(want):]...)
+			return got, nil
+		}
+		select {
+		case p, ok := <-b.out:
+			if !ok {
+				return nil, fmt.Errorf("waiting for %q: %w; output %q", want, b.closedErr(), tail(b.buf))
+			}
+			b.buf = append(b.buf, p...)
+		case <-deadline:
+			return nil, fmt.Errorf("suiterun: no %q in the output within %v; output %q", want, Wait, tail(b.buf))
+		}
+	}
+}
+
+// Run types a command line and waits for want in its output. Write the
+// expected text so that the echoed command line cannot match it (say
+// `echo $((6*7))` and want "42").
+func (b *Browser) Run(line, want string) error {
+	if err := b.Type(line + "\n"); err != nil {
+		return err
+	}
+	_, err := b.Until(want)
+	return err
+}
+
+func tail(b []byte) string {
+	if len(b) > 400 {
+		b = b[len(b)-400:]
+	}
+	return strings.ToValidUTF8(string(b), "?")
+}
+
+func rawJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}

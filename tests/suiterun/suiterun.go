@@ -1,0 +1,491 @@
+// Package suiterun runs the whole sluice suite the way `sluice run` does
+// on a machine without systemd, for tests that need every component live
+// at once under its real service manager (faults, load): it builds the
+// real binaries, writes a runner config on a free loopback port, starts the
+// real `sluice run` as a child process and hands out rpc clients made from
+// the manifest the runner wrote, and a WebSocket "browser".
+//
+// The runner is a separate process rather than package runner inside the
+// test, so that killing "the runner's children" means exactly what it
+// would in production: it reaps, restarts and hands back its fd store, and
+// the test only sees the sockets and /proc.
+package suiterun
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
+
+	"sluice/msg"
+	"sluice/rpc"
+	"sluice/rpc/buildid"
+	"sluice/runner"
+)
+
+// Wait bounds every wait here so a broken component fails a test instead
+// of hanging it; nothing measures against it.
+var Wait = 30 * time.Second
+
+// Root is the repository root.
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// Build builds every sluice binary into bin: the runner with cgo (its
+// spawn uses clone(2) through C), the helpers and the frontend without,
+// as `make build` does.
+func Build(bin string) error {
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return err
+	}
+	if err := buildWeb(); err != nil {
+		return err
+	}
+	for _, b := range []struct {
+		cgo  string
+		pkgs []string
+	}{
+		{"1", []string{"sluice/cmd/sluice"}},
+		{"0", []string{"sluice/cmd/sluicectl", "sluice/helpers/auth/cmd/sluice-auth", "sluice/helpers/policy/cmd/sluice-policy",
+			"sluice/helpers/shell/cmd/sluice-shell", "sluice/helpers/ptystore/cmd/sluice-ptystore", "sluice/frontend/cmd/sluice-frontend"}},
+	} {
+		cmd := exec.Command(goTool(), append([]string{"build", "-o", bin + "/"}, b.pkgs...)...)
+		cmd.Dir = Root()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("suiterun: go build %v: %v\n%s", b.pkgs, err, out)
+		}
+	}
+	return nil
+}
+
+// buildWeb makes sure the page's npm assets are there for go:embed, as
+// `make web` does; a checkout that ran `make build` has them already.
+func buildWeb() error {
+	web := filepath.Join(Root(), "frontend", "web")
+	if _, err := os.Stat(filepath.Join(web, "dist", "xterm.js")); err == nil {
+		return nil
+	}
+	for _, args := range [][]string{{"npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"}, {"npm", "run", "--silent", "build"}} {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Dir = web
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("suiterun: %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
+
+// Options of one suite.
+type Options struct {
+	Dir    string // empty: a new temp dir, removed by Stop
+	Bin    string // built binaries (Build); required
+	Policy string // policy file text; default PolicyAllowRoot
+	// Tweak edits the runner config before it is written (extra flags,
+	// connection caps).
+	Tweak func(c *runner.Config)
+}
+
+// PolicyAllowRoot lets every user a test registers open root shells on
+// the host, which is what fault and load tests need; refusals are the
+// chain and hostile tests' business.
+const PolicyAllowRoot = "allow * as root on .host\n"
+
+// Suite is one running `sluice run`.
+type Suite struct {
+	Dir, Bin, RunDir, StateDir string
+	Port                       int
+	Origin                     string // http://localhost:PORT, what a browser sends
+	URL                        string // ws://127.0.0.1:PORT/ws
+	Manifest                   *buildid.Manifest
+	Log                        *SyncBuffer // the runner's stderr: its own log and every unit's
+
+	ownDir bool
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent use.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// freePort asks the kernel for a free loopback port; the runner binds it
+// a moment later.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Config is the runner's embedded default config, changed only where a
+// test on one machine must: a free loopback port, the auth helper told
+// that port's origin, the policy file, root (the test process) allowed on
+// the web protocols besides the frontend's uid so a test can call the
+// helpers as the frontend does, no enrollment hook, and a short stop.
+func Config(port int, policyPath string) (*runner.Config, error) {
+	c, err := runner.DefaultConfig()
+	if err != nil {
+		return nil, err
+	}
+	origin := fmt.Sprintf("http://localhost:%d", port)
+	c.OnReady = nil
+	c.StopTimeout = runner.Duration(3 * time.Second)
+	for i := range c.Units {
+		u := &c.Units[i]
+		switch u.Name {
+		case msg.Frontend:
+			u.TCP = fmt.Sprintf("127.0.0.1:%d", port)
+		case msg.Auth:
+			u.Exec = append(u.Exec, "--origin", origin)
+		case msg.Policy:
+			u.Exec = append(u.Exec, "--policy", policyPath)
+		}
+		for k, v := range u.Env {
+			if strings.HasPrefix(k, "SLUICE_ALLOW_WEB_TO_") {
+				u.Env[k] = v + ",uid:0"
+			}
+		}
+	}
+	return c, nil
+}
+
+// Start writes the config and starts `sluice run`; it returns once the
+// runner has printed the URL, which it does after every notify unit said
+// READY=1.
+func Start(o Options) (*Suite, error) {
+	s := &Suite{Dir: o.Dir, Bin: o.Bin, Log: &SyncBuffer{}}
+	if s.Dir == "" {
+		d, err := os.MkdirTemp("", "sluice-suiterun-")
+		if err != nil {
+			return nil, err
+		}
+		s.Dir, s.ownDir = d, true
+	}
+	// Units run as nobody: they must reach the policy file.
+	os.Chmod(s.Dir, 0o755)
+	s.RunDir, s.StateDir = filepath.Join(s.Dir, "run"), filepath.Join(s.Dir, "state")
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	s.Port = port
+	s.Origin = fmt.Sprintf("http://localhost:%d", port)
+	s.URL = fmt.Sprintf("ws://127.0.0.1:%d/ws", port)
+	pol := o.Policy
+	if pol == "" {
+		pol = PolicyAllowRoot
+	}
+	polPath := filepath.Join(s.Dir, "policy")
+	if err := os.WriteFile(polPath, []byte(pol), 0o644); err != nil {
+		return nil, err
+	}
+	cfg, err := Config(port, polPath)
+	if err != nil {
+		return nil, err
+	}
+	if o.Tweak != nil {
+		o.Tweak(cfg)
+	}
+	cfgPath := filepath.Join(s.Dir, "config.json")
+	b, err := json.MarshalIndent(configJSON(cfg), "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(cfgPath, b, 0o644); err != nil {
+		return nil, err
+	}
+
+	s.cmd = exec.Command(filepath.Join(s.Bin, "sluice"), "run", "--config", cfgPath,
+		"--bin-dir", s.Bin, "--runtime-dir", s.RunDir, "--state-dir", s.StateDir)
+	s.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"}
+	s.cmd.Stderr = s.Log
+	out, err := s.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	// If the test process dies the runner gets SIGTERM and stops its units.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	s.exited = make(chan struct{})
+	announced := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		once := sync.Once{}
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "sluice: open ") {
+				once.Do(func() { close(announced) })
+			}
+		}
+	}()
+	go func() { s.cmd.Wait(); close(s.exited) }()
+	select {
+	case <-announced:
+	case <-s.exited:
+		return nil, fmt.Errorf("suiterun: sluice run exited before it was up:\n%s", s.Log)
+	case <-time.After(Wait):
+		s.Stop()
+		return nil, fmt.Errorf("suiterun: sluice run not up within %v:\n%s", Wait, s.Log)
+	}
+	s.Manifest, err = buildid.Load(filepath.Join(s.RunDir, "build-ids.json"))
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// configJSON turns a parsed config back into the file's shape (modes and
+// durations are strings there), leaving empty values out: a null user
+// would read as the user "".
+func configJSON(c *runner.Config) any {
+	mode := func(m runner.Mode) string { return fmt.Sprintf("%04o", uint32(m)) }
+	dur := func(d runner.Duration) string { return time.Duration(d).String() }
+	units := make([]map[string]any, 0, len(c.Units))
+	for _, u := range c.Units {
+		m := map[string]any{"name": u.Name, "exec": u.Exec, "accept": u.Accept, "notify": u.Notify,
+			"max_connections": u.MaxConnections, "no_socket": u.NoSocket, "state_directory": u.StateDirectory,
+			"fdstore_max": u.FDStoreMax, "restart_sec": dur(u.RestartSec), "restart_max_sec": dur(u.RestartMaxSec)}
+		set := func(k string, v any, present bool) {
+			if present {
+				m[k] = v
+			}
+		}
+		set("tcp", u.TCP, u.TCP != "")
+		set("user", []string(u.User), len(u.User) > 0)
+		set("group", []string(u.Group), len(u.Group) > 0)
+		set("supplementary_groups", u.SupplementaryGroups, len(u.SupplementaryGroups) > 0)
+		set("env", u.Env, len(u.Env) > 0)
+		set("credentials", u.Credentials, len(u.Credentials) > 0)
+		if u.Umask != nil {
+			m["umask"] = mode(*u.Umask)
+		}
+		if !u.NoSocket {
+			sock := map[string]any{"mode": mode(u.Socket.Mode), "fd_name": u.Socket.FDName}
+			for k, v := range map[string]string{"path": u.Socket.Path, "user": u.Socket.User, "group": u.Socket.Group} {
+				if v != "" {
+					sock[k] = v
+				}
+			}
+			m["socket"] = sock
+		}
+		units = append(units, m)
+	}
+	out := map[string]any{"runtime_dir_mode": mode(c.RuntimeDirMode), "units": units, "stop_timeout": dur(c.StopTimeout)}
+	if len(c.OnReady) > 0 {
+		out["on_ready"] = c.OnReady
+	}
+	return out
+}
+
+// Stop ends the runner with SIGTERM (it stops its units) and removes the
+// directory if Start made it.
+func (s *Suite) Stop() error {
+	var err error
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(Wait):
+			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+			<-s.exited
+			err = errors.New("suiterun: sluice run did not stop on SIGTERM")
+		}
+	}
+	if s.ownDir {
+		os.RemoveAll(s.Dir)
+	}
+	return err
+}
+
+// RunnerPID is the runner's pid.
+func (s *Suite) RunnerPID() int { return s.cmd.Process.Pid }
+
+// Client returns an rpc client speaking protocol proto as component self,
+// with the hellos the runner's manifest records. Build IDs name binaries;
+// the kernel-checked uid (root here, allowed by Config) is what admits.
+func (s *Suite) Client(self, proto string) (*rpc.Client, error) {
+	p, ok := msg.Lookup(proto)
+	if !ok {
+		return nil, fmt.Errorf("suiterun: no protocol %q", proto)
+	}
+	mine, err := s.Manifest.Lookup(self, msg.Intent(p, "client"))
+	if err != nil {
+		return nil, err
+	}
+	peer, err := s.Manifest.Lookup(p.Server, msg.Intent(p, "server"))
+	if err != nil {
+		return nil, err
+	}
+	return &rpc.Client{Path: filepath.Join(s.RunDir, p.Server+".sock"),
+		Hello:  rpc.Hello{Intent: mine.Intent, BuildID: mine.BuildID},
+		Expect: rpc.Hello{Intent: peer.Intent, BuildID: peer.BuildID}}, nil
+}
+
+// Call makes one request: op with args, the reply decoded into reply.
+func Call(ctx context.Context, cl *rpc.Client, op string, args any, fds []*os.File, reply any) ([]*os.File, error) {
+	raw, err := msgpack.Marshal(args)
+	if err != nil {
+		return nil, err
+	}
+	return cl.Call(ctx, msg.Request{Op: op, Args: raw}, fds, reply)
+}
+
+// Enroll makes a registration token for user over "admin to auth".
+func (s *Suite) Enroll(ctx context.Context, user string) (string, error) {
+	cl, err := s.Client(msg.Admin, "admin to auth")
+	if err != nil {
+		return "", err
+	}
+	var rep msg.EnrollReply
+	if _, err := Call(ctx, cl, msg.OpEnroll, msg.Enroll{User: user}, nil, &rep); err != nil {
+		return "", fmt.Errorf("suiterun: enroll %s: %w", user, err)
+	}
+	return rep.Token, nil
+}
+
+// Sessions lists every held session over "admin to ptystore".
+func (s *Suite) Sessions(ctx context.Context) ([]msg.SessionInfo, error) {
+	cl, err := s.Client(msg.Admin, "admin to ptystore")
+	if err != nil {
+		return nil, err
+	}
+	var rep msg.PtyListReply
+	if _, err := Call(ctx, cl, msg.OpPtyList, msg.PtyList{}, nil, &rep); err != nil {
+		return nil, err
+	}
+	return rep.Sessions, nil
+}
+
+// Proc is one child of the runner.
+type Proc struct {
+	PID  int
+	Name string // executable base name, e.g. sluice-auth
+}
+
+// Children lists the runner's live children (units and Accept=yes
+// instances) from /proc: every thread's children file, since the kernel
+// lists a child under the thread that forked it.
+func (s *Suite) Children() []Proc {
+	var out []Proc
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", s.RunnerPID()))
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil {
+				continue
+			}
+			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+			if err != nil {
+				continue // gone, or a zombie
+			}
+			out = append(out, Proc{PID: pid, Name: filepath.Base(exe)})
+		}
+	}
+	return out
+}
+
+// WaitChild waits for a child running binary name whose pid is not in
+// skip, and returns its pid.
+func (s *Suite) WaitChild(name string, skip ...int) (int, error) {
+	deadline := time.Now().Add(Wait)
+	for time.Now().Before(deadline) {
+	next:
+		for _, p := range s.Children() {
+			if p.Name != name {
+				continue
+			}
+			for _, k := range skip {
+				if k == p.PID {
+					continue next
+				}
+			}
+			return p.PID, nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("suiterun: no %s child of the runner within %v", name, Wait)
+}
+
+// Kill sends SIGKILL to pid and waits until the runner has reaped it.
+func (s *Suite) Kill(pid int) error {
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		return fmt.Errorf("suiterun: kill %d: %w", pid, err)
+	}
+	deadline := time.Now().Add(Wait)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("suiterun: %d still there %v after SIGKILL", pid, Wait)
+}
+
+// SocketFDs counts the sockets a process has open.
+func SocketFDs(pid int) int {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
+// RaiseNoFile lifts RLIMIT_NOFILE's soft limit to the hard one.
+func RaiseNoFile() error {
+	var r unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil {
+		return err
+	}
+	r.Cur = r.Max
+	return unix.Setrlimit(unix.RLIMIT_NOFILE, &r)
+}
