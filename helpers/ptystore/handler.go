@@ -166,6 +166,9 @@ func (h *Handler) get(req msg.Request) (rpc.Reply, error) {
 	if err != nil {
 		return rpc.Reply{}, storeErr("get", a.ID, err)
 	}
+	if mode != msg.ModeOwner {
+		h.Store.log.Info("ptystore: shared session handed out", "id", a.ID, "owner", info.Owner, "viewer", user, "mode", mode)
+	}
 	return rpc.Reply{Body: msg.PtyGetReply{Session: info, Mode: mode}, FDs: []*os.File{f}}, nil
 }
 

@@ -196,6 +196,8 @@ func (s *Store) Put(info msg.SessionInfo, f *os.File) (msg.SessionInfo, error) {
 		f.Close()
 		return info, err
 	}
+	s.log.Info("ptystore: session stored", "id", info.ID, "owner", info.Owner, "unix_user", info.UnixUser,
+		"machine", info.Machine, "pid", info.PID)
 	return info, nil
 }
 
@@ -410,6 +412,7 @@ func (s *Store) Share(id, mode string, auth func(msg.SessionInfo) error) (msg.Se
 		return msg.SessionInfo{}, 0, err
 	}
 	se.info, se.epoch, se.name = info, epoch, name
+	s.log.Info("ptystore: sharing changed", "id", id, "owner", info.Owner, "sharing", mode, "epoch", epoch)
 	return info, epoch, nil
 }
 
