@@ -97,6 +97,9 @@ func main() {
 		}
 		return
 	}
+	if len(sockets) == 0 {
+		helper.Fatal(log, "serve", errors.New("no socket passed (LISTEN_FDS unset); use --listen PATH"))
+	}
 	ready(log, notify)
 	if err := rpc.ServeFiles(ctx, srv, sockets); err != nil {
 		helper.Fatal(log, "serve", err)
