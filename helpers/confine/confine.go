@@ -15,14 +15,18 @@
 // several threads by the time main runs, so both go through
 // syscall.AllThreadsSyscall, which works only in binaries built with
 // CGO_ENABLED=0 (as the helpers are). The seccomp filter is synced to
-// all threads by the kernel (SECCOMP_FILTER_FLAG_TSYNC).
+// all threads by the kernel (SECCOMP_FILTER_FLAG_TSYNC), which also
+// carries no_new_privs to them; so a cgo build (a test's plain go build)
+// still gets the filter and no_new_privs everywhere, only no Landlock.
 package confine
 
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"unsafe"
 
@@ -46,42 +50,66 @@ type Profile struct {
 	// Inet allows creating AF_INET/AF_INET6 sockets. No helper needs it:
 	// even the frontend only accepts on a TCP socket it was handed.
 	Inet bool
+	// Signal allows kill(2) to processes outside the helper (the pty
+	// store hangs up a session's shell that way when it may).
+	Signal bool
+	// Listen is the --listen socket path, if any: the helper creates it
+	// after confining itself and removes it on exit, so its directory
+	// is writable.
+	Listen string
 }
 
 // Status is what Apply managed to install.
 type Status struct {
-	Landlock int  // Landlock ABI version used; 0 when the kernel has none
+	Landlock int  // Landlock ABI version used; 0 when not applied
 	Seccomp  bool // the syscall filter is installed
+	Cgo      bool // built with cgo: Landlock could not reach every thread
 }
 
 func (s Status) String() string {
 	ll := "landlock unavailable"
-	if s.Landlock > 0 {
+	switch {
+	case s.Cgo:
+		ll = "no landlock (cgo build)"
+	case s.Landlock > 0:
 		ll = fmt.Sprintf("landlock ABI %d", s.Landlock)
 	}
 	return fmt.Sprintf("no_new_privs, %s, seccomp=%v", ll, s.Seccomp)
 }
 
-// ErrCgo is returned when the binary was built with cgo: per-thread
-// restrictions cannot then be applied to every thread.
-var ErrCgo = errors.New("confine: needs a binary built with CGO_ENABLED=0")
+// errCgo: AllThreadsSyscall is not available in a cgo binary.
+var errCgo = errors.New("confine: built with cgo")
 
 // Apply confines the calling process for good. It must be called once,
 // after the helper has opened its sockets, files and D-Bus connection,
 // and before it serves anything.
 func Apply(p Profile) (Status, error) {
 	var st Status
-	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
+	// Everything below runs on this one thread: in a cgo build it is the
+	// thread whose no_new_privs the seccomp sync hands to the others.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); errors.Is(err, errCgo) {
+		st.Cgo = true
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return st, fmt.Errorf("confine %s: no_new_privs: %w", p.Name, err)
+		}
+	} else if err != nil {
 		return st, fmt.Errorf("confine %s: no_new_privs: %w", p.Name, err)
 	}
 	if exe, err := os.Executable(); err == nil {
 		p.Read = append(p.Read, filepath.Dir(exe))
 	}
-	abi, err := landlock(p)
-	if err != nil {
-		return st, fmt.Errorf("confine %s: landlock: %w", p.Name, err)
+	if p.Listen != "" {
+		p.Write = append(p.Write, filepath.Dir(p.Listen))
 	}
-	st.Landlock = abi
+	if !st.Cgo {
+		abi, err := landlock(p)
+		if err != nil {
+			return st, fmt.Errorf("confine %s: landlock: %w", p.Name, err)
+		}
+		st.Landlock = abi
+	}
 	if nativeArch == 0 {
 		// No table for this architecture: Status says so, the helper logs it.
 		return st, nil
@@ -93,10 +121,21 @@ func Apply(p Profile) (Status, error) {
 	return st, nil
 }
 
+// Helper is the one call a helper's main makes once its sockets and
+// files are open: Apply, log what it got, exit on failure.
+func Helper(log *slog.Logger, p Profile) {
+	st, err := Apply(p)
+	if err != nil {
+		log.Error("confine: failed", "err", err)
+		os.Exit(1)
+	}
+	log.Debug("confined", "name", p.Name, "how", st.String())
+}
+
 func allThreads(trap, a1, a2, a3 uintptr) error {
 	_, _, e := syscall.AllThreadsSyscall(trap, a1, a2, a3)
 	if e == syscall.ENOTSUP {
-		return ErrCgo
+		return errCgo
 	}
 	if e != 0 {
 		return e
@@ -167,6 +206,9 @@ func landlock(p Profile) (int, error) {
 	}
 	if abi >= 6 {
 		attr.scoped, size = scopeV6, 24
+		if p.Signal {
+			attr.scoped &^= unix.LANDLOCK_SCOPE_SIGNAL
+		}
 	}
 	fd, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), size, 0)
 	if e != 0 {

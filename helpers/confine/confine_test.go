@@ -22,7 +22,10 @@ var (
 	tServer = rpc.Hello{Intent: "sluice test confine server", BuildID: strings.Repeat("c2", 32)}
 )
 
-var confined string // the test program, built without cgo like the helpers
+var (
+	confined    string // the test program, built without cgo like the helpers
+	confinedCgo string // and with cgo, as a test's plain go build makes it
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "confine-test-")
@@ -31,11 +34,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	confined = filepath.Join(dir, "confined")
-	cmd := exec.Command("go", "build", "-o", confined, "./internal/confined")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building confined: %v\n%s", err, out)
-		os.Exit(1)
+	confinedCgo = filepath.Join(dir, "confined-cgo")
+	for _, b := range []struct{ out, cgo string }{{confined, "0"}, {confinedCgo, "1"}} {
+		cmd := exec.Command("go", "build", "-o", b.out, "./internal/confined")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building confined: %v\n%s", err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -52,8 +58,13 @@ type child struct {
 // printed after Apply, so every probe runs confined.
 func start(t *testing.T, args ...string) *child {
 	t.Helper()
+	return startBin(t, confined, args...)
+}
+
+func startBin(t *testing.T, bin string, args ...string) *child {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "confined.sock")
-	cmd := exec.Command(confined, append([]string{"--listen", sock}, args...)...)
+	cmd := exec.Command(bin, append([]string{"--listen", sock}, args...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -161,8 +172,13 @@ func TestConfined(t *testing.T) {
 	}
 	fds[0].Close()
 
-	// Every thread carries the filter and no_new_privs, including those
-	// the probes above made after confinement.
+	checkThreads(t, c)
+}
+
+// checkThreads: every thread carries the filter and no_new_privs,
+// including those the probes made after confinement.
+func checkThreads(t *testing.T, c *child) {
+	t.Helper()
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", c.cmd.Process.Pid))
 	if err != nil || len(tasks) < 2 {
 		t.Fatalf("tasks of the child: %v %v", tasks, err)
@@ -179,6 +195,26 @@ func TestConfined(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestCgoBuild: a cgo binary cannot put Landlock on every thread, so it
+// goes without, and says so; the filter and no_new_privs still reach
+// every thread through the seccomp sync.
+func TestCgoBuild(t *testing.T) {
+	c := startBin(t, confinedCgo, "--write", t.TempDir())
+	if c.status != "confined: no_new_privs, no landlock (cgo build), seccomp=true" {
+		t.Errorf("status %q", c.status)
+	}
+	for _, tc := range []struct{ probe, arg, want string }{
+		{"socket", "inet", "EPERM"},
+		{"spawn", "/bin/true", "EPERM"},
+		{"threads", "", "ok"},
+	} {
+		if got, _ := c.probe(t, tc.probe, tc.arg); got != tc.want {
+			t.Errorf("%s %s: %s, want %s", tc.probe, tc.arg, got, tc.want)
+		}
+	}
+	checkThreads(t, c)
 }
 
 func TestExecProfile(t *testing.T) {

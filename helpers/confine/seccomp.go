@@ -81,6 +81,9 @@ func build(p Profile) prog {
 	f.load(offNR)
 
 	// clone(flags, ...): threads always; processes only with Exec.
+	if p.Signal && !p.Exec {
+		f.onNR(unix.SYS_KILL, retAllow)
+	}
 	if !p.Exec {
 		f.jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.SYS_CLONE, 0, 4)
 		f.load(offArg0)
