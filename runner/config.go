@@ -99,6 +99,10 @@ type SocketConfig struct {
 type Names []string
 
 func (n *Names) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*n = nil
+		return nil
+	}
 	var one string
 	if err := json.Unmarshal(b, &one); err == nil {
 		*n = Names{one}
@@ -128,6 +132,11 @@ func (m *Mode) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// MarshalJSON writes the mode back as the octal string it was read from.
+func (m Mode) MarshalJSON() ([]byte, error) {
+	return json.Marshal(fmt.Sprintf("%04o", uint32(m)))
+}
+
 // Duration is a time.Duration written as a string ("100ms").
 type Duration time.Duration
 
@@ -142,6 +151,11 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// MarshalJSON writes the duration as a string ParseDuration reads.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
 }
 
 // Defaults, as systemd's where it has one.

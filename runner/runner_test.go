@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -104,7 +105,7 @@ func (s *syncBuffer) String() string {
 }
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	r      *Runner
 	rt     string
 	state  string
@@ -113,7 +114,7 @@ type harness struct {
 }
 
 // start runs a runner with the given units (JSON) in fresh directories.
-func start(t *testing.T, unitsJSON string, extra ...func(*Config)) *harness {
+func start(t testing.TB, unitsJSON string, extra ...func(*Config)) *harness {
 	t.Helper()
 	cfg, err := ParseConfig([]byte(`{"stop_timeout": "5s", "units": ` + unitsJSON + `}`))
 	if err != nil {
@@ -148,14 +149,14 @@ func start(t *testing.T, unitsJSON string, extra ...func(*Config)) *harness {
 
 // openTempDir is a t.TempDir that units running as nobody can traverse
 // (testing makes its parent 0700).
-func openTempDir(t *testing.T) string {
+func openTempDir(t testing.TB) string {
 	base := t.TempDir()
 	os.Chmod(filepath.Dir(base), 0o755)
 	os.Chmod(base, 0o755)
 	return base
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	if testing.Verbose() {
@@ -164,10 +165,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (h *harness) client(unit string) *rpc.Client {
+	return &rpc.Client{Path: h.r.SocketPath(unit), Hello: clientHello, Expect: serverHello, Timeout: 10 * time.Second}
+}
+
 func (h *harness) call(unit string, req request) (info, error) {
-	cl := &rpc.Client{Path: h.r.SocketPath(unit), Hello: clientHello, Expect: serverHello, Timeout: 10 * time.Second}
 	var in info
-	_, err := cl.Call(context.Background(), req, nil, &in)
+	_, err := h.client(unit).Call(context.Background(), req, nil, &in)
 	return in, err
 }
 
@@ -487,6 +491,15 @@ func TestConfig(t *testing.T) {
 	}
 	if def.Unit("ptystore").FDStoreMax == 0 || def.Unit("frontend").TCP != "127.0.0.1:8080" {
 		t.Errorf("ptystore fd store or frontend tcp missing")
+	}
+	// A config written back out reads the same.
+	b, err := json.Marshal(def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ParseConfig(b)
+	if err != nil || !reflect.DeepEqual(again, def) {
+		t.Fatalf("round trip: %v\n%s", err, b)
 	}
 	for _, tc := range []struct{ name, json, err string }{
 		{"unknown field", `{"units": [{"name": "a", "exec": ["x"], "acept": true}]}`, "unknown field"},
