@@ -1,0 +1,224 @@
+package frontend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"sluice/frontend/hub"
+	"sluice/frontend/internal/ptyutil"
+	"sluice/msg"
+)
+
+// localBackend stands in for the helpers in benchmarks and in the tests
+// of the HTTP layer: anyone "signs in", and a new session is argv run on a
+// fresh pty by this process. The data path under test (pty, hub,
+// WebSocket) is the real one; the helpers are not on it.
+type localBackend struct {
+	argv  func(user string) []string
+	mu    sync.Mutex
+	procs []*exec.Cmd
+	n     atomic.Int64
+}
+
+func (l *localBackend) RegisterBegin(context.Context, msg.RegisterBegin) (msg.RegisterBeginReply, error) {
+	return msg.RegisterBeginReply{}, errors.New("local backend: no registration")
+}
+
+func (l *localBackend) RegisterFinish(context.Context, msg.RegisterFinish) (msg.RegisterFinishReply, error) {
+	return msg.RegisterFinishReply{}, errors.New("local backend: no registration")
+}
+
+func (l *localBackend) LoginBegin(context.Context, msg.LoginBegin) (msg.LoginBeginReply, error) {
+	return msg.LoginBeginReply{Options: []byte(`{}`), State: []byte("s")}, nil
+}
+
+func (l *localBackend) LoginFinish(context.Context, msg.LoginFinish) (msg.LoginFinishReply, error) {
+	return msg.LoginFinishReply{Grant: msg.Grant{User: "bench", Expires: time.Now().Add(time.Hour).UnixMilli()}}, nil
+}
+
+func (l *localBackend) CreateShellSession(ctx context.Context, a msg.CreateShellSession) (msg.CreateShellSessionReply, *os.File, error) {
+	argv := l.argv(a.User)
+	m, cmd, err := ptyutil.Command(80, 24, argv[0], argv[1:]...)
+	if err != nil {
+		return msg.CreateShellSessionReply{}, nil, err
+	}
+	l.mu.Lock()
+	l.procs = append(l.procs, cmd)
+	l.mu.Unlock()
+	go cmd.Wait()
+	id := fmt.Sprintf("local-%d", l.n.Add(1))
+	return msg.CreateShellSessionReply{Session: msg.SessionInfo{ID: id, Owner: a.Grant.User, UnixUser: a.User, Machine: msg.HostMachine}}, m, nil
+}
+
+func (l *localBackend) PtyPut(ctx context.Context, a msg.PtyPut, _ *os.File) (msg.PtyPutReply, error) {
+	return msg.PtyPutReply{Session: a.Session}, nil
+}
+
+func (l *localBackend) PtyGet(context.Context, msg.PtyGet) (msg.PtyGetReply, *os.File, error) {
+	return msg.PtyGetReply{}, nil, errors.New("local backend: no get")
+}
+
+func (l *localBackend) PtyList(context.Context, msg.PtyList) (msg.PtyListReply, error) {
+	return msg.PtyListReply{}, nil
+}
+
+func (l *localBackend) PtyDrop(context.Context, msg.PtyDrop) error { return nil }
+
+func (l *localBackend) PtyShare(context.Context, msg.PtyShare) (msg.PtyShareReply, error) {
+	return msg.PtyShareReply{}, nil
+}
+
+func (l *localBackend) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.procs {
+		p.Process.Kill()
+	}
+}
+
+// local is a frontend on a loopback port over a localBackend.
+type local struct {
+	srv    *Server
+	hs     *http.Server
+	be     *localBackend
+	origin string
+	ws     string
+	base   string
+}
+
+func startLocal(tb testing.TB, opt hub.Options, argv func(user string) []string) *local {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	l := &local{be: &localBackend{argv: argv}, origin: fmt.Sprintf("http://localhost:%d", port)}
+	l.ws = fmt.Sprintf("ws://127.0.0.1:%d/ws", port)
+	l.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	l.srv, err = New(Config{Origins: []string{l.origin}, Backend: l.be, Hub: opt})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l.hs = &http.Server{Handler: l.srv}
+	go l.hs.Serve(ln)
+	tb.Cleanup(func() {
+		l.hs.Close()
+		l.srv.Close()
+		l.be.stop()
+	})
+	return l
+}
+
+// wsClient is a minimal page: it signs in, creates a session and reads.
+type wsClient struct {
+	ws  *websocket.Conn
+	att float64
+	got int64
+}
+
+func (l *local) dial(tb testing.TB) *wsClient {
+	tb.Helper()
+	h := http.Header{}
+	h.Set("Origin", l.origin)
+	ws, _, err := websocket.DefaultDialer.Dial(l.ws, h)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &wsClient{ws: ws}
+	c.expect(tb, "hello")
+	c.send(tb, map[string]any{"t": "login-begin"})
+	c.expect(tb, "login-options")
+	c.send(tb, map[string]any{"t": "login-finish", "assertion": map[string]any{}})
+	c.expect(tb, "signed-in")
+	return c
+}
+
+func (c *wsClient) send(tb testing.TB, m map[string]any) {
+	b, _ := json.Marshal(m)
+	if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func (c *wsClient) expect(tb testing.TB, typ string) map[string]any {
+	tb.Helper()
+	for {
+		mt, data, err := c.ws.ReadMessage()
+		if err != nil {
+			tb.Fatalf("waiting for %q: %v", typ, err)
+		}
+		if mt != websocket.TextMessage {
+			continue
+		}
+		var m map[string]any
+		json.Unmarshal(data, &m)
+		if m["t"] == typ {
+			return m
+		}
+		if m["t"] == "error" {
+			tb.Fatalf("waiting for %q: %v", typ, m)
+		}
+	}
+}
+
+func (c *wsClient) create(tb testing.TB, user string) {
+	tb.Helper()
+	c.send(tb, map[string]any{"t": "create", "user": user, "cols": 80, "rows": 24})
+	c.att = c.expect(tb, "attached")["a"].(float64)
+	c.got = 0
+}
+
+// read returns the next pty bytes (acknowledging them) or, with exit set,
+// the end of the session.
+func (c *wsClient) read(tb testing.TB, ack bool) (data []byte, exit bool) {
+	for {
+		mt, b, err := c.ws.ReadMessage()
+		if err != nil {
+			tb.Fatalf("read: %v", err)
+		}
+		if mt == websocket.BinaryMessage {
+			c.got += int64(len(b))
+			if ack {
+				c.ack(tb)
+			}
+			return b, false
+		}
+		if strings.Contains(string(b), `"t":"exit"`) {
+			return nil, true
+		}
+		if strings.Contains(string(b), `"t":"error"`) {
+			tb.Fatalf("error from the frontend: %s", b)
+		}
+	}
+}
+
+func (c *wsClient) ack(tb testing.TB) {
+	c.send(tb, map[string]any{"t": "ack", "a": c.att, "n": c.got})
+}
+
+func (c *wsClient) until(tb testing.TB, want string) string {
+	tb.Helper()
+	var seen strings.Builder
+	for !strings.Contains(seen.String(), want) {
+		b, exit := c.read(tb, true)
+		if exit {
+			tb.Fatalf("session ended before %q; got %q", want, seen.String())
+		}
+		seen.Write(b)
+	}
+	return seen.String()
+}
