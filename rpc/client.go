@@ -53,6 +53,9 @@ func (cl *Client) Call(ctx context.Context, req any, fds []*os.File, resp any) (
 	var rfds []*os.File
 	err = cl.call(ctx, body, fds, func(payload []byte, got []*os.File) error {
 		if resp != nil {
+			if err := checkMsgpack(payload); err != nil {
+				return fmt.Errorf("rpc: decode reply into %T: %w", resp, err)
+			}
 			if err := msgpack.Unmarshal(payload, resp); err != nil {
 				return fmt.Errorf("rpc: decode reply into %T: %w", resp, err)
 			}

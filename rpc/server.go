@@ -44,6 +44,9 @@ type Call struct {
 
 // Decode unmarshals the request frame. Its error is a bad-request *Error.
 func (c *Call) Decode(v any) error {
+	if err := checkMsgpack(c.Body); err != nil {
+		return &Error{Code: CodeBadRequest, Msg: fmt.Sprintf("undecodable %T: %v", v, err)}
+	}
 	if err := msgpack.Unmarshal(c.Body, v); err != nil {
 		return &Error{Code: CodeBadRequest, Msg: fmt.Sprintf("undecodable %T: %v", v, err)}
 	}
@@ -344,6 +347,14 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 		e := &Error{Code: CodeBadRequest, Msg: fmt.Sprintf("%d fds received, call takes at most %d", len(r.fds), route.MaxFDs)}
 		s.writeError(c, out, e)
 		return refuse("fds", e)
+	}
+
+	// Length claims beyond the frame would make the decoder allocate for
+	// them; no handler sees such a frame (see checkMsgpack).
+	if merr := checkMsgpack(body); merr != nil {
+		e := &Error{Code: CodeBadRequest, Msg: "undecodable request frame: " + merr.Error()}
+		s.writeError(c, out, e)
+		return refuse("request frame", e)
 	}
 
 	// 4. The handler.
