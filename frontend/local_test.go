@@ -28,6 +28,7 @@ import (
 // WebSocket) is the real one; the helpers are not on it.
 type localBackend struct {
 	argv  func(user string) []string
+	ready chan *os.File // if set, sessions take pre-made ptys from here
 	mu    sync.Mutex
 	procs []*exec.Cmd
 	n     atomic.Int64
@@ -50,17 +51,29 @@ func (l *localBackend) LoginFinish(context.Context, msg.LoginFinish) (msg.LoginF
 }
 
 func (l *localBackend) CreateShellSession(ctx context.Context, a msg.CreateShellSession) (msg.CreateShellSessionReply, *os.File, error) {
-	argv := l.argv(a.User)
-	m, cmd, err := ptyutil.Command(80, 24, argv[0], argv[1:]...)
+	id := fmt.Sprintf("local-%d", l.n.Add(1))
+	if l.ready != nil {
+		m := <-l.ready
+		return msg.CreateShellSessionReply{Session: msg.SessionInfo{ID: id, Owner: a.Grant.User, UnixUser: a.User, Machine: msg.HostMachine}}, m, nil
+	}
+	m, cmd, err := l.spawn(a.User)
 	if err != nil {
 		return msg.CreateShellSessionReply{}, nil, err
+	}
+	go cmd.Wait()
+	return msg.CreateShellSessionReply{Session: msg.SessionInfo{ID: id, Owner: a.Grant.User, UnixUser: a.User, Machine: msg.HostMachine}}, m, nil
+}
+
+func (l *localBackend) spawn(user string) (*os.File, *exec.Cmd, error) {
+	argv := l.argv(user)
+	m, cmd, err := ptyutil.Command(80, 24, argv[0], argv[1:]...)
+	if err != nil {
+		return nil, nil, err
 	}
 	l.mu.Lock()
 	l.procs = append(l.procs, cmd)
 	l.mu.Unlock()
-	go cmd.Wait()
-	id := fmt.Sprintf("local-%d", l.n.Add(1))
-	return msg.CreateShellSessionReply{Session: msg.SessionInfo{ID: id, Owner: a.Grant.User, UnixUser: a.User, Machine: msg.HostMachine}}, m, nil
+	return m, cmd, nil
 }
 
 func (l *localBackend) PtyPut(ctx context.Context, a msg.PtyPut, _ *os.File) (msg.PtyPutReply, error) {
@@ -125,9 +138,10 @@ func startLocal(tb testing.TB, opt hub.Options, argv func(user string) []string)
 
 // wsClient is a minimal page: it signs in, creates a session and reads.
 type wsClient struct {
-	ws  *websocket.Conn
-	att float64
-	got int64
+	ws    *websocket.Conn
+	att   float64
+	got   int64
+	acked int64
 }
 
 func (l *local) dial(tb testing.TB) *wsClient {
@@ -179,10 +193,11 @@ func (c *wsClient) create(tb testing.TB, user string) {
 	tb.Helper()
 	c.send(tb, map[string]any{"t": "create", "user": user, "cols": 80, "rows": 24})
 	c.att = c.expect(tb, "attached")["a"].(float64)
-	c.got = 0
+	c.got, c.acked = 0, 0
 }
 
-// read returns the next pty bytes (acknowledging them) or, with exit set,
+// read returns the next pty bytes (acknowledging them as the page does, in
+// quarters of the window) or, with exit set,
 // the end of the session.
 func (c *wsClient) read(tb testing.TB, ack bool) (data []byte, exit bool) {
 	for {
@@ -192,7 +207,7 @@ func (c *wsClient) read(tb testing.TB, ack bool) (data []byte, exit bool) {
 		}
 		if mt == websocket.BinaryMessage {
 			c.got += int64(len(b))
-			if ack {
+			if ack && (c.got-c.acked >= 16<<10 || len(b) < 4096) {
 				c.ack(tb)
 			}
 			return b, false
@@ -208,6 +223,7 @@ func (c *wsClient) read(tb testing.TB, ack bool) (data []byte, exit bool) {
 
 func (c *wsClient) ack(tb testing.TB) {
 	c.send(tb, map[string]any{"t": "ack", "a": c.att, "n": c.got})
+	c.acked = c.got
 }
 
 func (c *wsClient) until(tb testing.TB, want string) string {

@@ -91,6 +91,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.upgrader = websocket.Upgrader{
 		CheckOrigin: s.originOK,
+		// A small read buffer of our own frees net/http's 4 KiB one;
+		// client messages are small (keys, acks) and larger ones stream
+		// through it.
+		ReadBufferSize: 1024,
 		// Buffers only while a frame is being written, so an idle
 		// connection holds none.
 		WriteBufferPool: &sync.Pool{},
