@@ -48,7 +48,8 @@ func (u *unit) acceptLoop() {
 		p, err := spawn.Start(&spawn.Attr{
 			Path: u.path, Args: u.argv, Env: env,
 			Files:     append(u.logFiles(), c),
-			ListenPID: true, Credential: cred, Setsid: true, Umask: umask,
+			// A process group, not a session: see spawn.Attr.Setsid.
+			ListenPID: true, Credential: cred, Setpgid: true, Umask: umask,
 		})
 		// The child has its own copy; ours must go so that the client
 		// sees EOF when the child is done.

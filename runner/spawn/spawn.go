@@ -43,9 +43,16 @@ type Attr struct {
 	// Credential, when set, is the uid, gid and supplementary groups to
 	// switch to (NoSetGroups is ignored: groups are always set).
 	Credential *syscall.Credential
-	Setsid     bool
-	Dir        string // working directory; "" keeps ours
-	Umask      int    // -1 keeps ours
+	// Setsid starts a new session: no controlling terminal, and no signal
+	// meant for the runner's terminal or process group. It also starts a
+	// new scheduler autogroup (CONFIG_SCHED_AUTOGROUP, outside cgroups),
+	// which costs milliseconds at exit on a loaded machine; Setpgid (a new
+	// process group in the runner's session) keeps the signal isolation
+	// without that, for short-lived processes.
+	Setsid  bool
+	Setpgid bool
+	Dir     string // working directory; "" keeps ours
+	Umask   int    // -1 keeps ours
 }
 
 // Process is a started child.

@@ -27,6 +27,7 @@ struct sluice_spawn {
 	const int *fds; // fds[i] becomes fd i; every fds[i] >= nfds
 	int nfds;
 	int setsid;
+	int setpgid;
 	int set_creds;
 	uid_t uid;
 	gid_t gid;
@@ -90,6 +91,9 @@ static int child(void *p) {
 	// 2. A session of its own, so a terminal's or the runner's process
 	// group signals do not reach it by accident (systemd does the same).
 	if (a->setsid && syscall(SYS_setsid) < 0) {
+		fail(a, SLUICE_STEP_SETSID);
+	}
+	if (a->setpgid && syscall(SYS_setpgid, 0, 0) < 0) {
 		fail(a, SLUICE_STEP_SETSID);
 	}
 
@@ -187,7 +191,7 @@ import (
 )
 
 var steps = map[C.int]string{
-	C.SLUICE_STEP_CLONE: "clone", C.SLUICE_STEP_SETSID: "setsid",
+	C.SLUICE_STEP_CLONE: "clone", C.SLUICE_STEP_SETSID: "setsid/setpgid",
 	C.SLUICE_STEP_SETGROUPS: "setgroups", C.SLUICE_STEP_SETGID: "setresgid",
 	C.SLUICE_STEP_SETUID: "setresuid", C.SLUICE_STEP_DUP: "dup3",
 	C.SLUICE_STEP_CHDIR: "chdir", C.SLUICE_STEP_EXEC: "execve",
@@ -325,6 +329,8 @@ func Start(a *Attr) (*Process, error) {
 	}
 	if a.Setsid {
 		cs.setsid = 1
+	} else if a.Setpgid {
+		cs.setpgid = 1
 	}
 	if c := a.Credential; c != nil {
 		cs.set_creds = 1
