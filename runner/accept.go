@@ -47,7 +47,7 @@ func (u *unit) acceptLoop() {
 		backoff = 0
 		p, err := spawn.Start(&spawn.Attr{
 			Path: u.path, Args: u.argv, Env: env,
-			Files:     append(u.logFiles(), c),
+			Files: append(u.logFiles(), c),
 			// A process group, not a session: see spawn.Attr.Setsid.
 			ListenPID: true, Credential: cred, Setpgid: true, Umask: umask,
 		})
