@@ -121,6 +121,14 @@ func (e *RemoteError) Error() string {
 	return fmt.Sprintf("frontend: %s: %s: %s", e.Op, e.Code, e.Message)
 }
 
+// ReadErr is why the WebSocket stopped reading (nil while it reads): a
+// *websocket.CloseError with code 1006 when the frontend died.
+func (b *Browser) ReadErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
 func (b *Browser) closedErr() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -83,6 +83,16 @@ func Build(bin string) error {
 	return nil
 }
 
+// Binaries returns a directory of built binaries: $SLUICE_TEST_BIN if set
+// (say, bin/ after `make build`), else a fresh Build into dir/bin.
+func Binaries(dir string) (string, error) {
+	if b := os.Getenv("SLUICE_TEST_BIN"); b != "" {
+		return filepath.Abs(b)
+	}
+	bin := filepath.Join(dir, "bin")
+	return bin, Build(bin)
+}
+
 // buildWeb makes sure the page's npm assets are there for go:embed, as
 // `make web` does; a checkout that ran `make build` has them already.
 func buildWeb() error {
@@ -201,6 +211,8 @@ func Start(o Options) (*Suite, error) {
 			return nil, err
 		}
 		s.Dir, s.ownDir = d, true
+	} else if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return nil, err
 	}
 	// Units run as nobody: they must reach the policy file.
 	os.Chmod(s.Dir, 0o755)
