@@ -72,12 +72,13 @@ type Runner struct {
 	units map[string]*unit
 	order []*unit
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	lock   *os.File
-	stopMu sync.Mutex
-	closed bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // service loops
+	acceptWG sync.WaitGroup // accept loops
+	lock     *os.File
+	stopMu   sync.Mutex
+	closed   bool
 }
 
 // unit is one configured unit's live state.
@@ -290,8 +291,8 @@ func (r *Runner) Start(ctx context.Context) (err error) {
 	}
 	for _, u := range r.order {
 		if u.cfg.Accept {
-			r.wg.Add(1)
-			go func() { defer r.wg.Done(); u.acceptLoop() }()
+			r.acceptWG.Add(1)
+			go func() { defer r.acceptWG.Done(); u.acceptLoop() }()
 			r.log.Info("runner: listening", "unit", u.cfg.Name, "socket", r.SocketPath(u.cfg.Name), "accept", true)
 			continue
 		}
@@ -413,6 +414,9 @@ func (r *Runner) Stop() error {
 			u.tcp.Close()
 		}
 	}
+	// An accept loop may be between accept and spawn: once the loops are
+	// gone, every instance there will ever be is in the instance sets.
+	r.acceptWG.Wait()
 	timeout := time.Duration(r.cfg.StopTimeout)
 	var wg sync.WaitGroup
 	for _, u := range r.order {
@@ -424,10 +428,12 @@ func (r *Runner) Stop() error {
 	for _, u := range r.order {
 		u.closeFiles()
 	}
-	os.Remove(r.ManifestPath())
-	removeAllWritable(filepath.Join(r.opts.RuntimeDir, "credentials"))
-	os.RemoveAll(filepath.Join(r.opts.RuntimeDir, "notify"))
+	// Only a runner that held the directory's lock cleans it: one that
+	// was refused must not touch the running one's files.
 	if r.lock != nil {
+		os.Remove(r.ManifestPath())
+		removeAllWritable(filepath.Join(r.opts.RuntimeDir, "credentials"))
+		os.RemoveAll(filepath.Join(r.opts.RuntimeDir, "notify"))
 		os.Remove(r.lock.Name())
 		r.lock.Close()
 	}

@@ -294,6 +294,9 @@ func TestSocketModeAndManifest(t *testing.T) {
 	if err := r2.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second runner: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(rt, "build-ids.json")); err != nil {
+		t.Fatalf("the refused runner removed the first one's manifest: %v", err)
+	}
 }
 
 func svcUnit(name, extra string) string {

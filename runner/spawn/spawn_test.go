@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // run starts argv with stdout on a pipe and returns what it printed and
@@ -137,6 +139,13 @@ func TestSignalsSessionDirUmask(t *testing.T) {
 	pid := strings.Fields(stat)[0]
 	if f[2] != pid || f[3] != pid {
 		t.Errorf("pgrp %s session %s, want both %s", f[2], f[3], pid)
+	}
+	// Setpgid: a process group of its own, in our session.
+	out, _ = run(t, Attr{Path: "/bin/cat", Args: []string{"cat", "/proc/self/stat"}, Setpgid: true})
+	f = strings.Fields(out[strings.LastIndexByte(out, ')')+2:])
+	pid = strings.Fields(out)[0]
+	if ourSid, _ := unix.Getsid(0); f[2] != pid || f[3] != fmt.Sprint(ourSid) {
+		t.Errorf("Setpgid: pgrp %s session %s, want %s and ours %d", f[2], f[3], pid, ourSid)
 	}
 	out, _ = run(t, Attr{Path: "/bin/sh", Args: []string{"sh", "-c", "pwd"}, Dir: dir})
 	if strings.TrimSpace(out) != dir {
