@@ -15,6 +15,7 @@ import (
 
 	"sluice/frontend"
 	"sluice/frontend/hub"
+	"sluice/helpers/confine"
 	"sluice/helpers/helper"
 	"sluice/msg"
 	"sluice/rpc"
@@ -62,6 +63,7 @@ func main() {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 	}
+	confine.Helper(log, confine.Profile{Name: msg.Frontend})
 	ctx, stop := helper.Context()
 	defer stop()
 	go func() {

@@ -13,6 +13,7 @@ import (
 	"sluice/helpers/auth"
 	"sluice/helpers/auth/seal"
 	"sluice/helpers/auth/store"
+	"sluice/helpers/confine"
 	"sluice/helpers/grant"
 	"sluice/helpers/helper"
 	"sluice/msg"
@@ -108,6 +109,7 @@ func main() {
 		}
 		routes = append(routes, route)
 	}
+	confine.Helper(log, confine.Profile{Name: msg.Auth, Write: []string{dir}, Listen: f.Listen})
 	ctx, cancel := helper.Context()
 	defer cancel()
 	if err := f.Serve(ctx, f.Server(msg.Auth, log, routes...), rpc.ActivationFiles()); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"sluice/helpers/confine"
 	"sluice/helpers/grant"
 	"sluice/helpers/helper"
 	"sluice/helpers/policy"
@@ -74,6 +75,7 @@ func main() {
 	if err != nil {
 		helper.Fatal(log, "route", err)
 	}
+	confine.Helper(log, confine.Profile{Name: msg.Policy, Listen: f.Listen})
 	ctx, cancel := helper.Context()
 	defer cancel()
 	if err := f.Serve(ctx, f.Server(msg.Policy, log, route), rpc.ActivationFiles()); err != nil {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"sluice/helpers/confine"
 	"sluice/helpers/grant"
 	"sluice/helpers/helper"
 	"sluice/helpers/ptystore"
@@ -78,6 +79,8 @@ func main() {
 		}
 		routes = append(routes, route)
 	}
+	// Signal: it hangs up a dropped session's shell with SIGHUP where it may.
+	confine.Helper(log, confine.Profile{Name: msg.PtyStore, Signal: true, Listen: f.Listen})
 	srv := f.Server(msg.PtyStore, log, routes...)
 	ctx, cancel := helper.Context()
 	defer cancel()

@@ -5,6 +5,7 @@ package main
 import (
 	"flag"
 
+	"sluice/helpers/confine"
 	"sluice/helpers/helper"
 	"sluice/helpers/shell"
 	"sluice/msg"
@@ -39,6 +40,12 @@ func main() {
 		// Long-running: say once which backend serves. Per-call instances
 		// (Accept=yes) would repeat it on every call.
 		log.Info("shell: serving", "backend", kind, "socket", f.Listen)
+	}
+	if kind == shell.BackendMachined {
+		// The embedded backend execs login shells, which would inherit
+		// the filter and no_new_privs (no sudo in them): only the machined
+		// backend, where machined starts the shell, confines itself.
+		confine.Helper(log, confine.Profile{Name: msg.Shell, Listen: f.Listen})
 	}
 	ctx, cancel := helper.Context()
 	defer cancel()
