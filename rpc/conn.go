@@ -73,7 +73,7 @@ func (r *msgReader) fill(max int) error {
 	}
 	n, oobn, flags, _, err := r.c.ReadMsgUnix(r.buf[r.n:end], r.oob)
 	if oobn > 0 {
-		if perr := r.parseOOB(r.oob[:oobn]); perr != nil {
+		if perr := r.parseOOB(r.oob[:oobn], n > 0); perr != nil {
 			return perr
 		}
 	}
@@ -106,7 +106,10 @@ func (r *msgReader) fill(max int) error {
 	return nil
 }
 
-func (r *msgReader) parseOOB(oob []byte) error {
+// parseOOB collects fds and checks credentials. On the zero-byte read
+// that reports end of stream the kernel attaches credentials of pid 0,
+// describing no bytes and no sender: those are ignored (data=false).
+func (r *msgReader) parseOOB(oob []byte, data bool) error {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return fmt.Errorf("rpc: control message: %w", err)
@@ -125,6 +128,9 @@ func (r *msgReader) parseOOB(oob []byte) error {
 			}
 			r.fds = append(r.fds, fds...)
 		case unix.SCM_CREDENTIALS:
+			if !data {
+				continue
+			}
 			uc, err := unix.ParseUnixCredentials(m)
 			if err != nil {
 				return fmt.Errorf("%w: %v", ErrCredentials, err)
@@ -138,7 +144,7 @@ func (r *msgReader) parseOOB(oob []byte) error {
 			}
 		}
 	}
-	if r.wantCreds && !credsSeen {
+	if r.wantCreds && data && !credsSeen {
 		return fmt.Errorf("%w: no SCM_CREDENTIALS", ErrCredentials)
 	}
 	return nil

@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"context"
+	"errors"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -96,5 +98,28 @@ func TestCheckMsgpack(t *testing.T) {
 		if err := checkMsgpack(tc.in); (err == nil) != tc.good {
 			t.Errorf("checkMsgpack(%x) = %v, want good=%v", tc.in, err, tc.good)
 		}
+	}
+}
+
+// TestHalfCloseIsTruncation: a client that sends part of its request and
+// shuts down its sending side is cut off as truncated. The kernel attaches
+// SCM_CREDENTIALS of pid 0 (uid and gid 0 in the reader's namespace) to
+// the zero-byte read that reports the end of stream; taken for the
+// caller's, they made every such call look like a connection passed to
+// another process ("credentials missing or changed"), in the log that an
+// admin reads for exactly that attack.
+func TestHalfCloseIsTruncation(t *testing.T) {
+	full := append(hello(tClient), frame(mp(echoReq{Text: "hi"}))...)
+	for _, cut := range []int{len(hello(tClient)) - 5, len(hello(tClient)) + 2, len(full) - 1} {
+		sc, cc := socketPair(t)
+		srv := &Server{Name: "t", Log: quietLog(), Routes: []Route{{
+			Client: tClient, Server: tServer, Allow: Allow{UIDs: []uint32{uint32(os.Getuid())}}, Handle: echoHandler}}}
+		cc.Write(full[:cut])
+		cc.CloseWrite()
+		err := srv.ServeConn(context.Background(), sc)
+		if !errors.Is(err, ErrTruncated) || errors.Is(err, ErrCredentials) {
+			t.Errorf("cut at %d of %d: %v, want a truncation", cut, len(full), err)
+		}
+		cc.Close()
 	}
 }
