@@ -67,7 +67,7 @@ func TestInstallTree(t *testing.T) {
 				"/" + p + "/share/doc/sluice/operations.md":         0o644,
 				"/etc/sluice/policy":                                0o644,
 			}
-			if _, err := os.Stat(filepath.Join(installtest.Root(t), "cmd/sluice")); err == nil {
+			if _, err := os.Stat(filepath.Join(installtest.Build(t), "sluice")); err == nil {
 				want["/"+p+"/libexec/sluice/sluice"] = 0o755
 			}
 			for _, h := range audit.Helpers() {

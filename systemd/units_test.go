@@ -203,6 +203,13 @@ func TestCallers(t *testing.T) {
 		if want := "/usr/libexec/sluice/" + h.Binary; argv[0] != want {
 			t.Errorf("%s: ExecStart runs %s, want %s", h.Service, argv[0], want)
 		}
+		// The helper's own confinement needs these through systemd's filter.
+		allowed := strings.Join(svc.Values("Service", "SystemCallFilter"), " ")
+		for _, call := range []string{"seccomp", "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"} {
+			if !slices.Contains(strings.Fields(allowed), call) {
+				t.Errorf("%s: SystemCallFilter= lacks %s, which helpers/confine needs", h.Service, call)
+			}
+		}
 		if svc.Value("Service", "DynamicUser") != "yes" {
 			t.Errorf("%s: DynamicUser=%q", h.Service, svc.Value("Service", "DynamicUser"))
 		}

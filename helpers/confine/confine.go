@@ -177,17 +177,28 @@ type rulesetAttr struct {
 // ABI returns the kernel's Landlock ABI version, 0 if it has none (not
 // built, or disabled at boot).
 func ABI() int {
+	v, _ := abi()
+	return v
+}
+
+// abi tells "no Landlock here" (ENOSYS, EOPNOTSUPP: 0 and no error) from
+// "the call was refused" (a seccomp filter from outside that forgot the
+// landlock calls: an error, or the helper would quietly go without).
+func abi() (int, error) {
 	v, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
-	if e != 0 {
-		return 0
+	switch e {
+	case 0:
+		return int(v), nil
+	case unix.ENOSYS, unix.EOPNOTSUPP:
+		return 0, nil
 	}
-	return int(v)
+	return 0, fmt.Errorf("landlock_create_ruleset: %w (is it missing from SystemCallFilter=?)", e)
 }
 
 func landlock(p Profile) (int, error) {
-	abi := ABI()
-	if abi == 0 {
-		return 0, nil
+	abi, err := abi()
+	if err != nil || abi == 0 {
+		return 0, err
 	}
 	attr := rulesetAttr{fs: fsV1}
 	size := uintptr(8) // the fields known to this ABI: fs, then net, then scoped
