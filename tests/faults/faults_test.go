@@ -56,7 +56,6 @@ import (
 	"sluice/helpers/auth/store"
 	"sluice/msg"
 	"sluice/rpc"
-	"sluice/runner"
 	"sluice/tests/softauthn"
 	"sluice/tests/suiterun"
 )
@@ -105,13 +104,12 @@ func run(m *testing.M) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	s, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(dir, "suite"), Bin: bin, Tweak: func(c *runner.Config) {
+	s, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(dir, "suite"), Bin: bin, Tweak: func(c suiterun.RawConfig) {
 		// One shell instance at a time, so a test can hold the shell
 		// socket busy and have policy wait on it; a long timeout so the
 		// holding connection outlasts the test's steps.
-		sh := c.Unit(msg.Shell)
-		sh.MaxConnections = 1
-		sh.Exec = append(sh.Exec, "--timeout", "60s")
+		c.Unit(msg.Shell)["max_connections"] = 1
+		c.AppendExec(msg.Shell, "--timeout", "60s")
 	}})
 	if err != nil {
 		return 1, err

@@ -271,6 +271,44 @@ func (b *Browser) Until(want string) ([]byte, error) {
 	}
 }
 
+// Stream hands the attached session's output to fn, starting with what
+// Until had read past its match, until fn returns false. Control messages
+// go to onMsg meanwhile (nil ignores them), so a long stream never stalls
+// the reader on a full message queue. It returns the connection's error if
+// it closes first, or an error after Wait without any output.
+func (b *Browser) Stream(fn func([]byte) bool, onMsg func(map[string]any)) error {
+	idle := time.NewTimer(Wait)
+	defer idle.Stop()
+	if len(b.buf) > 0 {
+		p := b.buf
+		b.buf = nil
+		if !fn(p) {
+			return nil
+		}
+	}
+	for {
+		select {
+		case p, ok := <-b.out:
+			if !ok {
+				return b.closedErr()
+			}
+			if !fn(p) {
+				return nil
+			}
+			idle.Reset(Wait)
+		case m, ok := <-b.msgs:
+			if !ok {
+				return b.closedErr()
+			}
+			if onMsg != nil {
+				onMsg(m)
+			}
+		case <-idle.C:
+			return fmt.Errorf("suiterun: no output for %v while streaming", Wait)
+		}
+	}
+}
+
 // Run types a command line and waits for want in its output. Write the
 // expected text so that the echoed command line cannot match it (say
 // `echo $((6*7))` and want "42").

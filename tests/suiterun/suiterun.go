@@ -117,7 +117,7 @@ type Options struct {
 	Policy string // policy file text; default PolicyAllowRoot
 	// Tweak edits the runner config before it is written (extra flags,
 	// connection caps).
-	Tweak func(c *runner.Config)
+	Tweak func(c RawConfig)
 }
 
 // PolicyAllowRoot lets every user a test registers open root shells on
@@ -168,32 +168,64 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// RawConfig is a runner config as JSON values, so that editing it keeps
+// every field, including ones this package does not know about.
+type RawConfig map[string]any
+
+// Unit returns the unit named name (nil if none); changes to it change c.
+func (c RawConfig) Unit(name string) map[string]any {
+	units, _ := c["units"].([]any)
+	for _, u := range units {
+		if m, ok := u.(map[string]any); ok && m["name"] == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// AppendExec adds arguments to a unit's command line.
+func (c RawConfig) AppendExec(unit string, args ...string) {
+	u := c.Unit(unit)
+	if u == nil {
+		return
+	}
+	exec, _ := u["exec"].([]any)
+	for _, a := range args {
+		exec = append(exec, a)
+	}
+	u["exec"] = exec
+}
+
 // Config is the runner's embedded default config, changed only where a
 // test on one machine must: a free loopback port, the auth helper told
 // that port's origin, the policy file, root (the test process) allowed on
 // the web protocols besides the frontend's uid so a test can call the
 // helpers as the frontend does, no enrollment hook, and a short stop.
-func Config(port int, policyPath string) (*runner.Config, error) {
-	c, err := runner.DefaultConfig()
+func Config(port int, policyPath string) (RawConfig, error) {
+	raw, err := runner.DefaultConfigJSON()
 	if err != nil {
 		return nil, err
 	}
-	origin := fmt.Sprintf("http://localhost:%d", port)
-	c.OnReady = nil
-	c.StopTimeout = runner.Duration(3 * time.Second)
-	for i := range c.Units {
-		u := &c.Units[i]
-		switch u.Name {
-		case msg.Frontend:
-			u.TCP = fmt.Sprintf("127.0.0.1:%d", port)
-		case msg.Auth:
-			u.Exec = append(u.Exec, "--origin", origin)
-		case msg.Policy:
-			u.Exec = append(u.Exec, "--policy", policyPath)
-		}
-		for k, v := range u.Env {
-			if strings.HasPrefix(k, "SLUICE_ALLOW_WEB_TO_") {
-				u.Env[k] = v + ",uid:0"
+	var c RawConfig
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, fmt.Errorf("suiterun: default config: %w", err)
+	}
+	delete(c, "on_ready")
+	c["stop_timeout"] = "3s"
+	if u := c.Unit(msg.Frontend); u != nil {
+		u["tcp"] = fmt.Sprintf("127.0.0.1:%d", port)
+	}
+	// Repeatable and last-wins flags respectively, so these hold whatever
+	// the default says.
+	c.AppendExec(msg.Auth, "--origin", fmt.Sprintf("http://localhost:%d", port))
+	c.AppendExec(msg.Policy, "--policy", policyPath)
+	units, _ := c["units"].([]any)
+	for _, u := range units {
+		m, _ := u.(map[string]any)
+		env, _ := m["env"].(map[string]any)
+		for k, v := range env {
+			if s, ok := v.(string); ok && strings.HasPrefix(k, "SLUICE_ALLOW_WEB_TO_") {
+				env[k] = s + ",uid:0"
 			}
 		}
 	}
@@ -240,12 +272,17 @@ func Start(o Options) (*Suite, error) {
 		o.Tweak(cfg)
 	}
 	cfgPath := filepath.Join(s.Dir, "config.json")
-	b, err := json.MarshalIndent(configJSON(cfg), "", "  ")
+	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(cfgPath, b, 0o644); err != nil {
 		return nil, err
+	}
+	// The runner is the judge of the result; a config it would refuse is
+	// this package's bug, said early.
+	if _, err := runner.ParseConfig(b); err != nil {
+		return nil, fmt.Errorf("suiterun: written config: %w", err)
 	}
 
 	s.cmd = exec.Command(filepath.Join(s.Bin, "sluice"), "run", "--config", cfgPath,
@@ -287,49 +324,6 @@ func Start(o Options) (*Suite, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// configJSON turns a parsed config back into the file's shape (modes and
-// durations are strings there), leaving empty values out: a null user
-// would read as the user "".
-func configJSON(c *runner.Config) any {
-	mode := func(m runner.Mode) string { return fmt.Sprintf("%04o", uint32(m)) }
-	dur := func(d runner.Duration) string { return time.Duration(d).String() }
-	units := make([]map[string]any, 0, len(c.Units))
-	for _, u := range c.Units {
-		m := map[string]any{"name": u.Name, "exec": u.Exec, "accept": u.Accept, "notify": u.Notify,
-			"max_connections": u.MaxConnections, "no_socket": u.NoSocket, "state_directory": u.StateDirectory,
-			"fdstore_max": u.FDStoreMax, "restart_sec": dur(u.RestartSec), "restart_max_sec": dur(u.RestartMaxSec)}
-		set := func(k string, v any, present bool) {
-			if present {
-				m[k] = v
-			}
-		}
-		set("tcp", u.TCP, u.TCP != "")
-		set("user", []string(u.User), len(u.User) > 0)
-		set("group", []string(u.Group), len(u.Group) > 0)
-		set("supplementary_groups", u.SupplementaryGroups, len(u.SupplementaryGroups) > 0)
-		set("env", u.Env, len(u.Env) > 0)
-		set("credentials", u.Credentials, len(u.Credentials) > 0)
-		if u.Umask != nil {
-			m["umask"] = mode(*u.Umask)
-		}
-		if !u.NoSocket {
-			sock := map[string]any{"mode": mode(u.Socket.Mode), "fd_name": u.Socket.FDName}
-			for k, v := range map[string]string{"path": u.Socket.Path, "user": u.Socket.User, "group": u.Socket.Group} {
-				if v != "" {
-					sock[k] = v
-				}
-			}
-			m["socket"] = sock
-		}
-		units = append(units, m)
-	}
-	out := map[string]any{"runtime_dir_mode": mode(c.RuntimeDirMode), "units": units, "stop_timeout": dur(c.StopTimeout)}
-	if len(c.OnReady) > 0 {
-		out["on_ready"] = c.OnReady
-	}
-	return out
 }
 
 // Stop ends the runner with SIGTERM (it stops its units) and removes the
