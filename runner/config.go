@@ -30,8 +30,13 @@ type Config struct {
 	// whose own modes decide who may connect). Without root it is 0700.
 	RuntimeDirMode Mode   `json:"runtime_dir_mode"`
 	Units          []Unit `json:"units"`
+	// Files are files units read that the runner provides; ${file:NAME}
+	// is the path of one.
+	Files []File `json:"files,omitempty"`
 	// OnReady runs once every unit is started, each argv in turn, as the
-	// runner's user; a missing binary is skipped with a log line.
+	// runner's user, its output (stdout and stderr) going to the runner's
+	// stdout for the person who started it; a missing binary is skipped
+	// with a log line.
 	OnReady [][]string `json:"on_ready"`
 	// StopTimeout: how long units get after SIGTERM before SIGKILL.
 	StopTimeout Duration `json:"stop_timeout"`
@@ -62,10 +67,14 @@ type Unit struct {
 	TCP string `json:"tcp"`
 	// User, Group: whom to run as when the runner is root; the first name
 	// (or number) that exists is used, so a list can end in a fallback such
-	// as "nobody". Empty: root. Ignored without root: everything runs as
-	// the invoking user.
-	User                Names             `json:"user"`
-	Group               Names             `json:"group"`
+	// as "nobody". Empty: root (or, with DynamicUser, the unit's name).
+	// Ignored without root: everything runs as the invoking user.
+	User  Names `json:"user"`
+	Group Names `json:"group"`
+	// DynamicUser: when none of the users exists, run as a uid of the
+	// unit's own, allocated as systemd's DynamicUser= does (see
+	// dynamicIDs), with no passwd entry.
+	DynamicUser         bool              `json:"dynamic_user"`
 	SupplementaryGroups []string          `json:"supplementary_groups"`
 	Env                 map[string]string `json:"env"`
 	// Credentials are files put in the unit's CREDENTIALS_DIRECTORY, as
@@ -83,6 +92,16 @@ type Unit struct {
 	RestartSec    Duration `json:"restart_sec"`
 	RestartMaxSec Duration `json:"restart_max_sec"`
 	Umask         *Mode    `json:"umask"`
+}
+
+// File is a file units read, such as a helper's configuration: the first
+// of Use that exists, else Default (with ${...} references expanded)
+// written to STATE_DIR/files/NAME, 0644, at every start. Not for secrets
+// (those are credentials).
+type File struct {
+	Name    string   `json:"name"`
+	Use     []string `json:"use"`
+	Default string   `json:"default"`
 }
 
 // SocketConfig is a unit's unix socket (ListenStream=, SocketMode=,
@@ -206,11 +225,24 @@ func ParseConfig(b []byte) (*Config, error) {
 		}
 		seen[u.Name] = true
 	}
+	files := map[string]bool{}
+	for i, f := range c.Files {
+		if !validName(f.Name) {
+			return nil, fmt.Errorf("runner: config: file %d (%s): name must be non-empty, without / : $ { } or spaces", i, f.Name)
+		}
+		if files[f.Name] {
+			return nil, fmt.Errorf("runner: config: file %s defined twice", f.Name)
+		}
+		files[f.Name] = true
+		if strings.Contains(f.Default, "${file:") {
+			return nil, fmt.Errorf("runner: config: file %s: a default cannot refer to files", f.Name)
+		}
+	}
 	return &c, nil
 }
 
 func (u *Unit) check() error {
-	if u.Name == "" || strings.ContainsAny(u.Name, "/:$ {}") {
+	if !validName(u.Name) {
 		return errors.New("name must be non-empty, without / : $ { } or spaces")
 	}
 	if len(u.Exec) == 0 || u.Exec[0] == "" {
@@ -251,6 +283,10 @@ func (u *Unit) check() error {
 		}
 	}
 	return nil
+}
+
+func validName(n string) bool {
+	return n != "" && n != "." && n != ".." && !strings.ContainsAny(n, "/:$ {}\t\n")
 }
 
 // Unit returns the unit named name.

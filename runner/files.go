@@ -40,7 +40,10 @@ func (r *Runner) prepareDirs() error {
 	if err := mkdirMode(r.opts.StateDir, 0o755, -1, -1); err != nil {
 		return err
 	}
-	return mkdirMode(filepath.Join(r.opts.StateDir, "credentials"), 0o700, -1, -1)
+	if err := mkdirMode(filepath.Join(r.opts.StateDir, "credentials"), 0o700, -1, -1); err != nil {
+		return err
+	}
+	return r.writeFiles()
 }
 
 // mkdirMode creates dir if needed and sets its mode (and owner, unless -1)
@@ -215,4 +218,66 @@ func (u *unit) startLog() error {
 // logFiles are a child's stdin, stdout, stderr.
 func (u *unit) logFiles() []syscall.Conn {
 	return []syscall.Conn{nil, u.logW, u.logW}
+}
+
+// file is one of the config's files as resolved for this run.
+type file struct {
+	path    string
+	content []byte // what the runner writes there; nil: an existing file
+}
+
+// resolveFiles picks each file's path: the first existing one of Use,
+// else STATE_DIR/files/NAME with the expanded default.
+func (r *Runner) resolveFiles() error {
+	r.files = map[string]*file{}
+	for _, f := range r.cfg.Files {
+		var use string
+		for _, p := range f.Use {
+			p, err := r.Expand(p)
+			if err != nil {
+				return fmt.Errorf("runner: file %s: %w", f.Name, err)
+			}
+			if _, err := os.Stat(p); err == nil {
+				use = p
+				break
+			}
+		}
+		if use != "" {
+			r.files[f.Name] = &file{path: use}
+			r.log.Info("runner: file", "name", f.Name, "path", use)
+			continue
+		}
+		content, err := r.Expand(f.Default)
+		if err != nil {
+			return fmt.Errorf("runner: file %s: default: %w", f.Name, err)
+		}
+		r.files[f.Name] = &file{path: filepath.Join(r.opts.StateDir, "files", f.Name), content: []byte(content)}
+	}
+	return nil
+}
+
+// writeFiles writes the files that take their default, replacing what a
+// previous run wrote (which may have been for another user): one write,
+// renamed into place, so a unit never reads half a file.
+func (r *Runner) writeFiles() error {
+	for name, f := range r.files {
+		if f.content == nil {
+			continue
+		}
+		if err := mkdirMode(filepath.Dir(f.path), 0o755, -1, -1); err != nil {
+			return err
+		}
+		tmp := f.path + ".new"
+		if err := os.WriteFile(tmp, f.content, 0o644); err != nil {
+			return fmt.Errorf("runner: file %s: %w", name, err)
+		}
+		if err := os.Chmod(tmp, 0o644); err != nil {
+			return fmt.Errorf("runner: file %s: %w", name, err)
+		}
+		if err := os.Rename(tmp, f.path); err != nil {
+			return fmt.Errorf("runner: file %s: %w", name, err)
+		}
+		r.log.Info("runner: file written", "name", name, "path", f.path)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package runner
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/user"
 	"regexp"
@@ -19,7 +20,11 @@ type identity struct {
 	home     string
 	shell    string
 	switchTo bool // runner is root and must switch (even to root: groups)
+	dynamic  bool // allocated by the runner, no passwd entry
 }
+
+// nologin is the shell of a dynamic user, as nss-systemd reports it.
+const nologin = "/usr/sbin/nologin"
 
 func (id identity) credential() *syscall.Credential {
 	if !id.switchTo {
@@ -43,14 +48,21 @@ func self() (identity, error) {
 // resolveIdentity picks the first existing user and group among the
 // unit's alternatives. Supplementary groups that do not exist are left out
 // with a warning: on a machine without the sysusers accounts the runner
-// still works, with less separation.
-func resolveIdentity(u *Unit, root bool, log *slog.Logger) (identity, error) {
+// still works, with less separation. A dynamic_user unit whose users do
+// not exist gets ok=false: New allocates its ids once it knows every
+// static unit's (dynamicIDs).
+func resolveIdentity(u *Unit, root bool, log *slog.Logger) (id identity, ok bool, err error) {
 	if !root {
-		return self()
+		me, err := self()
+		return me, err == nil, err
 	}
 	names := u.User
 	if len(names) == 0 {
 		names = Names{"root"}
+		if u.DynamicUser {
+			// systemd names a dynamic user after its unit.
+			names = Names{u.Name}
+		}
 	}
 	var acct *user.User
 	for _, n := range names {
@@ -60,12 +72,24 @@ func resolveIdentity(u *Unit, root bool, log *slog.Logger) (identity, error) {
 		}
 	}
 	if acct == nil {
-		return identity{}, fmt.Errorf("runner: unit %s: none of the users %v exists", u.Name, []string(names))
+		if u.DynamicUser {
+			return identity{name: names[0], home: "/", shell: nologin, switchTo: true, dynamic: true}, false, nil
+		}
+		return identity{}, false, fmt.Errorf("runner: unit %s: none of the users %v exists", u.Name, []string(names))
 	}
 	uid, _ := strconv.ParseUint(acct.Uid, 10, 32)
 	gid, _ := strconv.ParseUint(acct.Gid, 10, 32)
-	id := identity{uid: uint32(uid), gid: uint32(gid), name: acct.Username, home: acct.HomeDir,
+	id = identity{uid: uint32(uid), gid: uint32(gid), name: acct.Username, home: acct.HomeDir,
 		shell: loginShell(acct.Username), switchTo: true}
+	if err := resolveGroups(u, &id, log); err != nil {
+		return identity{}, false, err
+	}
+	return id, true, nil
+}
+
+// resolveGroups sets the unit's primary group (the first of its group list
+// that exists, else the account's) and its supplementary groups.
+func resolveGroups(u *Unit, id *identity, log *slog.Logger) error {
 	if len(u.Group) > 0 {
 		found := false
 		for _, n := range u.Group {
@@ -74,8 +98,8 @@ func resolveIdentity(u *Unit, root bool, log *slog.Logger) (identity, error) {
 				break
 			}
 		}
-		if !found {
-			return identity{}, fmt.Errorf("runner: unit %s: none of the groups %v exists", u.Name, []string(u.Group))
+		if !found && !id.dynamic {
+			return fmt.Errorf("runner: unit %s: none of the groups %v exists", u.Name, []string(u.Group))
 		}
 	}
 	// Like systemd, a unit gets only the groups it names: not the
@@ -91,7 +115,7 @@ func resolveIdentity(u *Unit, root bool, log *slog.Logger) (identity, error) {
 			id.groups = append(id.groups, g)
 		}
 	}
-	return id, nil
+	return nil
 }
 
 func lookupUser(n string) (*user.User, error) {
@@ -139,7 +163,10 @@ var refRE = regexp.MustCompile(`\$\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\}`)
 //	${uid} ${gid} ${user}     the runner's own (${user}: the invoking user,
 //	                          $SUDO_USER under sudo)
 //	${uid:UNIT} ${gid:UNIT}   the uid/gid UNIT runs as
-//	${user:UNIT}              its user name
+//	${user:UNIT}              its user name (a dynamic user's has no
+//	                          passwd entry: refer to it by ${uid:UNIT})
+//	${url:UNIT}               what a browser opens for UNIT's tcp address
+//	${file:NAME}              the path of a file of the config's files
 //	${runtime_dir} ${state_dir} ${bin_dir}
 //
 // so a config can grant one unit's socket to another unit's uid whatever
@@ -147,40 +174,61 @@ var refRE = regexp.MustCompile(`\$\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\}`)
 func (r *Runner) Expand(s string) (string, error) {
 	var bad error
 	out := refRE.ReplaceAllStringFunc(s, func(m string) string {
-		sub := refRE.FindStringSubmatch(m)
-		key, unit := sub[1], sub[2]
-		id := r.self
-		if unit != "" {
-			us := r.units[unit]
-			if us == nil {
-				bad = fmt.Errorf("runner: %q: no unit %q", m, unit)
-				return m
-			}
-			id = us.id
+		v, err := r.expandRef(m)
+		if err != nil && bad == nil {
+			bad = err
 		}
-		switch {
-		case key == "uid":
-			return strconv.FormatUint(uint64(id.uid), 10)
-		case key == "gid":
-			return strconv.FormatUint(uint64(id.gid), 10)
-		case key == "user" && unit != "":
-			return id.name
-		case key == "user":
-			return r.invokingUser()
-		case key == "runtime_dir" && unit == "":
-			return r.opts.RuntimeDir
-		case key == "state_dir" && unit == "":
-			return r.opts.StateDir
-		case key == "bin_dir" && unit == "":
-			return r.opts.BinDir
-		}
-		bad = fmt.Errorf("runner: unknown reference %q", m)
-		return m
+		return v
 	})
 	if bad == nil && strings.Contains(out, "${") {
 		bad = fmt.Errorf("runner: malformed reference in %q", s)
 	}
 	return out, bad
+}
+
+func (r *Runner) expandRef(m string) (string, error) {
+	sub := refRE.FindStringSubmatch(m)
+	key, arg := sub[1], sub[2]
+	if key == "file" && arg != "" {
+		f := r.files[arg]
+		if f == nil {
+			return m, fmt.Errorf("runner: %q: no file %q in the config's files", m, arg)
+		}
+		return f.path, nil
+	}
+	id := r.self
+	var us *unit
+	if arg != "" {
+		if us = r.units[arg]; us == nil {
+			return m, fmt.Errorf("runner: %q: no unit %q", m, arg)
+		}
+		id = us.id
+	}
+	switch {
+	case key == "uid":
+		return strconv.FormatUint(uint64(id.uid), 10), nil
+	case key == "gid":
+		return strconv.FormatUint(uint64(id.gid), 10), nil
+	case key == "user" && us != nil:
+		return id.name, nil
+	case key == "user":
+		return r.invokingUser(), nil
+	case key == "url" && us != nil:
+		if us.cfg.TCP == "" {
+			return m, fmt.Errorf("runner: %q: unit %s has no tcp address", m, arg)
+		}
+		if _, port, err := net.SplitHostPort(us.cfg.TCP); err != nil || port == "0" {
+			return m, fmt.Errorf("runner: %q: unit %s's tcp address %q has no fixed port", m, arg, us.cfg.TCP)
+		}
+		return browserURL(us.cfg.TCP), nil
+	case key == "runtime_dir" && us == nil:
+		return r.opts.RuntimeDir, nil
+	case key == "state_dir" && us == nil:
+		return r.opts.StateDir, nil
+	case key == "bin_dir" && us == nil:
+		return r.opts.BinDir, nil
+	}
+	return m, fmt.Errorf("runner: unknown reference %q", m)
 }
 
 func (r *Runner) invokingUser() string {

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +72,7 @@ type Runner struct {
 	self  identity
 	units map[string]*unit
 	order []*unit
+	files map[string]*file
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -137,15 +139,31 @@ func New(opts Options) (*Runner, error) {
 	}
 	r := &Runner{opts: opts, cfg: opts.Config, log: opts.Log, root: os.Geteuid() == 0, self: me,
 		units: map[string]*unit{}}
+	var pending []*unit
 	for i := range r.cfg.Units {
 		uc := &r.cfg.Units[i]
-		id, err := resolveIdentity(uc, r.root, r.log)
+		id, ok, err := resolveIdentity(uc, r.root, r.log)
 		if err != nil {
 			return nil, err
 		}
 		u := &unit{r: r, cfg: uc, id: id, instances: map[*spawn.Process]struct{}{}}
 		r.units[uc.Name] = u
 		r.order = append(r.order, u)
+		if !ok {
+			pending = append(pending, u)
+		}
+	}
+	if err := allocateDynamic(r.order, pending, idInUse); err != nil {
+		return nil, err
+	}
+	for _, u := range pending {
+		if err := resolveGroups(u.cfg, &u.id, r.log); err != nil {
+			return nil, err
+		}
+		r.log.Info("runner: dynamic user", "unit", u.cfg.Name, "user", u.id.name, "uid", u.id.uid, "gid", u.id.gid)
+	}
+	if err := r.resolveFiles(); err != nil {
+		return nil, err
 	}
 	var missing []string
 	for _, u := range r.order {
@@ -371,17 +389,32 @@ func (r *Runner) runHook(ctx context.Context, in []string) {
 		return
 	}
 	env := append(os.Environ(), "SLUICE_RUNTIME_DIR="+r.opts.RuntimeDir, "SLUICE_MANIFEST="+r.ManifestPath())
-	// Straight to our stdout: an enrollment link is for the person who
-	// started the runner, not for the log.
-	var out, errw syscall.Conn = os.Stdout, os.Stderr
-	if f, ok := r.opts.Stdout.(*os.File); ok {
-		out = f
-	}
-	p, err := spawn.Start(&spawn.Attr{Path: path, Args: argv, Env: env, Files: []syscall.Conn{nil, out, errw}, Umask: -1})
+	// Its output goes to our stdout, not the log: an enrollment link is for
+	// the person who started the runner. Both streams share one pipe, so
+	// they keep their order, and come indented under the command line.
+	pr, pw, err := os.Pipe()
 	if err != nil {
 		r.log.Warn("runner: on_ready step failed to start", "argv", argv, "err", err)
 		return
 	}
+	defer pr.Close()
+	p, err := spawn.Start(&spawn.Attr{Path: path, Args: argv, Env: env, Files: []syscall.Conn{nil, pw, pw}, Umask: -1})
+	pw.Close()
+	if err != nil {
+		r.log.Warn("runner: on_ready step failed to start", "argv", argv, "err", err)
+		return
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		var b strings.Builder
+		b.WriteString("sluice: $ " + strings.Join(argv, " ") + "\n")
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			b.WriteString("  " + sc.Text() + "\n")
+		}
+		io.WriteString(r.opts.Stdout, b.String())
+	}()
 	select {
 	case <-p.Done():
 		if ws := p.Wait(); ws.ExitStatus() != 0 {
@@ -389,6 +422,14 @@ func (r *Runner) runHook(ctx context.Context, in []string) {
 		}
 	case <-ctx.Done():
 		p.Signal(syscall.SIGTERM)
+		p.Wait()
+	}
+	select {
+	case <-copied:
+	case <-time.After(time.Second):
+		// Something it started still holds the pipe: stop waiting.
+		pr.Close()
+		<-copied
 	}
 }
 

@@ -421,7 +421,7 @@ func TestTCPSocketAndAnnounce(t *testing.T) {
 	if !strings.Contains(string(out), "sluice: open http://localhost:"+port+"\n") {
 		t.Errorf("URL not announced; stdout:\n%s", out)
 	}
-	if !strings.Contains(string(out), "enroll "+h.r.invokingUser()+"\n") {
+	if !strings.Contains(string(out), "sluice: $ testsvc echo enroll "+h.r.invokingUser()+"\n  enroll "+h.r.invokingUser()+"\n") {
 		t.Errorf("on_ready step did not run; stdout:\n%s", out)
 	}
 	if !strings.Contains(h.log.String(), "binary missing") {
@@ -522,7 +522,8 @@ func TestConfig(t *testing.T) {
 }
 
 func TestExpand(t *testing.T) {
-	cfg, _ := ParseConfig([]byte(`{"units": [{"name": "a", "exec": ["testsvc"], "accept": true}]}`))
+	cfg, _ := ParseConfig([]byte(`{"units": [{"name": "a", "exec": ["testsvc"], "accept": true},
+		{"name": "web", "exec": ["testsvc"], "tcp": "0.0.0.0:8080"}, {"name": "any", "exec": ["testsvc"], "tcp": "127.0.0.1:0"}]}`))
 	r, err := New(Options{Config: cfg, RuntimeDir: "/r", BinDir: binDir, StateDir: "/s"})
 	if err != nil {
 		t.Fatal(err)
@@ -536,12 +537,13 @@ func TestExpand(t *testing.T) {
 		"${runtime_dir}/x":       "/r/x",
 		"${state_dir}${bin_dir}": "/s" + binDir,
 		"plain":                  "plain",
+		"${url:web}/enroll":      "http://localhost:8080/enroll",
 	} {
 		if got, err := r.Expand(in); err != nil || got != want {
 			t.Errorf("Expand(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"${uid:nosuch}", "${nope}", "${uid"} {
+	for _, bad := range []string{"${uid:nosuch}", "${nope}", "${uid", "${file:nosuch}", "${url:a}", "${url:any}", "${url}"} {
 		if _, err := r.Expand(bad); err == nil {
 			t.Errorf("Expand(%q) did not fail", bad)
 		}

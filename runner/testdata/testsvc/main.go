@@ -104,10 +104,9 @@ func main() {
 	if !*quiet {
 		fmt.Printf("testsvc up pid=%d fds=%s\n", os.Getpid(), listenEnv[2])
 	}
-	uid := uint32(os.Getuid())
 	s := &rpc.Server{Name: "testsvc", Log: log, Routes: []rpc.Route{{
 		Client: clientHello, Server: serverHello, MaxFDs: 1,
-		Allow:  rpc.Allow{UIDs: []uint32{0, uid}},
+		Allow:  rpc.Allow{UIDs: allowed()},
 		Handle: handle,
 	}}}
 	stopSignals := []os.Signal{syscall.SIGINT, syscall.SIGTERM}
@@ -186,6 +185,35 @@ func handle(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		return rpc.Reply{Body: info{Data: string(b)}}, nil
 	case "notify":
 		return rpc.Reply{Body: info{}}, sdnotify.Notify(req.Data)
+	case "call":
+		// whoami on another unit's socket (Name), as this unit: what a
+		// helper calling the next one in the chain meets.
+		cl := &rpc.Client{Path: req.Name, Hello: clientHello, Expect: serverHello}
+		var in info
+		if _, err := cl.Call(ctx, request{Op: "whoami"}, nil, &in); err != nil {
+			return rpc.Reply{}, rpc.Errorf("failed", "%v", err)
+		}
+		return rpc.Reply{Body: in}, nil
 	}
 	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
+}
+
+// allowed is root, this process's uid, and every uid:N in the
+// SLUICE_ALLOW_* variables a runner config gives the helpers.
+func allowed() []uint32 {
+	uids := []uint32{0, uint32(os.Getuid())}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(k, "SLUICE_ALLOW_") {
+			continue
+		}
+		for _, spec := range strings.Split(v, ",") {
+			if n, ok := strings.CutPrefix(spec, "uid:"); ok {
+				if u, err := strconv.ParseUint(n, 10, 32); err == nil {
+					uids = append(uids, uint32(u))
+				}
+			}
+		}
+	}
+	return uids
 }

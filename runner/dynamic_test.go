@@ -1,0 +1,312 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"sluice/helpers/policy"
+)
+
+func TestAllocateDynamic(t *testing.T) {
+	dyn := func(unitName, userName string) *unit {
+		return &unit{cfg: &Unit{Name: unitName}, id: identity{name: userName, dynamic: true, switchTo: true}}
+	}
+	static := func(uid, gid uint32) *unit {
+		return &unit{cfg: &Unit{Name: "static"}, id: identity{uid: uid, gid: gid, name: "x", switchTo: true}}
+	}
+	next := func(id uint32) uint32 {
+		if id == DynamicUIDMax {
+			return DynamicUIDMin
+		}
+		return id + 1
+	}
+	a, b := dynamicStart("sluice-a"), dynamicStart("sluice-b")
+	if a == b {
+		t.Fatal("test names hash to the same id; pick others")
+	}
+	for _, tc := range []struct {
+		name    string
+		static  []*unit
+		users   []string // dynamic units' user names, in config order
+		inUse   func(uint32) bool
+		want    []uint32
+		wantErr string
+	}{
+		{name: "each its own start", users: []string{"sluice-a", "sluice-b"},
+			want: []uint32{a, b}},
+		{name: "same name shares", users: []string{"sluice-a", "sluice-a"},
+			want: []uint32{a, a}},
+		{name: "taken in passwd or group: the next one", users: []string{"sluice-a"},
+			inUse: func(id uint32) bool { return id == a }, want: []uint32{next(a)}},
+		{name: "another unit's uid", static: []*unit{static(a, 0)}, users: []string{"sluice-a"},
+			want: []uint32{next(a)}},
+		{name: "another unit's gid", static: []*unit{static(0, a)}, users: []string{"sluice-a"},
+			want: []uint32{next(a)}},
+		{name: "an earlier dynamic unit's", users: []string{"sluice-a", "sluice-x"},
+			inUse: func(id uint32) bool { return id != a && id != next(a) }, want: []uint32{a, next(a)}},
+		{name: "wraps at the top of the range", users: []string{"sluice-a"},
+			inUse: func(id uint32) bool { return id >= a || id < DynamicUIDMin+3 }, want: []uint32{DynamicUIDMin + 3}},
+		{name: "range full", users: []string{"sluice-a"},
+			inUse: func(uint32) bool { return true }, wantErr: "no free id left in 61184-65519"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			units := slices.Clone(tc.static)
+			var pending []*unit
+			for i, n := range tc.users {
+				u := dyn(fmt.Sprint("u", i), n)
+				units = append(units, u)
+				pending = append(pending, u)
+			}
+			inUse := tc.inUse
+			if inUse == nil {
+				inUse = func(uint32) bool { return false }
+			}
+			err := allocateDynamic(units, pending, inUse)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []uint32
+			for _, u := range pending {
+				if u.id.gid != u.id.uid {
+					t.Errorf("%s: gid %d != uid %d", u.cfg.Name, u.id.gid, u.id.uid)
+				}
+				got = append(got, u.id.uid)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("ids %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// defaultWithTestsvc is the embedded default config with testsvc standing
+// in for every helper: the same users, sockets, allowlists, credentials
+// and files. The frontend stand-in gets a unix socket too, to be asked
+// who it is.
+func defaultWithTestsvc(t *testing.T) *Config {
+	def, err := DefaultConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	def.OnReady = nil
+	def.StopTimeout = Duration(5e9)
+	for i := range def.Units {
+		u := &def.Units[i]
+		u.Exec = []string{"testsvc"}
+		if u.Notify {
+			u.Exec = append(u.Exec, "--notify")
+		}
+		if u.TCP != "" {
+			u.TCP = "127.0.0.1:0"
+		}
+		u.NoSocket = false
+	}
+	return def
+}
+
+// TestDynamicUsersDefaultConfig: as root, on a machine without the sluice
+// accounts, the default config runs auth, policy, ptystore and frontend
+// as four uids of their own, owning their sockets, credentials and state
+// as configured, and the calls the suite makes still go through while
+// the others are refused by the kernel.
+func TestDynamicUsersDefaultConfig(t *testing.T) {
+	def := defaultWithTestsvc(t)
+	h := start(t, "[]", func(c *Config) { *c = *def })
+	helpers := []string{"auth", "policy", "ptystore", "frontend"}
+	who := map[string]info{}
+	for _, name := range append(helpers, "shell") {
+		who[name] = h.mustCall(name, request{Op: "whoami"})
+	}
+	if os.Geteuid() != 0 {
+		for name, in := range who {
+			if in.UID != os.Getuid() {
+				t.Errorf("%s: uid %d, want ours (%d) without root", name, in.UID, os.Getuid())
+			}
+		}
+		return
+	}
+	uids := map[int]string{}
+	for _, name := range helpers {
+		in := who[name]
+		acct := "sluice-" + name
+		want := func(uid int) bool { return uid >= DynamicUIDMin && uid <= DynamicUIDMax }
+		if a, err := user.Lookup(acct); err == nil {
+			// A machine with the sysusers accounts: those are used.
+			want = func(uid int) bool { return fmt.Sprint(uid) == a.Uid }
+		} else if in.GID != in.UID || in.env("HOME") != "/" || in.env("SHELL") != nologin {
+			t.Errorf("%s: gid %d (uid %d), HOME=%q SHELL=%q; want gid = uid, / and %s",
+				name, in.GID, in.UID, in.env("HOME"), in.env("SHELL"), nologin)
+		}
+		if !want(in.UID) {
+			t.Errorf("%s runs as uid %d", name, in.UID)
+		}
+		if other, dup := uids[in.UID]; dup {
+			t.Errorf("%s and %s share uid %d", name, other, in.UID)
+		}
+		uids[in.UID] = name
+		if in.env("USER") != acct || in.env("LOGNAME") != acct {
+			t.Errorf("%s: USER=%q LOGNAME=%q, want %s", name, in.env("USER"), in.env("LOGNAME"), acct)
+		}
+		if got, want := in.env("SLUICE_ALLOW_WEB_TO_"+strings.ToUpper(name)), fmt.Sprintf("uid:%d", who["frontend"].UID); name != "frontend" && got != want {
+			t.Errorf("%s: allowlist %q, want %q (${uid:frontend})", name, got, want)
+		}
+	}
+	if who["shell"].UID != 0 {
+		t.Errorf("shell runs as %d, want root", who["shell"].UID)
+	}
+	// Credentials reach their unit through its own uid (0400, dir 0500).
+	for _, name := range []string{"auth", "policy", "ptystore"} {
+		if in := who[name]; in.GrantKeyLen != KeySize {
+			t.Errorf("%s: grant key %d bytes (%s)", name, in.GrantKeyLen, in.GrantKeyErr)
+		}
+	}
+	owner := func(path string) (int, os.FileMode) {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return int(st.Uid), os.FileMode(st.Mode & 0o7777)
+	}
+	for sock, unitName := range map[string]string{"auth": "frontend", "policy": "frontend", "ptystore": "frontend", "shell": "policy"} {
+		if uid, mode := owner(h.r.SocketPath(sock)); uid != who[unitName].UID || mode != 0o600 {
+			t.Errorf("%s.sock: owner %d mode %04o, want %s's uid %d, 0600", sock, uid, mode, unitName, who[unitName].UID)
+		}
+	}
+	if uid, mode := owner(filepath.Join(h.state, "auth")); uid != who["auth"].UID || mode != 0o700 {
+		t.Errorf("auth's state directory: owner %d mode %04o", uid, mode)
+	}
+
+	// The suite's own calls work: frontend to auth, policy to shell.
+	for _, c := range []struct{ from, to string }{{"frontend", "auth"}, {"frontend", "ptystore"}, {"policy", "shell"}} {
+		in, err := h.call(c.from, request{Op: "call", Name: h.r.SocketPath(c.to)})
+		if err != nil || in.UID != who[c.to].UID {
+			t.Errorf("%s -> %s: %v (callee uid %d)", c.from, c.to, err, in.UID)
+		}
+	}
+	// Any other pair: the socket's mode keeps them out.
+	for _, c := range []struct{ from, to string }{{"ptystore", "auth"}, {"auth", "policy"}, {"frontend", "shell"}, {"auth", "shell"}} {
+		if _, err := h.call(c.from, request{Op: "call", Name: h.r.SocketPath(c.to)}); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("%s -> %s: %v, want permission denied", c.from, c.to, err)
+		}
+	}
+
+	// The policy helper is pointed at the admin's policy, else at a
+	// development one letting whoever started the runner be themselves.
+	pol := h.r.files["policy"].path
+	if _, err := os.Stat("/etc/sluice/policy"); err == nil {
+		if pol != "/etc/sluice/policy" {
+			t.Errorf("policy file %s while /etc/sluice/policy exists", pol)
+		}
+	} else {
+		// What sluice-policy makes of it: the invoking user as themselves
+		// on the host, nothing else.
+		f, err := os.Open(pol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := policy.Parse(f, pol)
+		f.Close()
+		if err != nil {
+			t.Fatalf("development policy: %v", err)
+		}
+		me := h.r.invokingUser()
+		for _, c := range []struct {
+			req   policy.Request
+			allow bool
+		}{
+			{policy.Request{User: me, UnixUser: me, Machine: ".host"}, true},
+			{policy.Request{User: me, UnixUser: me, Machine: "web1"}, false},
+			{policy.Request{User: me + "x", UnixUser: me + "x", Machine: ".host"}, false},
+			{policy.Request{User: me, UnixUser: me, Machine: ".host", Args: []string{"/bin/true"}}, false},
+		} {
+			if d := p.Decide(c.req); d.Allow != c.allow {
+				t.Errorf("development policy: %+v allowed=%v", c.req, d.Allow)
+			}
+		}
+	}
+
+	// The same names get the same ids on the next run.
+	again, err := New(Options{Config: defaultWithTestsvc(t), RuntimeDir: t.TempDir(), BinDir: binDir, StateDir: t.TempDir(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range helpers {
+		if got := int(again.units[name].id.uid); got != who[name].UID {
+			t.Errorf("%s: uid %d on the next run, was %d", name, got, who[name].UID)
+		}
+	}
+}
+
+// TestFiles: a file takes the first existing path of its list, else its
+// default is written to the state directory, afresh at every start.
+func TestFiles(t *testing.T) {
+	base := openTempDir(t)
+	existing := filepath.Join(base, "mine")
+	os.WriteFile(existing, []byte("admin's\n"), 0o644)
+	cfg, err := ParseConfig([]byte(`{"files": [
+		{"name": "mine", "use": ["` + base + `/missing", "` + existing + `"], "default": "unused"},
+		{"name": "dev", "use": ["` + base + `/missing"], "default": "allow ${user} as ${user} on .host # ${uid:svc}\n"}],
+	 "units": [{"name": "svc", "exec": ["testsvc", "${file:mine}"], "accept": true,
+		"env": {"MINE": "${file:mine}", "DEV": "${file:dev}"}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(base, "state")
+	dev := filepath.Join(state, "files", "dev")
+	for run := 0; run < 2; run++ {
+		r, err := New(Options{Config: cfg, RuntimeDir: filepath.Join(base, "run"), BinDir: binDir, StateDir: state,
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		h := &harness{t: t, r: r}
+		in := h.mustCall("svc", request{Op: "whoami"})
+		r.Stop()
+		if in.env("MINE") != existing || in.env("DEV") != dev {
+			t.Fatalf("MINE=%q DEV=%q, want %s and %s", in.env("MINE"), in.env("DEV"), existing, dev)
+		}
+		b, err := os.ReadFile(dev)
+		st, _ := os.Stat(dev)
+		uid := strconv.FormatUint(uint64(r.units["svc"].id.uid), 10)
+		if want := "allow " + r.invokingUser() + " as " + r.invokingUser() + " on .host # " + uid + "\n"; err != nil || string(b) != want || st.Mode().Perm() != 0o644 {
+			t.Fatalf("run %d: %s: %q (%v, %v), want %q, 0644", run, dev, b, st.Mode(), err, want)
+		}
+		// Whatever was there is replaced at the next start.
+		os.WriteFile(dev, []byte("edited\n"), 0o600)
+	}
+	if b, _ := os.ReadFile(existing); string(b) != "admin's\n" {
+		t.Fatalf("an existing file was written to: %q", b)
+	}
+	for _, tc := range []struct{ name, json, err string }{
+		{"twice", `{"files": [{"name": "a"}, {"name": "a"}]}`, "defined twice"},
+		{"bad name", `{"files": [{"name": "../a"}]}`, "name must be"},
+		{"default refers to a file", `{"files": [{"name": "a", "default": "${file:b}"}]}`, "cannot refer to files"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseConfig([]byte(tc.json)); err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("err %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
