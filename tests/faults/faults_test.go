@@ -104,7 +104,7 @@ func run(m *testing.M) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	s, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(dir, "suite"), Bin: bin, Tweak: func(c suiterun.RawConfig) {
+	s, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(dir, "suite"), Bin: bin, FreshRootHome: true, Tweak: func(c suiterun.RawConfig) {
 		// One shell instance at a time, so a test can hold the shell
 		// socket busy and have policy wait on it; a long timeout so the
 		// holding connection outlasts the test's steps.
@@ -203,6 +203,9 @@ func newSession(b *suiterun.Browser, mark string) (string, error) {
 	id, err := b.Create()
 	if err != nil {
 		return "", err
+	}
+	if err := b.Ready(); err != nil {
+		return "", fmt.Errorf("session %s: %w", id, err)
 	}
 	if err := b.Run("export MARK="+mark+"; echo \"<${MARK}|$((6*7))>\"", "<"+mark+"|42>"); err != nil {
 		return "", fmt.Errorf("session %s: %w", id, err)
@@ -793,6 +796,9 @@ func TestKillShellMidCall(t *testing.T) {
 			sess, _ := attached["session"].(map[string]any)
 			id, _ := sess["id"].(string)
 			mark := fmt.Sprintf("m-shell-%d", round)
+			if err := b.Ready(); err != nil {
+				t.Fatal(err)
+			}
 			if err := b.Run("export MARK="+mark+"; echo \"<${MARK}|$((6*7))>\"", "<"+mark+"|42>"); err != nil {
 				t.Fatal(err)
 			}

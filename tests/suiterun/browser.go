@@ -251,8 +251,11 @@ func (b *Browser) List() ([]string, error) {
 
 // Until reads terminal output until want appears and returns everything
 // up to and including it; the rest stays for the next call.
-func (b *Browser) Until(want string) ([]byte, error) {
-	deadline := time.After(Wait)
+func (b *Browser) Until(want string) ([]byte, error) { return b.UntilWithin(want, Wait) }
+
+// UntilWithin is Until with its own bound.
+func (b *Browser) UntilWithin(want string, d time.Duration) ([]byte, error) {
+	deadline := time.After(d)
 	for {
 		if i := bytes.Index(b.buf, []byte(want)); i >= 0 {
 			got := append([]byte(nil), b.buf[:i+len(want)]...)
@@ -266,7 +269,7 @@ func (b *Browser) Until(want string) ([]byte, error) {
 			}
 			b.buf = append(b.buf, p...)
 		case <-deadline:
-			return nil, fmt.Errorf("suiterun: no %q in the output within %v; output %q", want, Wait, tail(b.buf))
+			return nil, fmt.Errorf("suiterun: no %q in the output within %v; output %q", want, d, tail(b.buf))
 		}
 	}
 }
@@ -305,6 +308,27 @@ func (b *Browser) Stream(fn func([]byte) bool, onMsg func(map[string]any)) error
 			}
 		case <-idle.C:
 			return fmt.Errorf("suiterun: no output for %v while streaming", Wait)
+		}
+	}
+}
+
+// Ready waits until the attached session's shell runs what is typed. A
+// line typed while a login shell is still starting can be thrown away
+// (seen with bash reading a slow profile: its first prompt comes and the
+// typed-ahead line is gone), so the probe is typed again every two
+// seconds until one answers.
+func (b *Browser) Ready() error {
+	deadline := time.Now().Add(Wait)
+	for {
+		if err := b.Type("echo \"<rea\"\"dy>\"\n"); err != nil {
+			return err
+		}
+		_, err := b.UntilWithin("<ready>", 2*time.Second)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		if errors.Is(err, ErrClosed) {
+			return err
 		}
 	}
 }

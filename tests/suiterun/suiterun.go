@@ -118,6 +118,13 @@ type Options struct {
 	// Tweak edits the runner config before it is written (extra flags,
 	// connection caps).
 	Tweak func(c RawConfig)
+	// FreshRootHome runs the runner, and so every unit and login shell,
+	// in its own mount namespace with an empty tmpfs on /root: root's
+	// login shells then read only /etc's profile, not whatever a
+	// developer's dotfiles do (pyenv's rehash lock, for one, stalls
+	// twenty root shells starting at once for half a minute). The host
+	// is not touched.
+	FreshRootHome bool
 }
 
 // PolicyAllowRoot lets every user a test registers open root shells on
@@ -285,8 +292,14 @@ func Start(o Options) (*Suite, error) {
 		return nil, fmt.Errorf("suiterun: written config: %w", err)
 	}
 
-	s.cmd = exec.Command(filepath.Join(s.Bin, "sluice"), "run", "--config", cfgPath,
-		"--bin-dir", s.Bin, "--runtime-dir", s.RunDir, "--state-dir", s.StateDir)
+	argv := []string{filepath.Join(s.Bin, "sluice"), "run", "--config", cfgPath,
+		"--bin-dir", s.Bin, "--runtime-dir", s.RunDir, "--state-dir", s.StateDir}
+	if o.FreshRootHome {
+		// unshare and sh exec in turn, so the runner keeps this pid.
+		argv = append([]string{"unshare", "--mount", "--propagation", "private", "--",
+			"/bin/sh", "-c", `mount -t tmpfs -o mode=0700 sluice-root-home /root && exec "$@"`, "sh"}, argv...)
+	}
+	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"}
 	s.cmd.Stderr = s.Log
 	out, err := s.cmd.StdoutPipe()
