@@ -64,6 +64,11 @@ type Status struct {
 	Landlock int  // Landlock ABI version used; 0 when not applied
 	Seccomp  bool // the syscall filter is installed
 	Cgo      bool // built with cgo: Landlock could not reach every thread
+	// Refused is set when the Landlock calls were refused by a filter
+	// from outside (a container runtime's, or a unit whose
+	// SystemCallFilter= lacks them): the helper runs without Landlock,
+	// and says so.
+	Refused error
 }
 
 func (s Status) String() string {
@@ -71,6 +76,8 @@ func (s Status) String() string {
 	switch {
 	case s.Cgo:
 		ll = "no landlock (cgo build)"
+	case s.Refused != nil:
+		ll = "no landlock (" + s.Refused.Error() + ")"
 	case s.Landlock > 0:
 		ll = fmt.Sprintf("landlock ABI %d", s.Landlock)
 	}
@@ -104,11 +111,15 @@ func Apply(p Profile) (Status, error) {
 		p.Write = append(p.Write, filepath.Dir(p.Listen))
 	}
 	if !st.Cgo {
-		abi, err := landlock(p)
-		if err != nil {
-			return st, fmt.Errorf("confine %s: landlock: %w", p.Name, err)
+		if _, err := abi(); err != nil {
+			st.Refused = err
+		} else {
+			v, err := landlock(p)
+			if err != nil {
+				return st, fmt.Errorf("confine %s: landlock: %w", p.Name, err)
+			}
+			st.Landlock = v
 		}
-		st.Landlock = abi
 	}
 	if nativeArch == 0 {
 		// No table for this architecture: Status says so, the helper logs it.
@@ -128,6 +139,10 @@ func Helper(log *slog.Logger, p Profile) {
 	if err != nil {
 		log.Error("confine: failed", "err", err)
 		os.Exit(1)
+	}
+	if st.Refused != nil {
+		log.Warn("confine: running without Landlock", "name", p.Name, "how", st.String())
+		return
 	}
 	log.Debug("confined", "name", p.Name, "how", st.String())
 }
@@ -182,8 +197,8 @@ func ABI() int {
 }
 
 // abi tells "no Landlock here" (ENOSYS, EOPNOTSUPP: 0 and no error) from
-// "the call was refused" (a seccomp filter from outside that forgot the
-// landlock calls: an error, or the helper would quietly go without).
+// "the call was refused" (EPERM from a seccomp filter outside that does
+// not know the landlock calls: an error, so it gets logged).
 func abi() (int, error) {
 	v, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
 	switch e {
@@ -192,13 +207,13 @@ func abi() (int, error) {
 	case unix.ENOSYS, unix.EOPNOTSUPP:
 		return 0, nil
 	}
-	return 0, fmt.Errorf("landlock_create_ruleset: %w (is it missing from SystemCallFilter=?)", e)
+	return 0, fmt.Errorf("landlock_create_ruleset refused: %w", e)
 }
 
 func landlock(p Profile) (int, error) {
-	abi, err := abi()
-	if err != nil || abi == 0 {
-		return 0, err
+	abi, _ := abi()
+	if abi == 0 {
+		return 0, nil
 	}
 	attr := rulesetAttr{fs: fsV1}
 	size := uintptr(8) // the fields known to this ABI: fs, then net, then scoped

@@ -1,0 +1,393 @@
+package systemd_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"sluice/helpers/grant"
+	"sluice/internal/installtest"
+	"sluice/msg"
+	"sluice/rpc"
+	"sluice/rpc/buildid"
+)
+
+// The integration test boots the host's own systemd in a container
+// (systemd-nspawn --directory=/ --volatile=yes: a tmpfs root with the
+// host's /usr read-only) with an installed tree bound at /opt/sluice and
+// the units copied into /etc/systemd/system, starts the sockets, and runs
+// web -> policy -> shell -> ptystore through the real Accept=yes
+// instances, DynamicUser accounts, machined, polkit and the fd store,
+// including a restart of the pty store that keeps the session.
+//
+// The "web" side is this test binary run inside the container with the
+// frontend's group (clientRole): it signs a grant with the installed
+// grant key, as auth would after a passkey login, and speaks as the
+// frontend with the frontend's build ID from the manifest.
+
+const (
+	clientEnv = "SLUICE_NSPAWN_CLIENT" // set: this process is the in-container client
+	prefix    = "/opt/sluice"
+	testDir   = "/opt/sluice-test"
+)
+
+// nspawnUnavailable skips, or fails when CI said this test must run.
+func nspawnUnavailable(t *testing.T, format string, a ...any) {
+	t.Helper()
+	if os.Getenv("SLUICE_REQUIRE_NSPAWN") == "1" {
+		t.Fatalf("SLUICE_REQUIRE_NSPAWN=1 but: "+format, a...)
+	}
+	t.Skipf(format+" (set SLUICE_REQUIRE_NSPAWN=1 to make this a failure)", a...)
+}
+
+type container struct {
+	t    *testing.T
+	init int
+}
+
+// run runs a command inside the container (all its namespaces), bounded
+// so a wedged container ends the test instead of hanging it.
+func (c *container) run(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(c.init), "-a", "--"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (c *container) must(args ...string) string {
+	c.t.Helper()
+	out, err := c.run(args...)
+	if err != nil {
+		c.t.Fatalf("in the container: %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func boot(t *testing.T) *container {
+	t.Helper()
+	if os.Getuid() != 0 {
+		nspawnUnavailable(t, "not root")
+	}
+	for _, tool := range []string{"systemd-nspawn", "nsenter", "setpriv"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			nspawnUnavailable(t, "%s not installed (Debian: systemd-container, util-linux)", tool)
+		}
+	}
+	if fi, err := os.Lstat("/bin"); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		nspawnUnavailable(t, "--volatile=yes needs a merged /usr")
+	}
+
+	dest := installtest.Install(t, prefix)
+	stage := t.TempDir()
+	units := filepath.Join(stage, "system")
+	if err := os.Mkdir(units, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Copied, not linked: systemd treats a symlinked unit file as an alias.
+	src, _ := filepath.Glob(filepath.Join(dest, prefix, "lib/systemd/system/*"))
+	for _, f := range src {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(units, filepath.Base(f)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policy := filepath.Join(stage, "policy")
+	if err := os.WriteFile(policy, []byte("allow alice as root on .host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := filepath.Join(dest, prefix)
+	args := []string{
+		"--directory=/", "--volatile=yes", "--register=no", "--keep-unit", "-b",
+		"--console=passive", "--machine=sluicetest",
+		// nspawn's own filter predates Landlock; the helpers use it.
+		"--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self",
+		"--bind-ro=" + tree + ":" + prefix,
+		"--bind-ro=" + units + ":/etc/systemd/system",
+		"--bind-ro=" + tree + "/lib/sysusers.d/sluice.conf:/etc/sysusers.d/sluice.conf",
+		"--bind-ro=" + tree + "/lib/tmpfiles.d/sluice.conf:/etc/tmpfiles.d/sluice.conf",
+		"--bind-ro=" + tree + "/share/polkit-1/rules.d/50-sluice.rules:/etc/polkit-1/rules.d/50-sluice.rules",
+		"--bind-ro=" + policy + ":/etc/sluice/policy",
+		"--bind-ro=" + filepath.Dir(self) + ":" + testDir,
+		// The shell machined starts goes through PAM ("login"), whose
+		// configuration an empty volatile /etc lacks.
+		"--bind-ro=/etc/pam.d", "--bind-ro=/etc/security",
+		"--", "systemd.firstboot=off",
+	}
+	cmd := exec.Command("systemd-nspawn", args...)
+	var log strings.Builder
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		nspawnUnavailable(t, "systemd-nspawn: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	c := &container{t: t}
+	t.Cleanup(func() {
+		// The container's init first: nspawn then has nothing to wait for.
+		if c.init > 0 {
+			syscall.Kill(c.init, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		<-exited
+	})
+	// Its init is the child of nspawn that runs systemd (an intermediate
+	// child that sets up the namespaces comes and goes first).
+	for c.init == 0 {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", cmd.Process.Pid))
+		for _, task := range tasks {
+			b, _ := os.ReadFile(task)
+			for _, pid := range strings.Fields(string(b)) {
+				if comm, _ := os.ReadFile("/proc/" + pid + "/comm"); strings.TrimSpace(string(comm)) == "systemd" {
+					c.init, _ = strconv.Atoi(pid)
+				}
+			}
+		}
+		if c.init != 0 {
+			break
+		}
+		select {
+		case <-exited:
+			nspawnUnavailable(t, "systemd-nspawn exited: %s", log.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// systemctl needs PID 1's private socket, which comes a moment
+	// after PID 1 itself.
+	var out string
+	for {
+		out, err = c.run("systemctl", "is-system-running", "--wait")
+		if !strings.Contains(out, "Failed to connect to bus") {
+			break
+		}
+		select {
+		case <-exited:
+			nspawnUnavailable(t, "systemd-nspawn exited: %s", log.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	state := strings.TrimSpace(out)
+	if state != "running" && state != "degraded" {
+		failed, _ := c.run("systemctl", "--failed", "--no-pager")
+		nspawnUnavailable(t, "the container's systemd did not boot: %q %v\n%s\nnspawn: %s", state, err, failed, log.String())
+	}
+	if state == "degraded" {
+		failed, _ := c.run("systemctl", "--failed", "--no-pager")
+		t.Logf("container booted degraded (not sluice's units):\n%s", failed)
+	}
+	return c
+}
+
+func TestNspawn(t *testing.T) {
+	c := boot(t)
+	c.must("systemctl", "start", "sluice-auth.socket", "sluice-policy.socket", "sluice-shell.socket", "sluice-ptystore.socket")
+	socks := c.must("stat", "-c", "%n %a %U:%G", "/run/sluice/auth.sock", "/run/sluice/policy.sock", "/run/sluice/shell.sock", "/run/sluice/ptystore.sock")
+	for _, want := range []string{"auth.sock 660 root:sluice-web", "policy.sock 660 root:sluice-web",
+		"shell.sock 660 root:sluice-shell-callers", "ptystore.sock 660 root:sluice-web"} {
+		if !strings.Contains(socks, want) {
+			t.Errorf("sockets:\n%s\nlack %q", socks, want)
+		}
+	}
+
+	// The admin side: root, over the admin protocols.
+	if out := c.must(prefix+"/bin/sluicectl", "enroll", "alice"); !strings.Contains(out, "/enroll#") {
+		t.Errorf("enroll: %s", out)
+	}
+
+	client := func(args ...string) string {
+		t.Helper()
+		cmd := append([]string{"env", clientEnv + "=1", "setpriv", "--groups=sluice-web", testDir + "/" + filepath.Base(os.Args[0])}, args...)
+		out, err := c.run(cmd...)
+		if err != nil {
+			journal, _ := c.run("journalctl", "--no-pager", "-n", "60")
+			t.Fatalf("client %v: %v\n%s\njournal:\n%s", args, err, out, journal)
+		}
+		return out
+	}
+	out := client("open")
+	id, ok := strings.CutPrefix(strings.TrimSpace(lastLine(out)), "SESSION ")
+	if !ok || !strings.Contains(out, "SHELL OK") {
+		t.Fatalf("client open: %s", out)
+	}
+	t.Logf("session %s through policy, shell (machined, polkit) and ptystore", id)
+
+	sessions := c.must(prefix+"/bin/sluicectl", "sessions", "--json")
+	if !strings.Contains(sessions, id) {
+		t.Errorf("sluicectl sessions lacks %s:\n%s", id, sessions)
+	}
+	if n := c.must("systemctl", "show", "-P", "NFileDescriptorStore", "sluice-ptystore.service"); strings.TrimSpace(n) != "1" {
+		t.Errorf("fd store holds %q fds, want 1", strings.TrimSpace(n))
+	}
+	pid1 := strings.TrimSpace(c.must("systemctl", "show", "-P", "MainPID", "sluice-ptystore.service"))
+	uid := strings.Fields(strings.TrimPrefix(c.must("grep", "^Uid:", "/proc/"+pid1+"/status"), "Uid:"))
+	if len(uid) == 0 {
+		t.Fatal("no Uid: line for the pty store")
+	}
+	if n, _ := strconv.Atoi(uid[0]); n < 61184 || n > 65519 {
+		t.Errorf("ptystore runs as uid %v, not a DynamicUser uid", uid)
+	}
+
+	c.must("systemctl", "restart", "sluice-ptystore.service")
+	pid2 := strings.TrimSpace(c.must("systemctl", "show", "-P", "MainPID", "sluice-ptystore.service"))
+	if pid2 == pid1 || pid2 == "0" {
+		t.Fatalf("ptystore main pid %s -> %s: not restarted", pid1, pid2)
+	}
+	if out := client("get", id); !strings.Contains(out, "SHELL OK") {
+		t.Errorf("after the restart: %s", out)
+	}
+	if out := c.must(prefix+"/bin/sluicectl", "sessions", "end", id); !strings.Contains(out, "ended") {
+		t.Errorf("sessions end: %s", out)
+	}
+
+	journal := c.must("journalctl", "--no-pager", "-o", "cat", "-u", "sluice-*")
+	for _, want := range []string{
+		"call=create-shell-session", "call=open-shell", "call=pty-put", "call=pty-get", "call=enroll",
+	} {
+		if !strings.Contains(journal, want) {
+			t.Errorf("journal lacks %q", want)
+		}
+	}
+	instances := c.must("journalctl", "--no-pager", "-o", "short", "-u", "sluice-policy@*", "-u", "sluice-shell@*")
+	if !strings.Contains(instances, "sluice-policy@") || !strings.Contains(instances, "sluice-shell@") {
+		t.Errorf("no Accept=yes instances in the journal:\n%s", instances)
+	}
+	for _, bad := range []string{"confine: failed", "without Landlock", "SIGSYS", "Bad system call"} {
+		if strings.Contains(journal, bad) {
+			t.Errorf("journal says %q:\n%s", bad, journal)
+		}
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// --- inside the container -------------------------------------------------
+
+// clientRole runs when the test binary is started inside the container
+// with clientEnv set: "open" makes a session through policy and hands it
+// to ptystore, "get ID" takes it back from ptystore; both type into the
+// shell and wait for its answer.
+func clientRole(args []string) error {
+	man, err := buildid.Load(prefix + "/libexec/sluice/build-ids.json")
+	if err != nil {
+		return err
+	}
+	key, err := grant.LoadKey("/etc/sluice/grant.key")
+	if err != nil {
+		return err
+	}
+	g, err := grant.Sign(key, "alice", time.Now(), time.Hour)
+	if err != nil {
+		return err
+	}
+	cl := func(proto string) (*rpc.Client, error) {
+		p, _ := msg.Lookup(proto)
+		mine, peer := rpc.Hello{Intent: msg.Intent(p, "client")}, rpc.Hello{Intent: msg.Intent(p, "server")}
+		e, err := man.Lookup(p.Client, mine.Intent)
+		if err != nil {
+			return nil, err
+		}
+		mine.BuildID = e.BuildID
+		if e, err = man.Lookup(p.Server, peer.Intent); err != nil {
+			return nil, err
+		}
+		peer.BuildID = e.BuildID
+		return &rpc.Client{Path: "/run/sluice/" + p.Server + ".sock", Hello: mine, Expect: peer, Timeout: 30 * time.Second}, nil
+	}
+	call := func(proto, op string, a any, fds []*os.File, reply any) ([]*os.File, error) {
+		c, err := cl(proto)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := msgpack.Marshal(a)
+		if err != nil {
+			return nil, err
+		}
+		return c.Call(context.Background(), msg.Request{Op: op, Args: raw}, fds, reply)
+	}
+	var master *os.File
+	switch {
+	case len(args) == 1 && args[0] == "open":
+		var rep msg.CreateShellSessionReply
+		fds, err := call("web to policy", msg.OpCreateShellSession,
+			msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, nil, &rep)
+		if err != nil {
+			return fmt.Errorf("create-shell-session: %w", err)
+		}
+		if len(fds) != 1 {
+			return fmt.Errorf("%d fds from policy", len(fds))
+		}
+		master = fds[0]
+		var put msg.PtyPutReply
+		if _, err := call("web to ptystore", msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session},
+			[]*os.File{master}, &put); err != nil {
+			return fmt.Errorf("pty-put: %w", err)
+		}
+		defer fmt.Printf("SESSION %s\n", put.Session.ID)
+	case len(args) == 2 && args[0] == "get":
+		var rep msg.PtyGetReply
+		fds, err := call("web to ptystore", msg.OpPtyGet, msg.PtyGet{Grant: g, ID: args[1]}, nil, &rep)
+		if err != nil {
+			return fmt.Errorf("pty-get: %w", err)
+		}
+		if len(fds) != 1 || rep.Mode != msg.ModeOwner {
+			return fmt.Errorf("pty-get: %d fds, mode %q", len(fds), rep.Mode)
+		}
+		master = fds[0]
+	default:
+		return errors.New("want: open | get ID")
+	}
+	defer master.Close()
+	// The shell computes the answer, so the typed line cannot match it.
+	if _, err := master.WriteString("echo $((6*7))-sluice\n"); err != nil {
+		return err
+	}
+	r := bufio.NewReader(master)
+	for {
+		line, err := r.ReadString('\n')
+		if strings.Contains(line, "42-sluice") {
+			fmt.Println("SHELL OK")
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading the shell: %w", err)
+		}
+	}
+}
+
+func init() {
+	if os.Getenv(clientEnv) == "" {
+		return
+	}
+	var args []string
+	for _, a := range os.Args[1:] {
+		if !strings.HasPrefix(a, "-test.") {
+			args = append(args, a)
+		}
+	}
+	if err := clientRole(args); err != nil {
+		fmt.Fprintln(os.Stderr, "client:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
