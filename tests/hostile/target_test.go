@@ -191,6 +191,11 @@ func inProcess(t testing.TB, mod func(*rpc.Server)) *target {
 	if mod != nil {
 		mod(s)
 	}
+	// Read the limits before Serve fills in its defaults.
+	maxConns, timeout := s.MaxConns, s.Timeout
+	if maxConns == 0 {
+		maxConns = 64
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, l) }()
@@ -201,14 +206,10 @@ func inProcess(t testing.TB, mod func(*rpc.Server)) *target {
 		}
 		os.RemoveAll(sockDir)
 	})
-	maxConns := s.MaxConns
-	if maxConns == 0 {
-		maxConns = 64
-	}
 	return &target{
 		name: "in-process", sock: sock, pid: "self",
 		client: inClient, server: inServer, other: inOther,
-		maxFrame: rpc.DefaultMaxFrame, maxFDs: 0, maxConns: maxConns, timeout: s.Timeout,
+		maxFrame: rpc.DefaultMaxFrame, maxFDs: 0, maxConns: maxConns, timeout: timeout,
 		good:   request("echo", map[string]any{}),
 		goodOK: wantOK(0),
 		ptyPut: request("put", map[string]any{}), ptyWrong: "bad-request: put: not a pty master: ",
