@@ -135,8 +135,38 @@ func roundTrip(t *testing.T, v any) {
 	if !bytes.Equal(b1, b2) {
 		t.Fatalf("%T: encoding not stable: %x then %x", v, b1, b2)
 	}
+	// With omitempty an empty slice is not encoded and comes back nil;
+	// both mean "none", so they compare equal here.
+	nilEmpty(reflect.ValueOf(v))
+	nilEmpty(reflect.ValueOf(v2))
 	if !reflect.DeepEqual(v, v2) {
 		t.Fatalf("%T: round trip changed the value:\n%#v\n%#v", v, v, v2)
+	}
+}
+
+// nilEmpty sets every empty slice reachable from v to nil.
+func nilEmpty(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			nilEmpty(v.Elem())
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Field(i).CanSet() {
+				nilEmpty(v.Field(i))
+			}
+		}
+	case reflect.Slice:
+		if v.Len() == 0 && !v.IsNil() && v.CanSet() {
+			v.Set(reflect.Zero(v.Type()))
+			return
+		}
+		if v.Type().Elem().Kind() != reflect.Uint8 {
+			for i := range v.Len() {
+				nilEmpty(v.Index(i))
+			}
+		}
 	}
 }
 
