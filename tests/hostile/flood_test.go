@@ -82,8 +82,7 @@ func flood(t *testing.T, tg *target) {
 	var r Reply
 	var a Answer
 	settle(func() bool {
-		a.CloseFDs()
-		r, a = tg.exchange(t, tg.goodCall())
+		r, a = tg.exchange(t, tg.goodCall()) // closes the fds it got
 		return r.Kind != Busy
 	})
 	if err := tg.checkGood(r, a); err != nil {
