@@ -192,8 +192,11 @@ func TestReattachAndFrontendRestart(t *testing.T) {
 	c.until("before-42")
 	c.ws.Close()
 
-	// kill -9 the frontend; the shell lives on in ptystore.
-	killFrontend()
+	// kill -9 the frontend; the shell lives on in ptystore, and the
+	// runner starts a new frontend on the same socket.
+	if err := killFrontend(); err != nil {
+		t.Fatal(err)
+	}
 	if err := startFrontend(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Package e2e drives the whole suite as a browser would, over the
 // frontend's WebSocket with a software authenticator (tests/softauthn),
-// against the real helper binaries started by tests/harness.
+// against the real binaries under the real `sluice run` (tests/harness).
 package e2e
 
 import (
@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func killFrontend()        { env.KillFrontend() }
+func killFrontend() error  { return env.KillFrontend() }
 func startFrontend() error { return env.StartFrontend() }
 
 // enroll runs `sluicectl enroll` and returns the token.

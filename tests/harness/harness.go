@@ -1,29 +1,21 @@
-// Package harness starts the whole sluice suite for cross-process tests:
-// the real helper binaries and sluice-frontend, built into a temp
-// directory, each on its socket in a temp runtime directory. The frontend
-// gets its TCP socket as an activation fd (LISTEN_FDS, name "http"), as
-// under systemd or the runner, so a test can kill -9 it and start it again
-// on the same socket.
+// Package harness starts the whole sluice suite for cross-process tests
+// (e2e, browser) the way a machine without systemd runs it: the real
+// binaries under the real `sluice run`, with the embedded default config
+// (each helper under its own uid, sockets and allowlists as shipped),
+// changed only where a test must (tests/suiterun.Config). A test that
+// kills the frontend sees the runner restart it on the same TCP socket.
 package harness
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
-	"syscall"
-	"time"
 
-	"sluice/helpers/grant"
-	"sluice/msg"
-	"sluice/suite"
+	"sluice/tests/suiterun"
 )
 
 // Suite is a running suite.
@@ -35,226 +27,116 @@ type Suite struct {
 	Origin string // http://localhost:PORT, what a browser on this machine sends
 	URL    string // http://127.0.0.1:PORT
 	WSURL  string // ws://127.0.0.1:PORT/ws
-	Logs   map[string]*Buffer
+	// Run is the runner, for tests that look at its children or call
+	// helpers directly.
+	Run *suiterun.Suite
 
-	ln      *net.TCPListener
-	helpers []*exec.Cmd
-
-	mu       sync.Mutex
-	frontend *exec.Cmd
-}
-
-// Buffer collects a process's stderr.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	mu     sync.Mutex
+	killed int // the frontend pid KillFrontend killed, until a new one runs
 }
 
 // RepoRoot is the repository's top directory.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
-}
+func RepoRoot() string { return suiterun.Root() }
 
-// Start builds and starts the suite with the given policy file text.
-// Stop must be called (also after an error).
+// Start builds the binaries (or takes $SLUICE_TEST_BIN) and starts
+// `sluice run` with the given policy file text. Stop must be called (also
+// after an error; it takes a nil Suite).
 func Start(policy string) (*Suite, error) {
 	if os.Geteuid() != 0 {
-		return nil, errors.New("needs root: the shell helper starts login shells as other users (CI runs as root)")
+		return nil, errors.New("needs root: the suite's helpers run as uids of their own and the shell helper starts login shells as other users (CI runs as root)")
 	}
-	s := &Suite{Root: RepoRoot(), Logs: map[string]*Buffer{}}
 	dir, err := os.MkdirTemp("", "sluice-suite")
 	if err != nil {
 		return nil, err
 	}
-	s.Dir = dir
-	s.Bin, s.RunDir = filepath.Join(dir, "bin"), filepath.Join(dir, "run")
-	for _, d := range []string{s.Bin, s.RunDir, filepath.Join(dir, "auth")} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return s, err
-		}
-	}
-	if err := BuildWeb(s.Root); err != nil {
+	s := &Suite{Root: RepoRoot(), Dir: dir}
+	// The helpers' own uids exec the binaries and reach the runtime
+	// directory below it.
+	if err := os.Chmod(dir, 0o755); err != nil {
 		return s, err
 	}
-	build := exec.Command("go", "build", "-o", s.Bin+"/",
-		"sluice/helpers/auth/cmd/sluice-auth", "sluice/helpers/policy/cmd/sluice-policy",
-		"sluice/helpers/shell/cmd/sluice-shell", "sluice/helpers/ptystore/cmd/sluice-ptystore",
-		"sluice/frontend/cmd/sluice-frontend", "sluice/cmd/sluicectl")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Dir = s.Root
-	if out, err := build.CombinedOutput(); err != nil {
-		return s, fmt.Errorf("go build: %v\n%s", err, out)
+	if s.Bin, err = suiterun.Binaries(dir); err != nil {
+		return s, err
 	}
-	man, err := suite.BuildManifest(s.Bin)
+	run, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(dir, "suite"), Bin: s.Bin, Policy: policy})
 	if err != nil {
 		return s, err
 	}
-	if err := man.Write(filepath.Join(s.RunDir, "build-ids.json")); err != nil {
-		return s, err
-	}
-	keyPath := filepath.Join(dir, "grant.key")
-	if _, err := grant.WriteKeyFile(keyPath); err != nil {
-		return s, err
-	}
-	polPath := filepath.Join(dir, "policy")
-	if err := os.WriteFile(polPath, []byte(policy), 0o644); err != nil {
-		return s, err
-	}
-
-	s.ln, err = net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return s, err
-	}
-	port := s.ln.Addr().(*net.TCPAddr).Port
-	s.Origin = fmt.Sprintf("http://localhost:%d", port)
-	s.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	s.WSURL = fmt.Sprintf("ws://127.0.0.1:%d/ws", port)
-
-	for _, h := range []struct {
-		name string
-		args []string
-	}{
-		{msg.Shell, []string{"--backend=embedded"}},
-		{msg.Policy, []string{"--policy", polPath, "--grant-key", keyPath}},
-		{msg.PtyStore, []string{"--grant-key", keyPath}},
-		{msg.Auth, []string{"--state-dir", filepath.Join(dir, "auth"), "--grant-key", keyPath, "--origin", s.Origin}},
-	} {
-		sock := filepath.Join(s.RunDir, h.name+".sock")
-		cmd := exec.Command(filepath.Join(s.Bin, suite.BinaryName(h.name)), append([]string{"--listen", sock}, h.args...)...)
-		cmd.Env = s.Env()
-		s.Logs[h.name] = &Buffer{}
-		cmd.Stderr = s.Logs[h.name]
-		if err := cmd.Start(); err != nil {
-			return s, err
-		}
-		s.helpers = append(s.helpers, cmd)
-		exited := make(chan struct{})
-		go func() { cmd.Process.Wait(); close(exited) }()
-		if err := waitForSocket(sock, exited); err != nil {
-			return s, fmt.Errorf("%s: %v\n%s", h.name, err, s.Logs[h.name])
-		}
-	}
-	return s, s.StartFrontend()
+	s.Run, s.RunDir = run, run.RunDir
+	s.Origin = run.Origin
+	s.URL = fmt.Sprintf("http://127.0.0.1:%d", run.Port)
+	s.WSURL = run.URL
+	return s, nil
 }
 
-// BuildWeb makes sure the page's npm assets are there for go:embed, as
-// `make web` does.
-func BuildWeb(root string) error {
-	web := filepath.Join(root, "frontend", "web")
-	if _, err := os.Stat(filepath.Join(web, "dist", "xterm.js")); err == nil {
-		return nil
-	}
-	for _, args := range [][]string{{"npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"}, {"npm", "run", "--silent", "build"}} {
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Dir = web
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	return nil
-}
-
-// Env is the environment the suite's processes (and sluicectl) get.
+// Env is the environment sluicectl needs to find the suite.
 func (s *Suite) Env() []string {
 	return []string{"SLUICE_RUNTIME_DIR=" + s.RunDir, "SLUICE_MANIFEST=" + filepath.Join(s.RunDir, "build-ids.json"),
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
 }
 
-// StartFrontend runs sluice-frontend on the suite's listening socket,
-// passed as activation fd 3 named "http". LISTEN_PID must be the
-// frontend's own pid, which only the exec'ing shell knows.
-func (s *Suite) StartFrontend(args ...string) error {
-	f, err := s.ln.File()
+// FrontendPID is the running frontend's pid, 0 if none.
+func (s *Suite) FrontendPID() int {
+	if s.Run == nil {
+		return 0
+	}
+	for _, p := range s.Run.Children() {
+		if p.Name == "sluice-frontend" {
+			return p.PID
+		}
+	}
+	return 0
+}
+
+// KillFrontend kills the frontend with SIGKILL, as a crash would, and
+// waits until the runner has reaped it. The runner starts a new one on
+// the same socket; StartFrontend waits for that.
+func (s *Suite) KillFrontend() error {
+	pid, err := s.Run.WaitChild("sluice-frontend")
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	cmd := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$ exec "$0" "$@"`, filepath.Join(s.Bin, "sluice-frontend")}, args...)...)
-	cmd.Env = append(s.Env(), "LISTEN_FDS=1", "LISTEN_FDNAMES=http")
-	cmd.ExtraFiles = []*os.File{f}
-	if s.Logs["frontend"] == nil {
-		s.Logs["frontend"] = &Buffer{}
-	}
-	cmd.Stderr = s.Logs["frontend"]
-	if err := cmd.Start(); err != nil {
+	if err := s.Run.Kill(pid); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.frontend = cmd
+	s.killed = pid
 	s.mu.Unlock()
 	return nil
 }
 
-// FrontendPID is the running frontend's pid, 0 if none.
-func (s *Suite) FrontendPID() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.frontend == nil {
-		return 0
+// StartFrontend waits for the frontend the runner starts after
+// KillFrontend. Under the runner its command line is the config's, so it
+// takes no arguments.
+func (s *Suite) StartFrontend(args ...string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("harness: the runner starts the frontend with its configured arguments, not %q", args)
 	}
-	return s.frontend.Process.Pid
-}
-
-// KillFrontend kills the frontend with SIGKILL, as a crash would.
-func (s *Suite) KillFrontend() {
 	s.mu.Lock()
-	cmd := s.frontend
-	s.frontend = nil
+	old := s.killed
 	s.mu.Unlock()
-	if cmd != nil {
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-	}
+	_, err := s.Run.WaitChild("sluice-frontend", old)
+	return err
 }
 
-// Stop ends every process and removes the temp directory.
+// Stop ends the runner (and so every process of the suite) and removes
+// the temp directory.
 func (s *Suite) Stop() {
 	if s == nil {
 		return
 	}
-	s.KillFrontend()
-	for _, p := range s.helpers {
-		p.Process.Signal(syscall.SIGTERM)
-		p.Wait()
-	}
-	if s.ln != nil {
-		s.ln.Close()
+	if s.Run != nil {
+		s.Run.Stop()
 	}
 	if s.Dir != "" {
 		os.RemoveAll(s.Dir)
 	}
 }
 
-// DumpLogs writes every process's log to w, for a failed run.
+// DumpLogs writes the runner's log, which carries every unit's, to w.
 func (s *Suite) DumpLogs(w *os.File) {
-	for name, l := range s.Logs {
-		fmt.Fprintf(w, "--- %s log ---\n%s", name, l)
-	}
-}
-
-func waitForSocket(path string, exited <-chan struct{}) error {
-	for {
-		if st, err := os.Stat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
-			return nil
-		}
-		select {
-		case <-exited:
-			return errors.New("exited before listening")
-		case <-time.After(10 * time.Millisecond):
-		}
+	if s != nil && s.Run != nil {
+		fmt.Fprintf(w, "--- sluice run log ---\n%s", s.Run.Log)
 	}
 }
 
