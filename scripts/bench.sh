@@ -14,7 +14,7 @@ run() { # package, bench regexp, benchtime
 	go test -run '^$' -bench "$re" -benchtime "$bt" -count 1 -timeout 30m "./$pkg" | tee -a "$out"
 }
 run rpc 'OneShot|Parallel8' 20000x
-run runner 'Spawn' 2000x
+run runner '^BenchmarkAcceptSpawnRatio$' 400x # interleaved call and fork+exec; ~35 ms an iteration
 run frontend 'Bench' 1x
 run tests/load 'Bench' 1x
 go run ./bench/report -in "$out" -md bench/REPORT.md -png bench/ratios.png

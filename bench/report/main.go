@@ -35,7 +35,7 @@ type target struct {
 var targets = map[string]target{
 	"rpc.BenchmarkOneShot/p50-ratio":         {max: 1.25, what: "one-shot call with handshake vs raw connect+write+read, p50"},
 	"rpc.BenchmarkParallel8/slowdown-ratio":  {max: 1.3, what: "8-client throughput, raw calls/s over rpc calls/s"},
-	"runner.BenchmarkSpawn/spawn-ratio":      {max: 1.2, what: "Accept=yes per-connection spawn + call vs bare fork+exec"},
+	"runner.BenchmarkAcceptSpawnRatio/ratio": {max: 1.2, what: "Accept=yes per-connection spawn + call vs bare fork+exec"},
 	"frontend.BenchmarkThroughput/ratio":     {min: 0.8, what: "cat 100 MB through pty+frontend+WebSocket vs direct pty read"},
 	"frontend.BenchmarkThroughput/tput-ratio": {min: 0.8, what: "cat 100 MB through pty+frontend+WebSocket vs direct pty read"},
 }
