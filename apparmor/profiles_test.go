@@ -25,6 +25,7 @@ func common(name string) map[string]string {
 		"/etc/group":                                         "r",
 		"/etc/passwd":                                        "r",
 		"/sys/kernel/mm/transparent_hugepage/hpage_pmd_size": "r",
+		"/run/systemd/journal/socket":                        "w",
 	}
 }
 
@@ -33,6 +34,7 @@ var commonOther = func(name string) []string {
 		"signal (receive) peer=unconfined",
 		"signal (send, receive) peer=sluice-" + name,
 		"network unix stream",
+		"network unix dgram",
 	}
 }
 
@@ -86,7 +88,6 @@ var allow = map[string]struct {
 			"/dev/ptmx":                                  "rw",
 			"/dev/pts/ptmx":                              "rw",
 		},
-		other: []string{"network unix dgram"},
 	},
 	msg.Frontend: {
 		files: map[string]string{
@@ -97,7 +98,7 @@ var allow = map[string]struct {
 			"/dev/ptmx":                 "rw",
 			"/dev/pts/ptmx":             "rw",
 		},
-		other: []string{"network unix dgram", "network inet stream", "network inet6 stream"},
+		other: []string{"network inet stream", "network inet6 stream"},
 	},
 }
 

@@ -3,6 +3,7 @@ package systemd_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -172,15 +173,19 @@ func boot(t *testing.T) *container {
 	}
 	// systemctl needs PID 1's private socket, which comes a moment
 	// after PID 1 itself.
+	// ("offline" is what systemctl says until it can reach it.)
 	var out string
+	giveUp := time.After(3 * time.Minute) // a bound on a hung boot, not a timing assertion
 	for {
 		out, err = c.run("systemctl", "is-system-running", "--wait")
-		if !strings.Contains(out, "Failed to connect to bus") {
+		if !strings.Contains(out, "Failed to connect to bus") && strings.TrimSpace(out) != "offline" {
 			break
 		}
 		select {
 		case <-exited:
 			nspawnUnavailable(t, "systemd-nspawn exited: %s", log.String())
+		case <-giveUp:
+			nspawnUnavailable(t, "systemctl never reached the container's systemd: %s", out)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -263,6 +268,23 @@ func TestNspawn(t *testing.T) {
 	} {
 		if !strings.Contains(journal, want) {
 			t.Errorf("journal lacks %q", want)
+		}
+	}
+	// Each call is a native journal entry with its own fields.
+	for _, call := range []string{"create-shell-session", "open-shell", "pty-put", "pty-get", "enroll"} {
+		entries := c.must("journalctl", "--no-pager", "-o", "json", "SLUICE_CALL="+call)
+		var e map[string]any
+		if err := json.Unmarshal([]byte(lastLine(entries)), &e); err != nil {
+			t.Errorf("no journal entry with SLUICE_CALL=%s: %v\n%s", call, err, entries)
+			continue
+		}
+		for _, f := range []string{"SLUICE_HELPER", "SLUICE_PID", "SLUICE_UID", "SLUICE_RESULT", "SLUICE_DURATION"} {
+			if e[f] == nil || e[f] == "" {
+				t.Errorf("%s entry lacks %s: %v", call, f, e)
+			}
+		}
+		if e["SLUICE_RESULT"] != "ok" {
+			t.Errorf("%s: SLUICE_RESULT=%v", call, e["SLUICE_RESULT"])
 		}
 	}
 	instances := c.must("journalctl", "--no-pager", "-o", "short", "-u", "sluice-policy@*", "-u", "sluice-shell@*")

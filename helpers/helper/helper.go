@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"sluice/journal"
 	"sluice/rpc"
 )
 
@@ -122,7 +123,15 @@ func Logger(name string) *slog.Logger {
 			return a
 		}
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts)).With("helper", name)
+	text := slog.NewTextHandler(os.Stderr, opts)
+	// Under systemd, native journal entries: every attribute becomes a
+	// field (SLUICE_CALL, SLUICE_RESULT, SLUICE_UID, ...), see package journal.
+	if journal.StderrIsJournal() {
+		if j, err := journal.New(journal.Socket, "sluice-"+name, nil, text); err == nil {
+			return slog.New(j).With("helper", name)
+		}
+	}
+	return slog.New(text).With("helper", name)
 }
 
 // Context is cancelled on SIGINT or SIGTERM.
