@@ -398,6 +398,8 @@ func (s *Suite) Enroll(ctx context.Context, user string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Setup, not what a test measures: a loaded machine may take long.
+	cl.Timeout = Wait
 	var rep msg.EnrollReply
 	if _, err := Call(ctx, cl, msg.OpEnroll, msg.Enroll{User: user}, nil, &rep); err != nil {
 		return "", fmt.Errorf("suiterun: enroll %s: %w", user, err)
@@ -411,6 +413,7 @@ func (s *Suite) Sessions(ctx context.Context) ([]msg.SessionInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	cl.Timeout = Wait
 	var rep msg.PtyListReply
 	if _, err := Call(ctx, cl, msg.OpPtyList, msg.PtyList{}, nil, &rep); err != nil {
 		return nil, err
