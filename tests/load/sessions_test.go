@@ -292,8 +292,8 @@ func runSessions(tb testing.TB, n int, d time.Duration) sessionFigures {
 					return
 				}
 			}
-			// The login shell must be reading before the command is typed
-			// (typed-ahead lines can be lost while it starts).
+			// The login shell must be reading before the command is typed,
+			// so that seq's own timeout is the clock for every session.
 			<-sem
 			err = s.pages[0].Ready()
 			sem <- struct{}{}

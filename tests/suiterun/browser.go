@@ -312,11 +312,10 @@ func (b *Browser) Stream(fn func([]byte) bool, onMsg func(map[string]any)) error
 	}
 }
 
-// Ready waits until the attached session's shell runs what is typed. A
-// line typed while a login shell is still starting can be thrown away
-// (seen with bash reading a slow profile: its first prompt comes and the
-// typed-ahead line is gone), so the probe is typed again every two
-// seconds until one answers.
+// Ready waits until the attached session's shell runs what is typed: a
+// login shell may take a while through its profile before it reads its
+// first line. The probe is typed again every two seconds, in case a shell
+// starting up dropped what was typed ahead; extra answers do no harm.
 func (b *Browser) Ready() error {
 	deadline := time.Now().Add(Wait)
 	for {
