@@ -253,7 +253,7 @@ func Start(o Options) (*Suite, error) {
 	} else if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	// Units run as nobody: they must reach the policy file.
+	// Units run as uids of their own: they must reach the policy file.
 	os.Chmod(s.Dir, 0o755)
 	s.RunDir, s.StateDir = filepath.Join(s.Dir, "run"), filepath.Join(s.Dir, "state")
 	port, err := freePort()
