@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"sluice/helpers/policy"
+	"sluice/runner/spawn"
 )
 
 func TestAllocateDynamic(t *testing.T) {
@@ -308,5 +309,81 @@ func TestFiles(t *testing.T) {
 				t.Fatalf("err %v, want %q", err, tc.err)
 			}
 		})
+	}
+}
+
+// TestDynamicUserAvoidsAccounts runs the real `sluice run` in a mount
+// namespace whose /etc/passwd and /etc/group hold an account and a group
+// at the ids two dynamic users would start from: each unit must move on
+// to the next id, which NSS says is free.
+func TestDynamicUserAvoidsAccounts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("dynamic users exist only when the runner is root (CI runs as root)")
+	}
+	base := openTempDir(t)
+	a, b := dynamicStart("sluice-dyn-a"), dynamicStart("sluice-dyn-b")
+	next := func(id uint32) uint32 {
+		if id == DynamicUIDMax {
+			return DynamicUIDMin
+		}
+		return id + 1
+	}
+	for _, f := range []struct{ path, line string }{
+		{"/etc/passwd", fmt.Sprintf("sluice-taken:x:%d:%d::/:%s\n", a, a, nologin)},
+		{"/etc/group", fmt.Sprintf("sluice-taken:x:%d:\n", b)},
+	} {
+		orig, err := os.ReadFile(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(base, filepath.Base(f.path)), append(orig, f.line...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfgPath := filepath.Join(base, "config.json")
+	os.WriteFile(cfgPath, []byte(`{"stop_timeout": "3s", "units": [
+		{"name": "a", "exec": ["testsvc"], "accept": true, "user": "sluice-dyn-a", "dynamic_user": true},
+		{"name": "b", "exec": ["testsvc"], "accept": true, "user": "sluice-dyn-b", "dynamic_user": true}]}`), 0o644)
+	rt := filepath.Join(base, "run")
+	script := `mount --bind "$1/passwd" /etc/passwd && mount --bind "$1/group" /etc/group && shift && exec "$@"`
+	errF, _ := os.Create(filepath.Join(base, "stderr"))
+	defer errF.Close()
+	p, err := spawn.Start(&spawn.Attr{
+		Path: "/usr/bin/unshare",
+		Args: []string{"unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", base,
+			filepath.Join(binDir, "sluice"), "run", "--config", cfgPath, "--runtime-dir", rt, "--bin-dir", binDir,
+			"--state-dir", filepath.Join(base, "state")},
+		Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, Files: []syscall.Conn{nil, errF, errF}, Umask: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		p.Signal(syscall.SIGTERM)
+		p.Wait()
+	}()
+	// The manifest is written before any socket, and the sockets before
+	// the runner accepts: once both sockets are there, calls queue.
+	eventually(t, "sockets", func() bool {
+		select {
+		case <-p.Done():
+			e, _ := os.ReadFile(errF.Name())
+			t.Fatalf("sluice run under unshare: %s\n%s", spawn.Describe(p.Wait()), e)
+		default:
+		}
+		_, ea := os.Stat(filepath.Join(rt, "a.sock"))
+		_, eb := os.Stat(filepath.Join(rt, "b.sock"))
+		return ea == nil && eb == nil
+	})
+	h := &harness{t: t, r: &Runner{opts: Options{RuntimeDir: rt}, units: map[string]*unit{}}}
+	ina, erra := h.call("a", request{Op: "whoami"})
+	inb, errb := h.call("b", request{Op: "whoami"})
+	if erra != nil || errb != nil {
+		e, _ := os.ReadFile(errF.Name())
+		t.Fatalf("whoami: %v, %v; runner log:\n%s", erra, errb, e)
+	}
+	if ina.UID != int(next(a)) || inb.UID != int(next(b)) || inb.GID != inb.UID {
+		t.Fatalf("a runs as %d (account at %d), b as %d:%d (group at %d); want %d and %d",
+			ina.UID, a, inb.UID, inb.GID, b, next(a), next(b))
 	}
 }
