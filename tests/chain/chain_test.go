@@ -287,8 +287,17 @@ func TestRefusals(t *testing.T) {
 			}
 		})
 	}
-	if l := env.logs[msg.Policy].String(); !strings.Contains(l, "result=deny") || !strings.Contains(l, "policy: bad grant") {
-		t.Errorf("policy log lacks the refusals:\n%s", l)
+	// The helper logs after it has answered, and its stderr reaches us
+	// through a pipe: wait for the lines rather than race them.
+	logged := func() bool {
+		l := env.logs[msg.Policy].String()
+		return strings.Contains(l, "result=deny") && strings.Contains(l, "policy: bad grant")
+	}
+	for deadline := time.Now().Add(10 * time.Second); !logged() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !logged() {
+		t.Errorf("policy log lacks the refusals:\n%s", env.logs[msg.Policy].String())
 	}
 }
 
