@@ -37,9 +37,11 @@ build: web
 run: deps build
 	$(BIN)/sluice run --bin-dir $(BIN)
 
+# Tests that need the built binaries take them from bin/ instead of each
+# building its own copy.
 test: deps build
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 12m ./...
+	SLUICE_TEST_BIN=$(BIN) SLUICE_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 14m ./...
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 fuzz-smoke:
