@@ -84,13 +84,15 @@ type Config struct {
 type Service struct {
 	cfg    Config
 	wa     *webauthn.WebAuthn
-	store  *store.Store
+	store  *store.Lazy
 	sealer *seal.Sealer
 	log    *slog.Logger
 }
 
-// New checks cfg and builds the service.
-func New(cfg Config, st *store.Store) (*Service, error) {
+// New checks cfg and builds the service. The service opens st only in
+// handlers, for the operations that need it (see store.Lazy): a process
+// serving a call that needs no database never takes its lock.
+func New(cfg Config, st *store.Lazy) (*Service, error) {
 	if cfg.RPName == "" {
 		cfg.RPName = "sluice"
 	}
@@ -382,7 +384,7 @@ func (s *Service) registerBegin(a msg.RegisterBegin) (msg.RegisterBeginReply, er
 	}
 	wu, err := s.loadUser(u)
 	if err != nil {
-		return msg.RegisterBeginReply{}, err
+		return msg.RegisterBeginReply{}, s.storeErr("load credentials", err)
 	}
 	creation, sd, err := s.wa.BeginRegistration(wu,
 		webauthn.WithExclusions(webauthn.Credentials(wu.creds).CredentialDescriptors()))
@@ -425,7 +427,7 @@ func (s *Service) registerFinish(a msg.RegisterFinish) (msg.RegisterFinishReply,
 	}
 	wu, err := s.loadUser(u)
 	if err != nil {
-		return msg.RegisterFinishReply{}, err
+		return msg.RegisterFinishReply{}, s.storeErr("load credentials", err)
 	}
 	parsed, err := protocol.ParseCredentialCreationResponseBytes(a.Credential)
 	if err != nil {
@@ -470,7 +472,7 @@ func (s *Service) loginBegin(a msg.LoginBegin) (msg.LoginBeginReply, error) {
 		}
 		wu, err := s.loadUser(u)
 		if err != nil {
-			return msg.LoginBeginReply{}, err
+			return msg.LoginBeginReply{}, s.storeErr("load credentials", err)
 		}
 		if len(wu.creds) == 0 {
 			return msg.LoginBeginReply{}, rpc.Errorf(msg.CodeNotFound, "%s has no passkey yet", a.User)
@@ -507,7 +509,7 @@ func (s *Service) loginFinish(a msg.LoginFinish) (msg.LoginFinishReply, error) {
 	}
 	ch := sha256.Sum256([]byte("sluice login challenge\x00" + sd.Challenge))
 	if used, err := s.store.ChallengeUsed(ch[:], now); err != nil {
-		return msg.LoginFinishReply{}, err
+		return msg.LoginFinishReply{}, s.storeErr("login", err)
 	} else if used {
 		s.log.Warn("auth: login refused: challenge replayed", "user", c.User)
 		return msg.LoginFinishReply{}, rpc.Errorf(msg.CodeDenied, "this sign-in attempt was already used; start again")
@@ -541,7 +543,7 @@ func (s *Service) loginFinish(a msg.LoginFinish) (msg.LoginFinishReply, error) {
 			return msg.LoginFinishReply{}, s.storeErr("login", err)
 		}
 		if user, err = s.loadUser(u); err != nil {
-			return msg.LoginFinishReply{}, err
+			return msg.LoginFinishReply{}, s.storeErr("load credentials", err)
 		}
 		cred, err = s.wa.ValidateLogin(user, sd, parsed)
 	}
@@ -549,6 +551,9 @@ func (s *Service) loginFinish(a msg.LoginFinish) (msg.LoginFinishReply, error) {
 		s.log.Warn("auth: login refused", "user", c.User, "credential", fmt.Sprintf("%x", parsed.RawID), "err", describeDev(err))
 		if errors.Is(err, store.ErrNotFound) {
 			return msg.LoginFinishReply{}, rpc.Errorf(msg.CodeNotFound, "this passkey is not registered here")
+		}
+		if errors.Is(err, store.ErrBusy) {
+			return msg.LoginFinishReply{}, s.storeErr("login", err)
 		}
 		return msg.LoginFinishReply{}, rpc.Errorf(msg.CodeDenied, "passkey not accepted: %s", describe(err))
 	}
@@ -592,6 +597,9 @@ func (s *Service) storeErr(what string, err error) error {
 		return rpc.Errorf(msg.CodeNotFound, "no such user or passkey")
 	case errors.Is(err, store.ErrExists):
 		return rpc.Errorf(msg.CodeDenied, "this passkey is already registered")
+	case errors.Is(err, store.ErrBusy):
+		s.log.Warn("auth: credential store busy", "op", what, "err", err)
+		return rpc.Errorf(msg.CodeBusy, "%s: the credential store is busy; try again", what)
 	case errors.Is(err, store.ErrFull):
 		s.log.Error("auth: state directory full", "op", what, "err", err)
 		return rpc.Errorf(msg.CodeFailed, "%s not saved: auth's state directory is full (no space left on device)", what)

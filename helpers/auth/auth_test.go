@@ -52,7 +52,7 @@ type env struct {
 	dir      string
 	sock     string
 	svc      *Service
-	store    *store.Store
+	store    *store.Lazy
 	grantKey grant.Key
 	web      *rpc.Client
 	admin    *rpc.Client
@@ -79,14 +79,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.adminAllow.UIDs == nil && o.adminAllow.GIDs == nil {
 		o.adminAllow = rpc.Allow{UIDs: []uint32{0}}
 	}
-	st, err := store.Open(o.dir, o.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := store.NewLazy(o.dir, o.store, nil)
 	e := &env{t: t, dir: o.dir, store: st, grantKey: grant.NewKey(), now: time.Now()}
 	sealKey := make([]byte, 32)
 	rand.Read(sealKey)
+	var err error
 	e.svc, err = New(Config{
 		RPID: rpID, Origins: []string{origin},
 		GrantKey: e.grantKey, SealKey: sealKey,
@@ -740,12 +737,17 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 	e := newEnv(t, envOpts{dir: dir, store: store.Options{Reserve: 512 << 10, MinFree: 256 << 10}})
-	if e.store.ReserveErr != nil {
-		t.Fatal(e.store.ReserveErr)
-	}
 	alice := softauthn.New(rpID, origin)
 	if _, err := e.register(alice, e.enroll("alice")); err != nil {
 		t.Fatal(err)
+	}
+	// Every read-write open keeps the reserve allocated past the end.
+	var db syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(dir, store.FileName), &db); err != nil {
+		t.Fatal(err)
+	}
+	if db.Blocks*512 < db.Size+512<<10 {
+		t.Fatalf("%d bytes allocated for a %d byte database, want the 512 KiB reserve past it", db.Blocks*512, db.Size)
 	}
 	bobTok := e.enroll("bob")
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"sluice/helpers/auth/store"
 	"sluice/helpers/grant"
 	"sluice/msg"
 	"sluice/rpc"
@@ -328,5 +329,71 @@ func TestAcceptYes(t *testing.T) {
 	}
 	if spawned != 12 {
 		t.Fatalf("%d processes served 12 calls", spawned)
+	}
+}
+
+// TestInstancesShareStore runs two sluice-auth processes on one state
+// directory, as Accept=yes instances are, beside a third holder of the
+// database lock: this test process, opening the store as an instance
+// does for one transaction. Neither instance holds the database between
+// calls; a usernameless login-begin needs no database at all; readers
+// share the lock; and a call that waits past --lock-timeout is answered
+// busy, having changed nothing.
+func TestInstancesShareStore(t *testing.T) {
+	s := buildSuite(t)
+	instance := func(name string) (*daemon, *env) {
+		sock := filepath.Join(s.run, "auth-"+name+".sock")
+		d := &daemon{t: t, exe: filepath.Join(s.bin, "sluice-auth"), sock: sock,
+			args: []string{"--listen", sock, "--mode", "0666", "--state-dir", s.state, "--grant-key", s.keyPath,
+				"--rp-id", rpID, "--origin", origin, "--lock-timeout", "200ms"},
+			env: []string{"SLUICE_MANIFEST=" + s.manifest, "SLUICE_RUNTIME_DIR=" + s.run}}
+		d.start()
+		t.Cleanup(d.stop)
+		return d, &env{t: t, grantKey: s.key, now: time.Now(),
+			web: s.client(t, sock, "web to auth", msg.Frontend), admin: s.client(t, sock, "admin to auth", msg.Admin)}
+	}
+	_, a := instance("a")
+	_, b := instance("b")
+
+	alice := softauthn.New(rpID, origin)
+	if _, err := a.register(alice, a.enroll("alice")); err != nil {
+		t.Fatal(err)
+	}
+	b.mustLogin(alice, "", "alice")
+	a.mustLogin(alice, "alice", "alice")
+
+	// Another instance inside a write transaction.
+	w, err := store.Open(s.state, store.Options{})
+	if err != nil {
+		t.Fatalf("open while both instances are idle: %v", err)
+	}
+	var begun msg.LoginBeginReply
+	if err := call(b.web, msg.OpLoginBegin, msg.LoginBegin{}, &begun); err != nil {
+		w.Close()
+		t.Fatalf("usernameless login-begin while the database is locked: %v", err)
+	}
+	err = call(a.web, msg.OpLoginBegin, msg.LoginBegin{User: "alice"}, &begun)
+	w.Close()
+	wantCode(t, err, msg.CodeBusy)
+
+	// Another instance reading.
+	r, err := store.OpenReadOnly(s.state, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf, err := b.begin(alice, "alice")
+	if err != nil {
+		r.Close()
+		t.Fatalf("login-begin beside a reader: %v", err)
+	}
+	_, err = a.finish(lf)
+	r.Close()
+	wantCode(t, err, msg.CodeBusy)
+	g, err := a.finish(lf)
+	if err != nil {
+		t.Fatalf("the same login once the reader is gone: %v", err)
+	}
+	if err := grant.Verify(s.key, g, time.Now()); err != nil || g.User != "alice" {
+		t.Fatalf("grant %+v: %v", g, err)
 	}
 }

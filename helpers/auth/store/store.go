@@ -24,6 +24,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,6 +44,9 @@ var (
 	ErrCounter  = errors.New("store: signature counter did not increase (cloned authenticator?)")
 	ErrSchema   = errors.New("store: unknown schema")
 	ErrFull     = errors.New("store: state directory is full")
+	// ErrBusy: another process held the database for longer than
+	// Options.LockTimeout.
+	ErrBusy = errors.New("store: database busy (locked by another process)")
 )
 
 var (
@@ -87,7 +91,8 @@ type Token struct {
 // Options tune Open.
 type Options struct {
 	// LockTimeout bounds the wait for another process holding the database
-	// (Accept=yes instances serialize on its lock). Default 3 s.
+	// (bbolt's flock: exclusive for a read-write open, shared for a
+	// read-only one). Default 3 s; past it Open fails with ErrBusy.
 	LockTimeout time.Duration
 	// Reserve is disk space kept allocated past the end of the database so
 	// that sign-ins, which must write, still work when the file system
@@ -109,8 +114,7 @@ type Store struct {
 	ReserveErr error
 }
 
-// Open opens (creating if needed) the store in dir.
-func Open(dir string, o Options) (*Store, error) {
+func (o Options) withDefaults() Options {
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = 3 * time.Second
 	}
@@ -120,10 +124,17 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.MinFree == 0 {
 		o.MinFree = 1 << 20
 	}
+	return o
+}
+
+// Open opens (creating if needed) the store in dir for reading and
+// writing. It holds an exclusive lock on the file until Close.
+func Open(dir string, o Options) (*Store, error) {
+	o = o.withDefaults()
 	path := filepath.Join(dir, FileName)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout})
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, classify(err))
+		return nil, openErr(path, err)
 	}
 	s := &Store{db: db, dir: dir, minFree: o.MinFree}
 	if err := s.initSchema(); err != nil {
@@ -134,6 +145,50 @@ func Open(dir string, o Options) (*Store, error) {
 		s.ReserveErr = reserve(path, o.Reserve)
 	}
 	return s, nil
+}
+
+// OpenReadOnly opens the store in dir for reading only, under a shared
+// lock that any number of readers hold at once; only a read-write open
+// waits for them. A store that does not exist yet (or was never
+// initialized) is created by a read-write Open instead, which holds the
+// exclusive lock.
+func OpenReadOnly(dir string, o Options) (*Store, error) {
+	o = o.withDefaults()
+	path := filepath.Join(dir, FileName)
+	// bbolt initializes an empty file on open, which a read-only open
+	// cannot write.
+	if st, err := os.Stat(path); errors.Is(err, os.ErrNotExist) || err == nil && st.Size() == 0 {
+		return Open(dir, o)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout, ReadOnly: true})
+	if err != nil {
+		return nil, openErr(path, err)
+	}
+	s := &Store{db: db, dir: dir, minFree: o.MinFree}
+	var found bool
+	err = db.View(func(tx *bolt.Tx) error {
+		if found = tx.Bucket(bMeta) != nil; found {
+			return checkSchema(tx)
+		}
+		return nil
+	})
+	if err == nil && !found {
+		// A creator died between bbolt's setup and the schema's.
+		db.Close()
+		return Open(dir, o)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func openErr(path string, err error) error {
+	if errors.Is(err, berrors.ErrTimeout) {
+		return fmt.Errorf("store: open %s: %w", path, ErrBusy)
+	}
+	return fmt.Errorf("store: open %s: %w", path, classify(err))
 }
 
 // reserve allocates blocks for the file's current size plus extra without

@@ -370,3 +370,122 @@ func TestCrashConsistency(t *testing.T) {
 	}
 	t.Logf("%d acknowledged credentials survived 20 kills", len(all))
 }
+
+// TestLocks: a read-write open excludes every other open, read-only opens
+// share; a wait past LockTimeout is ErrBusy. The opens are separate open
+// file descriptions, which flock treats as separate holders even within
+// one process, as it does for two sluice-auth processes.
+func TestLocks(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir).Close()
+	short := Options{LockTimeout: 100 * time.Millisecond}
+	rw := func() (*Store, error) { return Open(dir, short) }
+	ro := func() (*Store, error) { return OpenReadOnly(dir, short) }
+	tests := []struct {
+		name       string
+		held, then func() (*Store, error)
+		busy       bool
+	}{
+		{"read-write then read-write", rw, rw, true},
+		{"read-write then read-only", rw, ro, true},
+		{"read-only then read-write", ro, rw, true},
+		{"read-only then read-only", ro, ro, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := tt.held()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			s, err := tt.then()
+			if err == nil {
+				s.Close()
+			}
+			if tt.busy && !errors.Is(err, ErrBusy) || !tt.busy && err != nil {
+				t.Fatalf("second open: %v, want busy %v", err, tt.busy)
+			}
+		})
+	}
+}
+
+// A read-only open cannot write, and reads what was written.
+func TestReadOnly(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	enroll(t, s, "alice", "tok", t0.Add(time.Hour))
+	s.Close()
+	r, err := OpenReadOnly(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, _, err := r.Token(hash("tok"), t0); err != nil {
+		t.Fatalf("token through a read-only open: %v", err)
+	}
+	if _, err := r.Enroll("bob", hash("hb"), hash("tb"), t0.Add(time.Hour), t0); !errors.Is(err, bolt.ErrDatabaseReadOnly) {
+		t.Fatalf("enroll through a read-only open: %v", err)
+	}
+	if err := r.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A read-only open of a store that does not exist yet, or whose file a
+// creator left empty, makes it.
+func TestReadOnlyCreates(t *testing.T) {
+	for _, empty := range []bool{false, true} {
+		dir := t.TempDir()
+		if empty {
+			os.WriteFile(dir+"/"+FileName, nil, 0o600)
+		}
+		s, err := OpenReadOnly(dir, Options{})
+		if err != nil {
+			t.Fatalf("empty %v: %v", empty, err)
+		}
+		if _, err := s.User("alice"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("empty %v: user in a new store: %v", empty, err)
+		}
+		if err := s.Check(); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+}
+
+// Lazy holds no lock between operations: another holder of the
+// read-write lock can open in between, and an operation while it holds
+// the lock is busy.
+func TestLazy(t *testing.T) {
+	dir := t.TempDir()
+	l := NewLazy(dir, Options{LockTimeout: 100 * time.Millisecond}, nil)
+	if _, err := l.User("alice"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("user in a new store: %v", err)
+	}
+	if _, err := l.Enroll("alice", hash("ha"), hash("tok"), t0.Add(time.Hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	other, err := Open(dir, Options{LockTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("open while Lazy is idle: %v", err)
+	}
+	if _, err := l.User("alice"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("read while another holds the write lock: %v", err)
+	}
+	if err := l.Register(hash("tok"), Credential{ID: []byte("c"), User: "alice"}, t0); !errors.Is(err, ErrBusy) {
+		t.Fatalf("write while another holds the write lock: %v", err)
+	}
+	other.Close()
+	if err := l.Register(hash("tok"), Credential{ID: []byte("c"), User: "alice"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Use([]byte("c"), hash("ch"), t0.Add(time.Minute), 1, nil, t0); err != nil {
+		t.Fatal(err)
+	}
+	if cr, err := l.Credential([]byte("c")); err != nil || cr.SignCount != 1 {
+		t.Fatalf("credential %+v, %v", cr, err)
+	}
+	if err := l.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

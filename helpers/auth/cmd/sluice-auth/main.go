@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"sluice/helpers/auth"
 	"sluice/helpers/auth/seal"
@@ -49,6 +50,7 @@ func main() {
 	admins := flag.String("admins", "", "callers who may enroll, checked on top of --allow 'admin to auth=...': uid:N,user:NAME,gid:N,group:NAME (uid 0 always; default: also this helper's own uid)")
 	reserve := flag.Int64("reserve", 1<<20, "bytes kept allocated past the database end so sign-ins work on a full disk")
 	minFree := flag.Int64("min-free", 1<<20, "free bytes the state file system needs for an enrollment or registration")
+	lockTimeout := flag.Duration("lock-timeout", 3*time.Second, "longest wait for the credential database another instance holds; past it the call is answered busy")
 	flag.Parse()
 	log := helper.Logger(msg.Auth)
 	if len(origins) == 0 {
@@ -76,14 +78,10 @@ func main() {
 			helper.Fatal(log, "--admins", err)
 		}
 	}
-	st, err := store.Open(dir, store.Options{Reserve: *reserve, MinFree: *minFree})
-	if err != nil {
-		helper.Fatal(log, "credential store", err)
-	}
-	defer st.Close()
-	if st.ReserveErr != nil {
-		log.Warn("auth: no space reserve for sign-ins", "err", st.ReserveErr)
-	}
+	// Opened per operation, in the handler: instances (Accept=yes, one per
+	// call) share the database and must not hold its lock for longer
+	// than a transaction.
+	st := store.NewLazy(dir, store.Options{Reserve: *reserve, MinFree: *minFree, LockTimeout: *lockTimeout}, log)
 	svc, err := auth.New(auth.Config{
 		RPID: *rpID, RPName: *rpName, Origins: origins,
 		GrantKey: gk, SealKey: sk,
@@ -113,7 +111,6 @@ func main() {
 	ctx, cancel := helper.Context()
 	defer cancel()
 	if err := f.Serve(ctx, f.Server(msg.Auth, log, routes...), rpc.ActivationFiles()); err != nil {
-		st.Close()
 		helper.Fatal(log, "serve", err)
 	}
 }
