@@ -29,9 +29,9 @@ build: web
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
 	@for h in $(HELPERS); do \
-		if [ -d helpers/$$h/cmd ]; then CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./helpers/$$h/cmd/... || exit 1; fi; \
+		if [ -d helpers/$$h/cmd ]; then CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/ ./helpers/$$h/cmd/... || exit 1; fi; \
 	done
-	@if [ -d frontend/cmd ]; then CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./frontend/cmd/...; fi
+	@if [ -d frontend/cmd ]; then CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/ ./frontend/cmd/...; fi
 	$(BIN)/sluice manifest $(BIN)
 
 run: deps build
