@@ -249,6 +249,12 @@ func TestNspawn(t *testing.T) {
 	if n, _ := strconv.Atoi(uid[0]); n < 61184 || n > 65519 {
 		t.Errorf("ptystore runs as uid %v, not a DynamicUser uid", uid)
 	}
+	// Room for --max-conns 1024 calls beside the sessions: the unit's
+	// LimitNOFILE= (a lower soft limit Go would raise at start).
+	lim := strings.Fields(strings.TrimPrefix(c.must("grep", "^Max open files", "/proc/"+pid1+"/limits"), "Max open files"))
+	if len(lim) < 2 || lim[1] != "16384" || atoi(lim[0]) < 16383 {
+		t.Errorf("ptystore's open files limit (soft, hard): %v, want 16384 16384", lim)
+	}
 
 	c.must("systemctl", "restart", "sluice-ptystore.service")
 	pid2 := strings.TrimSpace(c.must("systemctl", "show", "-P", "MainPID", "sluice-ptystore.service"))
@@ -413,3 +419,5 @@ func init() {
 	}
 	os.Exit(0)
 }
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
