@@ -9,9 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 
 	"sluice/frontend/hub"
 	"sluice/msg"
@@ -55,6 +59,7 @@ const codeSignIn = "sign-in" // the op needs a signed-in connection
 type conn struct {
 	s      *Server
 	ws     *websocket.Conn
+	raw    syscall.RawConn // the TCP socket under ws, nil if it has none
 	remote string
 	log    *slog.Logger
 	ctx    context.Context
@@ -72,17 +77,31 @@ type conn struct {
 	lastRefus time.Time
 }
 
+// attachment is this connection's view of one session, and its sender.
+// There is no sender goroutine while the session is idle: the hub calls
+// kick when there may be output, and whoever kicks sends what is ready
+// itself as long as the socket takes it without blocking; only a write
+// that could block gets a goroutine, which lives until the output is
+// drained. An idle session so costs no goroutine here, and a keystroke's
+// echo goes out on the pty reader's goroutine without a hand-off.
 type attachment struct {
 	serial int64
 	id     string
+	c      *conn
 	v      *hub.Viewer
-	cancel context.CancelFunc
-	done   chan struct{}
+
+	send    sync.Mutex  // held by whoever is sending for this attachment
+	pending atomic.Bool // kicked since the sender last looked
+	stopped bool        // guarded by send: detached, exited or failed
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &conn{s: s, ws: ws, remote: remote, log: s.log.With("remote", remote), ctx: ctx, cancel: cancel}
+	c := &conn{s: s, ws: ws, remote: remote, log: s.log.With("remote", remote), ctx: ctx, cancel: cancel}
+	if sc, ok := ws.NetConn().(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	return c
 }
 
 func (c *conn) run() {
@@ -115,6 +134,10 @@ func (c *conn) run() {
 func (c *conn) write(typ int, b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeLocked(typ, b)
+}
+
+func (c *conn) writeLocked(typ int, b []byte) error {
 	c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 	err := c.ws.WriteMessage(typ, b)
 	if err != nil {
@@ -126,11 +149,53 @@ func (c *conn) write(typ int, b []byte) error {
 }
 
 func (c *conn) send(m outMsg) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.sendLocked(m)
+}
+
+func (c *conn) sendLocked(m outMsg) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("frontend: encode %v: %w", m["t"], err)
 	}
-	return c.write(websocket.TextMessage, b)
+	return c.writeLocked(websocket.TextMessage, b)
+}
+
+// minInline is room kept aside beyond the output itself for the control
+// messages that may go with it.
+const minInline = 512
+
+// tryWriter takes the write lock if it is free and the socket takes n
+// more bytes of output without blocking, and says whether it did.
+func (c *conn) tryWriter(n int) bool {
+	if c.raw == nil || !c.wmu.TryLock() {
+		return false
+	}
+	if sockRoom(c.raw) >= n+minInline {
+		return true
+	}
+	c.wmu.Unlock()
+	return false
+}
+
+// sockRoom is how many bytes a write to the TCP socket takes now without
+// waiting, from the kernel's own accounting (SO_MEMINFO: bytes queued,
+// overhead included, against the send buffer). It halves the free space
+// because queued bytes are counted with their buffers' overhead, and
+// keeps a frame header's worth aside.
+func sockRoom(rc syscall.RawConn) int {
+	var mi [unix.SK_MEMINFO_VARS]uint32
+	room := 0
+	rc.Control(func(fd uintptr) {
+		l := uint32(unsafe.Sizeof(mi))
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&mi[0])), uintptr(unsafe.Pointer(&l)), 0)
+		if e == 0 {
+			room = (int(mi[unix.SK_MEMINFO_SNDBUF])-int(mi[unix.SK_MEMINFO_WMEM_QUEUED]))/2 - 64
+		}
+	})
+	return room
 }
 
 func (c *conn) fail(op, code, text string) {
@@ -374,16 +439,19 @@ func (c *conn) attach(op string, info msg.SessionInfo, mode string, pty *os.File
 	default:
 		mode = msg.ShareReadOnly // an unknown mode gets the least
 	}
-	v := hs.Attach(c.grantUser(), mode)
-	if cols > 0 && rows > 0 && mode != msg.ShareReadOnly {
-		v.Resize(cols, rows)
-	}
 	c.serial++
-	ctx, cancel := context.WithCancel(c.ctx)
-	a := &attachment{serial: c.serial, id: info.ID, v: v, cancel: cancel, done: make(chan struct{})}
+	a := &attachment{serial: c.serial, id: info.ID, c: c}
+	// Output that arrives before "attached" is out waits: kicks find the
+	// sender busy and leave it pending.
+	a.send.Lock()
+	a.v = hs.AttachFunc(c.grantUser(), mode, a.kick)
+	if cols > 0 && rows > 0 && mode != msg.ShareReadOnly {
+		a.v.Resize(cols, rows)
+	}
 	c.att = a
 	c.send(outMsg{"t": "attached", "a": a.serial, "session": c.describe(info), "mode": mode, "window": c.s.hub.Window()})
-	go c.pump(ctx, a)
+	a.send.Unlock()
+	a.kick()
 }
 
 func (c *conn) grantUser() string {
@@ -402,41 +470,97 @@ func (c *conn) detach() {
 	}
 	c.att = nil
 	a.v.Detach()
-	a.cancel()
-	<-a.done
+	a.send.Lock()
+	a.stopped = true
+	a.send.Unlock()
 }
 
-var frameBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+const frameSize = 32 << 10
 
-// pump sends the attachment's output. It takes a frame buffer only while
-// there is something to send.
-func (c *conn) pump(ctx context.Context, a *attachment) {
-	defer close(a.done)
-	for {
-		if err := a.v.Wait(ctx); err != nil {
-			return
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, frameSize); return &b }}
+
+// kick is the viewer's ready func: the hub calls it when there may be
+// something to send, from the pty reader or from whoever acknowledged,
+// attached or detached. It never blocks.
+func (a *attachment) kick() {
+	a.pending.Store(true)
+	for a.pending.Load() && a.send.TryLock() {
+		if !a.drain(true) {
+			return // a goroutine has the sender now
 		}
-		bp := frameBufs.Get().(*[]byte)
-		ev, err := a.v.Next(ctx, *bp)
-		if err == nil && ev.Skipped > 0 {
-			err = c.send(outMsg{"t": "skipped", "a": a.serial, "bytes": ev.Skipped})
-		}
-		if err == nil && ev.N > 0 {
-			err = c.write(websocket.BinaryMessage, (*bp)[:ev.N])
-		}
-		frameBufs.Put(bp)
-		if err == nil && ev.Viewers {
-			if hs := c.s.hub.Get(a.id); hs != nil {
-				err = c.send(outMsg{"t": "viewers", "a": a.serial, "viewers": hs.Viewers()})
+		a.send.Unlock()
+	}
+}
+
+// drain sends what is ready; the caller holds a.send. Inline, it sends
+// only what the socket takes at once; when a write could block it hands
+// a.send to a new goroutine that carries on, and returns false.
+func (a *attachment) drain(inline bool) bool {
+	// pending is cleared even once stopped, or kick would spin on it.
+	for a.pending.Swap(false) && !a.stopped {
+		for !a.stopped {
+			ok, n := a.v.Ready()
+			if !ok {
+				break
 			}
+			// Inline, output goes only whole: cutting it to the socket's
+			// room would make small frames, and small frames make small
+			// acks, and both cost more than the hand-off they save.
+			if inline && !a.c.tryWriter(min(n, frameSize)) {
+				a.pending.Store(true)
+				go a.carryOn()
+				return false
+			}
+			limit := frameSize
+			if inline {
+				limit = min(n, frameSize)
+			} else {
+				a.c.wmu.Lock()
+			}
+			a.sendOne(limit)
+			a.c.wmu.Unlock()
 		}
-		if err == nil && ev.Exited {
-			c.send(outMsg{"t": "exit", "a": a.serial, "id": a.id})
+	}
+	return true
+}
+
+// carryOn is the sender goroutine; it exists only while output is
+// waiting for the socket to take it.
+func (a *attachment) carryOn() {
+	for {
+		a.drain(false)
+		a.send.Unlock()
+		if !a.pending.Load() || !a.send.TryLock() {
 			return
 		}
-		if err != nil {
-			return
+	}
+}
+
+// sendOne sends one Poll's worth, at most limit bytes of output, with the
+// sender and the write lock held. It takes a frame buffer only now, so an
+// idle attachment holds none.
+func (a *attachment) sendOne(limit int) {
+	c := a.c
+	bp := frameBufs.Get().(*[]byte)
+	defer frameBufs.Put(bp)
+	ev, err := a.v.Poll((*bp)[:limit])
+	if err == nil && ev.Skipped > 0 {
+		err = c.sendLocked(outMsg{"t": "skipped", "a": a.serial, "bytes": ev.Skipped})
+	}
+	if err == nil && ev.N > 0 {
+		err = c.writeLocked(websocket.BinaryMessage, (*bp)[:ev.N])
+	}
+	if err == nil && ev.Viewers {
+		if hs := c.s.hub.Get(a.id); hs != nil {
+			err = c.sendLocked(outMsg{"t": "viewers", "a": a.serial, "viewers": hs.Viewers()})
 		}
+	}
+	if err == nil && ev.Exited {
+		c.sendLocked(outMsg{"t": "exit", "a": a.serial, "id": a.id})
+		a.stopped = true
+	}
+	if err != nil {
+		a.stopped = true
 	}
 }
 

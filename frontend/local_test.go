@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -80,8 +81,18 @@ func (l *localBackend) PtyPut(ctx context.Context, a msg.PtyPut, _ *os.File) (ms
 	return msg.PtyPutReply{Session: a.Session}, nil
 }
 
-func (l *localBackend) PtyGet(context.Context, msg.PtyGet) (msg.PtyGetReply, *os.File, error) {
-	return msg.PtyGetReply{}, nil, errors.New("local backend: no get")
+// PtyGet lets anyone join a session the hub streams already, read-only
+// with a share token; the hub keeps its own pty and closes the stand-in.
+func (l *localBackend) PtyGet(_ context.Context, a msg.PtyGet) (msg.PtyGetReply, *os.File, error) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		return msg.PtyGetReply{}, nil, err
+	}
+	mode := msg.ModeOwner
+	if len(a.ShareToken) > 0 {
+		mode = msg.ShareReadOnly
+	}
+	return msg.PtyGetReply{Session: msg.SessionInfo{ID: a.ID, Machine: msg.HostMachine}, Mode: mode}, f, nil
 }
 
 func (l *localBackend) PtyList(context.Context, msg.PtyList) (msg.PtyListReply, error) {
@@ -114,6 +125,13 @@ type local struct {
 
 func startLocal(tb testing.TB, opt hub.Options, argv func(user string) []string) *local {
 	tb.Helper()
+	return startLocalConfig(tb, Config{Hub: opt}, argv)
+}
+
+// startLocalConfig is startLocal with more of the Config; Origins and
+// Backend are filled in.
+func startLocalConfig(tb testing.TB, cfg Config, argv func(user string) []string) *local {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -122,7 +140,12 @@ func startLocal(tb testing.TB, opt hub.Options, argv func(user string) []string)
 	l := &local{be: &localBackend{argv: argv}, origin: fmt.Sprintf("http://localhost:%d", port)}
 	l.ws = fmt.Sprintf("ws://127.0.0.1:%d/ws", port)
 	l.base = fmt.Sprintf("http://127.0.0.1:%d", port)
-	l.srv, err = New(Config{Origins: []string{l.origin}, Backend: l.be, Hub: opt})
+	cfg.Origins, cfg.Backend = []string{l.origin}, l.be
+	if _, bench := tb.(*testing.B); bench && cfg.Log == nil {
+		// A line per session would bury the figures.
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	l.srv, err = New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -189,11 +212,32 @@ func (c *wsClient) expect(tb testing.TB, typ string) map[string]any {
 	}
 }
 
-func (c *wsClient) create(tb testing.TB, user string) {
+func (c *wsClient) create(tb testing.TB, user string) map[string]any {
 	tb.Helper()
 	c.send(tb, map[string]any{"t": "create", "user": user, "cols": 80, "rows": 24})
-	c.att = c.expect(tb, "attached")["a"].(float64)
-	c.got, c.acked = 0, 0
+	first := c.att == 0
+	for {
+		mt, data, err := c.ws.ReadMessage()
+		if err != nil {
+			tb.Fatalf("waiting for attached: %v", err)
+		}
+		if mt != websocket.TextMessage {
+			if first {
+				tb.Fatalf("output before attached: %q", data)
+			}
+			continue
+		}
+		var m map[string]any
+		json.Unmarshal(data, &m)
+		switch m["t"] {
+		case "attached":
+			c.att = m["a"].(float64)
+			c.got, c.acked = 0, 0
+			return m
+		case "error":
+			tb.Fatalf("waiting for attached: %v", m)
+		}
+	}
 }
 
 // read returns the next pty bytes (acknowledging them as the page does, in

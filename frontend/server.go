@@ -207,10 +207,17 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	c.run()
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
+	// The connection gets a goroutine of its own so that this handler
+	// returns: net/http's per-connection state (its 4 KiB read and write
+	// buffers, the request, the response's buffer) is only released once
+	// the handler that hijacked it is done, and the goroutine that ran it
+	// has a stack grown by HTTP parsing.
+	go func() {
+		c.run()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
 }
 
 // Close drops every connection and stops streaming (the shells live on in

@@ -208,6 +208,8 @@ type Session struct {
 	inq       [][]byte
 	inBytes   int
 	inWriting bool
+
+	ready []*Viewer // the reader's scratch list of viewers to notify
 }
 
 func (s *Session) ID() string { return s.id }
@@ -314,11 +316,14 @@ func (s *Session) readOnce(n int) error {
 		default:
 			s.mu.Lock()
 			s.ring.write(buf[:k])
-			s.wakeViewersLocked(false)
+			s.ready = s.wakeViewersLocked(s.ready[:0], false)
 			s.mu.Unlock()
 		}
 		return true
 	})
+	notify(s.ready)
+	clear(s.ready) // no viewer kept alive by the scratch list
+	s.ready = s.ready[:0]
 	if err != nil {
 		return err
 	}
@@ -356,8 +361,9 @@ func (s *Session) allowanceLocked(now time.Time) (n int, wait time.Duration) {
 func (s *Session) finish() {
 	s.mu.Lock()
 	s.exited = true
-	s.wakeViewersLocked(false)
+	ready := s.wakeViewersLocked(nil, false)
 	s.mu.Unlock()
+	notify(ready)
 	s.h.mu.Lock()
 	if s.h.sessions[s.id] == s {
 		delete(s.h.sessions, s.id)
@@ -377,12 +383,25 @@ func (s *Session) kickReader() {
 	}
 }
 
-func (s *Session) wakeViewersLocked(viewersChanged bool) {
+// wakeViewersLocked wakes every viewer waiting in Next and appends the
+// ones with a ready func to ready, for the caller to call once it has let
+// go of s.mu: a ready func may send, and sending takes s.mu.
+func (s *Session) wakeViewersLocked(ready []*Viewer, viewersChanged bool) []*Viewer {
 	for _, v := range s.viewers {
 		if viewersChanged {
 			v.viewersDirty = true
 		}
 		v.signal()
+		if v.ready != nil {
+			ready = append(ready, v)
+		}
+	}
+	return ready
+}
+
+func notify(vs []*Viewer) {
+	for _, v := range vs {
+		v.ready()
 	}
 }
 
@@ -405,20 +424,30 @@ func (s *Session) Viewers() []ViewerInfo {
 
 // Attach adds a viewer that will first get the scrollback, then live
 // output. Viewers that may type pace the reader; read-only ones do not.
-func (s *Session) Attach(user, mode string) *Viewer {
+func (s *Session) Attach(user, mode string) *Viewer { return s.AttachFunc(user, mode, nil) }
+
+// AttachFunc is Attach for a viewer that is told rather than waits: ready
+// is called (never with a lock of the hub's held, possibly on the pty
+// reader's goroutine, so it must not block) whenever Poll may have
+// something new. It lets a sender exist only while there is output, and
+// lets an idle viewer's output go out without a hand-off to another
+// goroutine.
+func (s *Session) AttachFunc(user, mode string, ready func()) *Viewer {
 	v := &Viewer{
 		s:        s,
 		user:     user,
 		mode:     mode,
 		pacing:   mode != ModeReadOnly,
 		wake:     make(chan struct{}, 1),
+		ready:    ready,
 		progress: time.Now(),
 	}
 	s.mu.Lock()
 	v.pos = s.ring.start()
 	s.viewers = append(s.viewers, v)
-	s.wakeViewersLocked(true)
+	others := s.wakeViewersLocked(nil, true)
 	s.mu.Unlock()
+	notify(others)
 	s.kickReader()
 	return v
 }
@@ -430,6 +459,7 @@ type Viewer struct {
 	mode   string
 	pacing bool
 	wake   chan struct{}
+	ready  func()
 
 	// Guarded by s.mu.
 	pos          int64 // next ring offset to send
@@ -457,6 +487,13 @@ func (v *Viewer) backlogLocked() int64 {
 	return (v.s.ring.head - v.pos) + (v.delivered - v.acked)
 }
 
+func (v *Viewer) notify() {
+	v.signal()
+	if v.ready != nil {
+		v.ready()
+	}
+}
+
 // Event is what Next hands the sender.
 type Event struct {
 	N       int   // bytes of output copied into dst
@@ -468,36 +505,10 @@ type Event struct {
 // Next waits for something to send: output within the window, a viewer
 // list change, or the end of the session.
 func (v *Viewer) Next(ctx context.Context, dst []byte) (Event, error) {
-	s := v.s
 	for {
-		var ev Event
-		s.mu.Lock()
-		if v.detached {
-			s.mu.Unlock()
-			return ev, ErrDetached
-		}
-		if v.viewersDirty {
-			v.viewersDirty = false
-			ev.Viewers = true
-		}
-		if start := s.ring.start(); v.pos < start {
-			ev.Skipped = start - v.pos
-			v.pos = start
-		}
-		avail := s.ring.head - v.pos
-		win := int64(s.opt.Window) - (v.delivered - v.acked)
-		if avail > 0 && win > 0 && len(dst) > 0 {
-			k := int(min(int64(len(dst)), avail, win))
-			s.ring.read(v.pos, dst[:k])
-			v.pos += int64(k)
-			v.delivered += int64(k)
-			ev.N = k
-		} else if avail == 0 && s.exited {
-			ev.Exited = true
-		}
-		s.mu.Unlock()
-		if ev.N > 0 || ev.Skipped > 0 || ev.Viewers || ev.Exited {
-			return ev, nil
+		ev, err := v.Poll(dst)
+		if err != nil || ev.N > 0 || ev.Skipped > 0 || ev.Viewers || ev.Exited {
+			return ev, err
 		}
 		select {
 		case <-v.wake:
@@ -507,25 +518,50 @@ func (v *Viewer) Next(ctx context.Context, dst []byte) (Event, error) {
 	}
 }
 
-// Wait blocks until Next has something to return, so a sender can take a
-// buffer only then: an idle viewer holds none.
-func (v *Viewer) Wait(ctx context.Context) error {
+// Poll is Next without the wait: a zero Event when there is nothing.
+func (v *Viewer) Poll(dst []byte) (Event, error) {
+	var ev Event
 	s := v.s
-	for {
-		s.mu.Lock()
-		ready := v.detached || v.viewersDirty || v.pos < s.ring.start() ||
-			(s.ring.head > v.pos && v.delivered-v.acked < int64(s.opt.Window)) ||
-			(s.ring.head == v.pos && s.exited)
-		s.mu.Unlock()
-		if ready {
-			return nil
-		}
-		select {
-		case <-v.wake:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v.detached {
+		return ev, ErrDetached
 	}
+	if v.viewersDirty {
+		v.viewersDirty = false
+		ev.Viewers = true
+	}
+	if start := s.ring.start(); v.pos < start {
+		ev.Skipped = start - v.pos
+		v.pos = start
+	}
+	avail := s.ring.head - v.pos
+	win := int64(s.opt.Window) - (v.delivered - v.acked)
+	if avail > 0 && win > 0 && len(dst) > 0 {
+		k := int(min(int64(len(dst)), avail, win))
+		s.ring.read(v.pos, dst[:k])
+		v.pos += int64(k)
+		v.delivered += int64(k)
+		ev.N = k
+	} else if avail == 0 && s.exited {
+		ev.Exited = true
+	}
+	return ev, nil
+}
+
+// Ready says whether Poll has something to return, so a sender can take a
+// buffer only then, and how many bytes of output Poll would hand out now
+// given room enough.
+func (v *Viewer) Ready() (ok bool, n int) {
+	s := v.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := max(v.pos, s.ring.start())
+	win := int64(s.opt.Window) - (v.delivered - v.acked)
+	n = int(max(0, min(s.ring.head-start, win)))
+	ok = n > 0 || v.detached || v.viewersDirty || v.pos < s.ring.start() ||
+		(s.ring.head == v.pos && s.exited)
+	return ok, n
 }
 
 // Ack records that the client has processed total bytes (cumulative since
@@ -541,7 +577,7 @@ func (v *Viewer) Ack(total int64) {
 		v.lagging = false
 	}
 	s.mu.Unlock()
-	v.signal()
+	v.notify()
 	s.kickReader()
 }
 
@@ -576,6 +612,7 @@ func (v *Viewer) Resize(cols, rows uint16) error {
 // Detach removes the viewer; a pending Next returns ErrDetached.
 func (v *Viewer) Detach() {
 	s := v.s
+	var others []*Viewer
 	s.mu.Lock()
 	if !v.detached {
 		v.detached = true
@@ -585,10 +622,11 @@ func (v *Viewer) Detach() {
 				break
 			}
 		}
-		s.wakeViewersLocked(true)
+		others = s.wakeViewersLocked(nil, true)
 	}
 	s.mu.Unlock()
-	v.signal()
+	notify(others)
+	v.notify()
 	s.kickReader()
 }
 

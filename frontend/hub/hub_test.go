@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -387,5 +388,104 @@ func TestInputBacklogBounded(t *testing.T) {
 	}
 	if !errors.Is(err, ErrInputFull) {
 		t.Fatalf("4 MiB of input into an unread pty: %v, want ErrInputFull", err)
+	}
+}
+
+// A viewer attached with a ready func is told whenever Poll may have
+// something, never with the hub's lock held (the func here takes it), and
+// Poll itself never waits.
+func TestAttachFuncTells(t *testing.T) {
+	const window = 16 << 10
+	h := New(Options{Window: window})
+	defer h.Close()
+	s, sl := rawPty(t, h, "told")
+	defer sl.Close()
+	told := make(chan struct{}, 1)
+	var vp atomic.Pointer[Viewer]
+	ready := func() {
+		if w := vp.Load(); w != nil {
+			w.Ready() // deadlocks if called under s.mu
+		}
+		select {
+		case told <- struct{}{}:
+		default:
+		}
+	}
+	v := s.AttachFunc("alice", ModeOwner, ready)
+	vp.Store(v)
+	buf := make([]byte, 64<<10)
+	// waitReady waits for a tell after which Poll has at least n bytes.
+	waitReady := func(n int) {
+		t.Helper()
+		timeout := time.After(deadline)
+		for {
+			if ok, k := v.Ready(); ok && k >= n {
+				return
+			}
+			select {
+			case <-told:
+			case <-timeout:
+				t.Fatalf("not told of %d bytes", n)
+			}
+		}
+	}
+	if ev, err := v.Poll(buf); err != nil || !ev.Viewers || ev.N != 0 {
+		t.Fatalf("first poll: %+v, %v; want the viewer list", ev, err)
+	}
+	if ev, err := v.Poll(buf); err != nil || ev != (Event{}) {
+		t.Fatalf("idle poll: %+v, %v; want nothing", ev, err)
+	}
+	if ok, n := v.Ready(); ok || n != 0 {
+		t.Fatalf("idle: Ready %v, %d", ok, n)
+	}
+
+	sl.Write([]byte("hello"))
+	waitReady(5)
+	if ev, err := v.Poll(buf); err != nil || string(buf[:ev.N]) != "hello" {
+		t.Fatalf("poll: %+v, %v, %q", ev, err, buf[:ev.N])
+	}
+	v.Ack(5)
+
+	// Past the window Ready says no until an ack, which tells.
+	data := pattern(window + 1000)
+	go sl.Write(data)
+	var got []byte
+	for len(got) < window {
+		waitReady(1)
+		ev, err := v.Poll(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:ev.N]...)
+	}
+	if ok, n := v.Ready(); ok || n != 0 || len(got) != window {
+		t.Fatalf("window full after %d bytes: Ready %v, %d", len(got), ok, n)
+	}
+	v.Ack(int64(5 + window))
+	waitReady(1000)
+	ev, err := v.Poll(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, buf[:ev.N]...)
+	if !bytes.Equal(got, data) {
+		t.Fatal("bytes through Poll differ from what was written")
+	}
+
+	// Another viewer attaching tells this one, from the attaching
+	// goroutine.
+	other := s.Attach("bob", ModeReadOnly)
+	select {
+	case <-told:
+	case <-time.After(deadline):
+		t.Fatal("not told of a new viewer")
+	}
+	if ev, err := v.Poll(buf); err != nil || !ev.Viewers {
+		t.Fatalf("after a new viewer: %+v, %v", ev, err)
+	}
+	other.Detach()
+	v.Detach()
+	if _, err := v.Poll(buf); !errors.Is(err, ErrDetached) {
+		t.Fatalf("poll after detach: %v", err)
 	}
 }
