@@ -2,8 +2,10 @@ package frontend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -33,32 +35,66 @@ type Backend interface {
 // Helpers reaches the auth, policy and ptystore helpers over their
 // sockets, as component "frontend".
 type Helpers struct {
-	auth, policy, ptystore *rpc.Client
+	auth, policy, ptystore helperClient
+}
+
+// helperClient is a helper's client with the helper's name, for errors
+// the page shows.
+type helperClient struct {
+	name string
+	*rpc.Client
+}
+
+// StoppedError is a call cut off because the helper went away before it
+// answered (killed, crashed, restarted). Whether it acted is unknown; a
+// new call reaches its restarted self or a fresh Accept=yes instance.
+type StoppedError struct {
+	Helper string // component name: "auth", "policy", "ptystore"
+	Err    error
+}
+
+func (e *StoppedError) Error() string {
+	return fmt.Sprintf("the %s helper stopped before answering: %v", e.Helper, e.Err)
+}
+
+func (e *StoppedError) Unwrap() error { return e.Err }
+
+// stopped reports whether a call's error is the helper going away: the
+// connection ended before the helper's first byte (also how a server
+// refuses a handshake, so a build mismatch reads the same; the log has
+// the error) or part way through its answer. The rpc client reads a reset
+// (the request still unread) as the end too.
+func stopped(err error) bool {
+	return errors.Is(err, rpc.ErrTruncated) ||
+		errors.Is(err, rpc.ErrHandshake) && strings.Contains(err.Error(), "closed the connection without answering")
 }
 
 // NewHelpers builds the clients from the suite's manifest and runtime dir.
 func NewHelpers() (*Helpers, error) {
 	var h Helpers
 	for _, c := range []struct {
-		cl    **rpc.Client
-		proto string
-	}{{&h.auth, "web to auth"}, {&h.policy, "web to policy"}, {&h.ptystore, "web to ptystore"}} {
+		hc          *helperClient
+		name, proto string
+	}{{&h.auth, msg.Auth, "web to auth"}, {&h.policy, msg.Policy, "web to policy"}, {&h.ptystore, msg.PtyStore, "web to ptystore"}} {
 		cl, err := suite.Client(msg.Frontend, c.proto)
 		if err != nil {
 			return nil, fmt.Errorf("frontend: client for %q: %w", c.proto, err)
 		}
-		*c.cl = cl
+		*c.hc = helperClient{name: c.name, Client: cl}
 	}
 	return &h, nil
 }
 
-func call(ctx context.Context, cl *rpc.Client, op string, args any, fds []*os.File, reply any) ([]*os.File, error) {
+func call(ctx context.Context, cl helperClient, op string, args any, fds []*os.File, reply any) ([]*os.File, error) {
 	raw, err := msgpack.Marshal(args)
 	if err != nil {
 		return nil, fmt.Errorf("frontend: encode %s: %w", op, err)
 	}
 	got, err := cl.Call(ctx, msg.Request{Op: op, Args: raw}, fds, reply)
 	if err != nil {
+		if stopped(err) {
+			err = &StoppedError{Helper: cl.name, Err: err}
+		}
 		return nil, fmt.Errorf("frontend: %s: %w", op, err)
 	}
 	return got, nil

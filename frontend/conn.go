@@ -203,10 +203,17 @@ func (c *conn) fail(op, code, text string) {
 }
 
 // failErr reports a helper's error: its code and text when it is one the
-// user can act on, a generic line otherwise (details stay in the log).
+// user can act on, which helper went away when one did, a generic line
+// otherwise (details stay in the log).
 func (c *conn) failErr(op string, err error) {
 	code := rpc.CodeOf(err)
 	var re *rpc.RemoteError
+	var se *StoppedError
+	if errors.As(err, &se) {
+		c.log.Warn("helper stopped mid-call", "op", op, "helper", se.Helper, "err", err)
+		c.fail(op, msg.CodeInternal, "the "+se.Helper+" helper stopped before answering; try again")
+		return
+	}
 	switch code {
 	case msg.CodeDenied, msg.CodeFailed, msg.CodeBadGrant, msg.CodeNotFound, msg.CodeBadRequest, msg.CodeBusy, msg.CodeForbidden:
 		text := err.Error()

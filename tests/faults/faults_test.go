@@ -23,8 +23,8 @@
 //     died is not lost: the runner holds the socket and the restarted
 //     helper answers it.
 //   - through the frontend: policy killed mid-call gives the page
-//     {"code":"internal","message":"the server could not do that; see its
-//     log"}; the shell helper killed mid-call gives {"code":"failed",
+//     {"code":"internal","message":"the policy helper stopped before
+//     answering; try again"}; the shell helper killed mid-call gives {"code":"failed",
 //     "message":"the shell could not be opened; see the policy helper's
 //     log"}. The same connection can try again at once.
 //
@@ -730,8 +730,8 @@ func TestKillPolicyMidCall(t *testing.T) {
 	_, err = b.Expect("attached")
 	t.Logf("page saw: %v", err)
 	var re *suiterun.RemoteError
-	if !errors.As(err, &re) || re.Op != "create" || re.Code != msg.CodeInternal || re.Message != "the server could not do that; see its log" {
-		t.Errorf("page saw %v, want create: internal: the server could not do that; see its log", err)
+	if !errors.As(err, &re) || re.Op != "create" || re.Code != msg.CodeInternal || re.Message != "the policy helper stopped before answering; try again" {
+		t.Errorf("page saw %v, want create: internal: the policy helper stopped before answering; try again", err)
 	}
 	release()
 	t.Log("shell released")
