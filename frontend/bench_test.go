@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,12 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
+
 	"sluice/frontend/hub"
 	"sluice/frontend/internal/ptyutil"
 )
 
 // The figures of issue 5, each measured beside its baseline in the same
-// run. Run with: go test -run '^$' -bench . -benchtime 1x ./frontend/
+// run and reported as a ratio to it (units ending in "ratio") besides the
+// absolute figures; bench/report checks both against the targets. Run
+// with: go test -run '^$' -bench . -benchtime 1x ./frontend/
 
 const catSize = 100 << 20
 
@@ -89,7 +96,7 @@ func BenchmarkCat100MB(b *testing.B) {
 	mbps := func(d time.Duration) float64 { return float64(catSize) * float64(b.N) / d.Seconds() / 1e6 }
 	b.ReportMetric(mbps(direct), "direct-MB/s")
 	b.ReportMetric(mbps(ws), "websocket-MB/s")
-	b.ReportMetric(direct.Seconds()/ws.Seconds(), "ratio")
+	b.ReportMetric(direct.Seconds()/ws.Seconds(), "tput-ratio")
 }
 
 func percentile(d []time.Duration, p float64) time.Duration {
@@ -99,12 +106,14 @@ func percentile(d []time.Duration, p float64) time.Duration {
 
 // BenchmarkEcho: one keystroke to a program that echoes it (cat in raw
 // mode, as readline does) and back, through the WebSocket, against the same
-// round trip on the pty directly.
+// round trip on the pty directly. The two alternate in blocks, so that a
+// burst of load on the machine falls on both alike.
 func BenchmarkEcho(b *testing.B) {
-	const rounds = 2000
+	const blocks, rounds = 10, 500
 	argv := []string{"sh", "-c", "stty raw -echo; printf R; exec cat"}
 	l := startLocal(b, hub.Options{}, func(string) []string { return argv })
 	var directAll, wsAll []time.Duration
+	key := []byte("k")
 	for i := 0; i < b.N; i++ {
 		m, cmd, err := ptyutil.Command(80, 24, argv[0], argv[1:]...)
 		if err != nil {
@@ -112,37 +121,42 @@ func BenchmarkEcho(b *testing.B) {
 		}
 		one := make([]byte, 1)
 		io.ReadFull(m, one) // R: stty has run
-		for r := 0; r < rounds; r++ {
-			t := time.Now()
-			m.Write([]byte("k"))
-			if _, err := io.ReadFull(m, one); err != nil {
-				b.Fatal(err)
+		c := l.dial(b)
+		c.create(b, "x")
+		c.until(b, "R")
+		for range blocks {
+			for range rounds {
+				t := time.Now()
+				m.Write(key)
+				if _, err := io.ReadFull(m, one); err != nil {
+					b.Fatal(err)
+				}
+				directAll = append(directAll, time.Since(t))
 			}
-			directAll = append(directAll, time.Since(t))
+			for range rounds {
+				t := time.Now()
+				c.ws.WriteMessage(websocket.BinaryMessage, key)
+				if d, _ := c.read(b, false); len(d) != 1 {
+					b.Fatalf("echo of %d bytes", len(d))
+				}
+				wsAll = append(wsAll, time.Since(t))
+				c.ack(b)
+			}
 		}
 		m.Close()
 		cmd.Process.Kill()
 		cmd.Wait()
-
-		c := l.dial(b)
-		c.create(b, "x")
-		c.until(b, "R")
-		for r := 0; r < rounds; r++ {
-			t := time.Now()
-			c.ws.WriteMessage(2, []byte("k"))
-			if d, _ := c.read(b, false); len(d) != 1 {
-				b.Fatalf("echo of %d bytes", len(d))
-			}
-			wsAll = append(wsAll, time.Since(t))
-			c.ack(b)
-		}
 		c.ws.Close()
 	}
 	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
-	b.ReportMetric(us(percentile(directAll, .5)), "direct-p50-µs")
-	b.ReportMetric(us(percentile(directAll, .99)), "direct-p99-µs")
-	b.ReportMetric(us(percentile(wsAll, .5)), "websocket-p50-µs")
-	b.ReportMetric(us(percentile(wsAll, .99)), "websocket-p99-µs")
+	d50, d99 := percentile(directAll, .5), percentile(directAll, .99)
+	w50, w99 := percentile(wsAll, .5), percentile(wsAll, .99)
+	b.ReportMetric(us(d50), "direct-p50-us")
+	b.ReportMetric(us(d99), "direct-p99-us")
+	b.ReportMetric(us(w50), "echo-p50-us")
+	b.ReportMetric(us(w99), "echo-p99-us")
+	b.ReportMetric(float64(w50)/float64(d50), "echo-p50-ratio")
+	b.ReportMetric(float64(w99)/float64(d99), "echo-p99-ratio")
 }
 
 // BenchmarkCtrlCFlood: `yes` floods a shell whose client reads only 1 MB/s;
@@ -183,8 +197,10 @@ func BenchmarkCtrlCFlood(b *testing.B) {
 		}, rate)
 		c.ws.Close()
 	}
-	b.ReportMetric(float64(direct.Milliseconds())/float64(b.N), "direct-ms")
-	b.ReportMetric(float64(ws.Milliseconds())/float64(b.N), "websocket-ms")
+	ms := func(d time.Duration) float64 { return d.Seconds() * 1e3 / float64(b.N) }
+	b.ReportMetric(ms(direct), "direct-ctrlc-ms")
+	b.ReportMetric(ms(ws), "ctrlc-ms")
+	b.ReportMetric(ws.Seconds()/direct.Seconds(), "ctrlc-ratio")
 }
 
 // ctrlC waits for the prompt, starts yes, reads for a second at rate,
@@ -243,49 +259,71 @@ func rss(b *testing.B) int64 {
 // BenchmarkIdleSessions: the frontend's memory per idle session with 200
 // sessions open, each with a prompt on screen and a connected viewer. The
 // clients run in a child process so only the frontend's side is counted.
+// The baseline is the textbook relay (bareRelay) measured the same way in
+// the same run.
 func BenchmarkIdleSessions(b *testing.B) {
 	const sessions = 200
-	l := startLocal(b, hub.Options{}, func(string) []string {
-		return []string{"sh", "-c", "printf 'user@host:~$ '; exec cat"}
-	})
+	argv := []string{"sh", "-c", "printf 'user@host:~$ '; exec cat"}
+	l := startLocal(b, hub.Options{}, func(string) []string { return argv })
+	bare := startBare(b)
+	var ours, base float64
 	for i := 0; i < b.N; i++ {
 		// The shells are made before measuring: in the suite the shell
 		// helper starts them, not the frontend.
-		l.be.ready = make(chan *os.File, sessions)
-		for j := 0; j < sessions; j++ {
-			m, cmd, err := l.be.spawn("x")
-			if err != nil {
-				b.Fatal(err)
-			}
-			go cmd.Wait()
-			l.be.ready <- m
-		}
-		before := rss(b)
-		cmd := exec.Command(os.Args[0], "-test.run", "^TestIdleClients$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "SLUICE_IDLE_CLIENTS="+fmt.Sprint(sessions), "SLUICE_IDLE_WS="+l.ws, "SLUICE_IDLE_ORIGIN="+l.origin)
-		stdout, _ := cmd.StdoutPipe()
-		cmd.Stderr = os.Stderr
-		stdin, _ := cmd.StdinPipe()
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		// The child prints "ready" once every session shows its prompt.
-		buf := make([]byte, 0, 64)
-		one := make([]byte, 1)
-		for !bytes.Contains(buf, []byte("ready")) {
-			if _, err := stdout.Read(one); err != nil {
-				b.Fatalf("client process: %v (%q)", err, buf)
-			}
-			buf = append(buf, one[0])
-		}
-		if n := l.srv.Hub().Len(); n != sessions {
+		l.be.ready = shells(b, l.be, sessions)
+		ours += idleKiB(b, sessions, "sluice", l.ws, l.origin)
+		if n := l.srv.Hub().Len(); n < sessions {
 			b.Fatalf("%d sessions in the hub", n)
 		}
-		after := rss(b)
-		b.ReportMetric(float64(after-before)/sessions/1024, "KiB/session")
-		stdin.Close()
-		cmd.Wait()
+		bare.ptys = shells(b, l.be, sessions)
+		base += idleKiB(b, sessions, "bare", bare.ws, l.origin)
 	}
+	b.ReportMetric(ours/float64(b.N), "idle-KiB/session")
+	b.ReportMetric(base/float64(b.N), "bare-KiB/session")
+	b.ReportMetric(ours/base, "idle-ratio")
+}
+
+// shells starts n shells on ptys and hands back their masters.
+func shells(b *testing.B, be *localBackend, n int) chan *os.File {
+	ready := make(chan *os.File, n)
+	for range n {
+		m, cmd, err := be.spawn("x")
+		if err != nil {
+			b.Fatal(err)
+		}
+		go cmd.Wait()
+		ready <- m
+	}
+	return ready
+}
+
+// idleKiB has a child process open n sessions of kind ("sluice" or
+// "bare") and wait for each one's prompt, and returns the growth of this
+// process's resident memory per session, in KiB. The sessions stay open
+// until the child is gone, when this returns.
+func idleKiB(b *testing.B, n int, kind, url, origin string) float64 {
+	before := rss(b)
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestIdleClients$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "SLUICE_IDLE_CLIENTS="+fmt.Sprint(n), "SLUICE_IDLE_KIND="+kind,
+		"SLUICE_IDLE_WS="+url, "SLUICE_IDLE_ORIGIN="+origin)
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	// The child prints "ready" once every session shows its prompt.
+	buf := make([]byte, 0, 64)
+	one := make([]byte, 1)
+	for !bytes.Contains(buf, []byte("ready")) {
+		if _, err := stdout.Read(one); err != nil {
+			b.Fatalf("client process: %v (%q)", err, buf)
+		}
+		buf = append(buf, one[0])
+	}
+	return float64(rss(b)-before) / float64(n) / 1024
 }
 
 // TestIdleClients is the client half of BenchmarkIdleSessions, run in a
@@ -296,10 +334,20 @@ func TestIdleClients(t *testing.T) {
 		return
 	}
 	l := &local{ws: os.Getenv("SLUICE_IDLE_WS"), origin: os.Getenv("SLUICE_IDLE_ORIGIN")}
+	bare := os.Getenv("SLUICE_IDLE_KIND") == "bare"
 	var cs []*wsClient
 	for i := 0; i < n; i++ {
-		c := l.dial(t)
-		c.create(t, "x")
+		var c *wsClient
+		if bare {
+			ws, _, err := websocket.DefaultDialer.Dial(l.ws, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c = &wsClient{ws: ws}
+		} else {
+			c = l.dial(t)
+			c.create(t, "x")
+		}
 		c.until(t, "$ ")
 		cs = append(cs, c)
 	}
@@ -310,15 +358,90 @@ func TestIdleClients(t *testing.T) {
 	}
 }
 
+// bareRelay is the textbook WebSocket terminal relay: gorilla's default
+// upgrader, the handler's goroutine copying client frames to the pty, and
+// a goroutine copying the pty to the client through a 32 KiB buffer, as
+// io.Copy would. Its pty reads park in the runtime poller like the hub's.
+type bareRelay struct {
+	ptys chan *os.File
+	ws   string
+}
+
+func startBare(b *testing.B) *bareRelay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	br := &bareRelay{ws: "ws://" + ln.Addr().String() + "/"}
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		m, err := nonblocking(<-br.ptys)
+		if err != nil {
+			return
+		}
+		defer m.Close()
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := m.Read(buf)
+				if err != nil || ws.WriteMessage(websocket.BinaryMessage, buf[:n]) != nil {
+					ws.Close()
+					return
+				}
+			}
+		}()
+		for {
+			_, p, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			m.Write(p)
+		}
+	})}
+	go hs.Serve(ln)
+	b.Cleanup(func() { hs.Close() })
+	return br
+}
+
+// nonblocking is f as a file the runtime poller waits on.
+func nonblocking(f *os.File) (*os.File, error) {
+	defer f.Close()
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// lost is how many bytes of the tail did not arrive: the shortfall, or
+// all of them when the last bytes are not the end marker.
+func lost(want, got int64, tail []byte) int64 {
+	if got == want && bytes.HasSuffix(tail, []byte("LAST-BYTES")) {
+		return 0
+	}
+	return max(want-got, int64(len("LAST-BYTES")))
+}
+
 // BenchmarkTail: a shell prints and exits at once; the client must get
-// every byte up to the last, then the end. Reports runs with a lost tail
-// (must be 0) beside the same check on the pty read directly.
+// every byte up to the last, then the end. Reports the bytes lost (must be
+// 0) beside the same on the pty read directly, and the bytes the
+// WebSocket delivered as a ratio to the direct read's.
 func BenchmarkTail(b *testing.B) {
 	const size = 300 << 10
 	script := fmt.Sprintf("stty raw -echo; head -c %d /dev/zero | tr '\\0' a; printf LAST-BYTES", size)
 	argv := []string{"sh", "-c", script}
 	l := startLocal(b, hub.Options{}, func(string) []string { return argv })
-	var lostDirect, lostWS int
+	const want = int64(size + len("LAST-BYTES"))
+	var lostDirect, lostWS, gotDirect, gotWS int64
 	for i := 0; i < b.N; i++ {
 		m, cmd, err := ptyutil.Command(80, 24, argv[0], argv[1:]...)
 		if err != nil {
@@ -333,9 +456,8 @@ func BenchmarkTail(b *testing.B) {
 				break
 			}
 		}
-		if len(out) != size+10 || !bytes.HasSuffix(out, []byte("LAST-BYTES")) {
-			lostDirect++
-		}
+		gotDirect += int64(len(out))
+		lostDirect += lost(want, int64(len(out)), out)
 		m.Close()
 		cmd.Wait()
 
@@ -349,12 +471,11 @@ func BenchmarkTail(b *testing.B) {
 			}
 			tail = append(tail[max(0, len(tail)-16):], d...)
 		}
-		if c.got != size+10 || !bytes.HasSuffix(tail, []byte("LAST-BYTES")) {
-			lostWS++
-		}
+		gotWS += c.got
+		lostWS += lost(want, c.got, tail)
 		c.ws.Close()
 	}
-	b.ReportMetric(float64(lostDirect), "direct-lost")
-	b.ReportMetric(float64(lostWS), "websocket-lost")
-	b.ReportMetric(float64(b.N), "runs")
+	b.ReportMetric(float64(lostDirect), "direct-lost-bytes")
+	b.ReportMetric(float64(lostWS), "tail-lost-bytes")
+	b.ReportMetric(float64(gotWS)/float64(gotDirect), "tail-ratio")
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -113,8 +114,10 @@ func (c *conn) run() {
 	c.ws.SetReadLimit(c.s.cfg.MaxMessage)
 	c.send(outMsg{"t": "hello", "version": 1})
 	for {
-		typ, data, err := c.ws.ReadMessage()
+		bp := msgBufs.Get().(*[]byte)
+		typ, data, err := c.readMessage((*bp)[:0])
 		if err != nil {
+			msgBufs.Put(bp)
 			return
 		}
 		switch typ {
@@ -124,9 +127,40 @@ func (c *conn) run() {
 			var m inMsg
 			if err := json.Unmarshal(data, &m); err != nil {
 				c.fail("", msg.CodeBadRequest, "undecodable control message")
-				continue
+				break
 			}
 			c.handle(m)
+		}
+		// Neither input nor handle keeps data: the hub copies what it
+		// queues, and json copies strings and raw messages.
+		*bp = data[:0]
+		msgBufs.Put(bp)
+	}
+}
+
+// msgBufs hold client messages while they are handled, so that keys and
+// acks make no garbage (whose collection shows in echo latency) and an idle
+// connection holds no buffer.
+var msgBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// readMessage reads the next message into buf, grown as needed up to the
+// read limit.
+func (c *conn) readMessage(buf []byte) (int, []byte, error) {
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		return 0, buf, err
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return typ, buf, nil
+		}
+		if err != nil {
+			return 0, buf, err
 		}
 	}
 }

@@ -45,7 +45,7 @@ var (
 type Options struct {
 	Window       int           // unacknowledged bytes per viewer; default 64 KiB
 	RingMax      int           // scrollback per session; default 256 KiB
-	ReadChunk    int           // largest single pty read; default 16 KiB
+	ReadChunk    int           // most read from the pty at a time; default 32 KiB
 	InputMax     int           // queued input per session; default 64 KiB
 	StallTimeout time.Duration // pacing viewer without progress this long stops pacing; default 2 s
 	Log          *slog.Logger
@@ -62,7 +62,10 @@ func (o Options) withDefaults() Options {
 		o.RingMax = 256 << 10
 	}
 	if o.ReadChunk <= 0 {
-		o.ReadChunk = 16 << 10
+		// A pty gives 4 KiB per read; the reader reads on while there is
+		// more, up to this, so a burst goes out in frames this big: fewer
+		// frames, acks and wake-ups per byte.
+		o.ReadChunk = 32 << 10
 	}
 	// A pacing viewer must never be overrun by the ring: it can be behind
 	// by at most a window plus one read.
@@ -303,17 +306,32 @@ func (s *Session) readOnce(n int) error {
 		bp := bufPool.Get().(*[]byte)
 		defer bufPool.Put(bp)
 		buf := (*bp)[:min(n, len(*bp))]
-		k, err := unix.Read(int(fd), buf)
-		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
-			return false
-		case err == unix.EIO || (err == nil && k == 0):
-			// EIO: no slave fd is open any more; the shell is gone and
-			// everything it wrote has been read.
-			rerr = io.EOF
-		case err != nil:
-			rerr = fmt.Errorf("hub: read %s: %w", s.id, err)
-		default:
+		// A pty hands out at most its line discipline's buffer (4 KiB)
+		// per read; reading on while there is more makes a burst one
+		// ring write and one frame per viewer instead of one per 4 KiB.
+		k := 0
+		for k < len(buf) && rerr == nil {
+			m, err := unix.Read(int(fd), buf[k:])
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				if k == 0 {
+					return false
+				}
+			case err == unix.EIO || (err == nil && m == 0):
+				// EIO: no slave fd is open any more; the shell is gone and
+				// everything it wrote has been read.
+				rerr = io.EOF
+			case err != nil:
+				rerr = fmt.Errorf("hub: read %s: %w", s.id, err)
+			}
+			if err != nil || m == 0 {
+				break
+			}
+			k += m
+		}
+		if k > 0 {
 			s.mu.Lock()
 			s.ring.write(buf[:k])
 			s.ready = s.wakeViewersLocked(s.ready[:0], false)
