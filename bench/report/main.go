@@ -36,8 +36,18 @@ var targets = map[string]target{
 	"rpc.BenchmarkOneShot/p50-ratio":         {max: 1.25, what: "one-shot call with handshake vs raw connect+write+read, p50"},
 	"rpc.BenchmarkParallel8/slowdown-ratio":  {max: 1.3, what: "8-client throughput, raw calls/s over rpc calls/s"},
 	"runner.BenchmarkAcceptSpawnRatio/ratio": {max: 1.2, what: "Accept=yes per-connection spawn + call vs bare fork+exec"},
-	"frontend.BenchmarkThroughput/ratio":     {min: 0.8, what: "cat 100 MB through pty+frontend+WebSocket vs direct pty read"},
-	"frontend.BenchmarkThroughput/tput-ratio": {min: 0.8, what: "cat 100 MB through pty+frontend+WebSocket vs direct pty read"},
+	"frontend.BenchmarkCat100MB/tput-ratio":  {min: 0.8, what: "cat 100 MB through pty+frontend+WebSocket vs direct pty read"},
+	"frontend.BenchmarkTail/tail-ratio":      {min: 1, what: "bytes before exit through the WebSocket vs read directly"},
+}
+
+// maxAbs are the targets that the issues set as absolute figures rather
+// than ratios, keyed like targets: the figure must not exceed the value.
+var maxAbs = map[string]float64{
+	"frontend.BenchmarkEcho/echo-p50-us":              150,
+	"frontend.BenchmarkEcho/echo-p99-us":              500,
+	"frontend.BenchmarkCtrlCFlood/ctrlc-ms":           200,
+	"frontend.BenchmarkIdleSessions/idle-KiB/session": 32,
+	"frontend.BenchmarkTail/tail-lost-bytes":          0,
 }
 
 type result struct {
@@ -146,6 +156,15 @@ func main() {
 			}
 			fmt.Fprintf(&b, "| %s.%s | %s | %.3f | %s | %s |\n", r.pkg, r.name, m.unit, m.value, tgt, met)
 			bars = append(bars, bar{label: strings.TrimPrefix(r.name, "Benchmark") + "\n" + m.unit, v: m.value})
+		}
+	}
+	fmt.Fprintf(&b, "\n## Absolute figures with a target\n\n| benchmark | metric | value | target | met |\n|---|---|---|---|---|\n")
+	for _, r := range results {
+		for _, m := range r.metrics {
+			if limit, ok := maxAbs[r.pkg+"."+r.name+"/"+m.unit]; ok {
+				fmt.Fprintf(&b, "| %s.%s | %s | %s | ≤ %s | %s |\n", r.pkg, r.name, m.unit,
+					strconv.FormatFloat(m.value, 'g', 6, 64), strconv.FormatFloat(limit, 'g', 6, 64), yes(m.value <= limit))
+			}
 		}
 	}
 	fmt.Fprintf(&b, "\n## All figures\n\n| benchmark | iterations | figures |\n|---|---|---|\n")
