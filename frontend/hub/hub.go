@@ -295,6 +295,10 @@ func (s *Session) setErr(err error) {
 	s.mu.Unlock()
 }
 
+// burstRead is the least a pty read returns while its shell is writing
+// faster than it is read.
+const burstRead = 2 << 10
+
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // readOnce waits for the pty to be readable and appends one read of at
@@ -309,11 +313,15 @@ func (s *Session) readOnce(n int) error {
 		// A pty hands out at most its line discipline's buffer (4 KiB)
 		// per read; reading on while there is more makes a burst one
 		// ring write and one frame per viewer instead of one per 4 KiB.
-		k := 0
-		for k < len(buf) && rerr == nil {
-			m, err := unix.Read(int(fd), buf[k:])
+		// A short read means the shell is not writing fast, so an echo
+		// goes out without waiting for another read's EAGAIN.
+		k, m := 0, burstRead
+		for k < len(buf) && m >= burstRead && rerr == nil {
+			var err error
+			m, err = unix.Read(int(fd), buf[k:])
 			switch {
 			case err == unix.EINTR:
+				m = burstRead
 				continue
 			case err == unix.EAGAIN:
 				if k == 0 {
