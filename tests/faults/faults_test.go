@@ -520,8 +520,9 @@ func TestKillPtyStore(t *testing.T) {
 }
 
 // TestKillAuthMidCall: an auth instance is killed while it is serving a
-// login-begin (held at its database lock, as it would be behind a slow
-// registration).
+// login-begin for a named user (held at its database lock, as it would be
+// behind a slow registration). A usernameless login-begin would not do:
+// it needs no database and so never waits on the lock.
 func TestKillAuthMidCall(t *testing.T) {
 	unlock := lockAuthDB(t)
 	defer unlock()
@@ -532,7 +533,7 @@ func TestKillAuthMidCall(t *testing.T) {
 	web.Timeout = suiterun.Wait
 	done := make(chan error, 1)
 	go func() {
-		_, err := suiterun.Call(context.Background(), web, msg.OpLoginBegin, msg.LoginBegin{}, nil, &msg.LoginBeginReply{})
+		_, err := suiterun.Call(context.Background(), web, msg.OpLoginBegin, msg.LoginBegin{User: "alice"}, nil, &msg.LoginBeginReply{})
 		done <- err
 	}()
 	pid := mustChild(t, "sluice-auth")
