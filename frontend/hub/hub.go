@@ -6,11 +6,13 @@
 // Flow control: the reader reads only as much as every pacing viewer (the
 // ones that may type) has room for in its window, so a browser that falls
 // behind stops the pty reads and the shell blocks on its output, instead of
-// the frontend buffering without bound. A pacing viewer that makes no
-// progress for StallTimeout stops pacing: it lags, and when the ring has
-// moved past it, skips ahead. Read-only viewers never pace; they only ever
-// skip. Memory per session is the ring (at most RingMax, grown as output
-// arrives) plus at most InputMax of queued keystrokes.
+// the frontend buffering without bound. A pacing viewer that holds the
+// reader back for StallTimeout without acknowledging anything stops
+// pacing: it lags, and when the ring has moved past it, skips ahead. That
+// clock runs only while the viewer is to blame (see heldLocked).
+// Read-only viewers never pace; they only ever skip. Memory per session is
+// the ring (at most RingMax, grown as output arrives) plus at most InputMax
+// of queued keystrokes.
 package hub
 
 import (
@@ -47,7 +49,7 @@ type Options struct {
 	RingMax      int           // scrollback per session; default 256 KiB
 	ReadChunk    int           // most read from the pty at a time; default 32 KiB
 	InputMax     int           // queued input per session; default 64 KiB
-	StallTimeout time.Duration // pacing viewer without progress this long stops pacing; default 2 s
+	StallTimeout time.Duration // pacing viewer holding the reader back this long stops pacing; default 2 s
 	Log          *slog.Logger
 	// OnExit, if set, is called once after a session's pty has ended and
 	// the session has left the hub.
@@ -358,9 +360,10 @@ func (s *Session) readOnce(n int) error {
 
 // allowanceLocked is how many bytes the reader may read now: as much as
 // the fullest pacing window has room for. When that is nothing, wait is
-// how long until the stalled viewer nearest its deadline stops pacing.
+// when to look again at the viewers holding it back.
 func (s *Session) allowanceLocked(now time.Time) (n int, wait time.Duration) {
 	n = s.opt.ReadChunk
+	waiting := -1 // whether the pty has output waiting; -1: not asked yet
 	for _, v := range s.viewers {
 		if !v.pacing || v.lagging {
 			continue
@@ -370,18 +373,58 @@ func (s *Session) allowanceLocked(now time.Time) (n int, wait time.Duration) {
 			n = min(n, int(space))
 			continue
 		}
-		idle := now.Sub(v.progress)
-		if idle >= s.opt.StallTimeout {
+		if waiting < 0 && v.delivered > v.acked {
+			waiting = 0
+			if s.outputWaiting() {
+				waiting = 1
+			}
+		}
+		if v.heldLocked(now, waiting == 1) {
 			v.lagging = true
-			s.opt.Log.Info("viewer stalled, no longer pacing", "session", s.id, "user", v.user, "idle", idle)
+			s.opt.Log.Info("viewer stalled, no longer pacing", "session", s.id, "user", v.user, "held", v.held)
 			continue
 		}
-		if w := s.opt.StallTimeout - idle; wait == 0 || w < wait {
-			wait = w
-		}
 		n = 0
+		wait = s.opt.StallTimeout / stallTicks
 	}
 	return n, wait
+}
+
+// stallTicks is how many times per StallTimeout the reader looks again
+// at a viewer holding it back.
+const stallTicks = 8
+
+// heldLocked advances v's stall clock, v having filled its window, and
+// reports whether it has run out. The clock runs only while v is to
+// blame: it has bytes out (sent and not acknowledged; bytes not yet sent
+// wait on this process, not on the client), and the pty has output the
+// reader would take (else v holds back no one, and the clock pauses). It
+// advances by what the reader sees between its looks, at most two ticks
+// at a time: a longer gap is time this process did not run, in which an
+// acknowledgement may have arrived unread. An acknowledgement resets it.
+func (v *Viewer) heldLocked(now time.Time, outputWaiting bool) bool {
+	if v.delivered == v.acked || !outputWaiting {
+		v.heldAt = time.Time{}
+		return false
+	}
+	if !v.heldAt.IsZero() {
+		v.held += min(now.Sub(v.heldAt), 2*v.s.opt.StallTimeout/stallTicks)
+	}
+	v.heldAt = now
+	return v.held >= v.s.opt.StallTimeout
+}
+
+// outputWaiting reports whether the pty has output, or a hangup, for the
+// reader.
+func (s *Session) outputWaiting() bool {
+	ready := true // when unsure, let the clock run
+	s.rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(p, 0); err == nil {
+			ready = n > 0
+		}
+	})
+	return ready
 }
 
 func (s *Session) finish() {
@@ -460,13 +503,12 @@ func (s *Session) Attach(user, mode string) *Viewer { return s.AttachFunc(user, 
 // goroutine.
 func (s *Session) AttachFunc(user, mode string, ready func()) *Viewer {
 	v := &Viewer{
-		s:        s,
-		user:     user,
-		mode:     mode,
-		pacing:   mode != ModeReadOnly,
-		wake:     make(chan struct{}, 1),
-		ready:    ready,
-		progress: time.Now(),
+		s:      s,
+		user:   user,
+		mode:   mode,
+		pacing: mode != ModeReadOnly,
+		wake:   make(chan struct{}, 1),
+		ready:  ready,
 	}
 	s.mu.Lock()
 	v.pos = s.ring.start()
@@ -488,10 +530,11 @@ type Viewer struct {
 	ready  func()
 
 	// Guarded by s.mu.
-	pos          int64 // next ring offset to send
-	delivered    int64 // bytes handed out by Next
-	acked        int64 // bytes the client said it has processed
-	progress     time.Time
+	pos          int64         // next ring offset to send
+	delivered    int64         // bytes handed out by Next
+	acked        int64         // bytes the client said it has processed
+	held         time.Duration // stall clock: see heldLocked
+	heldAt       time.Time     // when the reader last advanced held; zero: not running
 	lagging      bool
 	detached     bool
 	viewersDirty bool
@@ -597,7 +640,7 @@ func (v *Viewer) Ack(total int64) {
 	s.mu.Lock()
 	if total > v.acked {
 		v.acked = min(total, v.delivered)
-		v.progress = time.Now()
+		v.held, v.heldAt = 0, time.Time{}
 	}
 	if v.lagging && v.pacing && v.backlogLocked() <= int64(s.opt.Window)/2 {
 		v.lagging = false

@@ -261,11 +261,22 @@ func TestStalledViewerSkipsAhead(t *testing.T) {
 	defer h.Close()
 	s, sl := rawPty(t, h, "stall")
 	fast := &collector{v: s.Attach("alice", ModeOwner)}
-	stalled := s.Attach("carol", ModeReadWrite)
-	ro := s.Attach("bob", ModeReadOnly)
+	// Carol's page takes its first bytes and acknowledges nothing more.
+	stalled := &collector{v: s.Attach("carol", ModeReadWrite), noAck: true}
+	ro := &collector{v: s.Attach("bob", ModeReadOnly)}
 	data := pattern(1 << 20)
 	go sl.Write(data)
 	ctx := ctx(t)
+	for stalled.total == 0 {
+		if err := stalled.step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if first := stalled.out.Bytes(); !bytes.Equal(first, data[:len(first)]) {
+		t.Fatal("the stalled viewer's first bytes differ")
+	}
+	stalled.out.Reset()
+	stalled.noAck = false
 	for fast.total < int64(len(data)) {
 		if err := fast.step(ctx); err != nil {
 			t.Fatal(err)
@@ -274,8 +285,8 @@ func TestStalledViewerSkipsAhead(t *testing.T) {
 	if !bytes.Equal(fast.out.Bytes(), data) {
 		t.Fatal("the fast viewer's bytes differ")
 	}
-	for _, v := range []*Viewer{stalled, ro} {
-		c := &collector{v: v}
+	for _, c := range []*collector{stalled, ro} {
+		v := c.v
 		for c.total+c.skipped < int64(len(data)) {
 			if err := c.step(ctx); err != nil {
 				t.Fatal(err)
