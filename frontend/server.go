@@ -96,7 +96,11 @@ func New(cfg Config) (*Server, error) {
 		// through it.
 		ReadBufferSize: 1024,
 		// Buffers only while a frame is being written, so an idle
-		// connection holds none.
+		// connection holds none. gorilla copies a frame through this
+		// buffer and writes it out each time it fills: at the 4 KiB
+		// default a 32 KiB output frame (frameSize) cost eight write
+		// syscalls; this size takes any frame we send in one.
+		WriteBufferSize: 64 << 10,
 		WriteBufferPool: &sync.Pool{},
 	}
 	for _, src := range []struct {
