@@ -16,5 +16,8 @@ run() { # package, bench regexp, benchtime
 run rpc 'OneShot|Parallel8' 20000x
 run runner '^BenchmarkAcceptSpawnRatio$' 400x # interleaved call and fork+exec; ~35 ms an iteration
 run frontend 'Bench' 1x
+# The session load at full size (200 sessions x 60 s); SLUICE_LOAD_FULL=0 for the short one.
+export SLUICE_LOAD_FULL=${SLUICE_LOAD_FULL-1}
+export SLUICE_TEST_BIN=${SLUICE_TEST_BIN-$PWD/bin}
 run tests/load 'Bench' 1x
 go run ./bench/report -in "$out" -md bench/REPORT.md -png bench/ratios.png
