@@ -401,7 +401,9 @@ func TestFDPassing(t *testing.T) {
 		t.Fatalf("err = %v, want bad-request about 20 fds", err)
 	}
 	time.Sleep(20 * time.Millisecond)
-	if n := countFDs(t); n != base {
+	// Other tests' connections may still be closing, so the count can only
+	// be required not to grow.
+	if n := countFDs(t); n > base {
 		t.Fatalf("fds leaked: %d before the call, %d after (started at %d)", base, n, before)
 	}
 }

@@ -96,11 +96,29 @@ func (sh *shell) exited(t testing.TB) syscall.Signal {
 	case <-time.After(waitLimit):
 		t.Fatal("shell did not exit")
 	}
+	if sh.state == nil {
+		t.Fatal("shell's exit status was reaped by someone else")
+	}
 	ws := sh.state.Sys().(syscall.WaitStatus)
 	if ws.Signaled() {
 		return ws.Signal()
 	}
 	return 0
+}
+
+// exitedStatus is exited for tests where an in-process runner's reaper may
+// have taken the exit status: known is false then.
+func (sh *shell) exitedStatus(t testing.TB) (sig syscall.Signal, known bool) {
+	t.Helper()
+	select {
+	case <-sh.waited:
+	case <-time.After(waitLimit):
+		t.Fatal("shell did not exit")
+	}
+	if sh.state == nil {
+		return 0, false
+	}
+	return sh.exited(t), true
 }
 
 func (sh *shell) running() bool {
