@@ -11,8 +11,14 @@ run() { # package, bench regexp, benchtime
 	local pkg=$1 re=$2 bt=${BENCHTIME:-$3}
 	[ -d "$pkg" ] || return 0
 	echo "bench: $pkg $re ($bt)" >&2
-	go test -run '^$' -bench "$re" -benchtime "$bt" -count 1 -timeout 30m "./$pkg" | tee -a "$out"
+	# A failing benchmark is recorded and the others still run; the report
+	# lists what failed and the script exits non-zero at the end.
+	if ! go test -run '^$' -bench "$re" -benchtime "$bt" -count 1 -timeout 30m "./$pkg" | tee -a "$out"; then
+		echo "FAILED: $pkg $re" | tee -a "$out"
+		failed=1
+	fi
 }
+failed=0
 run rpc 'OneShot|Parallel8' 20000x
 run runner '^BenchmarkAcceptSpawnRatio$' 400x # interleaved call and fork+exec; ~35 ms an iteration
 run frontend 'Bench' 1x
@@ -21,3 +27,4 @@ export SLUICE_LOAD_FULL=${SLUICE_LOAD_FULL-1}
 export SLUICE_TEST_BIN=${SLUICE_TEST_BIN-$PWD/bin}
 run tests/load 'Bench' 1x
 go run ./bench/report -in "$out" -md bench/REPORT.md -png bench/ratios.png
+exit $failed

@@ -61,6 +61,9 @@ type metric struct {
 	value float64
 }
 
+// failures are the benchmarks that failed, listed in the report.
+var failures []string
+
 var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
 
 func parse(path string) ([]result, error) {
@@ -80,6 +83,10 @@ func parse(path string) ([]result, error) {
 			if i := strings.LastIndex(pkg, "/"); i >= 0 {
 				pkg = pkg[i+1:]
 			}
+			continue
+		}
+		if strings.HasPrefix(line, "FAILED: ") || strings.HasPrefix(line, "--- FAIL: ") {
+			failures = append(failures, strings.TrimSpace(line))
 			continue
 		}
 		m := benchLine.FindStringSubmatch(line)
@@ -130,6 +137,13 @@ func main() {
 	fmt.Fprintf(&b, "# sluice benchmark report\n\n")
 	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n- produced by `make bench` (raw output in `bench/raw.txt`)\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine())
 	fmt.Fprintf(&b, "Every ratio is against a baseline measured in the same run of the same benchmark.\n\n")
+	if len(failures) > 0 {
+		fmt.Fprintf(&b, "## Failed\n\n")
+		for _, f := range failures {
+			fmt.Fprintf(&b, "- `%s`\n", f)
+		}
+		fmt.Fprintf(&b, "\n")
+	}
 	fmt.Fprintf(&b, "## Ratios against their baselines\n\n| benchmark | metric | value | target | met |\n|---|---|---|---|---|\n")
 	type bar struct {
 		label string
