@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -147,6 +148,16 @@ func (f *Flags) Server(name string, log *slog.Logger, routes ...rpc.Route) *rpc.
 // Serve runs the serve step: --listen, or the activation fds.
 func (f *Flags) Serve(ctx context.Context, s *rpc.Server, files []*os.File) error {
 	return rpc.ServeMain(ctx, s, f.Listen, os.FileMode(f.Mode), files)
+}
+
+// Credential is the path of a file systemd passed with LoadCredential= (the
+// embedded runner does the same), or "" when there is no credentials
+// directory.
+func Credential(name string) string {
+	if d := os.Getenv("CREDENTIALS_DIRECTORY"); d != "" {
+		return filepath.Join(d, name)
+	}
+	return ""
 }
 
 // Fatal logs and exits 1; for startup errors only.

@@ -27,19 +27,12 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-func credential(name string) string {
-	if d := os.Getenv("CREDENTIALS_DIRECTORY"); d != "" {
-		return filepath.Join(d, name)
-	}
-	return ""
-}
-
 func main() {
 	var f helper.Flags
 	f.Register(flag.CommandLine)
 	var origins listFlag
 	stateDir := flag.String("state-dir", "", "state directory holding auth.db and seal.key (default $STATE_DIRECTORY)")
-	grantKey := flag.String("grant-key", credential("grant.key"), "grant key file, 32 bytes (default $CREDENTIALS_DIRECTORY/grant.key)")
+	grantKey := flag.String("grant-key", helper.Credential("grant.key"), "grant key file, 32 bytes (default $CREDENTIALS_DIRECTORY/grant.key)")
 	sealKey := flag.String("seal-key", "", "ceremony seal key file (default $CREDENTIALS_DIRECTORY/seal.key if present, else STATE_DIR/seal.key, created)")
 	rpID := flag.String("rp-id", "localhost", "WebAuthn relying party ID")
 	rpName := flag.String("rp-name", "sluice", "relying party name shown by authenticators")
@@ -121,7 +114,7 @@ func loadSealKey(flagValue, dir string) ([]byte, error) {
 	if flagValue != "" {
 		return seal.LoadOrCreateKey(flagValue)
 	}
-	if p := credential("seal.key"); p != "" {
+	if p := helper.Credential("seal.key"); p != "" {
 		if _, err := os.Stat(p); err == nil {
 			return seal.LoadOrCreateKey(p)
 		}

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"sluice/helpers/confine"
 	"sluice/helpers/grant"
@@ -24,19 +23,11 @@ const (
 	shellProtocol = "policy to shell"
 )
 
-// credential is a file from systemd's LoadCredential=, if any.
-func credential(name string) string {
-	if d := os.Getenv("CREDENTIALS_DIRECTORY"); d != "" {
-		return filepath.Join(d, name)
-	}
-	return ""
-}
-
 func main() {
 	var f helper.Flags
 	f.Register(flag.CommandLine)
 	policyFile := flag.String("policy", policy.DefaultFile, "policy file")
-	grantKey := flag.String("grant-key", credential("grant.key"), "grant key file, 32 bytes (default $CREDENTIALS_DIRECTORY/grant.key)")
+	grantKey := flag.String("grant-key", helper.Credential("grant.key"), "grant key file, 32 bytes (default $CREDENTIALS_DIRECTORY/grant.key)")
 	check := flag.Bool("check", false, "parse the policy file, print its rules and exit (0 if it is valid)")
 	flag.Parse()
 	log := helper.Logger(msg.Policy)

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"sluice/helpers/confine"
@@ -21,17 +20,10 @@ import (
 	"sluice/suite"
 )
 
-func credential(name string) string {
-	if d := os.Getenv("CREDENTIALS_DIRECTORY"); d != "" {
-		return filepath.Join(d, name)
-	}
-	return ""
-}
-
 func main() {
 	var f helper.Flags
 	f.Register(flag.CommandLine)
-	grantKey := flag.String("grant-key", credential("grant.key"), "grant key file (default $CREDENTIALS_DIRECTORY/grant.key)")
+	grantKey := flag.String("grant-key", helper.Credential("grant.key"), "grant key file (default $CREDENTIALS_DIRECTORY/grant.key)")
 	maxSessions := flag.Int("max-sessions", 1024, "sessions held in all")
 	maxPerUser := flag.Int("max-per-user", 64, "sessions held per sluice user")
 	grace := flag.Duration("hangup-grace", time.Second, "how long a pty must stay hung up before its session is dropped")
