@@ -163,12 +163,15 @@ func startLocalConfig(tb testing.TB, cfg Config, argv func(user string) []string
 
 // wsClient is a minimal page: it signs in, creates a session and reads.
 type wsClient struct {
-	ws     *websocket.Conn
-	att    float64
-	got    int64
-	acked  int64
-	buf    []byte
-	ackBuf []byte
+	ws    *websocket.Conn
+	att   float64
+	got   int64
+	acked int64
+	// ackEvery is a quarter of the window "attached" announced: the page
+	// acknowledges that often, or whenever it has caught up.
+	ackEvery int64
+	buf      []byte
+	ackBuf   []byte
 }
 
 func (l *local) dial(tb testing.TB) *wsClient {
@@ -237,6 +240,10 @@ func (c *wsClient) create(tb testing.TB, user string) map[string]any {
 		case "attached":
 			c.att = m["a"].(float64)
 			c.got, c.acked = 0, 0
+			c.ackEvery = 16 << 10
+			if w, ok := m["window"].(float64); ok && w >= 4 {
+				c.ackEvery = int64(w) / 4
+			}
 			return m
 		case "error":
 			tb.Fatalf("waiting for attached: %v", m)
@@ -255,7 +262,7 @@ func (c *wsClient) read(tb testing.TB, ack bool) (data []byte, exit bool) {
 		}
 		if mt == websocket.BinaryMessage {
 			c.got += int64(len(b))
-			if ack && (c.got-c.acked >= 16<<10 || len(b) < 4096) {
+			if ack && (c.got-c.acked >= c.ackEvery || len(b) < 4096) {
 				c.ack(tb)
 			}
 			return b, false

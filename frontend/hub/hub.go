@@ -106,11 +106,16 @@ func (h *Hub) Adopt(id string, pty *os.File) (*Session, error) {
 		pty.Close()
 		return s, nil
 	}
-	f, err := pollable(pty)
+	f, fd, err := nonblocking(pty)
 	if err != nil {
 		return nil, fmt.Errorf("hub: adopt %s: %w", id, err)
 	}
 	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("hub: adopt %s: %w", id, err)
+	}
+	rw, err := newWaiter(fd, unix.EPOLLIN)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("hub: adopt %s: %w", id, err)
@@ -121,6 +126,8 @@ func (h *Hub) Adopt(id string, pty *os.File) (*Session, error) {
 		opt:     h.opt,
 		f:       f,
 		rc:      rc,
+		fd:      fd,
+		rw:      rw,
 		ring:    ring{max: h.opt.RingMax},
 		kick:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
@@ -131,30 +138,39 @@ func (h *Hub) Adopt(id string, pty *os.File) (*Session, error) {
 	return s, nil
 }
 
-// pollable returns a non-blocking dup of f so that reads park in the
-// runtime poller instead of holding a thread, and closes f. Fds that
-// arrived over SCM_RIGHTS are blocking files to the os package.
-func pollable(f *os.File) (*os.File, error) {
+// nonblocking returns a non-blocking dup of f that is not in the
+// runtime's poller (a waiter of its own watches it), with its
+// fd number, and closes f.
+func nonblocking(f *os.File) (*os.File, int, error) {
 	defer f.Close()
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	nfd := -1
 	var derr error
 	if err := rc.Control(func(fd uintptr) {
 		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
 	}); err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	if derr != nil {
-		return nil, fmt.Errorf("dup: %w", derr)
+		return nil, -1, fmt.Errorf("dup: %w", derr)
 	}
-	if err := unix.SetNonblock(nfd, true); err != nil {
+	// os.NewFile puts a non-blocking fd in the runtime's poller, so it
+	// must see this one blocking (the flag belongs to the open file, which
+	// a previous frontend may have left non-blocking), and O_NONBLOCK is
+	// set after.
+	if err := unix.SetNonblock(nfd, false); err != nil {
 		unix.Close(nfd)
-		return nil, fmt.Errorf("nonblock: %w", err)
+		return nil, -1, fmt.Errorf("blocking: %w", err)
 	}
-	return os.NewFile(uintptr(nfd), "pty"), nil
+	nf := os.NewFile(uintptr(nfd), "pty")
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		nf.Close()
+		return nil, -1, fmt.Errorf("nonblock: %w", err)
+	}
+	return nf, nfd, nil
 }
 
 // Window is the per-viewer window in bytes; clients acknowledge in parts
@@ -195,8 +211,10 @@ type Session struct {
 	id  string
 	h   *Hub
 	opt Options
-	f   *os.File
+	f   *os.File // non-blocking, not in the runtime's poller
 	rc  syscall.RawConn
+	fd  int     // f's, for its waiters; valid until f is closed
+	rw  *waiter // the reader's
 
 	mu      sync.Mutex
 	ring    ring
@@ -213,6 +231,8 @@ type Session struct {
 	inq       [][]byte
 	inBytes   int
 	inWriting bool
+	inWait    *waiter // the input writer's, while it has a backlog
+	inClosed  bool
 
 	ready []*Viewer // the reader's scratch list of viewers to notify
 }
@@ -228,6 +248,13 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 func (s *Session) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closing)
+		s.rw.close()
+		s.inMu.Lock()
+		s.inClosed = true
+		s.dropInWaitLocked()
+		s.inMu.Unlock()
+		// Waiters go before f: their epoll instances hold f's fd
+		// number.
 		s.f.Close()
 	})
 }
@@ -282,7 +309,23 @@ func (s *Session) readLoop() {
 			}
 			continue
 		}
-		if err := s.readOnce(n); err != nil {
+		got, err := s.readOnce(n)
+		if err != nil {
+			s.setErr(err)
+			return
+		}
+		if got {
+			continue
+		}
+		// Waiting for output needs no kick: acknowledgements only
+		// widen an allowance that is already there.
+		if err := s.rw.wait(); err != nil {
+			select {
+			case <-s.closing:
+				err = os.ErrClosed
+			default:
+				err = fmt.Errorf("hub: %s: %w", s.id, err)
+			}
 			s.setErr(err)
 			return
 		}
@@ -303,12 +346,13 @@ const burstRead = 2 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
-// readOnce waits for the pty to be readable and appends one read of at
-// most n bytes to the ring. The buffer is taken only once data is there, so
-// an idle session holds none.
-func (s *Session) readOnce(n int) error {
+// readOnce appends one read of at most n bytes to the ring, and reports
+// false when the pty has nothing (EAGAIN). The buffer is taken only
+// once data is there, so an idle session holds none.
+func (s *Session) readOnce(n int) (bool, error) {
 	var rerr error
-	err := s.rc.Read(func(fd uintptr) bool {
+	got := false
+	err := s.rc.Control(func(fd uintptr) {
 		bp := bufPool.Get().(*[]byte)
 		defer bufPool.Put(bp)
 		buf := (*bp)[:min(n, len(*bp))]
@@ -327,7 +371,7 @@ func (s *Session) readOnce(n int) error {
 				continue
 			case err == unix.EAGAIN:
 				if k == 0 {
-					return false
+					return
 				}
 			case err == unix.EIO || (err == nil && m == 0):
 				// EIO: no slave fd is open any more; the shell is gone and
@@ -341,21 +385,21 @@ func (s *Session) readOnce(n int) error {
 			}
 			k += m
 		}
+		got = true
 		if k > 0 {
 			s.mu.Lock()
 			s.ring.write(buf[:k])
 			s.ready = s.wakeViewersLocked(s.ready[:0], false)
 			s.mu.Unlock()
 		}
-		return true
 	})
 	notify(s.ready)
 	clear(s.ready) // no viewer kept alive by the scratch list
 	s.ready = s.ready[:0]
 	if err != nil {
-		return err
+		return false, err
 	}
-	return rerr
+	return got, rerr
 }
 
 // allowanceLocked is how many bytes the reader may read now: as much as
@@ -709,9 +753,8 @@ func (s *Session) input(p []byte) error {
 	if len(s.inq) == 0 {
 		var n int
 		var werr error
-		if err := s.rc.Write(func(fd uintptr) bool {
+		if err := s.rc.Control(func(fd uintptr) {
 			n, werr = unix.Write(int(fd), p)
-			return true
 		}); err != nil {
 			return fmt.Errorf("hub: write %s: %w", s.id, err)
 		}
@@ -735,11 +778,34 @@ func (s *Session) input(p []byte) error {
 	return nil
 }
 
+// awaitWritable waits until the pty may take input again, or the
+// session closes. The waiter is made on the first wait of a backlog and
+// closed when the backlog is gone.
+func (s *Session) awaitWritable() error {
+	s.inMu.Lock()
+	if s.inClosed {
+		s.inMu.Unlock()
+		return os.ErrClosed
+	}
+	if s.inWait == nil {
+		w, err := newWaiter(s.fd, unix.EPOLLOUT)
+		if err != nil {
+			s.inMu.Unlock()
+			return err
+		}
+		s.inWait = w
+	}
+	w := s.inWait
+	s.inMu.Unlock()
+	return w.wait()
+}
+
 func (s *Session) drainInput() {
 	for {
 		s.inMu.Lock()
 		if len(s.inq) == 0 {
 			s.inWriting = false
+			s.dropInWaitLocked()
 			s.inMu.Unlock()
 			return
 		}
@@ -747,13 +813,19 @@ func (s *Session) drainInput() {
 		s.inMu.Unlock()
 		var n int
 		var werr error
-		err := s.rc.Write(func(fd uintptr) bool {
+		err := s.rc.Control(func(fd uintptr) {
 			n, werr = unix.Write(int(fd), b)
-			return werr != unix.EAGAIN && werr != unix.EINTR
 		})
+		if err == nil && (werr == unix.EAGAIN || werr == unix.EINTR) {
+			if werr == unix.EAGAIN {
+				err = s.awaitWritable()
+			}
+			n, werr = 0, nil
+		}
 		s.inMu.Lock()
 		if err != nil || werr != nil {
 			s.inq, s.inBytes, s.inWriting = nil, 0, false
+			s.dropInWaitLocked()
 			s.inMu.Unlock()
 			return
 		}
@@ -764,5 +836,12 @@ func (s *Session) drainInput() {
 		}
 		s.inBytes -= n
 		s.inMu.Unlock()
+	}
+}
+
+func (s *Session) dropInWaitLocked() {
+	if s.inWait != nil {
+		s.inWait.close()
+		s.inWait = nil
 	}
 }

@@ -400,6 +400,45 @@ func TestInputBacklogBounded(t *testing.T) {
 	if !errors.Is(err, ErrInputFull) {
 		t.Fatalf("4 MiB of input into an unread pty: %v, want ErrInputFull", err)
 	}
+	// What was taken is queued, not lost: once the slave reads, the
+	// writer (woken by the poller when the pty has room) delivers it all,
+	// in order, and input is taken again.
+	got := make(chan []byte, 1)
+	go func() {
+		var b bytes.Buffer
+		buf := make([]byte, 4096)
+		sl.SetReadDeadline(time.Now().Add(deadline))
+		for {
+			n, err := sl.Read(buf)
+			b.Write(buf[:n])
+			if err != nil || bytes.HasSuffix(b.Bytes(), []byte("END")) {
+				got <- b.Bytes()
+				return
+			}
+		}
+	}()
+	for end := time.Now().Add(deadline); ; time.Sleep(time.Millisecond) {
+		err = v.Input([]byte("END"))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrInputFull) || time.Now().After(end) {
+			t.Fatalf("input while the slave reads: %v", err)
+		}
+	}
+	b := <-got
+	if !bytes.HasSuffix(b, []byte("END")) {
+		t.Fatalf("slave read %d bytes, no END", len(b))
+	}
+	body := b[:len(b)-3]
+	if len(body) == 0 || len(body)%len(chunk) != 0 {
+		t.Fatalf("slave read %d bytes before END, not whole chunks", len(body))
+	}
+	for i := 0; i < len(body); i += len(chunk) {
+		if !bytes.Equal(body[i:i+len(chunk)], chunk) {
+			t.Fatalf("input chunk at %d garbled", i)
+		}
+	}
 }
 
 // A viewer attached with a ready func is told whenever Poll may have

@@ -1,0 +1,116 @@
+package hub
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Many idle sessions, each woken by output of its own later: every
+// reader waits on its own pty and wakes for it alone.
+func TestWaiterWakesEachSession(t *testing.T) {
+	const n = 30
+	h := New(Options{})
+	defer h.Close()
+	type one struct {
+		s  *Session
+		c  *collector
+		sl interface{ Write([]byte) (int, error) }
+	}
+	all := make([]one, n)
+	for i := range all {
+		s, sl := rawPty(t, h, fmt.Sprint("idle", i))
+		t.Cleanup(func() { sl.Close() })
+		all[i] = one{s: s, c: &collector{v: s.Attach("alice", ModeOwner)}, sl: sl}
+	}
+	// Give the readers time to find their ptys empty and arm them.
+	time.Sleep(50 * time.Millisecond)
+	for i := n - 1; i >= 0; i-- {
+		if _, err := all[i].sl.Write(fmt.Appendf(nil, "hello %d;", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			all[i].c.until(t, ctx(t), fmt.Sprintf("hello %d;", i))
+		}()
+	}
+	wg.Wait()
+	for i, o := range all {
+		if got := o.c.out.String(); got != fmt.Sprintf("hello %d;", i) {
+			t.Errorf("session %d saw %q", i, got)
+		}
+	}
+}
+
+// A shell that hangs up while its reader waits for output ends the
+// session, and everything before the hangup is delivered.
+func TestWaiterSeesHangupWhileIdle(t *testing.T) {
+	h := New(Options{})
+	defer h.Close()
+	s, _ := shell(t, h, "hup", "sh", "-c", "printf start; sleep 0.3; printf end")
+	c := &collector{v: s.Attach("alice", ModeOwner)}
+	c.toEnd(t, ctx(t))
+	if got := c.out.String(); got != "startend" {
+		t.Fatalf("got %q", got)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(deadline):
+		t.Fatal("session not done after hangup")
+	}
+}
+
+// Closing a session whose reader waits for output stops the reader and
+// leaves no fd behind (the pty's copy and its epoll instance); the
+// other sessions carry on.
+func TestWaiterCloseWhileWaiting(t *testing.T) {
+	h := New(Options{})
+	defer h.Close()
+	b, bsl := rawPty(t, h, "b")
+	defer bsl.Close()
+	before := openFds(t)
+	var sls []*os.File
+	var ss []*Session
+	for i := range 10 {
+		s, sl := rawPty(t, h, fmt.Sprint("a", i))
+		sls = append(sls, sl)
+		ss = append(ss, s)
+	}
+	time.Sleep(20 * time.Millisecond) // the readers find nothing and wait
+	for _, s := range ss {
+		s.Close()
+		select {
+		case <-s.Done():
+		case <-time.After(deadline):
+			t.Fatal("reader still running after Close")
+		}
+	}
+	for _, sl := range sls {
+		sl.Close()
+	}
+	if after := openFds(t); after != before {
+		t.Fatalf("%d fds open before ten sessions came and went, %d after", before, after)
+	}
+	c := &collector{v: b.Attach("alice", ModeOwner)}
+	bsl.Write([]byte("still here"))
+	c.until(t, ctx(t), "still here")
+	if !bytes.Equal(c.out.Bytes(), []byte("still here")) {
+		t.Fatalf("b saw %q", c.out.String())
+	}
+}
+
+func openFds(t *testing.T) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
+}
