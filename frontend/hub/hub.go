@@ -7,9 +7,10 @@
 // ones that may type) has room for in its window, so a browser that falls
 // behind stops the pty reads and the shell blocks on its output, instead of
 // the frontend buffering without bound. A pacing viewer that holds the
-// reader back for StallTimeout without acknowledging anything stops
-// pacing: it lags, and when the ring has moved past it, skips ahead. That
-// clock runs only while the viewer is to blame (see heldLocked).
+// reader back from another pacing viewer for StallTimeout without
+// acknowledging anything stops pacing: it lags, and when the ring has
+// moved past it, skips ahead. That clock runs only while the viewer is to
+// blame (see allowanceLocked and heldLocked).
 // Read-only viewers never pace; they only ever skip. Memory per session is
 // the ring (at most RingMax, grown as output arrives) plus at most InputMax
 // of queued keystrokes.
@@ -49,7 +50,7 @@ type Options struct {
 	RingMax      int           // scrollback per session; default 256 KiB
 	ReadChunk    int           // most read from the pty at a time; default 32 KiB
 	InputMax     int           // queued input per session; default 64 KiB
-	StallTimeout time.Duration // pacing viewer holding the reader back this long stops pacing; default 2 s
+	StallTimeout time.Duration // pacing viewer holding another back this long stops pacing; default 5 s
 	Log          *slog.Logger
 	// OnExit, if set, is called once after a session's pty has ended and
 	// the session has left the hub.
@@ -76,7 +77,12 @@ func (o Options) withDefaults() Options {
 		o.InputMax = 64 << 10
 	}
 	if o.StallTimeout <= 0 {
-		o.StallTimeout = 2 * time.Second
+		// Longer than a live page under load goes between two
+		// acknowledgements (tests/load's 400 pages of 200 flooding shells
+		// on two cores had live pages cut at 2 s, none at 5 s), short
+		// enough that a frozen tab holds its sibling pages back briefly,
+		// once.
+		o.StallTimeout = 5 * time.Second
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -403,10 +409,25 @@ func (s *Session) readOnce(n int) (bool, error) {
 }
 
 // allowanceLocked is how many bytes the reader may read now: as much as
-// the fullest pacing window has room for. When that is nothing, wait is
-// when to look again at the viewers holding it back.
+// the fullest pacing window has room for. When that is nothing and a
+// stall clock runs, wait is when to look again at the viewers holding it
+// back.
+//
+// A full viewer holds back the others only while one of them has room:
+// the reader would read for it. Only then does its stall clock run. A
+// viewer that is alone, or as far behind as the others, is flow control
+// doing its job (the shell waits for the pages), not a stall, however
+// slow the pages are: under load every page is slow, and cutting one off
+// would lose its bytes for nothing.
 func (s *Session) allowanceLocked(now time.Time) (n int, wait time.Duration) {
 	n = s.opt.ReadChunk
+	roomy := false // some pacing viewer would take more now
+	for _, v := range s.viewers {
+		if v.pacing && !v.lagging && int64(s.opt.Window)-v.backlogLocked() > 0 {
+			roomy = true
+			break
+		}
+	}
 	waiting := -1 // whether the pty has output waiting; -1: not asked yet
 	for _, v := range s.viewers {
 		if !v.pacing || v.lagging {
@@ -415,6 +436,11 @@ func (s *Session) allowanceLocked(now time.Time) (n int, wait time.Duration) {
 		space := int64(s.opt.Window) - v.backlogLocked()
 		if space > 0 {
 			n = min(n, int(space))
+			continue
+		}
+		n = 0
+		if !roomy {
+			v.heldLocked(now, false) // pauses its clock
 			continue
 		}
 		if waiting < 0 && v.delivered > v.acked {
@@ -426,9 +452,9 @@ func (s *Session) allowanceLocked(now time.Time) (n int, wait time.Duration) {
 		if v.heldLocked(now, waiting == 1) {
 			v.lagging = true
 			s.opt.Log.Info("viewer stalled, no longer pacing", "session", s.id, "user", v.user, "held", v.held)
-			continue
+			// It no longer holds the reader back; the others decide.
+			return s.allowanceLocked(now)
 		}
-		n = 0
 		wait = s.opt.StallTimeout / stallTicks
 	}
 	return n, wait
@@ -442,12 +468,13 @@ const stallTicks = 8
 // reports whether it has run out. The clock runs only while v is to
 // blame: it has bytes out (sent and not acknowledged; bytes not yet sent
 // wait on this process, not on the client), and the pty has output the
-// reader would take (else v holds back no one, and the clock pauses). It
+// reader would take for another pacing viewer with room (else v holds
+// back no one, and the clock pauses). It
 // advances by what the reader sees between its looks, at most two ticks
 // at a time: a longer gap is time this process did not run, in which an
 // acknowledgement may have arrived unread. An acknowledgement resets it.
-func (v *Viewer) heldLocked(now time.Time, outputWaiting bool) bool {
-	if v.delivered == v.acked || !outputWaiting {
+func (v *Viewer) heldLocked(now time.Time, holding bool) bool {
+	if v.delivered == v.acked || !holding {
 		v.heldAt = time.Time{}
 		return false
 	}

@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"bytes"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -45,6 +47,7 @@ func TestStallClock(t *testing.T) {
 	// A viewer sent a whole window that acknowledges none of it holds back
 	// no one while the pty has nothing more.
 	s, sl = rawPty(t, h, "quiet")
+	alice := &collector{v: s.Attach("alice", ModeOwner)}
 	c := &collector{v: s.Attach("bob", ModeOwner), noAck: true}
 	go sl.Write(pattern(window))
 	for c.total < window {
@@ -52,11 +55,17 @@ func TestStallClock(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	for alice.total < window {
+		if err := alice.step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	time.Sleep(3 * stall)
 	if lagging(s, "bob") {
 		t.Fatal("a viewer holding back a quiet pty lags")
 	}
-	// Once there is output it holds back, it lags after the timeout.
+	// Once there is output it holds back from alice, it lags after the
+	// timeout.
 	sl.Write([]byte("x"))
 	for !lagging(s, "bob") {
 		if ctx.Err() != nil {
@@ -68,6 +77,59 @@ func TestStallClock(t *testing.T) {
 	c.v.Ack(c.total)
 	if lagging(s, "bob") {
 		t.Fatal("still lagging with everything acknowledged")
+	}
+
+	// A viewer alone, or as far behind as every other pacing viewer, is
+	// flow control: the shell waits for it, for as long as it takes, and
+	// it loses nothing.
+	for _, others := range []int{0, 1} {
+		s, sl = rawPty(t, h, fmt.Sprint("slow", others))
+		var cs []*collector
+		for i := range 1 + others {
+			cs = append(cs, &collector{v: s.Attach(fmt.Sprint("page", i), ModeOwner), noAck: true})
+		}
+		data := pattern(4 * window)
+		go sl.Write(data)
+		for _, c := range cs {
+			for c.total < window {
+				if err := c.step(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		time.Sleep(5 * stall)
+		for i := range cs {
+			if lagging(s, fmt.Sprint("page", i)) {
+				t.Fatalf("with %d other pages as slow, page %d lags", others, i)
+			}
+		}
+		for _, c := range cs {
+			c.noAck = false
+			c.v.Ack(c.total)
+		}
+		// Pages read at once, as their senders push.
+		errs := make(chan error, len(cs))
+		for _, c := range cs {
+			go func() {
+				for c.total < int64(len(data)) {
+					if err := c.step(ctx); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range cs {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range cs {
+			if c.skipped != 0 || !bytes.Equal(c.out.Bytes(), data) {
+				t.Fatalf("with %d other pages as slow: skipped %d, bytes equal %v", others, c.skipped, bytes.Equal(c.out.Bytes(), data))
+			}
+		}
 	}
 }
 

@@ -33,7 +33,7 @@ func main() {
 	flag.Var(&origins, "origin", "allowed page origin, must match the auth helper's (repeatable; default http://localhost:PORT of the listener)")
 	window := flag.Int("window", 0, "bytes a browser may have unacknowledged per session (default 64 KiB)")
 	ring := flag.Int("scrollback", 0, "scrollback kept per session for reattach, in bytes (default 256 KiB)")
-	stall := flag.Duration("stall-timeout", 0, "a typing viewer that acknowledges nothing this long stops holding the shell back (default 2s)")
+	stall := flag.Duration("stall-timeout", 0, "a typing viewer that acknowledges nothing this long while another waits stops holding the shell back (default 5s)")
 	flag.Parse()
 	log := helper.Logger(msg.Frontend)
 
