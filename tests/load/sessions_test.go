@@ -39,7 +39,7 @@ func sessionLoad() (n int, d time.Duration) {
 // command prints 1, 2, 3, ... one per line for d, between two markers.
 // The quotes keep the echoed command line from matching the markers.
 func command(d time.Duration) string {
-	return fmt.Sprintf("echo ST''ART; timeout %.0f seq 1 999999999999; echo EN''D", d.Seconds())
+	return fmt.Sprintf("echo ST''ART; timeout %.0f stdbuf -o 64K seq 1 999999999999; echo EN''D", d.Seconds())
 }
 
 // seqChecker checks a stream that must be "START\r\n1\r\n2\r\n...N\r\n"
@@ -375,7 +375,7 @@ func directSessions(tb testing.TB, n int, d time.Duration) sessionFigures {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf("stty sane; echo START; timeout %.0f seq 1 999999999999; echo END", d.Seconds()))
+		cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf("stty sane; echo START; timeout %.0f stdbuf -o 64K seq 1 999999999999; echo END", d.Seconds()))
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
 		if err := cmd.Start(); err != nil {

@@ -16,14 +16,18 @@ import (
 )
 
 // Browser is one page: a WebSocket to the frontend that acknowledges pty
-// output as it reads it, as the page does once xterm.js has taken it.
+// output once it is consumed (by Until or Stream), as the page does once
+// xterm.js has parsed it. Acknowledging on receipt instead would make the
+// frontend's window meaningless: under load the page's queue, not the
+// frontend, would hold the backlog, and a page many frames behind would
+// look alive to the frontend.
 // Its methods return errors rather than fail a test, so they can run in
 // many goroutines at once.
 type Browser struct {
 	ws   *websocket.Conn
 	wmu  sync.Mutex
 	msgs chan map[string]any
-	out  chan []byte
+	out  chan frame
 	buf  []byte // output read and not yet consumed by Until
 	User string
 
@@ -46,7 +50,7 @@ func (s *Suite) Dial() (*Browser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("suiterun: dial %s: %w", s.URL, err)
 	}
-	b := &Browser{ws: ws, msgs: make(chan map[string]any, 64), out: make(chan []byte, 256)}
+	b := &Browser{ws: ws, msgs: make(chan map[string]any, 64), out: make(chan frame, 256)}
 	go b.read()
 	if _, err := b.Expect("hello"); err != nil {
 		ws.Close()
@@ -70,12 +74,10 @@ func (b *Browser) read() {
 			return
 		}
 		if typ == websocket.BinaryMessage {
-			b.out <- data
 			b.mu.Lock()
-			b.total += int64(len(data))
-			ack := map[string]any{"t": "ack", "a": b.att, "n": b.total}
+			att := b.att
 			b.mu.Unlock()
-			b.Send(ack)
+			b.out <- frame{att: att, p: data}
 			continue
 		}
 		var m map[string]any
@@ -92,6 +94,26 @@ func (b *Browser) read() {
 		}
 		b.msgs <- m
 	}
+}
+
+// frame is pty output with the attachment it came for.
+type frame struct {
+	att float64
+	p   []byte
+}
+
+// consumed acknowledges f, unless it belongs to an attachment since
+// replaced.
+func (b *Browser) consumed(f frame) {
+	b.mu.Lock()
+	if f.att != b.att {
+		b.mu.Unlock()
+		return
+	}
+	b.total += int64(len(f.p))
+	ack := map[string]any{"t": "ack", "a": b.att, "n": b.total}
+	b.mu.Unlock()
+	b.Send(ack)
 }
 
 // Send writes one control message.
@@ -263,11 +285,12 @@ func (b *Browser) UntilWithin(want string, d time.Duration) ([]byte, error) {
 			return got, nil
 		}
 		select {
-		case p, ok := <-b.out:
+		case f, ok := <-b.out:
 			if !ok {
 				return nil, fmt.Errorf("waiting for %q: %w; output %q", want, b.closedErr(), tail(b.buf))
 			}
-			b.buf = append(b.buf, p...)
+			b.buf = append(b.buf, f.p...)
+			b.consumed(f)
 		case <-deadline:
 			return nil, fmt.Errorf("suiterun: no %q in the output within %v; output %q", want, d, tail(b.buf))
 		}
@@ -291,11 +314,13 @@ func (b *Browser) Stream(fn func([]byte) bool, onMsg func(map[string]any)) error
 	}
 	for {
 		select {
-		case p, ok := <-b.out:
+		case f, ok := <-b.out:
 			if !ok {
 				return b.closedErr()
 			}
-			if !fn(p) {
+			more := fn(f.p)
+			b.consumed(f)
+			if !more {
 				return nil
 			}
 			idle.Reset(Wait)
