@@ -106,15 +106,19 @@ type LoginFinishReply struct {
 }
 
 // Enroll creates a one-time registration token for User (admin only).
+// With UnlessEnrolled, a user who has a passkey already gets none: the
+// reply's Token is empty and Passkeys says how many there are.
 type Enroll struct {
-	User       string `msgpack:"user"`
-	TTLSeconds int64  `msgpack:"ttl_seconds,omitempty"` // 0: helper default
+	User           string `msgpack:"user"`
+	TTLSeconds     int64  `msgpack:"ttl_seconds,omitempty"` // 0: helper default
+	UnlessEnrolled bool   `msgpack:"unless_enrolled,omitempty"`
 }
 
 type EnrollReply struct {
-	User    string `msgpack:"user"`
-	Token   string `msgpack:"token"`
-	Expires int64  `msgpack:"expires"` // unix milliseconds
+	User     string `msgpack:"user"`
+	Token    string `msgpack:"token"`              // empty: none made (UnlessEnrolled)
+	Expires  int64  `msgpack:"expires"`            // unix milliseconds
+	Passkeys int    `msgpack:"passkeys,omitempty"` // the user's passkeys before this call
 }
 
 // --- policy and shell -----------------------------------------------------

@@ -56,9 +56,10 @@ func lastElem(p string) string {
 }
 
 func runEnroll(ctx context.Context, g *globals, args []string) error {
-	fs := flags("enroll", "enroll [--ttl DURATION] [--base-url URL] [--json] USER", g)
+	fs := flags("enroll", "enroll [--ttl DURATION] [--base-url URL] [--unless-enrolled] [--json] USER", g)
 	ttl := fs.Duration("ttl", 0, "lifetime of the link (default: the auth helper's, 24h)")
 	base := fs.String("base-url", "http://localhost:8080", "where users reach the frontend")
+	unless := fs.Bool("unless-enrolled", false, "make no link if USER has a passkey already; say so instead")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, g, args); err != nil {
 		return err
@@ -68,8 +69,15 @@ func runEnroll(ctx context.Context, g *globals, args []string) error {
 	}
 	var rep msg.EnrollReply
 	if _, err := request(ctx, g, "admin to auth", msg.OpEnroll,
-		msg.Enroll{User: fs.Arg(0), TTLSeconds: int64(*ttl / time.Second)}, &rep); err != nil {
+		msg.Enroll{User: fs.Arg(0), TTLSeconds: int64(*ttl / time.Second), UnlessEnrolled: *unless}, &rep); err != nil {
 		return err
+	}
+	if rep.Token == "" {
+		if *asJSON {
+			return printJSON(g.out, map[string]any{"user": rep.User, "passkeys": rep.Passkeys, "url": *base})
+		}
+		fmt.Fprintf(g.out, "%s has %d passkey(s); sign in at %s\n", rep.User, rep.Passkeys, *base)
+		return nil
 	}
 	link := strings.TrimSuffix(*base, "/") + "/enroll#" + rep.Token
 	expires := time.UnixMilli(rep.Expires).UTC()

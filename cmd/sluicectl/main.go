@@ -24,6 +24,7 @@ const usage = `usage: sluicectl [global flags] COMMAND [flags] [args]
 
 Commands:
   enroll USER            create a one-time passkey enrollment link for USER
+                         (--unless-enrolled: only if USER has no passkey yet)
   sessions [list]        list live shell sessions
   sessions end ID        end a session (hangs up its shell)
   audit [HELPER...]      per helper: socket, mode, group, accepted callers,

@@ -146,6 +146,12 @@ func TestEnrollAndCall(t *testing.T) {
 		}
 	}
 
+	// erin has no passkey: --unless-enrolled still makes her a link.
+	if out, errs, code := sluicectl(t, env, "enroll", "--unless-enrolled", "erin"); code != 0 || !strings.HasPrefix(out, "http://localhost:8080/enroll#") {
+		t.Errorf("enroll --unless-enrolled without a passkey: %d %q %s", code, out, errs)
+	}
+	<-calls
+
 	out, errs, code = sluicectl(t, env, "enroll", "--json", "--base-url", "https://shell.example/", "bob")
 	var enr struct{ User, URL, Token, Expires string }
 	if err := json.Unmarshal([]byte(out), &enr); err != nil || code != 0 {

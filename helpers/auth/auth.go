@@ -265,6 +265,13 @@ func (s *Service) enroll(a msg.Enroll, p rpc.Peer) (msg.EnrollReply, error) {
 	if a.TTLSeconds > 0 {
 		ttl = time.Duration(a.TTLSeconds) * time.Second
 	}
+	creds, err := s.store.Credentials(a.User)
+	if err != nil {
+		return msg.EnrollReply{}, s.storeErr("enroll", err)
+	}
+	if a.UnlessEnrolled && len(creds) > 0 {
+		return msg.EnrollReply{User: a.User, Passkeys: len(creds)}, nil
+	}
 	now := s.cfg.Now()
 	token := make([]byte, tokenBytes)
 	rand.Read(token)
@@ -276,7 +283,7 @@ func (s *Service) enroll(a msg.Enroll, p rpc.Peer) (msg.EnrollReply, error) {
 		return msg.EnrollReply{}, s.storeErr("enroll", err)
 	}
 	s.log.Info("auth: enrollment token created", "user", a.User, "expires", expires.UTC(), "by_uid", p.UID, "by_pid", p.PID)
-	return msg.EnrollReply{User: a.User, Token: tok, Expires: expires.UnixMilli()}, nil
+	return msg.EnrollReply{User: a.User, Token: tok, Expires: expires.UnixMilli(), Passkeys: len(creds)}, nil
 }
 
 // hashToken is how tokens are stored: a token is 256 random bits, so a

@@ -293,6 +293,37 @@ func TestSecondPasskeyAndUsers(t *testing.T) {
 	wantCode(t, call(e.web, msg.OpLoginBegin, msg.LoginBegin{User: "nobody"}, &b), msg.CodeNotFound)
 }
 
+// An enrollment "unless enrolled" (what `make run` asks at every start)
+// makes a token only while the user has no passkey; a plain one always
+// does, for a second passkey.
+func TestEnrollUnlessEnrolled(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	unless := func() msg.EnrollReply {
+		t.Helper()
+		var r msg.EnrollReply
+		if err := call(e.admin, msg.OpEnroll, msg.Enroll{User: "dave", UnlessEnrolled: true}, &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := unless()
+	if r.Token == "" || r.Passkeys != 0 {
+		t.Fatalf("no passkey yet: %+v", r)
+	}
+	if _, err := e.register(softauthn.New(rpID, origin), r.Token); err != nil {
+		t.Fatal(err)
+	}
+	if r := unless(); r.Token != "" || r.Passkeys != 1 || r.User != "dave" {
+		t.Fatalf("with a passkey: %+v", r)
+	}
+	var plain msg.EnrollReply
+	if err := call(e.admin, msg.OpEnroll, msg.Enroll{User: "dave"}, &plain); err != nil || plain.Token == "" || plain.Passkeys != 1 {
+		t.Fatalf("plain enroll with a passkey: %+v %v", plain, err)
+	}
+	// Asking is admin only, as enrolling is.
+	wantCode(t, call(e.web, msg.OpEnroll, msg.Enroll{User: "dave", UnlessEnrolled: true}, &r), msg.CodeBadRequest)
+}
+
 // TestLoginRefused: each case registers a fresh user, signs in once
 // honestly, then tries something that must be refused, and finally checks
 // the honest authenticator still works (a refusal changes nothing).

@@ -140,6 +140,7 @@ type Suite struct {
 	URL                        string // ws://127.0.0.1:PORT/ws
 	Manifest                   *buildid.Manifest
 	Log                        *SyncBuffer // the runner's stderr: its own log and every unit's
+	Stdout                     *SyncBuffer // the runner's stdout: what `make run` shows a person
 
 	ownDir bool
 	cmd    *exec.Cmd
@@ -243,7 +244,7 @@ func Config(port int, policyPath string) (RawConfig, error) {
 // runner has printed the URL, which it does after every notify unit said
 // READY=1.
 func Start(o Options) (*Suite, error) {
-	s := &Suite{Dir: o.Dir, Bin: o.Bin, Log: &SyncBuffer{}}
+	s := &Suite{Dir: o.Dir, Bin: o.Bin, Log: &SyncBuffer{}, Stdout: &SyncBuffer{}}
 	if s.Dir == "" {
 		d, err := os.MkdirTemp("", "sluice-suiterun-")
 		if err != nil {
@@ -317,6 +318,7 @@ func Start(o Options) (*Suite, error) {
 		sc := bufio.NewScanner(out)
 		once := sync.Once{}
 		for sc.Scan() {
+			s.Stdout.Write(append(sc.Bytes(), '\n'))
 			if strings.HasPrefix(sc.Text(), "sluice: open ") {
 				once.Do(func() { close(announced) })
 			}
