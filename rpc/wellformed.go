@@ -28,6 +28,10 @@ func checkMsgpack(b []byte) error {
 	return nil
 }
 
+// CheckMsgpack is checkMsgpack for msgpack that arrives other than in a
+// frame (ptystore's fd-store names): check it before decoding it.
+func CheckMsgpack(b []byte) error { return checkMsgpack(b) }
+
 // skipValue returns the length of the value at the start of b.
 func skipValue(b []byte, depth int) (int, error) {
 	if len(b) == 0 {

@@ -2,6 +2,7 @@ package ptystore
 
 import (
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -70,6 +71,19 @@ func TestFDName(t *testing.T) {
 		if _, _, err := parseFDName(name); err == nil {
 			t.Errorf("parseFDName(%q) accepted", name)
 		}
+	}
+
+	// A name whose msgpack claims a 1.3 GB string (found by FuzzFDName)
+	// is refused without allocating for the claim.
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, _, err = parseFDName("pty.mcx02000000")
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Error("length-claim name accepted")
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Errorf("a 15-byte name allocated %d bytes", grew)
 	}
 }
 
