@@ -65,10 +65,10 @@ func catDirect(b *testing.B, file string) (int64, time.Duration) {
 
 // BenchmarkCat100MB: `cat` of a 100 MB file through pty, frontend and
 // WebSocket to a client that acknowledges as it reads, against reading
-// the same pty directly. Each iteration does both twice, alternating, so
+// the same pty directly. Each iteration does both three times, alternating, so
 // that a burst of load on the machine falls on both alike.
 func BenchmarkCat100MB(b *testing.B) {
-	const rounds = 2
+	const rounds = 3
 	file := bigFile(b)
 	l := startLocal(b, hub.Options{}, func(string) []string {
 		return []string{"sh", "-c", "stty raw -echo; exec cat " + file}
