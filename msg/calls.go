@@ -21,6 +21,7 @@ const (
 	OpEnroll = "enroll"
 	// policy, "web to policy"
 	OpCreateShellSession = "create-shell-session"
+	OpAllowedTargets     = "allowed-targets"
 	// shell, "policy to shell"
 	OpOpenShell = "open-shell"
 	// ptystore, "web to ptystore" (and list/drop on "admin to ptystore")
@@ -139,6 +140,34 @@ type CreateShellSession struct {
 type CreateShellSessionReply struct {
 	Session SessionInfo `msgpack:"session"`
 	Rule    string      `msgpack:"rule"` // the policy line that allowed it, for the audit trail
+}
+
+// AllowedTargets asks policy which login shells the policy's allow rules
+// offer Grant.User: a hint for the new-session form. It decides nothing;
+// create-shell-session still does, rule by rule.
+type AllowedTargets struct {
+	Grant Grant `msgpack:"grant"`
+}
+
+// MaxTargets bounds AllowedTargetsReply.Targets, so a policy of thousands
+// of rules cannot make a reply past a client's limit: 256 targets of
+// 64-byte names encode to under 40 KiB.
+const MaxTargets = 256
+
+// Target is one (unix account, machine) an allow rule offers, as the rule
+// has it: User or Machine may be "*" (any), and then Pattern is set. A
+// rule's "=" comes back as the caller's own name, which it stands for.
+type Target struct {
+	User    string `msgpack:"user"`
+	Machine string `msgpack:"machine"`
+	Pattern bool   `msgpack:"pattern"`
+}
+
+// AllowedTargetsReply lists the targets in rule order, at most MaxTargets;
+// Truncated says the policy offers more than are listed.
+type AllowedTargetsReply struct {
+	Targets   []Target `msgpack:"targets"`
+	Truncated bool     `msgpack:"truncated,omitempty"`
 }
 
 // OpenShell is policy's already-decided request to the shell helper.

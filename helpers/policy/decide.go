@@ -40,25 +40,13 @@ func (p *Policy) Decide(r Request) Decision {
 }
 
 func (p *Policy) matches(rule *Rule, r Request) bool {
-	switch {
-	case rule.Who == Any:
-	case strings.HasPrefix(rule.Who, "%"):
-		if !slices.Contains(p.Groups[rule.Who[1:]], r.User) {
-			return false
-		}
-	case rule.Who != r.User:
+	if !p.appliesTo(rule, r.User) {
 		return false
 	}
-	switch rule.As {
-	case Any:
-	case SameName:
-		if r.UnixUser != r.User {
-			return false
-		}
-	default:
-		if rule.As != r.UnixUser {
-			return false
-		}
+	// Only a written "*" is a wildcard: "=" is the user's name, whatever
+	// that name is.
+	if rule.As != Any && account(rule, r.User) != r.UnixUser {
+		return false
 	}
 	if rule.On != Any && rule.On != r.Machine {
 		return false
@@ -70,6 +58,27 @@ func (p *Policy) matches(rule *Rule, r Request) bool {
 		return len(r.Args) == 0
 	}
 	return slices.Equal(rule.Command, r.Args)
+}
+
+// appliesTo reports whether rule's WHO names user: everyone, a group
+// user is in, or user.
+func (p *Policy) appliesTo(rule *Rule, user string) bool {
+	switch {
+	case rule.Who == Any:
+		return true
+	case strings.HasPrefix(rule.Who, "%"):
+		return slices.Contains(p.Groups[rule.Who[1:]], user)
+	}
+	return rule.Who == user
+}
+
+// account is the ACCOUNT rule stands for when user asks: "=" is user's
+// own name; a name or "*" stands for itself.
+func account(rule *Rule, user string) string {
+	if rule.As == SameName {
+		return user
+	}
+	return rule.As
 }
 
 // reason says what was refused, in the user's terms, without naming the

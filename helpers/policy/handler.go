@@ -35,35 +35,77 @@ type Handler struct {
 	Now    func() time.Time // default time.Now
 }
 
-// Handle serves msg.OpCreateShellSession: check the grant, decide, and on
-// allow get the shell from the shell helper and pass its pty master on.
+// Handle serves "web to policy": msg.OpCreateShellSession and
+// msg.OpAllowedTargets.
 func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
 	var req msg.Request
 	if err := call.Decode(&req); err != nil {
 		return rpc.Reply{}, err
 	}
 	call.Label = req.Op
-	if req.Op != msg.OpCreateShellSession {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	switch req.Op {
+	case msg.OpCreateShellSession:
+		return h.create(ctx, call, req)
+	case msg.OpAllowedTargets:
+		return h.targets(call, req)
 	}
+	// The caller's string is in the reply, not in the label the log
+	// lines carry (as in auth).
+	call.Label = "unknown"
+	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+}
+
+// verify checks a request's grant, the same way for every op: it must
+// verify with the grant key and be valid now, and name a user auth's own
+// rules allow. logAttrs say what was asked, for the log line of a refusal.
+func (h *Handler) verify(call *rpc.Call, g msg.Grant, now time.Time, logAttrs ...any) error {
+	if err := grant.Verify(h.Key, g, now); err != nil {
+		h.log().Warn("policy: bad grant", append(append([]any{"op", call.Label, "user", g.User}, logAttrs...),
+			"pid", call.Peer.PID, "err", err)...)
+		if errors.Is(err, grant.ErrForged) {
+			return rpc.Errorf(msg.CodeBadGrant, "grant not valid")
+		}
+		return rpc.Errorf(msg.CodeBadGrant, "grant expired or not yet valid; sign in again")
+	}
+	if !names.SluiceUser(g.User) {
+		// Authentic, so auth signed it: a name outside auth's own rules
+		// means the two disagree, and no rule should guess.
+		h.log().Warn("policy: grant for an invalid user name", "op", call.Label, "user", g.User)
+		return rpc.Errorf(msg.CodeBadGrant, "grant for an invalid user name")
+	}
+	return nil
+}
+
+// targets serves msg.OpAllowedTargets: the login shells the allow rules
+// offer the grant's user, for the new-session form to show. It decides
+// nothing; create-shell-session is still decided rule by rule.
+func (h *Handler) targets(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
+	var a msg.AllowedTargets
+	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+	}
+	if err := h.verify(call, a.Grant, h.now()); err != nil {
+		return rpc.Reply{}, err
+	}
+	ts, truncated := h.Policy.Targets(a.Grant.User, msg.MaxTargets)
+	rep := msg.AllowedTargetsReply{Targets: make([]msg.Target, 0, len(ts)), Truncated: truncated}
+	for _, t := range ts {
+		rep.Targets = append(rep.Targets, msg.Target{User: t.Account, Machine: t.Machine, Pattern: t.Pattern()})
+	}
+	h.log().Info("policy: allowed targets", "user", a.Grant.User, "targets", len(rep.Targets), "truncated", truncated)
+	return rpc.Reply{Body: rep}, nil
+}
+
+// create serves msg.OpCreateShellSession: check the grant, decide, and on
+// allow get the shell from the shell helper and pass its pty master on.
+func (h *Handler) create(ctx context.Context, call *rpc.Call, req msg.Request) (rpc.Reply, error) {
 	var a msg.CreateShellSession
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	now := h.now()
-	if err := grant.Verify(h.Key, a.Grant, now); err != nil {
-		h.log().Warn("policy: bad grant", "user", a.Grant.User, "unix_user", a.User, "machine", a.Machine,
-			"pid", call.Peer.PID, "err", err)
-		if errors.Is(err, grant.ErrForged) {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadGrant, "grant not valid")
-		}
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadGrant, "grant expired or not yet valid; sign in again")
-	}
-	if !names.SluiceUser(a.Grant.User) {
-		// Authentic, so auth signed it: a name outside auth's own rules
-		// means the two disagree, and no rule should guess.
-		h.log().Warn("policy: grant for an invalid user name", "user", a.Grant.User)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadGrant, "grant for an invalid user name")
+	if err := h.verify(call, a.Grant, now, "unix_user", a.User, "machine", a.Machine); err != nil {
+		return rpc.Reply{}, err
 	}
 	if err := validate(a); err != nil {
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)

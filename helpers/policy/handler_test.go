@@ -64,7 +64,13 @@ type fixture struct {
 // backend), each on its own socket, as the helpers would.
 func setup(t *testing.T, shellClient policy.ShellClient) *fixture {
 	t.Helper()
-	p, err := policy.Parse(strings.NewReader(handlerPolicy), "test.policy")
+	return setupPolicy(t, handlerPolicy, shellClient)
+}
+
+// setupPolicy is setup with a policy file of the test's own.
+func setupPolicy(t *testing.T, text string, shellClient policy.ShellClient) *fixture {
+	t.Helper()
+	p, err := policy.Parse(strings.NewReader(text), "test.policy")
 	if err != nil {
 		t.Fatal(err)
 	}
