@@ -24,6 +24,8 @@ type Backend interface {
 	LoginFinish(ctx context.Context, a msg.LoginFinish) (msg.LoginFinishReply, error)
 	// CreateShellSession returns the new session's pty master.
 	CreateShellSession(ctx context.Context, a msg.CreateShellSession) (msg.CreateShellSessionReply, *os.File, error)
+	// AllowedTargets lists the shells the policy offers the grant's user.
+	AllowedTargets(ctx context.Context, a msg.AllowedTargets) (msg.AllowedTargetsReply, error)
 	// PtyPut hands ptystore a copy of pty; the caller keeps its own.
 	PtyPut(ctx context.Context, a msg.PtyPut, pty *os.File) (msg.PtyPutReply, error)
 	PtyGet(ctx context.Context, a msg.PtyGet) (msg.PtyGetReply, *os.File, error)
@@ -147,6 +149,12 @@ func (h *Helpers) CreateShellSession(ctx context.Context, a msg.CreateShellSessi
 	}
 	f, err = oneFD(msg.OpCreateShellSession, fds)
 	return r, f, err
+}
+
+func (h *Helpers) AllowedTargets(ctx context.Context, a msg.AllowedTargets) (r msg.AllowedTargetsReply, err error) {
+	fds, err := call(ctx, h.policy, msg.OpAllowedTargets, a, nil, &r)
+	noFDs(fds)
+	return r, err
 }
 
 func (h *Helpers) PtyPut(ctx context.Context, a msg.PtyPut, pty *os.File) (r msg.PtyPutReply, err error) {

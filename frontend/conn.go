@@ -52,6 +52,14 @@ type Session struct {
 	Viewers  []hub.ViewerInfo `json:"viewers"`
 }
 
+// Target is a shell the policy offers, as the new-session form shows it:
+// User or Machine "*" (Pattern) stands for any.
+type Target struct {
+	User    string `json:"user"`
+	Machine string `json:"machine"`
+	Pattern bool   `json:"pattern"`
+}
+
 type outMsg map[string]any
 
 // Error codes of the frontend's own on top of msg's.
@@ -300,6 +308,8 @@ func (c *conn) handle(m inMsg) {
 		c.loginFinish(m)
 	case "list":
 		c.list(m)
+	case "targets":
+		c.targets(m)
 	case "create":
 		c.create(m)
 	case "attach":
@@ -402,6 +412,30 @@ func (c *conn) describe(si msg.SessionInfo) Session {
 		v = hs.Viewers()
 	}
 	return Session{ID: si.ID, Owner: si.Owner, UnixUser: si.UnixUser, Machine: si.Machine, Created: si.Created, Sharing: si.Sharing, Viewers: v}
+}
+
+// targets answers the new-session form: which shells the policy offers
+// this user. It is a hint; create is still decided by the policy.
+func (c *conn) targets(m inMsg) {
+	g := c.signedIn(m.T)
+	if g == nil {
+		return
+	}
+	ctx, cancel := c.call()
+	defer cancel()
+	rep, err := c.s.cfg.Backend.AllowedTargets(ctx, msg.AllowedTargets{Grant: *g})
+	if err != nil {
+		c.failErr(m.T, err)
+		return
+	}
+	// The policy helper bounds its list; the bound is kept here too, so
+	// that what the page gets never depends on the helper keeping it.
+	truncated := rep.Truncated || len(rep.Targets) > msg.MaxTargets
+	out := make([]Target, 0, min(len(rep.Targets), msg.MaxTargets))
+	for _, t := range rep.Targets[:min(len(rep.Targets), msg.MaxTargets)] {
+		out = append(out, Target{User: t.User, Machine: t.Machine, Pattern: t.Pattern})
+	}
+	c.send(outMsg{"t": "targets", "targets": out, "truncated": truncated})
 }
 
 func (c *conn) create(m inMsg) {

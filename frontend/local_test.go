@@ -35,6 +35,12 @@ type localBackend struct {
 	mu    sync.Mutex
 	procs []*exec.Cmd
 	n     atomic.Int64
+
+	// targets is what AllowedTargets answers (targetsErr, if set, is
+	// its error instead); targetsAsked, the grants it was asked with.
+	targets      msg.AllowedTargetsReply
+	targetsErr   error
+	targetsAsked []msg.Grant
 }
 
 func (l *localBackend) RegisterBegin(context.Context, msg.RegisterBegin) (msg.RegisterBeginReply, error) {
@@ -65,6 +71,13 @@ func (l *localBackend) CreateShellSession(ctx context.Context, a msg.CreateShell
 	}
 	go cmd.Wait()
 	return msg.CreateShellSessionReply{Session: msg.SessionInfo{ID: id, Owner: a.Grant.User, UnixUser: a.User, Machine: msg.HostMachine}}, m, nil
+}
+
+func (l *localBackend) AllowedTargets(_ context.Context, a msg.AllowedTargets) (msg.AllowedTargetsReply, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.targetsAsked = append(l.targetsAsked, a.Grant)
+	return l.targets, l.targetsErr
 }
 
 func (l *localBackend) spawn(user string) (*os.File, *exec.Cmd, error) {

@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 
 	"sluice/tests/softauthn"
+	"sluice/tests/suiterun"
 )
 
 // Users are enrolled once; the tests share their authenticators.
@@ -115,6 +118,74 @@ func TestPolicyDenied(t *testing.T) {
 	e := c.expectError()
 	if e["code"] != "denied" {
 		t.Fatalf("create as daemon: %v", e)
+	}
+}
+
+// TestTargets: the new-session form's list comes from the policy file.
+// Alice gets root on .host (her rule, before the closing deny), and the
+// shell it names opens; carol, whom only the deny names, gets an empty
+// list, and create agrees; nobody gets a list before signing in.
+func TestTargets(t *testing.T) {
+	users(t)
+	b, err := env.Run.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var re *suiterun.RemoteError
+	if _, _, err := b.Targets(); !errors.As(err, &re) || re.Op != "targets" || re.Code != "sign-in" {
+		t.Fatalf("targets before sign-in: %v", err)
+	}
+	if err := b.SignIn(alice); err != nil {
+		t.Fatal(err)
+	}
+	ts, truncated, err := b.Targets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []suiterun.Target{{User: "root", Machine: ".host"}}; !reflect.DeepEqual(ts, want) || truncated {
+		t.Fatalf("alice's targets %+v (truncated %v), want %+v", ts, truncated, want)
+	}
+	if err := b.Send(map[string]any{"t": "create", "machine": ts[0].Machine, "user": ts[0].User, "cols": 80, "rows": 24}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.Expect("attached")
+	if err != nil {
+		t.Fatalf("creating the listed target: %v", err)
+	}
+	if err := b.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Run("echo \"<$(id -un)>\"", "<root>"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Send(map[string]any{"t": "end", "id": sessionID(m)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Expect("ended"); err != nil {
+		t.Fatal(err)
+	}
+
+	carol := softauthn.New("localhost", env.origin)
+	reg := connect(t)
+	reg.register(carol, enroll(t, "carol"))
+	reg.ws.Close()
+	cb, err := env.Run.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	if err := cb.SignIn(carol); err != nil {
+		t.Fatal(err)
+	}
+	if ts, truncated, err := cb.Targets(); err != nil || len(ts) != 0 || truncated {
+		t.Fatalf("carol's targets %+v (truncated %v, err %v), want none", ts, truncated, err)
+	}
+	if err := cb.Send(map[string]any{"t": "create", "machine": ".host", "user": "root"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cb.Expect("attached"); !errors.As(err, &re) || re.Code != "denied" {
+		t.Fatalf("carol's create with an empty list: %v", err)
 	}
 }
 

@@ -271,6 +271,40 @@ func (b *Browser) List() ([]string, error) {
 	return ids, nil
 }
 
+// Target is a shell the policy offers, as the frontend lists it: User or
+// Machine "*" (Pattern) stands for any.
+type Target struct {
+	User    string `json:"user"`
+	Machine string `json:"machine"`
+	Pattern bool   `json:"pattern"`
+}
+
+// Targets asks which shells the policy offers the signed-in user, in rule
+// order; truncated says the policy offers more than are listed.
+func (b *Browser) Targets() (ts []Target, truncated bool, err error) {
+	if err := b.Send(map[string]any{"t": "targets"}); err != nil {
+		return nil, false, err
+	}
+	m, err := b.Expect("targets")
+	if err != nil {
+		return nil, false, err
+	}
+	list, ok := m["targets"].([]any)
+	if !ok {
+		// The page relies on an array, empty when nothing is allowed.
+		return nil, false, fmt.Errorf("suiterun: targets is %T, not a list: %v", m["targets"], m)
+	}
+	raw, err := json.Marshal(list)
+	if err != nil {
+		return nil, false, fmt.Errorf("suiterun: targets: %w", err)
+	}
+	if err := json.Unmarshal(raw, &ts); err != nil {
+		return nil, false, fmt.Errorf("suiterun: targets %s: %w", raw, err)
+	}
+	truncated, _ = m["truncated"].(bool)
+	return ts, truncated, nil
+}
+
 // Until reads terminal output until want appears and returns everything
 // up to and including it; the rest stays for the next call.
 func (b *Browser) Until(want string) ([]byte, error) { return b.UntilWithin(want, Wait) }

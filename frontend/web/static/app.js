@@ -211,6 +211,7 @@
     }
     $("no-sessions").hidden = r.sessions.length > 0;
     show("sessions");
+    await loadTargets();
   }
 
   async function share(id, mode) {
@@ -221,6 +222,83 @@
     $("share-link-text").select();
     status("Anyone signed in with this link can " + (mode === "read-only" ? "watch" : "type in") + " the session.");
     await listSessions();
+  }
+
+  // --- new-session form ------------------------------------------------
+
+  // loadTargets asks which shells the policy offers and fills the form
+  // with them. It is asked each time the form is shown, as the policy
+  // file may have changed. The list is a hint: the form still sends what
+  // is typed, and the policy decides on create.
+  async function loadTargets() {
+    let r;
+    try {
+      r = await request({ t: "targets" }, "targets");
+    } catch (e) {
+      // Superseded: the user went on (opened a session) before the answer.
+      if (e instanceof Error && e.message === "superseded") return;
+      // Without the list the form works as before; create still decides.
+      fillTargets(null, false);
+      status("Could not ask which shells you may open: " + errText(e), true);
+      return;
+    }
+    fillTargets(Array.isArray(r.targets) ? r.targets : [], !!r.truncated);
+  }
+
+  // fillTargets shows exact targets as buttons that open the shell in one
+  // click, and offers every name the rules give as a suggestion for the
+  // fields ("*" is any: a pattern lets the user type the rest). An empty
+  // list (null: unknown) says so and disables the form's button.
+  function fillTargets(list, truncated) {
+    const buttons = [];
+    const users = new Set();
+    const machines = new Set();
+    const patterns = [];
+    for (const tg of list || []) {
+      if (!tg || typeof tg.user !== "string" || typeof tg.machine !== "string") continue;
+      if (tg.user !== "*") users.add(tg.user);
+      if (tg.machine !== "*") machines.add(tg.machine);
+      if (tg.pattern) {
+        patterns.push(describe(tg));
+        continue;
+      }
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "target";
+      b.textContent = tg.user + " on " + tg.machine;
+      b.dataset.user = tg.user;
+      b.dataset.machine = tg.machine;
+      b.addEventListener("click", () => openShell(tg.machine, tg.user));
+      buttons.push(b);
+    }
+    $("targets").replaceChildren(...buttons);
+    choices($("user-choices"), users);
+    choices($("machine-choices"), machines);
+    const more = [];
+    if (patterns.length) more.push("Also allowed: " + patterns.join("; ") + ".");
+    if (truncated) more.push("The policy allows more than is listed here; type the one you want.");
+    $("targets-patterns").textContent = more.join(" ");
+    $("targets-patterns").hidden = more.length === 0;
+    const none = list !== null && list.length === 0;
+    $("targets-none").hidden = !none;
+    $("new-session-submit").disabled = none;
+  }
+
+  function describe(tg) {
+    return (tg.user === "*" ? "any account" : tg.user) + " on " + (tg.machine === "*" ? "any machine" : tg.machine);
+  }
+
+  function choices(datalist, values) {
+    datalist.replaceChildren(...[...values].map((v) => {
+      const o = document.createElement("option");
+      o.value = v;
+      return o;
+    }));
+  }
+
+  function openShell(machine, user) {
+    attach({ t: "create", machine, user })
+      .catch((e) => { show("sessions"); status(errText(e), true); });
   }
 
   // --- terminal ----------------------------------------------------------
@@ -359,9 +437,11 @@
   });
   $("new-session").addEventListener("submit", (ev) => {
     ev.preventDefault();
+    // requestSubmit() and Enter in a field get here with the button
+    // disabled too; the policy allows nothing, so there is nothing to ask.
+    if ($("new-session-submit").disabled) return;
     const f = ev.target;
-    attach({ t: "create", machine: f.machine.value.trim(), user: f.user.value.trim() })
-      .catch((e) => { show("sessions"); status(errText(e), true); });
+    openShell(f.machine.value.trim(), f.user.value.trim());
   });
   connect();
 })();
