@@ -182,7 +182,9 @@ func inProcess(t testing.TB, mod func(*rpc.Server)) *target {
 	}
 	allow := rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}
 	s := &rpc.Server{
-		Name: "hostile", Log: slog.New(slog.DiscardHandler), Timeout: 300 * time.Millisecond,
+		// The helpers' deadline: at 300 ms a good call on a loaded
+		// 2-core machine sometimes ran out of it (closed without a byte).
+		Name: "hostile", Log: slog.New(slog.DiscardHandler), Timeout: helperTimeout,
 		Routes: []rpc.Route{
 			{Client: rpcHello(inClient), Server: rpcHello(inServer), Allow: allow, MaxFDs: 0, Handle: inHandler},
 			{Client: rpcHello(inPtyClient), Server: rpcHello(inPtyServer), Allow: allow, MaxFDs: 1, Handle: inHandler},
