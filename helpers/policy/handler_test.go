@@ -94,6 +94,18 @@ func (f *fixture) grant(t *testing.T, user string) msg.Grant {
 	return g
 }
 
+// badGrants are alice's grant under another key, expired, with the user
+// changed after signing, and one for a name no sluice user can have.
+func (f *fixture) badGrants(t *testing.T) (forged, expired, tampered, badName msg.Grant) {
+	t.Helper()
+	forged, _ = grant.Sign(grant.NewKey(), "alice", time.Now(), time.Hour)
+	expired, _ = grant.Sign(f.key, "alice", time.Now().Add(-2*time.Hour), time.Hour)
+	tampered = f.grant(t, "alice")
+	tampered.User = "bob"
+	badName, _ = grant.Sign(f.key, "Alice", time.Now(), time.Hour)
+	return forged, expired, tampered, badName
+}
+
 func (f *fixture) create(t *testing.T, a msg.CreateShellSession) (msg.CreateShellSessionReply, []*os.File, error) {
 	t.Helper()
 	args, err := msgpack.Marshal(a)
@@ -148,12 +160,7 @@ func TestHandlerAllow(t *testing.T) {
 
 func TestHandlerErrors(t *testing.T) {
 	f := setup(t, nil)
-	other := grant.NewKey()
-	forged, _ := grant.Sign(other, "alice", time.Now(), time.Hour)
-	expired, _ := grant.Sign(f.key, "alice", time.Now().Add(-2*time.Hour), time.Hour)
-	tampered := f.grant(t, "alice")
-	tampered.User = "bob"
-	badName, _ := grant.Sign(f.key, "Alice", time.Now(), time.Hour)
+	forged, expired, tampered, badName := f.badGrants(t)
 
 	for _, tc := range []struct {
 		name string

@@ -6,11 +6,9 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
 	"sluice/helpers/policy"
 	"sluice/msg"
 	"sluice/rpc"
@@ -288,11 +286,7 @@ func TestHandlerTargets(t *testing.T) {
 // The grant is checked exactly as create-shell-session checks it.
 func TestHandlerTargetsBadGrant(t *testing.T) {
 	f := setup(t, nil)
-	forged, _ := grant.Sign(grant.NewKey(), "alice", time.Now(), time.Hour)
-	expired, _ := grant.Sign(f.key, "alice", time.Now().Add(-2*time.Hour), time.Hour)
-	tampered := f.grant(t, "alice")
-	tampered.User = "bob"
-	badName, _ := grant.Sign(f.key, "Alice", time.Now(), time.Hour)
+	forged, expired, tampered, badName := f.badGrants(t)
 	for _, tc := range []struct {
 		name string
 		g    msg.Grant
