@@ -150,9 +150,9 @@ func TestDynamicUsersDefaultConfig(t *testing.T) {
 		if a, err := user.Lookup(acct); err == nil {
 			// A machine with the sysusers accounts: those are used.
 			want = func(uid int) bool { return fmt.Sprint(uid) == a.Uid }
-		} else if in.GID != in.UID || in.env("HOME") != "/" || in.env("SHELL") != nologin {
+		} else if in.GID != in.UID || in.Getenv("HOME") != "/" || in.Getenv("SHELL") != nologin {
 			t.Errorf("%s: gid %d (uid %d), HOME=%q SHELL=%q; want gid = uid, / and %s",
-				name, in.GID, in.UID, in.env("HOME"), in.env("SHELL"), nologin)
+				name, in.GID, in.UID, in.Getenv("HOME"), in.Getenv("SHELL"), nologin)
 		}
 		if !want(in.UID) {
 			t.Errorf("%s runs as uid %d", name, in.UID)
@@ -161,10 +161,10 @@ func TestDynamicUsersDefaultConfig(t *testing.T) {
 			t.Errorf("%s and %s share uid %d", name, other, in.UID)
 		}
 		uids[in.UID] = name
-		if in.env("USER") != acct || in.env("LOGNAME") != acct {
-			t.Errorf("%s: USER=%q LOGNAME=%q, want %s", name, in.env("USER"), in.env("LOGNAME"), acct)
+		if in.Getenv("USER") != acct || in.Getenv("LOGNAME") != acct {
+			t.Errorf("%s: USER=%q LOGNAME=%q, want %s", name, in.Getenv("USER"), in.Getenv("LOGNAME"), acct)
 		}
-		if got, want := in.env("SLUICE_ALLOW_WEB_TO_"+strings.ToUpper(name)), fmt.Sprintf("uid:%d", who["frontend"].UID); name != "frontend" && got != want {
+		if got, want := in.Getenv("SLUICE_ALLOW_WEB_TO_"+strings.ToUpper(name)), fmt.Sprintf("uid:%d", who["frontend"].UID); name != "frontend" && got != want {
 			t.Errorf("%s: allowlist %q, want %q (${uid:frontend})", name, got, want)
 		}
 	}
@@ -284,8 +284,8 @@ func TestFiles(t *testing.T) {
 		h := &harness{t: t, r: r}
 		in := h.mustCall("svc", request{Op: "whoami"})
 		r.Stop()
-		if in.env("MINE") != existing || in.env("DEV") != dev {
-			t.Fatalf("MINE=%q DEV=%q, want %s and %s", in.env("MINE"), in.env("DEV"), existing, dev)
+		if in.Getenv("MINE") != existing || in.Getenv("DEV") != dev {
+			t.Fatalf("MINE=%q DEV=%q, want %s and %s", in.Getenv("MINE"), in.Getenv("DEV"), existing, dev)
 		}
 		b, err := os.ReadFile(dev)
 		st, _ := os.Stat(dev)

@@ -22,6 +22,7 @@ import (
 
 	"sluice/rpc"
 	"sluice/rpc/buildid"
+	"sluice/runner/internal/testwire"
 	"sluice/runner/spawn"
 )
 
@@ -50,41 +51,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// The service's wire contract, shared with the service itself.
 var (
-	clientHello = rpc.Hello{Intent: "sluice runner test client", BuildID: strings.Repeat("a", 64)}
-	serverHello = rpc.Hello{Intent: "sluice runner test server", BuildID: strings.Repeat("b", 64)}
+	clientHello = testwire.ClientHello
+	serverHello = testwire.ServerHello
 )
 
-type request struct {
-	Op   string `msgpack:"op"`
-	Name string `msgpack:"name"`
-	Data string `msgpack:"data"`
-	Poll bool   `msgpack:"poll"`
-}
-
-type info struct {
-	PID           int      `msgpack:"pid"`
-	ListenPID     string   `msgpack:"listen_pid"`
-	ListenFDs     string   `msgpack:"listen_fds"`
-	ListenFDNames string   `msgpack:"listen_fdnames"`
-	UID           int      `msgpack:"uid"`
-	GID           int      `msgpack:"gid"`
-	Groups        []int    `msgpack:"groups"`
-	Env           []string `msgpack:"env"`
-	GrantKeyLen   int      `msgpack:"grant_key_len"`
-	GrantKeyErr   string   `msgpack:"grant_key_err"`
-	Stored        []string `msgpack:"stored"`
-	Data          string   `msgpack:"data"`
-}
-
-func (in info) env(k string) string {
-	for _, kv := range in.Env {
-		if v, ok := strings.CutPrefix(kv, k+"="); ok {
-			return v
-		}
-	}
-	return ""
-}
+type (
+	request = testwire.Request
+	info    = testwire.Info
+)
 
 // syncBuffer collects the runner's log for assertions.
 type syncBuffer struct {
@@ -219,7 +195,7 @@ func TestAcceptSpawnsOneProcessPerConnection(t *testing.T) {
 			"CREDENTIALS_DIRECTORY": filepath.Join(h.rt, "credentials", "echo"),
 			"STATE_DIRECTORY":       filepath.Join(h.state, "echo"),
 		} {
-			if got := in.env(k); got != want {
+			if got := in.Getenv(k); got != want {
 				t.Errorf("%s=%q, want %q", k, got, want)
 			}
 		}
@@ -450,8 +426,8 @@ func TestUserSwitch(t *testing.T) {
 	if in.UID != 65534 || in.GID != 65534 || !slices.Equal(in.Groups, []int{100, 65534}) {
 		t.Fatalf("uid %d gid %d groups %v, want 65534 65534 [100 65534]", in.UID, in.GID, in.Groups)
 	}
-	if in.GrantKeyLen != KeySize || in.env("USER") != "nobody" {
-		t.Fatalf("as nobody: grant key %d bytes (%s), USER=%s", in.GrantKeyLen, in.GrantKeyErr, in.env("USER"))
+	if in.GrantKeyLen != KeySize || in.Getenv("USER") != "nobody" {
+		t.Fatalf("as nobody: grant key %d bytes (%s), USER=%s", in.GrantKeyLen, in.GrantKeyErr, in.Getenv("USER"))
 	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(h.r.SocketPath("u"), &st); err != nil || st.Uid != 65534 {
@@ -590,8 +566,8 @@ func TestSluiceRunCleanShutdown(t *testing.T) {
 	h := &harness{t: t, r: &Runner{opts: Options{RuntimeDir: rt}, units: map[string]*unit{}}}
 	echo := h.mustCall("echo", request{Op: "whoami"})
 	svc := h.mustCall("svc", request{Op: "whoami"})
-	if echo.env("SLUICE_RUNTIME_DIR") != rt || svc.env("NOTIFY_SOCKET") == "" {
-		t.Fatalf("env: SLUICE_RUNTIME_DIR=%q NOTIFY_SOCKET=%q", echo.env("SLUICE_RUNTIME_DIR"), svc.env("NOTIFY_SOCKET"))
+	if echo.Getenv("SLUICE_RUNTIME_DIR") != rt || svc.Getenv("NOTIFY_SOCKET") == "" {
+		t.Fatalf("env: SLUICE_RUNTIME_DIR=%q NOTIFY_SOCKET=%q", echo.Getenv("SLUICE_RUNTIME_DIR"), svc.Getenv("NOTIFY_SOCKET"))
 	}
 	p.Signal(syscall.SIGTERM)
 	if st := spawn.Describe(p.Wait()); st != "exit 0" {

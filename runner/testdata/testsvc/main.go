@@ -18,36 +18,20 @@ import (
 	"syscall"
 
 	"sluice/rpc"
+	"sluice/runner/internal/testwire"
 	"sluice/sdnotify"
 )
 
-// Hellos fixed for the tests: no manifest, no hashing, lean start.
+// The service's wire contract, shared with the service itself.
 var (
-	clientHello = rpc.Hello{Intent: "sluice runner test client", BuildID: strings.Repeat("a", 64)}
-	serverHello = rpc.Hello{Intent: "sluice runner test server", BuildID: strings.Repeat("b", 64)}
+	clientHello = testwire.ClientHello
+	serverHello = testwire.ServerHello
 )
 
-type request struct {
-	Op   string `msgpack:"op"`
-	Name string `msgpack:"name"`
-	Data string `msgpack:"data"`
-	Poll bool   `msgpack:"poll"`
-}
-
-type info struct {
-	PID           int      `msgpack:"pid"`
-	ListenPID     string   `msgpack:"listen_pid"`
-	ListenFDs     string   `msgpack:"listen_fds"`
-	ListenFDNames string   `msgpack:"listen_fdnames"`
-	UID           int      `msgpack:"uid"`
-	GID           int      `msgpack:"gid"`
-	Groups        []int    `msgpack:"groups"`
-	Env           []string `msgpack:"env"`
-	GrantKeyLen   int      `msgpack:"grant_key_len"`
-	GrantKeyErr   string   `msgpack:"grant_key_err"`
-	Stored        []string `msgpack:"stored"`
-	Data          string   `msgpack:"data"`
-}
+type (
+	request = testwire.Request
+	info    = testwire.Info
+)
 
 var (
 	listenEnv [3]string
