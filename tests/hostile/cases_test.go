@@ -95,6 +95,32 @@ func padTo(t *testing.T, body []byte, n int) []byte {
 }
 
 // pipes returns n pipe fds and closes them when the test ends.
+// callWithFDs sends req with fds over SCM_RIGHTS and returns the answer,
+// once the server process holds no more fds than before the call: every
+// one it was passed is closed, whatever it answered.
+func callWithFDs(t *testing.T, tg *target, req []byte, fds []int) Answer {
+	t.Helper()
+	before, err := CountFDs(tg.pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Dial(tg.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteFDs(req, fds); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	a := c.ReadAll()
+	c.Close() // our end counts too when the server is this process
+	var after int
+	if !settle(func() bool { after, _ = CountFDs(tg.pid); return after <= before }) {
+		t.Fatalf("server process has %d fds after the call, %d before", after, before)
+	}
+	return a
+}
+
 func pipes(t *testing.T, n int) []int {
 	t.Helper()
 	var fds []int
@@ -287,26 +313,7 @@ func cases() []hcase {
 			check: closed},
 		{name: "200 fds to a call that takes fewer",
 			run: func(t *testing.T, tg *target) Answer {
-				fds := pipes(t, 200)
-				before, err := CountFDs(tg.pid)
-				if err != nil {
-					t.Fatal(err)
-				}
-				c, err := Dial(tg.sock)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := c.WriteFDs(tg.goodCall(), fds); err != nil {
-					t.Fatal(err)
-				}
-				c.CloseWrite()
-				a := c.ReadAll()
-				c.Close() // our end counts too when the server is this process
-				var after int
-				if !settle(func() bool { after, _ = CountFDs(tg.pid); return after <= before }) {
-					t.Fatalf("server process has %d fds after the call, %d before", after, before)
-				}
-				return a
+				return callWithFDs(t, tg, tg.goodCall(), pipes(t, 200))
 			},
 			check: errorFrame(func(tg *target) string {
 				return fmt.Sprintf("bad-request: 200 fds received, call takes at most %d", tg.maxFDs)
@@ -319,27 +326,11 @@ func cases() []hcase {
 				return ""
 			},
 			run: func(t *testing.T, tg *target) Answer {
-				fds := pipes(t, 1)
-				before, _ := CountFDs(tg.pid)
 				hello := tg.client
 				if tg.pid == "self" {
 					hello = inPtyClient
 				}
-				c, err := Dial(tg.sock)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := c.WriteFDs(Cat(hello.Lines(), Frame(tg.ptyPut)), fds); err != nil {
-					t.Fatal(err)
-				}
-				c.CloseWrite()
-				a := c.ReadAll()
-				c.Close() // our end counts too when the server is this process
-				var after int
-				if !settle(func() bool { after, _ = CountFDs(tg.pid); return after <= before }) {
-					t.Fatalf("server process has %d fds after the call, %d before", after, before)
-				}
-				return a
+				return callWithFDs(t, tg, Cat(hello.Lines(), Frame(tg.ptyPut)), pipes(t, 1))
 			},
 			check: func(t *testing.T, tg *target, r Reply, a Answer) {
 				want := tg.server
