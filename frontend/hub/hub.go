@@ -353,8 +353,8 @@ const burstRead = 2 << 10
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // readOnce appends one read of at most n bytes to the ring, and reports
-// false when the pty has nothing (EAGAIN). The buffer is taken only
-// once data is there, so an idle session holds none.
+// false when the pty has nothing (EAGAIN). The buffer comes from a pool
+// and goes back before it returns, so an idle session holds none.
 func (s *Session) readOnce(n int) (bool, error) {
 	var rerr error
 	got := false
