@@ -46,7 +46,7 @@ func (u *unit) acceptLoop() {
 		}
 		backoff = 0
 		p, err := spawn.Start(&spawn.Attr{
-			Path: u.path, Args: u.argv, Env: env,
+			Path: u.path, Exec: u.exe, Args: u.argv, Env: env,
 			Files: append(u.logFiles(), c),
 			// A process group, not a session: see spawn.Attr.Setsid.
 			ListenPID: true, Credential: cred, Setpgid: true, Umask: umask,

@@ -89,6 +89,7 @@ type unit struct {
 	cfg  *Unit
 	id   identity
 	path string   // executable
+	exe  *os.File // path, opened O_PATH: what every start executes
 	argv []string // expanded
 	env  []string // base environment, expanded
 
@@ -165,14 +166,18 @@ func New(opts Options) (*Runner, error) {
 	if err := r.resolveFiles(); err != nil {
 		return nil, err
 	}
-	var missing []string
+	var missing, unusable []string
 	for _, u := range r.order {
 		if u.argv, err = r.expandAll(u.cfg.Exec); err != nil {
 			return nil, fmt.Errorf("runner: unit %s: exec: %w", u.cfg.Name, err)
 		}
 		u.path = r.resolveBinary(u.argv[0])
-		if err := checkExecutable(u.path); err != nil {
-			missing = append(missing, fmt.Sprintf("unit %s: %v", u.cfg.Name, err))
+		if u.exe, err = openExecutable(u.path, u.id); err != nil {
+			if strings.HasSuffix(err.Error(), ": no such file") {
+				missing = append(missing, fmt.Sprintf("unit %s: %v", u.cfg.Name, err))
+			} else {
+				unusable = append(unusable, fmt.Sprintf("unit %s: %v", u.cfg.Name, err))
+			}
 		}
 		u.argv[0] = filepath.Base(u.argv[0])
 		if err := u.buildEnv(); err != nil {
@@ -183,10 +188,27 @@ func New(opts Options) (*Runner, error) {
 		}
 	}
 	if len(missing) > 0 {
+		r.closeExecutables()
 		return nil, fmt.Errorf("runner: missing helper binaries (build them with `make build`, or point --bin-dir at them):\n  %s",
 			strings.Join(missing, "\n  "))
 	}
+	unusable = append(unusable, r.checkReach()...)
+	if len(unusable) > 0 {
+		r.closeExecutables()
+		return nil, fmt.Errorf("runner: units could not use these paths as the users they run as "+
+			"(choose directories every unit can traverse, such as the defaults /run/sluice and /var/lib/sluice; see docs/runner.md):\n  %s",
+			strings.Join(unusable, "\n  "))
+	}
 	return r, nil
+}
+
+func (r *Runner) closeExecutables() {
+	for _, u := range r.order {
+		if u.exe != nil {
+			u.exe.Close()
+			u.exe = nil
+		}
+	}
 }
 
 func (r *Runner) expandAll(in []string) ([]string, error) {
@@ -206,20 +228,6 @@ func (r *Runner) resolveBinary(name string) string {
 		return name
 	}
 	return filepath.Join(r.opts.BinDir, name)
-}
-
-func checkExecutable(path string) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("%s: no such file", path)
-		}
-		return err
-	}
-	if st.IsDir() || st.Mode()&0o111 == 0 {
-		return fmt.Errorf("%s: not an executable file", path)
-	}
-	return nil
 }
 
 // ManifestPath is where the runner writes build-ids.json.
@@ -384,10 +392,12 @@ func (r *Runner) runHook(ctx context.Context, in []string) {
 		return
 	}
 	path := r.resolveBinary(argv[0])
-	if err := checkExecutable(path); err != nil {
+	exe, err := openExecutable(path, r.self)
+	if err != nil {
 		r.log.Info("runner: on_ready step skipped: binary missing", "argv", argv, "err", err)
 		return
 	}
+	defer exe.Close()
 	env := append(os.Environ(), "SLUICE_RUNTIME_DIR="+r.opts.RuntimeDir, "SLUICE_MANIFEST="+r.ManifestPath())
 	// Its output goes to our stdout, not the log: an enrollment link is for
 	// the person who started the runner. Both streams share one pipe, so
@@ -398,7 +408,7 @@ func (r *Runner) runHook(ctx context.Context, in []string) {
 		return
 	}
 	defer pr.Close()
-	p, err := spawn.Start(&spawn.Attr{Path: path, Args: argv, Env: env, Files: []syscall.Conn{nil, pw, pw}, Umask: -1})
+	p, err := spawn.Start(&spawn.Attr{Path: path, Exec: exe, Args: argv, Env: env, Files: []syscall.Conn{nil, pw, pw}, Umask: -1})
 	pw.Close()
 	if err != nil {
 		r.log.Warn("runner: on_ready step failed to start", "argv", argv, "err", err)
@@ -469,6 +479,7 @@ func (r *Runner) Stop() error {
 	for _, u := range r.order {
 		u.closeFiles()
 	}
+	r.closeExecutables()
 	// Only a runner that held the directory's lock cleans it: one that
 	// was refused must not touch the running one's files.
 	if r.lock != nil {

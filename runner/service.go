@@ -154,7 +154,7 @@ func (s *service) startLocked() (*spawn.Process, error) {
 		env = append(env, fmt.Sprintf("LISTEN_FDS=%d", len(names)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
 	}
 	p, err := spawn.Start(&spawn.Attr{
-		Path: u.path, Args: u.argv, Env: env, Files: files,
+		Path: u.path, Exec: u.exe, Args: u.argv, Env: env, Files: files,
 		ListenPID: len(names) > 0, Credential: u.id.credential(), Setsid: true, Umask: u.umask(),
 	})
 	if err != nil {

@@ -38,7 +38,7 @@ type Profile struct {
 	// Name, for errors and logs.
 	Name string
 	// Read lists files and directories (and everything beneath) the helper
-	// may read. Its own executable's directory is always added: the build
+	// may read. Its own executable's directory is added when reachable: the build
 	// manifest lives there and the handshake hashes the executable.
 	Read []string
 	// Write lists files and directories the helper may read, write, create
@@ -104,8 +104,15 @@ func Apply(p Profile) (Status, error) {
 	} else if err != nil {
 		return st, fmt.Errorf("confine %s: no_new_privs: %w", p.Name, err)
 	}
+	// The executable's directory only when this process can reach it: a
+	// runner that executes helpers by fd may start them from a directory
+	// their users cannot traverse (a checkout in /root). They need nothing
+	// from it then: the manifest comes by $SLUICE_MANIFEST and the image
+	// is hashed through /proc/self/exe.
 	if exe, err := os.Executable(); err == nil {
-		p.Read = append(p.Read, filepath.Dir(exe))
+		if d := filepath.Dir(exe); unix.Access(d, unix.X_OK) == nil {
+			p.Read = append(p.Read, d)
+		}
 	}
 	if p.Listen != "" {
 		p.Write = append(p.Write, filepath.Dir(p.Listen))

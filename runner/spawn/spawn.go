@@ -31,7 +31,13 @@ import (
 
 // Attr describes one process to start.
 type Attr struct {
-	Path string   // absolute path of the executable
+	Path string // absolute path of the executable, if Exec is nil
+	// Exec, when set, is the executable itself (opened O_PATH is enough):
+	// the child runs it with execveat(AT_EMPTY_PATH), so the new uid needs
+	// execute permission on the file only, not search permission on every
+	// directory above it, and nobody can swap the file between the
+	// caller's checks and the exec.
+	Exec *os.File
 	Args []string // argv, including argv[0]
 	Env  []string // KEY=VALUE; LISTEN_PID is added by ListenPID
 	// Files become the child's fds 0, 1, 2, 3...: *os.File, *net.UnixConn

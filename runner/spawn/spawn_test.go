@@ -239,3 +239,48 @@ func TestSignal(t *testing.T) {
 		t.Fatalf("signal after reaping: %v", err)
 	}
 }
+
+// TestExecByFD: a binary in a directory the new uid cannot traverse (a
+// checkout in /root) fails by path and runs by fd, and the fd runs the
+// file that was opened even after another took its name.
+func TestExecByFD(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching uid needs root (CI runs as root)")
+	}
+	dir := filepath.Join(t.TempDir(), "private")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "id")
+	src, err := os.ReadFile("/usr/bin/id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	_, err = Start(&Attr{Path: bin, Args: []string{"id", "-u"}, Credential: nobody, Umask: -1})
+	if !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("exec by path from a 0700 directory: %v, want EACCES", err)
+	}
+	fd, err := unix.Open(bin, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := os.NewFile(uintptr(fd), bin)
+	defer exe.Close()
+	// Another file takes the name: the fd still runs id.
+	if err := os.WriteFile(bin+".new", []byte("#!/bin/sh\necho swapped\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(bin+".new", bin); err != nil {
+		t.Fatal(err)
+	}
+	// Many fds, so the exec fd's number is among the ones the child fills.
+	files := make([]syscall.Conn, 8)
+	out, st := run(t, Attr{Exec: exe, Args: []string{"id", "-u"}, Credential: nobody, Files: files})
+	if st != "exit 0" || strings.TrimSpace(out) != "65534" {
+		t.Fatalf("exec by fd: status %s, output %q", st, out)
+	}
+}

@@ -21,6 +21,7 @@ enum {
 
 struct sluice_spawn {
 	const char *path;
+	int exec_fd; // >= 0: execveat(exec_fd, "", AT_EMPTY_PATH) instead of path
 	char *const *argv;
 	char *const *envp;
 	char *pid_slot; // where the child writes its pid in decimal, or NULL
@@ -53,6 +54,7 @@ struct sluice_spawn {
 // memory it writes is struct sluice_spawn's err/step fields, its own stack,
 // and the pid slot of the environment block, all owned by this one spawn.
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -150,7 +152,14 @@ static int child(void *p) {
 	uint64_t none = 0;
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, KSIGSET_SIZE);
 
-	syscall(SYS_execve, a->path, a->argv, a->envp);
+	// 7. By fd when the caller opened the file: the kernel checks only the
+	// file's own execute bit against the new uid, not the path to it, and
+	// runs exactly the inode that was opened and checked.
+	if (a->exec_fd >= 0) {
+		syscall(SYS_execveat, a->exec_fd, "", a->argv, a->envp, AT_EMPTY_PATH);
+	} else {
+		syscall(SYS_execve, a->path, a->argv, a->envp);
+	}
 	fail(a, SLUICE_STEP_EXEC);
 	return 127;
 }
@@ -218,7 +227,7 @@ func nullFile() (*os.File, error) {
 // Start starts a process. If the child fails before execve (exec format,
 // missing file, setuid refused), Start reaps it and returns an *ExitError.
 func Start(a *Attr) (*Process, error) {
-	if a.Path == "" || len(a.Args) == 0 {
+	if a.Path == "" && a.Exec == nil || len(a.Args) == 0 {
 		return nil, errors.New("spawn: no path or argv")
 	}
 	startReaper()
@@ -250,6 +259,16 @@ func Start(a *Attr) (*Process, error) {
 			return nil, fmt.Errorf("spawn: fd %d (%T): %w", i, f, err)
 		}
 		dups = append(dups, fd)
+	}
+	// The exec fd too sits above the child's fds, or a dup3 could replace it.
+	execFD := -1
+	if a.Exec != nil {
+		fd, err := dupAbove(a.Exec, nfds)
+		if err != nil {
+			return nil, fmt.Errorf("spawn: exec fd: %w", err)
+		}
+		defer unix.Close(fd)
+		execFD = fd
 	}
 
 	// Everything the child reads lives in C memory: it must not move, and
@@ -304,12 +323,13 @@ func Start(a *Attr) (*Process, error) {
 		return (*C.char)(p)
 	}
 	cs := C.struct_sluice_spawn{
-		path:   str(a.Path),
-		argv:   &argv[0],
-		envp:   &envp[0],
-		fds:    cfds,
-		nfds:   C.int(nfds),
-		groups: cgroups, ngroups: C.int(len(groups)),
+		path:    str(a.Path),
+		exec_fd: C.int(execFD),
+		argv:    &argv[0],
+		envp:    &envp[0],
+		fds:     cfds,
+		nfds:    C.int(nfds),
+		groups:  cgroups, ngroups: C.int(len(groups)),
 		umask: C.int(a.Umask),
 	}
 	for i, s := range a.Args {
