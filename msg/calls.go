@@ -30,6 +30,8 @@ const (
 	OpPtyList  = "pty-list"
 	OpPtyDrop  = "pty-drop"
 	OpPtyShare = "pty-share"
+	// hangup, "ptystore to hangup"
+	OpHangup = "hangup"
 )
 
 // Error codes a caller can act on. They are the first word of an rpc error
@@ -245,7 +247,9 @@ type PtyListReply struct {
 	Sessions []SessionInfo `msgpack:"sessions"`
 }
 
-// PtyDrop ends a session: ptystore closes its fd, which hangs up the shell.
+// PtyDrop ends a session: ptystore has the hangup helper end the shell's
+// whole process tree, then forgets the session and closes its fd. An error
+// means the shell may still be running, and the session is still held.
 type PtyDrop struct {
 	Grant Grant  `msgpack:"grant"`
 	ID    string `msgpack:"id"`
@@ -263,4 +267,21 @@ type PtyShare struct {
 
 type PtyShareReply struct {
 	Token []byte `msgpack:"token,omitempty"`
+}
+
+// --- hangup -----------------------------------------------------------------
+
+// HangupSession asks the hangup helper to end the session whose controlling
+// terminal is the pty of the one fd on the frame (a pty master). It names
+// no process: the helper asks the kernel which session that pty controls.
+type HangupSession struct{}
+
+// HangupSessionReply says what was done. SID 0: no session had the pty as its
+// controlling terminal, so there was nothing to end.
+type HangupSessionReply struct {
+	SID     int32  `msgpack:"sid"`
+	Hungup  int    `msgpack:"hungup"`           // processes sent SIGHUP
+	Killed  int    `msgpack:"killed"`           // of those, still there after the grace: SIGKILL
+	Cgroup  string `msgpack:"cgroup,omitempty"` // the session's own cgroup, killed and removed
+	Elapsed int64  `msgpack:"elapsed_ms"`       // from the first signal to nothing left
 }

@@ -45,6 +45,7 @@ func every() []any {
 		new(msg.PtyList), new(msg.PtyListReply),
 		new(msg.PtyDrop), new(msg.PtyDropReply),
 		new(msg.PtyShare), new(msg.PtyShareReply),
+		new(msg.HangupSession), new(msg.HangupSessionReply),
 	}
 }
 
@@ -63,6 +64,7 @@ var argsOf = map[string]func() any{
 	msg.OpPtyList:            func() any { return new(msg.PtyList) },
 	msg.OpPtyDrop:            func() any { return new(msg.PtyDrop) },
 	msg.OpPtyShare:           func() any { return new(msg.PtyShare) },
+	msg.OpHangup:             func() any { return new(msg.HangupSession) },
 }
 
 // TestFuzzCoversEveryType fails when msg grows a struct type or an Op

@@ -21,6 +21,7 @@ const (
 	Policy   = "policy"
 	Shell    = "shell"
 	PtyStore = "ptystore"
+	Hangup   = "hangup"
 	Admin    = "sluicectl"
 )
 
@@ -40,6 +41,7 @@ var Protocols = []Protocol{
 	{Name: "policy to shell", Client: Policy, Server: Shell},
 	{Name: "web to ptystore", Client: Frontend, Server: PtyStore},
 	{Name: "admin to ptystore", Client: Admin, Server: PtyStore},
+	{Name: "ptystore to hangup", Client: PtyStore, Server: Hangup},
 }
 
 // Intent returns the intent line (without newline) for one side of p.

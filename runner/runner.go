@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/helpers/sessioncg"
 	"sluice/rpc"
 	"sluice/runner/spawn"
 	"sluice/suite"
@@ -73,6 +74,8 @@ type Runner struct {
 	units map[string]*unit
 	order []*unit
 	files map[string]*file
+
+	sessionCG string // per-session cgroups' directory; "": none
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -140,6 +143,7 @@ func New(opts Options) (*Runner, error) {
 	}
 	r := &Runner{opts: opts, cfg: opts.Config, log: opts.Log, root: os.Geteuid() == 0, self: me,
 		units: map[string]*unit{}}
+	r.sessionCG = sessionCgroupsDir(r.root)
 	var pending []*unit
 	for i := range r.cfg.Units {
 		uc := &r.cfg.Units[i]
@@ -260,6 +264,9 @@ func (u *unit) buildEnv() error {
 		"RUNTIME_DIRECTORY=" + r.opts.RuntimeDir,
 		"USER=" + u.id.name, "LOGNAME=" + u.id.name, "HOME=" + u.id.home, "SHELL=" + u.id.shell,
 	}
+	if r.sessionCG != "" {
+		env = append(env, sessioncg.Env+"="+r.sessionCG)
+	}
 	for _, k := range []string{"LANG", "TZ"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
@@ -303,6 +310,7 @@ func (r *Runner) Start(ctx context.Context) (err error) {
 	if err := r.prepareDirs(); err != nil {
 		return err
 	}
+	r.makeSessionCgroups()
 	m, err := suite.BuildManifest(r.opts.BinDir)
 	if err != nil {
 		return fmt.Errorf("runner: build manifest: %w", err)

@@ -74,6 +74,13 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	out, errw := newEscaper(stdout), newEscaper(stderr)
+	defer out.Flush()
+	defer errw.Flush()
+	return runEscaped(args, out, errw)
+}
+
+func runEscaped(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sluicectl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }

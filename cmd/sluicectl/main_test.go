@@ -260,7 +260,8 @@ func TestSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"SLUICE_RUNTIME_DIR=" + run}
-	startHelper(t, bin, "ptystore", env, "--grant-key", keyFile)
+	// No hangup helper here: the e2e tests end shells through it.
+	startHelper(t, bin, "ptystore", env, "--grant-key", keyFile, "--hangup", "off")
 
 	out, errs, code := sluicectl(t, env, "sessions", "--json")
 	if code != 0 || strings.TrimSpace(out) != "[]" {

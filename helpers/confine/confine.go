@@ -50,8 +50,8 @@ type Profile struct {
 	// Inet allows creating AF_INET/AF_INET6 sockets. No helper needs it:
 	// even the frontend only accepts on a TCP socket it was handed.
 	Inet bool
-	// Signal allows kill(2) to processes outside the helper (the pty
-	// store hangs up a session's shell that way when it may).
+	// Signal allows kill(2), pidfd_open(2) and pidfd_send_signal(2) to
+	// processes outside the helper (the hangup helper ends sessions).
 	Signal bool
 	// Listen is the --listen socket path, if any: the helper creates it
 	// after confining itself and removes it on exit, so its directory

@@ -83,6 +83,8 @@ func build(p Profile) prog {
 	// clone(flags, ...): threads always; processes only with Exec.
 	if p.Signal && !p.Exec {
 		f.onNR(unix.SYS_KILL, retAllow)
+		f.onNR(unix.SYS_PIDFD_OPEN, retAllow)
+		f.onNR(unix.SYS_PIDFD_SEND_SIGNAL, retAllow)
 	}
 	if !p.Exec {
 		f.jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.SYS_CLONE, 0, 4)

@@ -86,7 +86,7 @@ func (h *Handler) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		if err := h.verify(a.Grant); err != nil {
 			return rpc.Reply{}, err
 		}
-		err := h.Store.Drop(a.ID, ownedBy(a.Grant.User))
+		err := h.Store.Drop(ctx, a.ID, ownedBy(a.Grant.User))
 		return rpc.Reply{Body: msg.PtyDropReply{}}, storeErr("drop", a.ID, err)
 	case msg.OpPtyShare:
 		return h.share(req)
@@ -111,7 +111,7 @@ func (h *Handler) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		if err := decodeArgs(req, &a); err != nil {
 			return rpc.Reply{}, err
 		}
-		err := h.Store.Drop(a.ID, nil)
+		err := h.Store.Drop(ctx, a.ID, nil)
 		return rpc.Reply{Body: msg.PtyDropReply{}}, storeErr("drop", a.ID, err)
 	case msg.OpPtyPut, msg.OpPtyGet, msg.OpPtyShare:
 		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "%s is not served to admins", req.Op)
@@ -217,8 +217,10 @@ func storeErr(op, id string, err error) error {
 		return rpc.Errorf(msg.CodeBadRequest, "%s %s: %v", op, id, err)
 	case errors.Is(err, ErrUserFull):
 		return rpc.Errorf(msg.CodeDenied, "too many sessions: %v", err)
-	case errors.Is(err, ErrFull):
+	case errors.Is(err, ErrFull), errors.Is(err, ErrEnding):
 		return rpc.Errorf(msg.CodeBusy, "%v", err)
+	case errors.Is(err, ErrHangup):
+		return rpc.Errorf(msg.CodeFailed, "%s %s: the shell may still be running, the session is kept: %v", op, id, err)
 	}
 	return fmt.Errorf("ptystore: %s %s: %w", op, id, err)
 }

@@ -469,6 +469,26 @@ func TestPutRefused(t *testing.T) {
 			return offer{m, nil}
 		}, msg.SessionInfo{ID: strings.Repeat("i", 64), Owner: "alice", UnixUser: strings.Repeat("u", 64), Machine: strings.Repeat("m", 64)}, msg.CodeBadRequest},
 	}
+	// A compromised frontend's terminal escapes, bound for `sluicectl
+	// sessions` on a root terminal: refused as policy refuses them.
+	for _, bad := range []struct{ name, user, machine string }{
+		{"title escape in unix_user", "root\x1b]0;pwned\x07", msg.HostMachine},
+		{"clear screen in machine", "root", "web1\x1b[2J"},
+		{"OSC 52 in machine", "root", "\x1b]52;c;cm0gLXJmIH4=\x07"},
+		{"C1 CSI in unix_user", "root\u009b2J", msg.HostMachine},
+		{"invalid UTF-8 in unix_user", "root\xff", msg.HostMachine},
+	} {
+		cases = append(cases, struct {
+			name    string
+			make    func(t *testing.T) offer
+			session msg.SessionInfo
+			code    string
+		}{bad.name, func(t *testing.T) offer {
+			m, s := openPTY(t)
+			t.Cleanup(func() { s.Close() })
+			return offer{m, nil}
+		}, msg.SessionInfo{ID: "esc", Owner: "alice", UnixUser: bad.user, Machine: bad.machine}, msg.CodeBadRequest})
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.make(t)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"sluice/helpers/names"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -131,6 +132,16 @@ func validInfo(info msg.SessionInfo) error {
 		if f.v == "" || len(f.v) > MaxFieldLen {
 			return fmt.Errorf("%s of %d bytes, want 1..%d", f.name, len(f.v), MaxFieldLen)
 		}
+	}
+	// As policy checks them: these reach admins' terminals (sluicectl
+	// sessions) and logs, and a compromised frontend writes them. The
+	// owner needs no check here: it must equal the grant's user, which
+	// auth vouches for.
+	if !names.UnixUser(info.UnixUser) {
+		return fmt.Errorf("invalid unix user name %q", info.UnixUser)
+	}
+	if !names.Machine(info.Machine) {
+		return fmt.Errorf("invalid machine name %q", info.Machine)
 	}
 	return nil
 }

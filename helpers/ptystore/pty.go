@@ -6,37 +6,15 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/helpers/shell/pty"
 )
 
 // ErrNotPTY: the fd offered is not a pty master.
-var ErrNotPTY = errors.New("not a pty master")
+var ErrNotPTY = pty.ErrNotMaster
 
-// ptmx is the clone device every Unix98 pty master is opened through, both
-// /dev/ptmx and the per-instance /dev/pts/ptmx: char major 5, minor 2.
-const ptmxMajor, ptmxMinor = 5, 2
-
-// CheckMaster reports whether f is a Unix98 pty master. Both tests must
-// pass: the inode is the ptmx clone device, and TIOCGPTN answers, which only
-// the master side of a Unix98 pty does (a slave gives ENOTTY). Either one
-// alone could be met by something else: ioctl numbers are not unique across
-// drivers, and a plain open of /dev/ptmx is a fresh, unrelated pty.
-func CheckMaster(f *os.File) error {
-	fd := int(f.Fd())
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return fmt.Errorf("%w: fstat: %v", ErrNotPTY, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFCHR {
-		return fmt.Errorf("%w: file type %#o", ErrNotPTY, st.Mode&unix.S_IFMT)
-	}
-	if maj, mnr := unix.Major(st.Rdev), unix.Minor(st.Rdev); maj != ptmxMajor || mnr != ptmxMinor {
-		return fmt.Errorf("%w: char device %d:%d", ErrNotPTY, maj, mnr)
-	}
-	if _, err := unix.IoctlGetInt(fd, unix.TIOCGPTN); err != nil {
-		return fmt.Errorf("%w: TIOCGPTN: %v", ErrNotPTY, err)
-	}
-	return nil
-}
+// CheckMaster reports whether f is a Unix98 pty master (pty.CheckMaster).
+func CheckMaster(f *os.File) error { return pty.CheckMaster(f) }
 
 // hungUp reports whether every slave fd of the pty master fd is closed:
 // the master then polls POLLHUP. A master that is not valid any more counts

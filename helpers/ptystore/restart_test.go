@@ -163,7 +163,7 @@ func (r *restartRig) start() *daemon {
 	// go-systemd takes the fds only when LISTEN_PID is its own pid, which
 	// the shell knows before it execs the helper in its place.
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, r.bin,
-		"--grant-key", r.keyPath, "--hangup-grace", "0s",
+		"--grant-key", r.keyPath, "--hangup-grace", "0s", "--hangup", "off",
 		"--allow", "web to ptystore=uid:0", "--allow", "admin to ptystore=uid:0")
 	cmd.Env = []string{
 		"PATH=/usr/bin:/bin",

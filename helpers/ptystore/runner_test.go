@@ -20,7 +20,7 @@ import (
 // root (this test) and no grace period before a hung-up pty is dropped.
 const ptystoreUnit = `{"stop_timeout": "5s", "units": [{
 	"name": "ptystore",
-	"exec": ["sluice-ptystore", "--hangup-grace", "0s"],
+	"exec": ["sluice-ptystore", "--hangup-grace", "0s", "--hangup", "off"],
 	"accept": false,
 	"notify": true,
 	"fdstore_max": 64,

@@ -7,6 +7,7 @@ package ptystore
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,12 @@ type Config struct {
 	// with --listen), and sessions then do not survive a restart.
 	Notify Notifier
 	Log    *slog.Logger
+	// Hangup ends the shell of a session being dropped (the hangup
+	// helper, through its socket), given a dup of its master. nil: the
+	// store signals the shell itself where it may, and otherwise relies
+	// on the last copy of the master being closed (development only:
+	// with a frontend holding a copy, the shell then lives on).
+	Hangup func(ctx context.Context, master *os.File) error
 	// OnDrop, if set, is called after a session is dropped, outside the
 	// store's lock, with why: "drop", "shell exited", "bad fd".
 	OnDrop func(info msg.SessionInfo, reason string)
@@ -57,6 +64,7 @@ type Config struct {
 }
 
 type session struct {
+	ending  bool // a Drop is hanging it up
 	info    msg.SessionInfo
 	epoch   uint32 // share epoch; see token.go
 	name    string // fd store name
@@ -347,9 +355,18 @@ func (s *Store) List(keep func(msg.SessionInfo) bool) []msg.SessionInfo {
 	return out
 }
 
-// Drop ends a session when auth allows: hangs up its shell, closes the fd
-// and removes it from the fd store.
-func (s *Store) Drop(id string, auth func(msg.SessionInfo) error) error {
+// ErrHangup: the session's shell could not be ended; it is still held.
+var ErrHangup = errors.New("hangup failed")
+
+// ErrEnding: another Drop of the session is under way.
+var ErrEnding = errors.New("session is being ended")
+
+// Drop ends a session when auth allows: has Config.Hangup end its shell's
+// whole process tree, and only when that worked, closes the fd and
+// removes it from the fd store. A failed hangup leaves the session held
+// and listed, so an admin can still see it and try again. The store's
+// lock is not held during the hangup, which takes up to its grace period.
+func (s *Store) Drop(ctx context.Context, id string, auth func(msg.SessionInfo) error) error {
 	s.mu.Lock()
 	se := s.byID[id]
 	if se == nil {
@@ -362,9 +379,43 @@ func (s *Store) Drop(id string, auth func(msg.SessionInfo) error) error {
 			return err
 		}
 	}
-	s.removeLocked(se, true)
+	if s.cfg.Hangup == nil {
+		s.removeLocked(se, true)
+		s.mu.Unlock()
+		s.dropped(se.info, "drop")
+		return nil
+	}
+	if se.ending {
+		s.mu.Unlock()
+		return ErrEnding
+	}
+	f, err := dupFile(se.f, "pty:"+id)
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("ptystore: drop %s: %w", id, err)
+	}
+	se.ending = true
 	s.mu.Unlock()
-	s.dropped(se.info, "drop")
+
+	herr := s.cfg.Hangup(ctx, f)
+	f.Close()
+
+	s.mu.Lock()
+	se.ending = false
+	if herr != nil {
+		s.mu.Unlock()
+		s.log.Error("ptystore: session not ended", "id", id, "err", herr)
+		return fmt.Errorf("%w: %w", ErrHangup, herr)
+	}
+	// The watcher may have dropped it meanwhile, the shell being gone.
+	mine := s.byID[id] == se
+	if mine {
+		s.removeLocked(se, false)
+	}
+	s.mu.Unlock()
+	if mine {
+		s.dropped(se.info, "drop")
+	}
 	return nil
 }
 

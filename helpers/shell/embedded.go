@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/helpers/sessioncg"
 	"sluice/helpers/shell/pty"
 	"sluice/msg"
 )
@@ -65,13 +66,16 @@ func (e *Embedded) Open(ctx context.Context, req msg.OpenShell) (Opened, error) 
 	}
 
 	path, argv := loginCommand(acct, req.Args)
-	cmd := &exec.Cmd{
-		Path:        path,
-		Args:        argv,
-		Env:         environ(acct, req.Env),
-		Dir:         homeDir(acct.Home),
-		SysProcAttr: attr,
+	newCmd := func() *exec.Cmd {
+		return &exec.Cmd{
+			Path:        path,
+			Args:        argv,
+			Env:         environ(acct, req.Env),
+			Dir:         homeDir(acct.Home),
+			SysProcAttr: attr,
+		}
 	}
+	cmd := newCmd()
 	master, slave, err := pty.Open()
 	if err != nil {
 		return Opened{}, err
@@ -82,7 +86,25 @@ func (e *Embedded) Open(ctx context.Context, req msg.OpenShell) (Opened, error) 
 		slave.Close()
 		return Opened{}, err
 	}
+	// Its own cgroup, where the runner made room for one, so that ending
+	// the session reaches what setsid'd away from it (package sessioncg).
+	if root := sessioncg.Root(); root != "" && os.Geteuid() == 0 {
+		sessioncg.Sweep(root)
+		if cg, err := sessioncg.New(root); err != nil {
+			e.logger().Warn("shell: no cgroup for the session", "err", err)
+		} else {
+			defer cg.Close()
+			attr.UseCgroupFD, attr.CgroupFD = true, int(cg.Fd())
+		}
+	}
 	err = cmd.Start()
+	if err != nil && attr.UseCgroupFD {
+		e.logger().Warn("shell: starting in the session's cgroup failed, starting without", "err", err)
+		attr.UseCgroupFD = false
+		cmd = newCmd()
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		err = cmd.Start()
+	}
 	slave.Close()
 	if err != nil {
 		master.Close()

@@ -93,3 +93,48 @@ func SetSize(f *os.File, rows, cols uint16) error {
 	}
 	return nil
 }
+
+// ErrNotMaster: the fd offered is not a pty master.
+var ErrNotMaster = errors.New("not a pty master")
+
+// ptmx is the clone device every Unix98 pty master is opened through, both
+// /dev/ptmx and the per-instance /dev/pts/ptmx: char major 5, minor 2.
+const ptmxMajor, ptmxMinor = 5, 2
+
+// slaveMajor is the char major of every Unix98 pty slave; its minor is
+// the pty's number (TIOCGPTN), up to 2^20 of them.
+const slaveMajor = 136
+
+// CheckMaster reports whether f is a Unix98 pty master. Both tests must
+// pass: the inode is the ptmx clone device, and TIOCGPTN answers, which only
+// the master side of a Unix98 pty does (a slave gives ENOTTY). Either one
+// alone could be met by something else: ioctl numbers are not unique across
+// drivers, and a plain open of /dev/ptmx is a fresh, unrelated pty.
+func CheckMaster(f *os.File) error {
+	fd := int(f.Fd())
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("%w: fstat: %v", ErrNotMaster, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR {
+		return fmt.Errorf("%w: file type %#o", ErrNotMaster, st.Mode&unix.S_IFMT)
+	}
+	if maj, mnr := unix.Major(st.Rdev), unix.Minor(st.Rdev); maj != ptmxMajor || mnr != ptmxMinor {
+		return fmt.Errorf("%w: char device %d:%d", ErrNotMaster, maj, mnr)
+	}
+	if _, err := unix.IoctlGetInt(fd, unix.TIOCGPTN); err != nil {
+		return fmt.Errorf("%w: TIOCGPTN: %v", ErrNotMaster, err)
+	}
+	return nil
+}
+
+// SlaveDev is the device number of a master's slave, as /proc/PID/stat's
+// tty_nr shows the controlling terminal: the same in every devpts
+// instance, so it also names a container's ptys from the host.
+func SlaveDev(master *os.File) (uint64, error) {
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		return 0, fmt.Errorf("pty: TIOCGPTN: %w", err)
+	}
+	return unix.Mkdev(slaveMajor, uint32(n)), nil
+}

@@ -4,11 +4,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/confine"
 	"sluice/helpers/grant"
@@ -27,6 +31,8 @@ func main() {
 	maxSessions := flag.Int("max-sessions", 1024, "sessions held in all")
 	maxPerUser := flag.Int("max-per-user", 64, "sessions held per sluice user")
 	grace := flag.Duration("hangup-grace", time.Second, "how long a pty must stay hung up before its session is dropped")
+	hangupVia := flag.String("hangup", "helper", "how a dropped session's shell is ended: helper (the hangup helper's socket, "+
+		"the only way that reaches a shell another process holds a copy of) or off (signal it ourselves where we may; development only)")
 	flag.Parse()
 	log := helper.Logger(msg.PtyStore)
 
@@ -43,9 +49,35 @@ func main() {
 	} else {
 		log.Warn("ptystore: no NOTIFY_SOCKET, so no fd store: sessions will not survive a restart")
 	}
+	var hang func(context.Context, *os.File) error
+	switch *hangupVia {
+	case "helper":
+		args, err := msgpack.Marshal(msg.HangupSession{})
+		if err != nil {
+			helper.Fatal(log, "hangup args", err)
+		}
+		// The client is made per drop, so a suite without the hangup
+		// helper still starts, and its drops fail, saying why.
+		hang = func(ctx context.Context, master *os.File) error {
+			cl, err := suite.Client(msg.PtyStore, "ptystore to hangup")
+			if err != nil {
+				return err
+			}
+			var rep msg.HangupSessionReply
+			if _, err := cl.Call(ctx, msg.Request{Op: msg.OpHangup, Args: args}, []*os.File{master}, &rep); err != nil {
+				return err
+			}
+			log.Info("ptystore: hung up", "sid", rep.SID, "hungup", rep.Hungup, "killed", rep.Killed, "cgroup", rep.Cgroup, "elapsed_ms", rep.Elapsed)
+			return nil
+		}
+	case "off":
+		log.Warn("ptystore: --hangup off: a dropped session's shell ends only if no one else holds its pty")
+	default:
+		helper.Fatal(log, "--hangup", fmt.Errorf("want helper or off, got %q", *hangupVia))
+	}
 	st, err := ptystore.New(ptystore.Config{
 		MaxSessions: *maxSessions, MaxPerUser: *maxPerUser, HangupGrace: *grace,
-		Notify: notify, Log: log,
+		Notify: notify, Log: log, Hangup: hang,
 	})
 	if err != nil {
 		helper.Fatal(log, "store", err)
@@ -71,8 +103,8 @@ func main() {
 		}
 		routes = append(routes, route)
 	}
-	// Signal: it hangs up a dropped session's shell with SIGHUP where it may.
-	confine.Helper(log, confine.Profile{Name: msg.PtyStore, Signal: true, Listen: f.Listen})
+	// Signal only with --hangup off: ending shells is the hangup helper's.
+	confine.Helper(log, confine.Profile{Name: msg.PtyStore, Signal: hang == nil, Listen: f.Listen})
 	srv := f.Server(msg.PtyStore, log, routes...)
 	ctx, cancel := helper.Context()
 	defer cancel()

@@ -1,0 +1,48 @@
+// Command sluice-hangup ends shell sessions for ptystore: the one sluice
+// helper that may signal other users' processes. See package
+// sluice/helpers/hangup.
+package main
+
+import (
+	"flag"
+	"time"
+
+	"sluice/helpers/confine"
+	"sluice/helpers/hangup"
+	"sluice/helpers/helper"
+	"sluice/helpers/sessioncg"
+	"sluice/msg"
+	"sluice/rpc"
+	"sluice/suite"
+)
+
+const protocol = "ptystore to hangup"
+
+func main() {
+	var f helper.Flags
+	f.Register(flag.CommandLine)
+	grace := flag.Duration("grace", 2*time.Second, "time between SIGHUP and SIGKILL")
+	cgroups := flag.String("session-cgroups", sessioncg.Root(), "directory of the per-session cgroups sluice makes (default $"+sessioncg.Env+"; empty: none)")
+	flag.Parse()
+	log := helper.Logger(msg.Hangup)
+
+	allow, err := f.Allow(protocol)
+	if err != nil {
+		helper.Fatal(log, "allow", err)
+	}
+	h := &hangup.Handler{Config: hangup.Config{Grace: *grace, Cgroups: *cgroups, Log: log}}
+	route, err := suite.Route(msg.Hangup, protocol, allow, 1, h.Handle)
+	if err != nil {
+		helper.Fatal(log, "route", err)
+	}
+	p := confine.Profile{Name: msg.Hangup, Signal: true, Read: []string{"/proc"}, Listen: f.Listen}
+	if *cgroups != "" {
+		p.Write = []string{*cgroups}
+	}
+	confine.Helper(log, p)
+	ctx, cancel := helper.Context()
+	defer cancel()
+	if err := f.Serve(ctx, f.Server(msg.Hangup, log, route), rpc.ActivationFiles()); err != nil {
+		helper.Fatal(log, "serve", err)
+	}
+}
