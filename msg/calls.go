@@ -48,12 +48,16 @@ const (
 // Grant is what a successful passkey login yields: proof, checkable by any
 // holder of the grant key (auth, policy, ptystore), that User signed in.
 // MAC is a keyed BLAKE3 over the other fields; see package grant.
+//
+// Credential is the ID of the passkey the login used, so revoking that
+// passkey revokes the grants it yielded (package revoke); the MAC covers it.
 type Grant struct {
-	User    string `msgpack:"user"`
-	Issued  int64  `msgpack:"issued"`  // unix milliseconds
-	Expires int64  `msgpack:"expires"` // unix milliseconds
-	Nonce   []byte `msgpack:"nonce"`   // 16 random bytes
-	MAC     []byte `msgpack:"mac"`     // 32 bytes
+	User       string `msgpack:"user"`
+	Credential []byte `msgpack:"credential,omitempty"` // passkey credential ID
+	Issued     int64  `msgpack:"issued"`               // unix milliseconds
+	Expires    int64  `msgpack:"expires"`              // unix milliseconds
+	Nonce      []byte `msgpack:"nonce"`                // 16 random bytes
+	MAC        []byte `msgpack:"mac"`                  // 32 bytes
 }
 
 // --- auth ---------------------------------------------------------------

@@ -585,7 +585,7 @@ func (s *Service) loginFinish(a msg.LoginFinish) (msg.LoginFinishReply, error) {
 		}
 		return msg.LoginFinishReply{}, s.storeErr("login", err)
 	}
-	g, err := grant.Sign(s.cfg.GrantKey, name, now, s.cfg.GrantLifetime)
+	g, err := grant.SignCredential(s.cfg.GrantKey, name, cred.ID, now, s.cfg.GrantLifetime)
 	if err != nil {
 		return msg.LoginFinishReply{}, fmt.Errorf("auth: grant for %s: %w", name, err)
 	}
