@@ -76,6 +76,9 @@ type conn struct {
 
 	wmu sync.Mutex // one writer at a time, as gorilla requires
 
+	// signedGrant is grant for the revocation watcher's goroutine.
+	signedGrant atomic.Pointer[msg.Grant]
+
 	// Only the reader goroutine touches these.
 	grant     *msg.Grant
 	regToken  string
@@ -382,6 +385,7 @@ func (c *conn) loginFinish(m inMsg) {
 	}
 	g := rep.Grant
 	c.grant = &g
+	c.signedGrant.Store(&g)
 	c.log = c.s.log.With("remote", c.remote, "user", g.User)
 	c.log.Info("signed in")
 	c.send(outMsg{"t": "signed-in", "user": g.User, "expires": g.Expires})

@@ -49,6 +49,12 @@ type Config struct {
 	// WriteTimeout drops a client that does not take a frame in this long
 	// (default 30 s).
 	WriteTimeout time.Duration
+	// RevocationDir is where auth publishes the revocation list; when set,
+	// the server looks at it every RevocationPoll (default 200 ms) and
+	// closes the WebSockets whose grant it revokes. The helpers refuse
+	// those grants on their own; this is the honest frontend's part.
+	RevocationDir  string
+	RevocationPoll time.Duration
 }
 
 // Server is the frontend's http.Handler.
@@ -61,6 +67,9 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
+
+	stopWatch chan struct{}
+	watchDone chan struct{}
 }
 
 type file struct {
@@ -121,6 +130,9 @@ func New(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
+	}
+	if cfg.RevocationDir != "" {
+		s.watchRevocations(cfg.RevocationDir, cfg.RevocationPoll)
 	}
 	return s, nil
 }
@@ -227,6 +239,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 // Close drops every connection and stops streaming (the shells live on in
 // ptystore).
 func (s *Server) Close() {
+	if s.stopWatch != nil {
+		close(s.stopWatch)
+		<-s.watchDone
+		s.stopWatch = nil
+	}
 	s.mu.Lock()
 	for c := range s.conns {
 		c.ws.Close()

@@ -17,8 +17,16 @@ const (
 	OpRegisterFinish = "register-finish"
 	OpLoginBegin     = "login-begin"
 	OpLoginFinish    = "login-finish"
+	// auth, "web to auth", on behalf of the grant's user
+	OpPasskeyList   = "passkey-list" // also "admin to auth", for any user
+	OpPasskeyRevoke = "passkey-revoke"
+	OpPasskeyAdd    = "passkey-add"
 	// auth, "admin to auth"
-	OpEnroll = "enroll"
+	OpEnroll      = "enroll"
+	OpUserList    = "user-list"
+	OpUserDisable = "user-disable"
+	OpUserEnable  = "user-enable"
+	OpUserRemove  = "user-remove"
 	// policy, "web to policy"
 	OpCreateShellSession = "create-shell-session"
 	OpAllowedTargets     = "allowed-targets"
@@ -50,12 +58,16 @@ const (
 // Grant is what a successful passkey login yields: proof, checkable by any
 // holder of the grant key (auth, policy, ptystore), that User signed in.
 // MAC is a keyed BLAKE3 over the other fields; see package grant.
+//
+// Credential is the ID of the passkey the login used, so revoking that
+// passkey revokes the grants it yielded (package revoke); the MAC covers it.
 type Grant struct {
-	User    string `msgpack:"user"`
-	Issued  int64  `msgpack:"issued"`  // unix milliseconds
-	Expires int64  `msgpack:"expires"` // unix milliseconds
-	Nonce   []byte `msgpack:"nonce"`   // 16 random bytes
-	MAC     []byte `msgpack:"mac"`     // 32 bytes
+	User       string `msgpack:"user"`
+	Credential []byte `msgpack:"credential,omitempty"` // passkey credential ID
+	Issued     int64  `msgpack:"issued"`               // unix milliseconds
+	Expires    int64  `msgpack:"expires"`              // unix milliseconds
+	Nonce      []byte `msgpack:"nonce"`                // 16 random bytes
+	MAC        []byte `msgpack:"mac"`                  // 32 bytes
 }
 
 // --- auth ---------------------------------------------------------------
@@ -81,7 +93,13 @@ type RegisterFinish struct {
 	Token      string `msgpack:"token"`
 	State      []byte `msgpack:"state"`
 	Credential []byte `msgpack:"credential"` // JSON
+	// Name is the user's label for the passkey ("laptop"), optional; at
+	// most MaxPasskeyName bytes of printable UTF-8.
+	Name string `msgpack:"name,omitempty"`
 }
+
+// MaxPasskeyName bounds RegisterFinish.Name.
+const MaxPasskeyName = 64
 
 type RegisterFinishReply struct {
 	User         string `msgpack:"user"`
@@ -122,6 +140,80 @@ type EnrollReply struct {
 	Token    string `msgpack:"token"`              // empty: none made (UnlessEnrolled)
 	Expires  int64  `msgpack:"expires"`            // unix milliseconds
 	Passkeys int    `msgpack:"passkeys,omitempty"` // the user's passkeys before this call
+}
+
+// UserList asks for every user (admin only).
+type UserList struct{}
+
+// UserInfo is one user as admins see them.
+type UserInfo struct {
+	Name     string `msgpack:"name"`
+	Created  int64  `msgpack:"created"` // unix milliseconds
+	Disabled bool   `msgpack:"disabled,omitempty"`
+	Passkeys int    `msgpack:"passkeys"`
+	LastUsed int64  `msgpack:"last_used,omitempty"` // latest sign-in, unix ms; 0: never
+}
+
+type UserListReply struct {
+	Users []UserInfo `msgpack:"users"`
+}
+
+// UserChange is the argument of OpUserDisable, OpUserEnable and
+// OpUserRemove (admin only).
+type UserChange struct {
+	User string `msgpack:"user"`
+}
+
+// UserChangeReply: Changed is false when the user already was so (the
+// revocation list is published again all the same).
+type UserChangeReply struct {
+	User    string `msgpack:"user"`
+	Changed bool   `msgpack:"changed"`
+}
+
+// PasskeyList lists a user's passkeys: Grant.User's over "web to auth",
+// User's over "admin to auth" (where Grant is ignored).
+type PasskeyList struct {
+	Grant Grant  `msgpack:"grant,omitempty"`
+	User  string `msgpack:"user,omitempty"`
+}
+
+// Passkey is one registered passkey.
+type Passkey struct {
+	ID       []byte `msgpack:"id"`
+	Name     string `msgpack:"name,omitempty"`
+	Created  int64  `msgpack:"created"`             // unix ms
+	LastUsed int64  `msgpack:"last_used,omitempty"` // unix ms, 0: never
+	// Current: the grant of the call came from this passkey (web only).
+	Current bool `msgpack:"current,omitempty"`
+}
+
+type PasskeyListReply struct {
+	User     string    `msgpack:"user"`
+	Passkeys []Passkey `msgpack:"passkeys"`
+}
+
+// PasskeyRevoke removes a passkey and revokes the grants it yielded. Over
+// "web to auth" the passkey must be Grant.User's and removing the last one
+// needs Last set (the user then cannot sign in until an admin enrolls them
+// again); over "admin to auth" User names the owner and Grant is ignored.
+type PasskeyRevoke struct {
+	Grant Grant  `msgpack:"grant,omitempty"`
+	User  string `msgpack:"user,omitempty"`
+	ID    []byte `msgpack:"id"`
+	Last  bool   `msgpack:"last,omitempty"`
+}
+
+type PasskeyRevokeReply struct {
+	User      string `msgpack:"user"`
+	Remaining int    `msgpack:"remaining"`
+}
+
+// PasskeyAdd makes a short-lived enrollment token for Grant.User, which the
+// page spends at once with register-begin and register-finish. The reply
+// is an EnrollReply.
+type PasskeyAdd struct {
+	Grant Grant `msgpack:"grant"`
 }
 
 // --- policy and shell -----------------------------------------------------

@@ -84,6 +84,11 @@ type Unit struct {
 	// StateDirectory: STATE_DIR/NAME, owned by the unit's user, in
 	// $STATE_DIRECTORY (StateDirectory=).
 	StateDirectory bool `json:"state_directory"`
+	// PublicDirectory: STATE_DIR/NAME, 0755, owned by the unit's user and
+	// made before any unit starts, for what the unit publishes for the
+	// others to read (auth's revocation list). Under systemd a tmpfiles.d
+	// "d" line and ReadWritePaths= do this.
+	PublicDirectory string `json:"public_directory,omitempty"`
 	// FDStoreMax is FileDescriptorStoreMax= (Accept=no units only).
 	FDStoreMax int `json:"fdstore_max"`
 	// RestartSec, RestartMaxSec: the first and the largest delay before an

@@ -158,9 +158,23 @@ func ensureKey(path string) error {
 // account), the whole tree is handed over, as systemd does for
 // DynamicUser state.
 func (r *Runner) stateDirectory(u *unit) error {
-	dir := filepath.Join(r.opts.StateDir, u.cfg.Name)
+	return r.ownedDirectory(u, u.cfg.Name, 0o700)
+}
+
+// publicDirectory makes STATE_DIR/PublicDirectory, 0755, owned by the
+// unit's user.
+func (r *Runner) publicDirectory(u *unit) error {
+	name := u.cfg.PublicDirectory
+	if name != filepath.Base(name) || name == "." || name == ".." || name == "credentials" || name == "files" {
+		return fmt.Errorf("runner: unit %s: public_directory %q must be a plain name", u.cfg.Name, name)
+	}
+	return r.ownedDirectory(u, name, 0o755)
+}
+
+func (r *Runner) ownedDirectory(u *unit, name string, mode os.FileMode) error {
+	dir := filepath.Join(r.opts.StateDir, name)
 	if !u.id.switchTo {
-		return mkdirMode(dir, 0o700, -1, -1)
+		return mkdirMode(dir, mode, -1, -1)
 	}
 	uid, gid := int(u.id.uid), int(u.id.gid)
 	var st unix.Stat_t
@@ -172,7 +186,7 @@ func (r *Runner) stateDirectory(u *unit) error {
 			return nil
 		})
 	}
-	return mkdirMode(dir, 0o700, uid, gid)
+	return mkdirMode(dir, mode, uid, gid)
 }
 
 // maxLogLine: longer lines are cut into pieces of this size.

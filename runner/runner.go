@@ -591,6 +591,11 @@ func (u *unit) setup() error {
 			return err
 		}
 	}
+	if u.cfg.PublicDirectory != "" {
+		if err := r.publicDirectory(u); err != nil {
+			return err
+		}
+	}
 	if !u.cfg.NoSocket {
 		path := r.SocketPath(name)
 		l, err := rpc.Listen(path, os.FileMode(u.cfg.Socket.Mode))

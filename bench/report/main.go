@@ -38,6 +38,7 @@ var targets = map[string]target{
 	"runner.BenchmarkAcceptSpawnRatio/ratio": {max: 1.2, what: "Accept=yes per-connection spawn + call vs bare fork+exec"},
 	"frontend.BenchmarkCat100MB/tput-ratio":  {min: 0.8, what: "cat 100 MB through pty+frontend+WebSocket vs direct pty read"},
 	"frontend.BenchmarkTail/tail-ratio":      {min: 1, what: "bytes before exit through the WebSocket vs read directly"},
+	"revoke.BenchmarkCheckRatio/ratio":       {max: 2, what: "grant check with the revocation list (stat + lookup) vs grant.Verify alone"},
 }
 
 // maxAbs are the targets that the issues set as absolute figures rather

@@ -3,7 +3,8 @@
 // by hand for debugging.
 //
 // Exit status: 0 success, 1 the operation failed (a helper refused or
-// could not be reached, or an audit found a problem), 2 bad usage.
+// could not be reached, or an audit found a problem), 2 bad usage, 3 the
+// user or passkey named does not exist (users, passkeys).
 package main
 
 import (
@@ -27,6 +28,14 @@ Commands:
                          (--unless-enrolled: only if USER has no passkey yet)
   sessions [list]        list live shell sessions
   sessions end ID        end a session (hangs up its shell)
+  users [list]           list sluice users: state, passkeys, last sign-in
+  users disable USER     refuse USER's sign-ins and revoke their grants at once
+  users enable USER      let USER sign in again (older grants stay revoked)
+  users remove USER      delete USER and their passkeys, revoke their grants
+                         (disable, remove: --end-sessions also ends their sessions)
+  passkeys list USER     list USER's passkeys (ID, name, created, last used)
+  passkeys revoke USER ID  delete a passkey and revoke the grants it gave
+                         (--end-sessions also ends USER's sessions)
   audit [HELPER...]      per helper: socket, mode, group, accepted callers,
                          exposure score, AppArmor profile, build IDs
   call HELPER OP [JSON]  send one request by hand and print the reply
@@ -62,6 +71,8 @@ type globals struct {
 var commands = map[string]command{
 	"enroll":   {runEnroll},
 	"sessions": {runSessions},
+	"users":    {runUsers},
+	"passkeys": {runPasskeys},
 	"audit":    {runAudit},
 	"call":     {runCall},
 	"policy":   {runPolicy},
@@ -118,6 +129,7 @@ func runEscaped(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	err := cmd.run(ctx, &globals{timeout: *timeout, out: stdout, err: stderr}, rest[1:])
 	var ue errUsage
+	var nf errNotFound
 	switch {
 	case err == nil:
 		return 0
@@ -126,10 +138,13 @@ func runEscaped(args []string, stdout, stderr io.Writer) int {
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "sluicectl %s: %v\n", rest[0], ue.error)
 		return 2
+	case errors.As(err, &nf):
+		fmt.Fprintf(stderr, "sluicectl %s: %s\n", rest[0], termSafe(nf.Error()))
+		return exitNotFound
 	case errors.Is(err, errSilent):
 		return 1
 	default:
-		fmt.Fprintf(stderr, "sluicectl %s: %v\n", rest[0], err)
+		fmt.Fprintf(stderr, "sluicectl %s: %s\n", rest[0], termSafe(err.Error()))
 		return 1
 	}
 }

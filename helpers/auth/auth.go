@@ -76,8 +76,11 @@ type Config struct {
 	// since the kernel's group list is only fetched when the allowlist
 	// needed it.
 	Admins rpc.Allow
-	Now    func() time.Time // default time.Now
-	Log    *slog.Logger
+	// RevocationDir is where the revocation list is published for policy,
+	// ptystore and the frontend (package revoke); empty: not published.
+	RevocationDir string
+	Now           func() time.Time // default time.Now
+	Log           *slog.Logger
 }
 
 // Service serves the auth protocols over a store.
@@ -193,6 +196,21 @@ func (s *Service) HandleWeb(ctx context.Context, call *rpc.Call) (rpc.Reply, err
 		if err = decodeArgs(req.Args, &a); err == nil {
 			reply, err = s.loginFinish(a)
 		}
+	case msg.OpPasskeyList:
+		var a msg.PasskeyList
+		if err = decodeArgs(req.Args, &a); err == nil {
+			reply, err = s.webPasskeyList(a)
+		}
+	case msg.OpPasskeyRevoke:
+		var a msg.PasskeyRevoke
+		if err = decodeArgs(req.Args, &a); err == nil {
+			reply, err = s.webPasskeyRevoke(a)
+		}
+	case msg.OpPasskeyAdd:
+		var a msg.PasskeyAdd
+		if err = decodeArgs(req.Args, &a); err == nil {
+			reply, err = s.webPasskeyAdd(a)
+		}
 	default:
 		call.Label = "unknown"
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q on web to auth", req.Op)
@@ -211,25 +229,43 @@ func (s *Service) HandleAdmin(ctx context.Context, call *rpc.Call) (rpc.Reply, e
 	}
 	call.Label = req.Op
 	if !s.isAdmin(call.Peer) {
-		s.log.Warn("auth: enroll refused: caller is not an admin", "op", req.Op,
+		s.log.Warn("auth: admin op refused: caller is not an admin", "op", req.Op,
 			"pid", call.Peer.PID, "uid", call.Peer.UID, "gid", call.Peer.GID, "groups", call.Peer.Groups)
 		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "uid %d is not a sluice admin", call.Peer.UID)
 	}
+	var reply any
+	var err error
 	switch req.Op {
 	case msg.OpEnroll:
 		var a msg.Enroll
-		if err := decodeArgs(req.Args, &a); err != nil {
-			return rpc.Reply{}, err
+		if err = decodeArgs(req.Args, &a); err == nil {
+			reply, err = s.enroll(a, call.Peer)
 		}
-		r, err := s.enroll(a, call.Peer)
-		if err != nil {
-			return rpc.Reply{}, err
+	case msg.OpUserList:
+		reply, err = s.userList()
+	case msg.OpUserDisable, msg.OpUserEnable, msg.OpUserRemove:
+		var a msg.UserChange
+		if err = decodeArgs(req.Args, &a); err == nil {
+			reply, err = s.userChange(req.Op, a, call.Peer)
 		}
-		return rpc.Reply{Body: r}, nil
+	case msg.OpPasskeyList:
+		var a msg.PasskeyList
+		if err = decodeArgs(req.Args, &a); err == nil {
+			reply, err = s.passkeyList(a.User, nil)
+		}
+	case msg.OpPasskeyRevoke:
+		var a msg.PasskeyRevoke
+		if err = decodeArgs(req.Args, &a); err == nil {
+			reply, err = s.passkeyRevoke(a.User, a.ID, "uid "+fmt.Sprint(call.Peer.UID))
+		}
 	default:
 		call.Label = "unknown"
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q on admin to auth", req.Op)
 	}
+	if err != nil {
+		return rpc.Reply{}, err
+	}
+	return rpc.Reply{Body: reply}, nil
 }
 
 func decodeArgs(raw []byte, v any) error {
@@ -272,6 +308,18 @@ func (s *Service) enroll(a msg.Enroll, p rpc.Peer) (msg.EnrollReply, error) {
 	if a.UnlessEnrolled && len(creds) > 0 {
 		return msg.EnrollReply{User: a.User, Passkeys: len(creds)}, nil
 	}
+	r, err := s.newToken(a.User, ttl)
+	if err != nil {
+		return r, err
+	}
+	r.Passkeys = len(creds)
+	s.log.Info("auth: enrollment token created", "user", a.User, "expires", time.UnixMilli(r.Expires).UTC(), "by_uid", p.UID, "by_pid", p.PID)
+	return r, nil
+}
+
+// newToken records a one-time enrollment token for user (creating the
+// user if need be) and returns it.
+func (s *Service) newToken(user string, ttl time.Duration) (msg.EnrollReply, error) {
 	now := s.cfg.Now()
 	token := make([]byte, tokenBytes)
 	rand.Read(token)
@@ -279,11 +327,10 @@ func (s *Service) enroll(a msg.Enroll, p rpc.Peer) (msg.EnrollReply, error) {
 	handle := make([]byte, 32)
 	rand.Read(handle)
 	expires := now.Add(ttl)
-	if _, err := s.store.Enroll(a.User, handle, hashToken(tok), expires, now); err != nil {
+	if _, err := s.store.Enroll(user, handle, hashToken(tok), expires, now); err != nil {
 		return msg.EnrollReply{}, s.storeErr("enroll", err)
 	}
-	s.log.Info("auth: enrollment token created", "user", a.User, "expires", expires.UTC(), "by_uid", p.UID, "by_pid", p.PID)
-	return msg.EnrollReply{User: a.User, Token: tok, Expires: expires.UnixMilli(), Passkeys: len(creds)}, nil
+	return msg.EnrollReply{User: user, Token: tok, Expires: expires.UnixMilli()}, nil
 }
 
 // hashToken is how tokens are stored: a token is 256 random bits, so a
@@ -416,6 +463,9 @@ func (s *Service) registerFinish(a msg.RegisterFinish) (msg.RegisterFinishReply,
 	if len(a.Credential) == 0 || len(a.Credential) > maxCredentialJSON {
 		return msg.RegisterFinishReply{}, rpc.Errorf(msg.CodeBadRequest, "credential of %d bytes, want 1..%d", len(a.Credential), maxCredentialJSON)
 	}
+	if err := ValidPasskeyName(a.Name); err != nil {
+		return msg.RegisterFinishReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+	}
 	now := s.cfg.Now()
 	c, sd, _, err := s.openState(kindRegister, a.State, now)
 	if err != nil {
@@ -452,7 +502,7 @@ func (s *Service) registerFinish(a msg.RegisterFinish) (msg.RegisterFinishReply,
 	if err != nil {
 		return msg.RegisterFinishReply{}, fmt.Errorf("auth: encode credential: %w", err)
 	}
-	err = s.store.Register(th, store.Credential{ID: cred.ID, User: u.Name, Data: data, SignCount: cred.Authenticator.SignCount}, now)
+	err = s.store.Register(th, store.Credential{ID: cred.ID, User: u.Name, Name: a.Name, Data: data, SignCount: cred.Authenticator.SignCount}, now)
 	if err != nil {
 		return msg.RegisterFinishReply{}, s.storeErr("register", err)
 	}
@@ -565,6 +615,10 @@ func (s *Service) loginFinish(a msg.LoginFinish) (msg.LoginFinishReply, error) {
 		return msg.LoginFinishReply{}, rpc.Errorf(msg.CodeDenied, "passkey not accepted: %s", describe(err))
 	}
 	name := user.u.Name
+	if user.u.Disabled {
+		s.log.Warn("auth: login refused: user disabled", "user", name, "credential", fmt.Sprintf("%x", cred.ID))
+		return msg.LoginFinishReply{}, rpc.Errorf(msg.CodeDenied, "this account is disabled; ask an admin")
+	}
 	if cred.Authenticator.CloneWarning {
 		s.log.Warn("auth: login refused: signature counter did not increase, authenticator may be cloned",
 			"user", name, "credential", fmt.Sprintf("%x", cred.ID), "presented", parsed.Response.AuthenticatorData.Counter)
@@ -585,7 +639,7 @@ func (s *Service) loginFinish(a msg.LoginFinish) (msg.LoginFinishReply, error) {
 		}
 		return msg.LoginFinishReply{}, s.storeErr("login", err)
 	}
-	g, err := grant.Sign(s.cfg.GrantKey, name, now, s.cfg.GrantLifetime)
+	g, err := grant.SignCredential(s.cfg.GrantKey, name, cred.ID, now, s.cfg.GrantLifetime)
 	if err != nil {
 		return msg.LoginFinishReply{}, fmt.Errorf("auth: grant for %s: %w", name, err)
 	}

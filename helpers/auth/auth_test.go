@@ -66,6 +66,7 @@ type envOpts struct {
 	admins     rpc.Allow // handler's admins (uid 0 always)
 	store      store.Options
 	sockDir    string // where the socket goes; default dir
+	revoke     string // revocation directory; default none
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -87,9 +88,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e.svc, err = New(Config{
 		RPID: rpID, Origins: []string{origin},
 		GrantKey: e.grantKey, SealKey: sealKey,
-		Admins: o.admins,
-		Now:    e.clock,
-		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Admins: o.admins, RevocationDir: o.revoke,
+		Now: e.clock,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}, st)
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,8 @@ const (
 	// MaxUser caps the user name a grant may carry. Auth enforces a
 	// stricter charset; this only keeps verification bounded.
 	MaxUser = 256
+	// MaxCredential is WebAuthn's limit on a credential ID.
+	MaxCredential = 1023
 )
 
 // DefaultLifetime is how long a grant is good for unless told otherwise.
@@ -40,7 +42,7 @@ const MaxSkew = time.Minute
 
 // context separates this MAC from any other use of the same key. It is
 // part of the MAC input, length-prefixed like every field.
-const context = "sluice 2026-11-24 grant v1"
+const context = "sluice 2026-11-24 grant v2"
 
 // Errors Verify returns; test with errors.Is. ErrForged covers every grant
 // whose MAC does not match (wrong key, any altered field, malformed sizes);
@@ -115,19 +117,31 @@ func WriteKeyFile(path string) (Key, error) {
 	return k, nil
 }
 
-// Sign issues a grant for user, valid from issued for lifetime.
+// Sign issues a grant for user that names no passkey, valid from issued
+// for lifetime: for tools and tests. Auth signs with SignCredential, so
+// that revoking the passkey revokes the grant.
 func Sign(key Key, user string, issued time.Time, lifetime time.Duration) (msg.Grant, error) {
+	return SignCredential(key, user, nil, issued, lifetime)
+}
+
+// SignCredential issues a grant for user's sign-in with the passkey
+// credential, valid from issued for lifetime.
+func SignCredential(key Key, user string, credential []byte, issued time.Time, lifetime time.Duration) (msg.Grant, error) {
 	if user == "" || len(user) > MaxUser {
 		return msg.Grant{}, fmt.Errorf("grant: user name of %d bytes, want 1..%d", len(user), MaxUser)
+	}
+	if len(credential) > MaxCredential {
+		return msg.Grant{}, fmt.Errorf("grant: credential ID of %d bytes, want at most %d", len(credential), MaxCredential)
 	}
 	if lifetime <= 0 {
 		return msg.Grant{}, fmt.Errorf("grant: lifetime %v is not positive", lifetime)
 	}
 	g := msg.Grant{
-		User:    user,
-		Issued:  issued.UnixMilli(),
-		Expires: issued.Add(lifetime).UnixMilli(),
-		Nonce:   make([]byte, NonceSize),
+		User:       user,
+		Credential: credential,
+		Issued:     issued.UnixMilli(),
+		Expires:    issued.Add(lifetime).UnixMilli(),
+		Nonce:      make([]byte, NonceSize),
 	}
 	rand.Read(g.Nonce)
 	g.MAC = mac(key, g)
@@ -138,7 +152,7 @@ func Sign(key Key, user string, issued time.Time, lifetime time.Duration) (msg.G
 // checked first and in constant time, so nothing about a forged grant's
 // times is ever reported.
 func Verify(key Key, g msg.Grant, now time.Time) error {
-	if len(g.MAC) != MACSize || len(g.Nonce) != NonceSize || g.User == "" || len(g.User) > MaxUser {
+	if len(g.MAC) != MACSize || len(g.Nonce) != NonceSize || g.User == "" || len(g.User) > MaxUser || len(g.Credential) > MaxCredential {
 		return ErrForged
 	}
 	want := mac(key, g)
@@ -165,9 +179,10 @@ func Verify(key Key, g msg.Grant, now time.Time) error {
 // so no two different grants encode to the same bytes.
 func mac(key Key, g msg.Grant) []byte {
 	h := blake3.New(MACSize, key[:])
-	buf := make([]byte, 0, 4+len(context)+4+len(g.User)+8+8+4+len(g.Nonce))
+	buf := make([]byte, 0, 4+len(context)+4+len(g.User)+4+len(g.Credential)+8+8+4+len(g.Nonce))
 	buf = appendBytes(buf, []byte(context))
 	buf = appendBytes(buf, []byte(g.User))
+	buf = appendBytes(buf, g.Credential)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(g.Issued))
 	buf = binary.BigEndian.AppendUint64(buf, uint64(g.Expires))
 	buf = appendBytes(buf, g.Nonce)

@@ -195,3 +195,40 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// The credential a grant names is covered by the MAC: a frontend cannot
+// move a grant onto another passkey (one not revoked) or strip the name.
+func TestCredentialCovered(t *testing.T) {
+	key := NewKey()
+	g, err := SignCredential(key, "alice", []byte{1, 2, 3, 4}, t0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Verify(key, g, t0); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	for _, tt := range []struct {
+		name string
+		cred []byte
+	}{
+		{"stripped", nil},
+		{"other passkey", []byte{1, 2, 3, 5}},
+		{"longer", []byte{1, 2, 3, 4, 0}},
+		{"too long", make([]byte, MaxCredential+1)},
+	} {
+		h := clone(g)
+		h.Credential = tt.cred
+		if err := Verify(key, h, t0); !errors.Is(err, ErrForged) {
+			t.Errorf("%s: Verify = %v, want ErrForged", tt.name, err)
+		}
+	}
+	// Bytes moved between the user and the credential change the MAC.
+	a := msg.Grant{User: "ab", Credential: []byte("c"), Issued: 1, Expires: 2, Nonce: bytes.Repeat([]byte{7}, NonceSize)}
+	b := msg.Grant{User: "a", Credential: []byte("bc"), Issued: 1, Expires: 2, Nonce: bytes.Repeat([]byte{7}, NonceSize)}
+	if bytes.Equal(mac(key, a), mac(key, b)) {
+		t.Fatal("user and credential not separated in the MAC input")
+	}
+	if _, err := SignCredential(key, "alice", make([]byte, MaxCredential+1), t0, time.Hour); err == nil {
+		t.Fatal("SignCredential took an oversized credential ID")
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"sluice/helpers/grant"
 	"sluice/helpers/names"
+	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -28,11 +29,15 @@ const MaxArgs = 64
 
 // Handler serves "web to policy".
 type Handler struct {
-	Key    grant.Key
-	Policy *Policy
-	Shell  ShellClient
-	Log    *slog.Logger
-	Now    func() time.Time // default time.Now
+	Key grant.Key
+	// Revoked is checked on every call after the MAC (see package revoke);
+	// nil: no revocation check (tests; sluice-policy always sets one when
+	// given --revocation-dir).
+	Revoked *revoke.Checker
+	Policy  *Policy
+	Shell   ShellClient
+	Log     *slog.Logger
+	Now     func() time.Time // default time.Now
 }
 
 // Handle serves "web to policy": msg.OpCreateShellSession and
@@ -66,6 +71,16 @@ func (h *Handler) verify(call *rpc.Call, g msg.Grant, now time.Time, logAttrs ..
 			return rpc.Errorf(msg.CodeBadGrant, "grant not valid")
 		}
 		return rpc.Errorf(msg.CodeBadGrant, "grant expired or not yet valid; sign in again")
+	}
+	if h.Revoked != nil {
+		if err := h.Revoked.Check(g); err != nil {
+			h.log().Warn("policy: revoked grant", append(append([]any{"op", call.Label, "user", g.User}, logAttrs...),
+				"pid", call.Peer.PID, "err", err)...)
+			if errors.Is(err, revoke.ErrRevoked) {
+				return rpc.Errorf(msg.CodeBadGrant, "access revoked; sign in again")
+			}
+			return rpc.Errorf(msg.CodeBadGrant, "the revocation list cannot be read, so no grant is accepted; ask an admin")
+		}
 	}
 	if !names.SluiceUser(g.User) {
 		// Authentic, so auth signed it: a name outside auth's own rules

@@ -55,6 +55,7 @@ allow alice as root on web1
 `
 
 type fixture struct {
+	h    *policy.Handler // set fields before the first call only
 	key  grant.Key
 	web  *rpc.Client // as the frontend, to policy
 	logs *bytes.Buffer
@@ -82,6 +83,7 @@ func setupPolicy(t *testing.T, text string, shellClient policy.ShellClient) *fix
 	h := &policy.Handler{Key: f.key, Policy: p, Shell: shellClient,
 		Log: slog.New(slog.NewTextHandler(f.logs, nil))}
 	f.web = listen(t, "web to policy", h.Handle)
+	f.h = h
 	return f
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"sluice/helpers/grant"
+	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -16,7 +17,10 @@ import (
 type Handler struct {
 	Store    *Store
 	GrantKey grant.Key
-	Now      func() time.Time // nil: time.Now
+	// Revoked is checked on every call after the MAC (see package revoke);
+	// nil: no revocation check.
+	Revoked *revoke.Checker
+	Now     func() time.Time // nil: time.Now
 
 	tokenKey [32]byte
 }
@@ -41,6 +45,11 @@ func (h *Handler) now() time.Time {
 func (h *Handler) verify(g msg.Grant) error {
 	if err := grant.Verify(h.GrantKey, g, h.now()); err != nil {
 		return rpc.Errorf(msg.CodeBadGrant, "%v", err)
+	}
+	if h.Revoked != nil {
+		if err := h.Revoked.Check(g); err != nil {
+			return rpc.Errorf(msg.CodeBadGrant, "%v", err)
+		}
 	}
 	return nil
 }

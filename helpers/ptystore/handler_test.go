@@ -41,6 +41,7 @@ type harness struct {
 	web   *rpc.Client
 	admin *rpc.Client
 	drops chan string // ids of dropped sessions, with the reason
+	hd    *Handler    // set fields before the first call only
 }
 
 func newHarness(t testing.TB, cfg Config) *harness {
@@ -56,6 +57,7 @@ func newHarness(t testing.TB, cfg Config) *harness {
 	h.store = st
 	t.Cleanup(st.Close)
 	hd := NewHandler(st, h.key)
+	h.hd = hd
 	me := rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}
 	srv := &rpc.Server{Name: "ptystore", Log: testLog(t), Routes: []rpc.Route{
 		{Client: webClient, Server: webServer, Allow: me, MaxFDs: 1, Handle: hd.Web},

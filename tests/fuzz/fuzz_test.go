@@ -38,8 +38,9 @@ func grantMAC(g msg.Grant) []byte {
 		return append(b, v...)
 	}
 	var buf []byte
-	buf = be(buf, []byte("sluice 2026-11-24 grant v1"))
+	buf = be(buf, []byte("sluice 2026-11-24 grant v2"))
 	buf = be(buf, []byte(g.User))
+	buf = be(buf, g.Credential)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(g.Issued))
 	buf = binary.BigEndian.AppendUint64(buf, uint64(g.Expires))
 	buf = be(buf, g.Nonce)

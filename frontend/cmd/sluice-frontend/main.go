@@ -17,6 +17,7 @@ import (
 	"sluice/frontend/hub"
 	"sluice/helpers/confine"
 	"sluice/helpers/helper"
+	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/sdnotify"
@@ -33,6 +34,7 @@ func main() {
 	flag.Var(&origins, "origin", "allowed page origin, must match the auth helper's (repeatable; default http://localhost:PORT of the listener)")
 	window := flag.Int("window", 0, "bytes a browser may have unacknowledged per session (default 64 KiB)")
 	ring := flag.Int("scrollback", 0, "scrollback kept per session for reattach, in bytes (default 256 KiB)")
+	revocationDir := flag.String("revocation-dir", "", "directory of the revocation list auth publishes ("+revoke.DefaultDir+" under systemd): connections whose grant it revokes are closed")
 	stall := flag.Duration("stall-timeout", 0, "a typing viewer that acknowledges nothing this long while another waits stops holding the shell back (default 5s)")
 	flag.Parse()
 	log := helper.Logger(msg.Frontend)
@@ -53,6 +55,8 @@ func main() {
 		Backend: backend,
 		Hub:     hub.Options{Window: *window, RingMax: *ring, StallTimeout: *stall},
 		Log:     log,
+
+		RevocationDir: *revocationDir,
 	})
 	if err != nil {
 		helper.Fatal(log, "frontend", err)
@@ -63,7 +67,11 @@ func main() {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 	}
-	confine.Helper(log, confine.Profile{Name: msg.Frontend})
+	var read []string
+	if *revocationDir != "" {
+		read = append(read, *revocationDir)
+	}
+	confine.Helper(log, confine.Profile{Name: msg.Frontend, Read: read})
 	ctx, stop := helper.Context()
 	defer stop()
 	go func() {

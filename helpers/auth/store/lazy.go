@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"sluice/helpers/revoke"
 )
 
 // Lazy is the store as sluice-auth uses it: nothing is open until an
@@ -123,6 +125,38 @@ func (l *Lazy) Credential(id []byte) (Credential, error) {
 
 func (l *Lazy) ChallengeUsed(challengeHash []byte, now time.Time) (bool, error) {
 	return read(l, func(s *Store) (bool, error) { return s.ChallengeUsed(challengeHash, now) })
+}
+
+func (l *Lazy) Users() ([]UserSummary, error) {
+	return read(l, func(s *Store) ([]UserSummary, error) { return s.Users() })
+}
+
+func (l *Lazy) Revocations() (revoke.List, error) {
+	return read(l, func(s *Store) (revoke.List, error) { return s.Revocations() })
+}
+
+func (l *Lazy) SetDisabled(name string, disabled bool, now time.Time) (changed bool, rl revoke.List, err error) {
+	err = l.Write(func(s *Store) error {
+		changed, rl, err = s.SetDisabled(name, disabled, now)
+		return err
+	})
+	return changed, rl, err
+}
+
+func (l *Lazy) RemoveUser(name string, now time.Time) (rl revoke.List, err error) {
+	err = l.Write(func(s *Store) error {
+		rl, err = s.RemoveUser(name, now)
+		return err
+	})
+	return rl, err
+}
+
+func (l *Lazy) RevokeCredential(name string, id []byte, now time.Time) (remaining int, rl revoke.List, err error) {
+	err = l.Write(func(s *Store) error {
+		remaining, rl, err = s.RevokeCredential(name, id, now)
+		return err
+	})
+	return remaining, rl, err
 }
 
 func (l *Lazy) Check() error {

@@ -14,6 +14,8 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -24,8 +26,11 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 	bolt "go.etcd.io/bbolt"
+
 	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
+	"sluice/helpers/grant"
+	"sluice/helpers/revoke"
 )
 
 // SchemaVersion is the layout this package reads and writes. A database
@@ -58,7 +63,10 @@ var (
 	bTokens    = []byte("tokens")    // SHA-256 of token -> Token
 	bReplay    = []byte("replay")    // SHA-256 of challenge -> expiry (unix ms, 8 bytes BE)
 	kSchema    = []byte("schema")
-	allBuckets = [][]byte{bUsers, bHandles, bCreds, bUserCreds, bTokens, bReplay}
+	// kRevocations holds the revocation list (JSON, package revoke): the
+	// source of truth auth publishes for the grant checkers.
+	kRevocations = []byte("revocations")
+	allBuckets   = [][]byte{bUsers, bHandles, bCreds, bUserCreds, bTokens, bReplay}
 )
 
 // User is one sluice user: the name admins enroll and grants carry, and
@@ -67,6 +75,8 @@ type User struct {
 	Name    string `msgpack:"name"`
 	Handle  []byte `msgpack:"handle"`
 	Created int64  `msgpack:"created"` // unix ms
+	// Disabled users cannot sign in, and their grants are revoked.
+	Disabled bool `msgpack:"disabled,omitempty"`
 }
 
 // Credential is one registered passkey. Data is the WebAuthn credential
@@ -79,6 +89,7 @@ type Credential struct {
 	SignCount uint32 `msgpack:"sign_count"`
 	Created   int64  `msgpack:"created"`   // unix ms
 	LastUsed  int64  `msgpack:"last_used"` // unix ms, 0: never
+	Name      string `msgpack:"name,omitempty"`
 }
 
 // Token is a one-time enrollment token, stored under its hash.
@@ -98,6 +109,11 @@ type Options struct {
 	// that sign-ins, which must write, still work when the file system
 	// fills up. Default 1 MiB; negative disables.
 	Reserve int64
+	// RevocationRetain is how long a revoked passkey or a user's
+	// not-before mark stays on the revocation list: as long as a grant
+	// issued before it can live. Default grant.DefaultLifetime plus
+	// grant.MaxSkew.
+	RevocationRetain time.Duration
 	// MinFree is the free space the file system must have left for a
 	// registration or enrollment to be attempted. Default 1 MiB; negative
 	// disables the check.
@@ -109,6 +125,7 @@ type Store struct {
 	db      *bolt.DB
 	dir     string
 	minFree int64
+	retain  time.Duration
 	// ReserveErr is why the space reserve could not be set up, if it
 	// could not; the store works without it.
 	ReserveErr error
@@ -124,6 +141,9 @@ func (o Options) withDefaults() Options {
 	if o.MinFree == 0 {
 		o.MinFree = 1 << 20
 	}
+	if o.RevocationRetain <= 0 {
+		o.RevocationRetain = grant.DefaultLifetime + grant.MaxSkew
+	}
 	return o
 }
 
@@ -136,7 +156,7 @@ func Open(dir string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, openErr(path, err)
 	}
-	s := &Store{db: db, dir: dir, minFree: o.MinFree}
+	s := &Store{db: db, dir: dir, minFree: o.MinFree, retain: o.RevocationRetain}
 	if err := s.initSchema(); err != nil {
 		db.Close()
 		return nil, err
@@ -164,7 +184,7 @@ func OpenReadOnly(dir string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, openErr(path, err)
 	}
-	s := &Store{db: db, dir: dir, minFree: o.MinFree}
+	s := &Store{db: db, dir: dir, minFree: o.MinFree, retain: o.RevocationRetain}
 	var found bool
 	err = db.View(func(tx *bolt.Tx) error {
 		if found = tx.Bucket(bMeta) != nil; found {
@@ -577,4 +597,218 @@ func prune(tx *bolt.Tx, now time.Time) {
 	for _, k := range dead {
 		tx.Bucket(bTokens).Delete(k)
 	}
+}
+
+// --- lifecycle ---------------------------------------------------------------
+
+// UserSummary is a user as `sluicectl users list` shows them.
+type UserSummary struct {
+	User
+	Passkeys int
+	LastUsed int64 // unix ms of the latest sign-in with any passkey, 0: never
+}
+
+// Users lists every user, in name order.
+func (s *Store) Users() ([]UserSummary, error) {
+	var us []UserSummary
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bUsers).ForEach(func(k, v []byte) error {
+			var u User
+			if err := msgpack.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("corrupt user %q: %w", k, err)
+			}
+			sum := UserSummary{User: u}
+			err := eachCredential(tx, u.Name, func(cr Credential) {
+				sum.Passkeys++
+				sum.LastUsed = max(sum.LastUsed, cr.LastUsed)
+			})
+			us = append(us, sum)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: users: %w", err)
+	}
+	return us, nil
+}
+
+func eachCredential(tx *bolt.Tx, name string, fn func(Credential)) error {
+	prefix := append([]byte(name), 0)
+	creds := tx.Bucket(bCreds)
+	c := tx.Bucket(bUserCreds).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		cr, err := get[Credential](creds, k[len(prefix):])
+		if err != nil {
+			return fmt.Errorf("index names credential %x: %w", k[len(prefix):], err)
+		}
+		fn(cr)
+	}
+	return nil
+}
+
+// Revocations returns the revocation list as stored.
+func (s *Store) Revocations() (revoke.List, error) {
+	var l revoke.List
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		l, err = revocations(tx)
+		return err
+	})
+	if err != nil {
+		return revoke.List{}, fmt.Errorf("store: revocations: %w", err)
+	}
+	return l, nil
+}
+
+func revocations(tx *bolt.Tx) (revoke.List, error) {
+	l := revoke.List{Version: revoke.Version}
+	if raw := tx.Bucket(bMeta).Get(kRevocations); raw != nil {
+		if err := json.Unmarshal(raw, &l); err != nil {
+			return l, fmt.Errorf("corrupt revocation list: %w", err)
+		}
+	}
+	if l.Users == nil {
+		l.Users = map[string]revoke.User{}
+	}
+	if l.Credentials == nil {
+		l.Credentials = map[string]int64{}
+	}
+	l.Version = revoke.Version
+	return l, nil
+}
+
+// changeRevocations applies fn to the stored list inside tx, prunes what
+// has outlived every grant, and stores it back.
+func (s *Store) changeRevocations(tx *bolt.Tx, now time.Time, fn func(*revoke.List)) (revoke.List, error) {
+	l, err := revocations(tx)
+	if err != nil {
+		return l, err
+	}
+	fn(&l)
+	l.Prune(now.Add(-s.retain).UnixMilli())
+	l.Written = now.UnixMilli()
+	raw, err := json.Marshal(l)
+	if err != nil {
+		return l, err
+	}
+	return l, tx.Bucket(bMeta).Put(kRevocations, raw)
+}
+
+// SetDisabled disables or enables a user. Disabling also voids every grant
+// issued until now; enabling lifts the block on new sign-ins only. changed
+// is false when the user already was so. The list returned is the new
+// revocation list, for auth to publish.
+func (s *Store) SetDisabled(name string, disabled bool, now time.Time) (changed bool, l revoke.List, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		users := tx.Bucket(bUsers)
+		u, err := get[User](users, []byte(name))
+		if err != nil {
+			return err
+		}
+		changed = u.Disabled != disabled
+		u.Disabled = disabled
+		if err := put(users, []byte(name), u); err != nil {
+			return err
+		}
+		l, err = s.changeRevocations(tx, now, func(l *revoke.List) {
+			e := l.Users[name]
+			e.Disabled = disabled
+			if disabled && changed {
+				e.NotBefore = now.UnixMilli()
+			}
+			l.Users[name] = e
+		})
+		return err
+	})
+	if err != nil {
+		return false, revoke.List{}, fmt.Errorf("store: set %s disabled=%v: %w", name, disabled, err)
+	}
+	return changed, l, nil
+}
+
+// RemoveUser deletes a user, their passkeys and their enrollment tokens,
+// and voids every grant issued to the name until now (a user enrolled
+// under the same name later starts afresh).
+func (s *Store) RemoveUser(name string, now time.Time) (revoke.List, error) {
+	var l revoke.List
+	err := s.update(func(tx *bolt.Tx) error {
+		users := tx.Bucket(bUsers)
+		u, err := get[User](users, []byte(name))
+		if err != nil {
+			return err
+		}
+		var ids [][]byte
+		if err := eachCredential(tx, name, func(cr Credential) { ids = append(ids, cr.ID) }); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if err := deleteCredential(tx, name, id); err != nil {
+				return err
+			}
+		}
+		var dead [][]byte
+		tokens := tx.Bucket(bTokens)
+		tokens.ForEach(func(k, v []byte) error {
+			var t Token
+			if msgpack.Unmarshal(v, &t) == nil && t.User == name {
+				dead = append(dead, k)
+			}
+			return nil
+		})
+		for _, k := range dead {
+			if err := tokens.Delete(k); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bHandles).Delete(u.Handle); err != nil {
+			return err
+		}
+		if err := users.Delete([]byte(name)); err != nil {
+			return err
+		}
+		l, err = s.changeRevocations(tx, now, func(l *revoke.List) {
+			l.Users[name] = revoke.User{NotBefore: now.UnixMilli()}
+		})
+		return err
+	})
+	if err != nil {
+		return revoke.List{}, fmt.Errorf("store: remove user %s: %w", name, err)
+	}
+	return l, nil
+}
+
+func deleteCredential(tx *bolt.Tx, name string, id []byte) error {
+	if err := tx.Bucket(bCreds).Delete(id); err != nil {
+		return err
+	}
+	return tx.Bucket(bUserCreds).Delete(append(append([]byte(name), 0), id...))
+}
+
+// RevokeCredential deletes user name's passkey id and voids the grants it
+// yielded. remaining is how many passkeys the user has left. A passkey of
+// another user is ErrNotFound, as one that does not exist.
+func (s *Store) RevokeCredential(name string, id []byte, now time.Time) (remaining int, l revoke.List, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		cr, err := get[Credential](tx.Bucket(bCreds), id)
+		if err != nil {
+			return err
+		}
+		if cr.User != name {
+			return ErrNotFound
+		}
+		if err := deleteCredential(tx, name, id); err != nil {
+			return err
+		}
+		if err := eachCredential(tx, name, func(Credential) { remaining++ }); err != nil {
+			return err
+		}
+		l, err = s.changeRevocations(tx, now, func(l *revoke.List) {
+			l.Credentials[hex.EncodeToString(id)] = now.UnixMilli()
+		})
+		return err
+	})
+	if err != nil {
+		return 0, revoke.List{}, fmt.Errorf("store: revoke passkey %x of %s: %w", id, name, err)
+	}
+	return remaining, l, nil
 }

@@ -17,6 +17,7 @@ import (
 	"sluice/helpers/confine"
 	"sluice/helpers/grant"
 	"sluice/helpers/helper"
+	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
@@ -43,6 +44,7 @@ func main() {
 	admins := flag.String("admins", "", "callers who may enroll, checked on top of --allow 'admin to auth=...': uid:N,user:NAME,gid:N,group:NAME (uid 0 always; default: also this helper's own uid)")
 	reserve := flag.Int64("reserve", 1<<20, "bytes kept allocated past the database end so sign-ins work on a full disk")
 	minFree := flag.Int64("min-free", 1<<20, "free bytes the state file system needs for an enrollment or registration")
+	revocationDir := flag.String("revocation-dir", "", "directory to publish the revocation list in for policy, ptystore and the frontend ("+revoke.DefaultDir+" under systemd); empty: not published")
 	lockTimeout := flag.Duration("lock-timeout", 3*time.Second, "longest wait for the credential database another instance holds; past it the call is answered busy")
 	flag.Parse()
 	log := helper.Logger(msg.Auth)
@@ -79,10 +81,15 @@ func main() {
 		RPID: *rpID, RPName: *rpName, Origins: origins,
 		GrantKey: gk, SealKey: sk,
 		GrantLifetime: *grantLife, EnrollTTL: *enrollTTL, CeremonyTTL: *ceremonyTTL,
-		Admins: adminAllow, Log: log,
+		Admins: adminAllow, RevocationDir: *revocationDir, Log: log,
 	}, st)
 	if err != nil {
 		helper.Fatal(log, "config", err)
+	}
+	if err := svc.PublishIfMissing(); err != nil {
+		// Not fatal: the call this process serves may not need it, and
+		// the checkers refuse every grant until a list is there.
+		log.Error("auth: revocation list missing and not published", "err", err)
 	}
 
 	var routes []rpc.Route
@@ -100,7 +107,11 @@ func main() {
 		}
 		routes = append(routes, route)
 	}
-	confine.Helper(log, confine.Profile{Name: msg.Auth, Write: []string{dir}, Listen: f.Listen})
+	write := []string{dir}
+	if *revocationDir != "" {
+		write = append(write, *revocationDir)
+	}
+	confine.Helper(log, confine.Profile{Name: msg.Auth, Write: write, Listen: f.Listen})
 	ctx, cancel := helper.Context()
 	defer cancel()
 	if err := f.Serve(ctx, f.Server(msg.Auth, log, routes...), rpc.ActivationFiles()); err != nil {

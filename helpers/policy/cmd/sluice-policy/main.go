@@ -13,6 +13,7 @@ import (
 	"sluice/helpers/grant"
 	"sluice/helpers/helper"
 	"sluice/helpers/policy"
+	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
@@ -28,6 +29,7 @@ func main() {
 	f.Register(flag.CommandLine)
 	policyFile := flag.String("policy", policy.DefaultFile, "policy file")
 	grantKey := flag.String("grant-key", helper.Credential("grant.key"), "grant key file, 32 bytes (default $CREDENTIALS_DIRECTORY/grant.key)")
+	revocationDir := flag.String("revocation-dir", "", "directory of the revocation list auth publishes ("+revoke.DefaultDir+" under systemd), checked on every call; empty: no revocation check")
 	check := flag.Bool("check", false, "parse the policy file, print its rules and exit (0 if it is valid)")
 	flag.Parse()
 	log := helper.Logger(msg.Policy)
@@ -62,11 +64,18 @@ func main() {
 		helper.Fatal(log, "allow", err)
 	}
 	h := &policy.Handler{Key: key, Policy: pol, Shell: shell, Log: log}
+	var read []string
+	if *revocationDir != "" {
+		h.Revoked = revoke.NewChecker(*revocationDir)
+		read = append(read, *revocationDir)
+	} else {
+		log.Warn("policy: no --revocation-dir: revoked grants are accepted until they expire")
+	}
 	route, err := suite.Route(msg.Policy, protocol, allow, 0, h.Handle)
 	if err != nil {
 		helper.Fatal(log, "route", err)
 	}
-	confine.Helper(log, confine.Profile{Name: msg.Policy, Listen: f.Listen})
+	confine.Helper(log, confine.Profile{Name: msg.Policy, Read: read, Listen: f.Listen})
 	ctx, cancel := helper.Context()
 	defer cancel()
 	if err := f.Serve(ctx, f.Server(msg.Policy, log, route), rpc.ActivationFiles()); err != nil {

@@ -18,6 +18,7 @@ import (
 	"sluice/helpers/grant"
 	"sluice/helpers/helper"
 	"sluice/helpers/ptystore"
+	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/sdnotify"
@@ -30,6 +31,7 @@ func main() {
 	grantKey := flag.String("grant-key", helper.Credential("grant.key"), "grant key file (default $CREDENTIALS_DIRECTORY/grant.key)")
 	maxSessions := flag.Int("max-sessions", 1024, "sessions held in all")
 	maxPerUser := flag.Int("max-per-user", 64, "sessions held per sluice user")
+	revocationDir := flag.String("revocation-dir", "", "directory of the revocation list auth publishes ("+revoke.DefaultDir+" under systemd), checked on every call; empty: no revocation check")
 	grace := flag.Duration("hangup-grace", time.Second, "how long a pty must stay hung up before its session is dropped")
 	hangupVia := flag.String("hangup", "helper", "how a dropped session's shell is ended: helper (the hangup helper's socket, "+
 		"the only way that reaches a shell another process holds a copy of) or off (signal it ourselves where we may; development only)")
@@ -86,6 +88,13 @@ func main() {
 	stored, sockets := rpc.SplitFiles(rpc.ActivationFiles(), ptystore.FDNamePrefix)
 	st.Adopt(stored)
 	h := ptystore.NewHandler(st, key)
+	var read []string
+	if *revocationDir != "" {
+		h.Revoked = revoke.NewChecker(*revocationDir)
+		read = append(read, *revocationDir)
+	} else {
+		log.Warn("ptystore: no --revocation-dir: revoked grants are accepted until they expire")
+	}
 
 	var routes []rpc.Route
 	for _, r := range []struct {
@@ -104,7 +113,7 @@ func main() {
 		routes = append(routes, route)
 	}
 	// Signal only with --hangup off: ending shells is the hangup helper's.
-	confine.Helper(log, confine.Profile{Name: msg.PtyStore, Signal: hang == nil, Listen: f.Listen})
+	confine.Helper(log, confine.Profile{Name: msg.PtyStore, Read: read, Signal: hang == nil, Listen: f.Listen})
 	srv := f.Server(msg.PtyStore, log, routes...)
 	ctx, cancel := helper.Context()
 	defer cancel()

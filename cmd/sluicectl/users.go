@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"sluice/msg"
+	"sluice/rpc"
+)
+
+// exitNotFound is the status when the user or passkey named does not exist.
+const exitNotFound = 3
+
+// errNotFound marks a not-found answer (exit 3).
+type errNotFound struct{ error }
+
+// notFound turns a helper's not-found answer into errNotFound.
+func notFound(err error) error {
+	if err != nil && rpc.CodeOf(err) == msg.CodeNotFound {
+		return errNotFound{err}
+	}
+	return err
+}
+
+func runUsers(ctx context.Context, g *globals, args []string) error {
+	fs := flags("users", "users [list] [--json] | users disable|enable|remove USER [--end-sessions] [--json]", g)
+	asJSON := fs.Bool("json", false, "print JSON")
+	endSessions := fs.Bool("end-sessions", false, "disable, remove: also end the user's live sessions (default: keep them; the user cannot reach them while access is revoked)")
+	verb, rest := splitVerb(args)
+	if err := parse(fs, g, flagsFirst(rest)); err != nil {
+		return err
+	}
+	if verb == "" {
+		verb = "list"
+	}
+	switch verb {
+	case "list":
+		if fs.NArg() > 0 {
+			return usageErr("list takes no arguments")
+		}
+		var rep msg.UserListReply
+		if _, err := request(ctx, g, "admin to auth", msg.OpUserList, msg.UserList{}, &rep); err != nil {
+			return err
+		}
+		if rep.Users == nil {
+			rep.Users = []msg.UserInfo{}
+		}
+		for i := range rep.Users {
+			rep.Users[i].Name = termSafe(rep.Users[i].Name)
+		}
+		if *asJSON {
+			return printJSON(g.out, rep.Users)
+		}
+		tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "USER\tSTATE\tPASSKEYS\tCREATED\tLAST SIGN-IN")
+		for _, u := range rep.Users {
+			state := "enabled"
+			if u.Disabled {
+				state = "disabled"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", u.Name, state, u.Passkeys, when(u.Created), when(u.LastUsed))
+		}
+		return tw.Flush()
+	case "disable", "enable", "remove":
+		if fs.NArg() != 1 {
+			return usageErr("want: users %s USER", verb)
+		}
+		if *endSessions && verb == "enable" {
+			return usageErr("--end-sessions goes with disable and remove")
+		}
+		user := fs.Arg(0)
+		op := map[string]string{"disable": msg.OpUserDisable, "enable": msg.OpUserEnable, "remove": msg.OpUserRemove}[verb]
+		var rep msg.UserChangeReply
+		if _, err := request(ctx, g, "admin to auth", op, msg.UserChange{User: user}, &rep); err != nil {
+			return notFound(err)
+		}
+		out := map[string]any{"user": termSafe(rep.User), "action": verb, "changed": rep.Changed}
+		if verb == "remove" {
+			out["changed"] = true
+		}
+		var endErr error
+		if *endSessions {
+			ended, err := endSessionsOf(ctx, g, user)
+			out["ended_sessions"] = ended
+			endErr = err
+		}
+		if *asJSON {
+			if err := printJSON(g.out, out); err != nil {
+				return err
+			}
+		} else {
+			past := map[string]string{"disable": "disabled", "enable": "enabled", "remove": "removed"}[verb]
+			if !rep.Changed && verb != "remove" {
+				fmt.Fprintf(g.out, "%s was already %s\n", termSafe(user), past)
+			} else {
+				fmt.Fprintf(g.out, "%s %s\n", past, termSafe(user))
+			}
+			if ended, ok := out["ended_sessions"].([]string); ok {
+				fmt.Fprintf(g.out, "ended %d session(s): %s\n", len(ended), strings.Join(ended, " "))
+			}
+		}
+		return endErr
+	}
+	return usageErr("unknown users verb \"%s\" (list, disable, enable, remove)", termSafe(verb))
+}
+
+func runPasskeys(ctx context.Context, g *globals, args []string) error {
+	fs := flags("passkeys", "passkeys list USER [--json] | passkeys revoke USER ID [--end-sessions] [--json]", g)
+	asJSON := fs.Bool("json", false, "print JSON")
+	endSessions := fs.Bool("end-sessions", false, "revoke: also end the user's live sessions")
+	verb, rest := splitVerb(args)
+	if err := parse(fs, g, flagsFirst(rest)); err != nil {
+		return err
+	}
+	switch verb {
+	case "list":
+		if fs.NArg() != 1 {
+			return usageErr("want: passkeys list USER")
+		}
+		var rep msg.PasskeyListReply
+		if _, err := request(ctx, g, "admin to auth", msg.OpPasskeyList, msg.PasskeyList{User: fs.Arg(0)}, &rep); err != nil {
+			return notFound(err)
+		}
+		type row struct {
+			ID       string `json:"id"`
+			Name     string `json:"name"`
+			Created  int64  `json:"created"`
+			LastUsed int64  `json:"last_used"`
+		}
+		rows := []row{}
+		for _, p := range rep.Passkeys {
+			rows = append(rows, row{hex.EncodeToString(p.ID), termSafe(p.Name), p.Created, p.LastUsed})
+		}
+		if *asJSON {
+			return printJSON(g.out, map[string]any{"user": termSafe(rep.User), "passkeys": rows})
+		}
+		tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tCREATED\tLAST USED")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, r.Name, when(r.Created), when(r.LastUsed))
+		}
+		return tw.Flush()
+	case "revoke":
+		if fs.NArg() != 2 {
+			return usageErr("want: passkeys revoke USER ID (ID in hex, as passkeys list prints it)")
+		}
+		user := fs.Arg(0)
+		id, err := hex.DecodeString(fs.Arg(1))
+		if err != nil || len(id) == 0 {
+			return usageErr("passkey ID \"%s\" is not hex", termSafe(fs.Arg(1)))
+		}
+		var rep msg.PasskeyRevokeReply
+		if _, err := request(ctx, g, "admin to auth", msg.OpPasskeyRevoke, msg.PasskeyRevoke{User: user, ID: id}, &rep); err != nil {
+			return notFound(err)
+		}
+		out := map[string]any{"user": termSafe(rep.User), "revoked": hex.EncodeToString(id), "remaining": rep.Remaining}
+		var endErr error
+		if *endSessions {
+			ended, err := endSessionsOf(ctx, g, user)
+			out["ended_sessions"] = ended
+			endErr = err
+		}
+		if *asJSON {
+			if err := printJSON(g.out, out); err != nil {
+				return err
+			}
+		} else {
+			fmt.Fprintf(g.out, "revoked passkey %x of %s (%d left)\n", id, termSafe(rep.User), rep.Remaining)
+			if ended, ok := out["ended_sessions"].([]string); ok {
+				fmt.Fprintf(g.out, "ended %d session(s): %s\n", len(ended), strings.Join(ended, " "))
+			}
+		}
+		return endErr
+	case "":
+		return usageErr("want: passkeys list USER | passkeys revoke USER ID")
+	}
+	return usageErr("unknown passkeys verb \"%s\" (list, revoke)", termSafe(verb))
+}
+
+// endSessionsOf is the decision point "end or keep" of a revocation: it
+// ends every live session user owns through ptystore's admin end path
+// (pty-drop, which hangs up the shell). Sessions whose end failed are
+// reported, not hidden.
+func endSessionsOf(ctx context.Context, g *globals, user string) ([]string, error) {
+	var rep msg.PtyListReply
+	if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyList, msg.PtyList{}, &rep); err != nil {
+		return nil, fmt.Errorf("access revoked, but the sessions could not be listed to end them: %w", err)
+	}
+	ended := []string{}
+	var errs []error
+	for _, s := range rep.Sessions {
+		if s.Owner != user {
+			continue
+		}
+		if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyDrop, msg.PtyDrop{ID: s.ID}, &msg.PtyDropReply{}); err != nil {
+			errs = append(errs, fmt.Errorf("session %s: %w", termSafe(s.ID), err))
+			continue
+		}
+		ended = append(ended, termSafe(s.ID))
+	}
+	if len(errs) > 0 {
+		return ended, fmt.Errorf("access revoked, but not every session ended: %w", errors.Join(errs...))
+	}
+	return ended, nil
+}
+
+// flagsFirst moves flags before the arguments ("passkeys list alice
+// --json"), which package flag wants first; "--" ends the flags as usual.
+// Only for commands whose flags all are booleans.
+func flagsFirst(args []string) []string {
+	var fl, pos []string
+	for i, a := range args {
+		if a == "--" {
+			pos = append(pos, args[i:]...)
+			break
+		}
+		if strings.HasPrefix(a, "-") && a != "-" {
+			fl = append(fl, a)
+		} else {
+			pos = append(pos, a)
+		}
+	}
+	return append(fl, pos...)
+}
+
+func when(ms int64) string {
+	if ms == 0 {
+		return "never"
+	}
+	return time.UnixMilli(ms).UTC().Format(time.RFC3339)
+}
+
+// termSafe escapes what a terminal would act on: C0 and C1 controls, DEL,
+// invalid UTF-8 and Unicode format characters (bidi overrides) come out
+// as Go escapes, so a name a compromised helper chose cannot set the
+// title, clear the screen or write the clipboard of the admin's terminal.
+func termSafe(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == 0xFFFD && strings.HasPrefix(s[i:], "\xef\xbf\xbd"):
+			b.WriteRune(r) // a real U+FFFD
+		case r == 0xFFFD:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || isFormat(r):
+			q := fmt.Sprintf("%+q", string(r))
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func isFormat(r rune) bool {
+	return r == 0x200e || r == 0x200f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0xfeff
+}
