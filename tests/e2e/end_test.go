@@ -66,12 +66,15 @@ func TestAdminEndWhileAttached(t *testing.T) {
 	c := connect(t)
 	c.signIn(alice)
 	id := sessionID(c.create(80, 24))
-	// Unique arguments find the processes again from outside.
-	c.typeText("sleep 4242001 & setsid sleep 4242002 </dev/null >/dev/null 2>&1 & echo shell-$$-up\r")
+	// Unique arguments find the processes again from outside, even with
+	// another run of this test on the machine.
+	n := 1_000_000 + 2*(os.Getpid()%4_000_000)
+	a1, a2 := strconv.Itoa(n), strconv.Itoa(n+1)
+	c.typeText("sleep " + a1 + " & setsid sleep " + a2 + " </dev/null >/dev/null 2>&1 & echo shell-$$-up\r")
 	c.until("-up")
 	var shellPID, child, away int
 	for deadline := time.Now().Add(5 * time.Second); child == 0 || away == 0; time.Sleep(20 * time.Millisecond) {
-		child, away = findProc("sleep", "4242001"), findProc("sleep", "4242002")
+		child, away = findProc("sleep", a1), findProc("sleep", a2)
 		if time.Now().After(deadline) {
 			t.Fatalf("children not found: sleep %d, setsid sleep %d", child, away)
 		}
