@@ -49,7 +49,7 @@ func (u *unit) acceptLoop() {
 			Path: u.path, Exec: u.exe, Args: u.argv, Env: env,
 			Files: append(u.logFiles(), c),
 			// A process group, not a session: see spawn.Attr.Setsid.
-			ListenPID: true, Credential: cred, Setpgid: true, Umask: umask,
+			ListenPID: true, Credential: cred, Setpgid: true, NoCtty: true, Umask: umask,
 		})
 		// The child has its own copy; ours must go so that the client
 		// sees EOF when the child is done.

@@ -57,6 +57,10 @@ type Attr struct {
 	// without that, for short-lived processes.
 	Setsid  bool
 	Setpgid bool
+	// NoCtty, without Setsid, detaches the child from the controlling
+	// terminal it would share with us (TIOCNOTTY): no new session, so no
+	// autogroup, and still no terminal it could read, write or type into.
+	NoCtty bool
 	Dir     string // working directory; "" keeps ours
 	Umask   int    // -1 keeps ours
 }

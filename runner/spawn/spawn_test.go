@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/helpers/shell/pty"
 )
 
 // run starts argv with stdout on a pipe and returns what it printed and
@@ -283,4 +286,86 @@ func TestExecByFD(t *testing.T) {
 	if st != "exit 0" || strings.TrimSpace(out) != "65534" {
 		t.Fatalf("exec by fd: status %s, output %q", st, out)
 	}
+}
+
+// TestOnlyItsOwnFDs: an fd this process holds without close-on-exec (as a
+// runner started with 9</some/file does) does not reach the child.
+func TestOnlyItsOwnFDs(t *testing.T) {
+	leak, err := unix.Open("/etc/hostname", unix.O_RDONLY, 0) // no O_CLOEXEC
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(leak)
+	out, st := run(t, Attr{Path: "/bin/sh", Args: []string{"sh", "-c", "ls /proc/$$/fd"}, Env: []string{"PATH=/usr/bin:/bin"}})
+	fds := strings.Fields(out)
+	if st != "exit 0" || strings.Join(fds, " ") != "0 1 2" {
+		t.Fatalf("status %s, child's fds %v (leaked %d), want 0 1 2", st, fds, leak)
+	}
+}
+
+// ttyNr is field 7 of /proc/PID/stat as a child sees itself: its
+// controlling terminal, 0 for none.
+const ttyNr = `read -r line </proc/self/stat; set -- ${line##*) }; echo $5`
+
+// TestNoCtty: under a parent that has a controlling terminal (setsid -c on
+// a new pty), a child started with Setpgid keeps that terminal unless
+// NoCtty is set. The parent is this test binary again, in noCttyChild.
+func TestNoCtty(t *testing.T) {
+	if os.Getenv("SPAWN_NOCTTY_CHILD") != "" {
+		noCttyChild()
+		return
+	}
+	setsid, err := exec.LookPath("setsid")
+	if err != nil {
+		t.Skip("setsid(1) (util-linux) not installed")
+	}
+	master, slave, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	go io.Copy(io.Discard, master)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Start(&Attr{
+		Path: setsid, Args: []string{"setsid", "-c", self, "-test.run=^TestNoCtty$"},
+		Env:   []string{"SPAWN_NOCTTY_CHILD=1", "PATH=/usr/bin:/bin"},
+		Files: []syscall.Conn{slave, w, w}, Umask: -1,
+	})
+	w.Close()
+	slave.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r)
+	st := Describe(p.Wait())
+	out := string(b)
+	var with, without string
+	fmt.Sscanf(out, "keeps=%s detached=%s", &with, &without)
+	if st != "exit 0" || with == "0" || with == "" || strings.HasPrefix(with, "error") || without != "0" {
+		t.Fatalf("status %s, output %q: want keeps=<the pty> detached=0", st, out)
+	}
+}
+
+func noCttyChild() {
+	tty := func(noctty bool) string {
+		r, w, _ := os.Pipe()
+		p, err := Start(&Attr{Path: "/bin/sh", Args: []string{"sh", "-c", ttyNr}, Env: []string{"PATH=/usr/bin:/bin"},
+			Files: []syscall.Conn{nil, w, w}, Setpgid: true, NoCtty: noctty, Umask: -1})
+		w.Close()
+		if err != nil {
+			return "error:" + err.Error()
+		}
+		b, _ := io.ReadAll(r)
+		p.Wait()
+		return strings.TrimSpace(string(b))
+	}
+	fmt.Printf("keeps=%s detached=%s\n", tty(false), tty(true))
+	os.Exit(0)
 }

@@ -27,8 +27,10 @@ struct sluice_spawn {
 	char *pid_slot; // where the child writes its pid in decimal, or NULL
 	const int *fds; // fds[i] becomes fd i; every fds[i] >= nfds
 	int nfds;
+	int maxfd; // RLIMIT_NOFILE, for the close-on-exec fallback
 	int setsid;
 	int setpgid;
+	int notty; // drop the controlling terminal without a new session
 	int set_creds;
 	uid_t uid;
 	gid_t gid;
@@ -58,8 +60,16 @@ struct sluice_spawn {
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
 
 
 // Kernel sigsets are 64 bits on every Linux architecture Go supports.
@@ -98,6 +108,22 @@ static int child(void *p) {
 	if (a->setpgid && syscall(SYS_setpgid, 0, 0) < 0) {
 		fail(a, SLUICE_STEP_SETSID);
 	}
+	// A process group in the runner's session still has the runner's
+	// controlling terminal, if it has one: it could open /dev/tty and,
+	// where TIOCSTI is allowed, type into the shell that started the
+	// runner. TIOCNOTTY from a process that leads no session detaches that
+	// process alone, and a non-leader can never take a terminal again.
+	// ENXIO: there was none.
+	if (a->notty) {
+		int tty = syscall(SYS_openat, AT_FDCWD, "/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (tty >= 0) {
+			long r = syscall(SYS_ioctl, tty, TIOCNOTTY, 0);
+			syscall(SYS_close, tty);
+			if (r < 0) {
+				fail(a, SLUICE_STEP_SETSID);
+			}
+		}
+	}
 
 	// 3. Identity: groups first, while we still may.
 	if (a->set_creds) {
@@ -120,6 +146,16 @@ static int child(void *p) {
 	for (int i = 0; i < a->nfds; i++) {
 		if (syscall(SYS_dup3, a->fds[i], i, 0) < 0) {
 			fail(a, SLUICE_STEP_DUP);
+		}
+	}
+
+	// Every other fd goes at exec, whatever this process inherited without
+	// close-on-exec (a runner started with 9</some/file): a unit gets fds
+	// 0..nfds-1 and nothing else, as from systemd. Kernels before 5.11
+	// lack the flag; then each fd is marked one by one.
+	if (syscall(SYS_close_range, a->nfds, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+		for (int fd = a->nfds; fd < a->maxfd; fd++) {
+			syscall(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC);
 		}
 	}
 
@@ -351,6 +387,14 @@ func Start(a *Attr) (*Process, error) {
 		cs.setsid = 1
 	} else if a.Setpgid {
 		cs.setpgid = 1
+	}
+	if !a.Setsid && a.NoCtty {
+		cs.notty = 1
+	}
+	var rl unix.Rlimit
+	cs.maxfd = 1024
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil && rl.Cur < 1<<20 {
+		cs.maxfd = C.int(rl.Cur)
 	}
 	if c := a.Credential; c != nil {
 		cs.set_creds = 1
