@@ -61,8 +61,8 @@ type Attr struct {
 	// terminal it would share with us (TIOCNOTTY): no new session, so no
 	// autogroup, and still no terminal it could read, write or type into.
 	NoCtty bool
-	Dir     string // working directory; "" keeps ours
-	Umask   int    // -1 keeps ours
+	Dir    string // working directory; "" keeps ours
+	Umask  int    // -1 keeps ours
 }
 
 // Process is a started child.
