@@ -32,7 +32,11 @@ func dynamicStart(name string) uint32 {
 // unit of this runner has it as uid or gid, and inUse (the passwd and
 // group databases) says no account or group has it. Units naming the same
 // user share its id, as systemd's do.
-func allocateDynamic(units, pending []*unit, inUse func(uint32) bool) error {
+//
+// reserve, when set, must then take the id for the user's name (see
+// reserveUID); false means someone outside this runner holds it, and the
+// search goes on.
+func allocateDynamic(units, pending []*unit, inUse func(uint32) bool, reserve func(id uint32, name string) (bool, error)) error {
 	taken := map[uint32]bool{}
 	for _, u := range units {
 		if !u.id.dynamic {
@@ -47,10 +51,20 @@ func allocateDynamic(units, pending []*unit, inUse func(uint32) bool) error {
 			start := dynamicStart(u.id.name)
 			for i := uint32(0); i < span; i++ {
 				c := DynamicUIDMin + (start-DynamicUIDMin+i)%span
-				if !taken[c] && !inUse(c) {
-					id, ok = c, true
-					break
+				if taken[c] || inUse(c) {
+					continue
 				}
+				if reserve != nil {
+					got, err := reserve(c, u.id.name)
+					if err != nil {
+						return err
+					}
+					if !got {
+						continue
+					}
+				}
+				id, ok = c, true
+				break
 			}
 			if !ok {
 				return fmt.Errorf("runner: unit %s: no free id left in %d-%d for dynamic user %s",

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -72,7 +73,7 @@ func TestAllocateDynamic(t *testing.T) {
 			if inUse == nil {
 				inUse = func(uint32) bool { return false }
 			}
-			err := allocateDynamic(units, pending, inUse)
+			err := allocateDynamic(units, pending, inUse, nil)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q", err, tc.wantErr)
@@ -243,12 +244,15 @@ func TestDynamicUsersDefaultConfig(t *testing.T) {
 		}
 	}
 
-	// The same names get the same ids on the next run.
+	// The same names get the same ids on the next run, once this one has
+	// given them back.
+	h.r.Stop()
 	again, err := New(Options{Config: defaultWithTestsvc(t), RuntimeDir: t.TempDir(), BinDir: binDir, StateDir: t.TempDir(),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer again.Stop()
 	for _, name := range helpers {
 		if got := int(again.units[name].id.uid); got != who[name].UID {
 			t.Errorf("%s: uid %d on the next run, was %d", name, got, who[name].UID)
@@ -385,5 +389,63 @@ func TestDynamicUserAvoidsAccounts(t *testing.T) {
 	if ina.UID != int(next(a)) || inb.UID != int(next(b)) || inb.GID != inb.UID {
 		t.Fatalf("a runs as %d (account at %d), b as %d:%d (group at %d); want %d and %d",
 			ina.UID, a, inb.UID, inb.GID, b, next(a), next(b))
+	}
+}
+
+// TestDynamicUsersReserved: two runners with the same config (each its
+// own directories) get disjoint ids, as systemd's allocator would see:
+// each id is flock'ed in systemd's lock directory with the user's name,
+// an id a running process holds is skipped, and Stop gives them back.
+func TestDynamicUsersReserved(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("dynamic users exist only when the runner is root (CI runs as root)")
+	}
+	newRunner := func() *Runner {
+		t.Helper()
+		r, err := New(Options{Config: defaultWithTestsvc(t), RuntimeDir: openTempDir(t), BinDir: binDir,
+			StateDir: openTempDir(t), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// A process that runs as the id the frontend would start from.
+	squat := dynamicStart("sluice-frontend")
+	p, err := spawn.Start(&spawn.Attr{Path: "/bin/sleep", Args: []string{"sleep", "60"}, Umask: -1,
+		Credential: &syscall.Credential{Uid: squat, Gid: squat}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { p.Signal(syscall.SIGKILL); p.Wait() }()
+
+	a, b := newRunner(), newRunner()
+	seen := map[uint32]string{}
+	for _, r := range []*Runner{a, b} {
+		for _, u := range r.order {
+			if !u.id.dynamic {
+				continue
+			}
+			if u.id.uid == squat {
+				t.Errorf("unit %s got uid %d, which a running process has", u.cfg.Name, squat)
+			}
+			if prev, ok := seen[u.id.uid]; ok {
+				t.Errorf("uid %d given to %s and to %s", u.id.uid, prev, u.cfg.Name)
+			}
+			seen[u.id.uid] = u.cfg.Name
+			lock := filepath.Join(uidLockDir, strconv.FormatUint(uint64(u.id.uid), 10))
+			if b, err := os.ReadFile(lock); err != nil || string(b) != u.id.name+"\n" {
+				t.Errorf("lock file %s: %q, %v; want the user's name", lock, b, err)
+			}
+		}
+	}
+	if len(seen) != 8 {
+		t.Fatalf("%d distinct dynamic ids for two runners of four dynamic units each", len(seen))
+	}
+	a.Stop()
+	b.Stop()
+	for id := range seen {
+		if _, err := os.Stat(filepath.Join(uidLockDir, strconv.FormatUint(uint64(id), 10))); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("uid %d still reserved after Stop: %v", id, err)
+		}
 	}
 }

@@ -82,6 +82,7 @@ type Runner struct {
 	wg       sync.WaitGroup // service loops
 	acceptWG sync.WaitGroup // accept loops
 	lock     *os.File
+	reserved []*reservation // dynamic users' ids, held until Stop
 	stopMu   sync.Mutex
 	closed   bool
 }
@@ -114,7 +115,7 @@ type unit struct {
 
 // New checks the config against the machine: binaries exist, users
 // resolve, references expand. Nothing is created yet.
-func New(opts Options) (*Runner, error) {
+func New(opts Options) (_ *Runner, err error) {
 	if opts.Config == nil {
 		return nil, errors.New("runner: no config")
 	}
@@ -143,6 +144,12 @@ func New(opts Options) (*Runner, error) {
 	}
 	r := &Runner{opts: opts, cfg: opts.Config, log: opts.Log, root: os.Geteuid() == 0, self: me,
 		units: map[string]*unit{}}
+	defer func() {
+		if err != nil {
+			r.closeExecutables()
+			r.releaseIDs()
+		}
+	}()
 	r.sessionCG = sessionCgroupsDir(r.root)
 	var pending []*unit
 	for i := range r.cfg.Units {
@@ -158,8 +165,19 @@ func New(opts Options) (*Runner, error) {
 			pending = append(pending, u)
 		}
 	}
-	if err := allocateDynamic(r.order, pending, idInUse); err != nil {
-		return nil, err
+	if len(pending) > 0 {
+		procs := processIDs()
+		inUse := func(id uint32) bool { return procs[id] || idInUse(id) }
+		reserve := func(id uint32, name string) (bool, error) {
+			res, err := reserveUID(id, name)
+			if res != nil {
+				r.reserved = append(r.reserved, res)
+			}
+			return res != nil, err
+		}
+		if err := allocateDynamic(r.order, pending, inUse, reserve); err != nil {
+			return nil, err
+		}
 	}
 	for _, u := range pending {
 		if err := resolveGroups(u.cfg, &u.id, r.log); err != nil {
@@ -192,18 +210,23 @@ func New(opts Options) (*Runner, error) {
 		}
 	}
 	if len(missing) > 0 {
-		r.closeExecutables()
 		return nil, fmt.Errorf("runner: missing helper binaries (build them with `make build`, or point --bin-dir at them):\n  %s",
 			strings.Join(missing, "\n  "))
 	}
 	unusable = append(unusable, r.checkReach()...)
 	if len(unusable) > 0 {
-		r.closeExecutables()
 		return nil, fmt.Errorf("runner: units could not use these paths as the users they run as "+
 			"(choose directories every unit can traverse, such as the defaults /run/sluice and /var/lib/sluice; see docs/runner.md):\n  %s",
 			strings.Join(unusable, "\n  "))
 	}
 	return r, nil
+}
+
+func (r *Runner) releaseIDs() {
+	for _, res := range r.reserved {
+		res.release()
+	}
+	r.reserved = nil
 }
 
 func (r *Runner) closeExecutables() {
@@ -488,6 +511,7 @@ func (r *Runner) Stop() error {
 		u.closeFiles()
 	}
 	r.closeExecutables()
+	r.releaseIDs()
 	// Only a runner that held the directory's lock cleans it: one that
 	// was refused must not touch the running one's files.
 	if r.lock != nil {
