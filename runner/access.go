@@ -292,3 +292,134 @@ func (u *unit) fileRefs() []string {
 	}
 	return names
 }
+
+// securePath is sshd's StrictModes for a path the runner trusts: every
+// component that exists, from / down (as written and with its symbolic
+// links resolved), is owned by root or by owner, and a directory others
+// may write to is sticky (like /tmp), so nobody else can rename, replace
+// or plant anything along it. Without that, whoever could would choose
+// what the runner executes as root, or where it writes.
+func securePath(path string, owner uint32) error {
+	check := func(p string) error {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				return nil
+			}
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if st.Uid != 0 && st.Uid != owner {
+			return fmt.Errorf("%s is owned by uid %d, not root", p, st.Uid)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return nil // the directory holding it was checked; its target is, below
+		}
+		if st.Mode&0o022 != 0 && (st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Mode&unix.S_ISVTX == 0) {
+			return fmt.Errorf("%s is writable by others (mode %04o)", p, st.Mode&0o7777)
+		}
+		return nil
+	}
+	walk := func(p string) error {
+		cur := "/"
+		if err := check(cur); err != nil {
+			return err
+		}
+		for _, c := range strings.Split(strings.TrimPrefix(filepath.Clean(p), "/"), "/") {
+			if c == "" {
+				continue
+			}
+			cur = filepath.Join(cur, c)
+			if err := check(cur); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(path); err != nil {
+		return err
+	}
+	// The same for where the links lead, as far as the path exists.
+	existing := filepath.Clean(path)
+	for {
+		if _, err := os.Stat(existing); err == nil || filepath.Dir(existing) == existing {
+			break
+		}
+		existing = filepath.Dir(existing)
+	}
+	resolved, err := filepath.EvalSymlinks(existing)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if resolved != existing {
+		return walk(resolved)
+	}
+	return nil
+}
+
+// ownDir refuses a runtime or state directory that exists as anything but
+// a real directory of the runner's own: a symbolic link (another user's
+// /tmp/sluice-UID pointing into a victim's home, which MkdirAll and chmod
+// would follow) or a directory someone else made.
+func ownDir(dir string, owner uint32) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return fmt.Errorf("%s is a symbolic link", dir)
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("%s is not a directory", dir)
+	case st.Uid != owner:
+		return fmt.Errorf("%s is owned by uid %d, not %d (this runner)", dir, st.Uid, owner)
+	}
+	return nil
+}
+
+// checkSafe lists the paths the runner would trust but should not: the
+// runtime and state directories (for every runner), and, for a root
+// runner, the binaries it executes and every directory above them.
+func (r *Runner) checkSafe() []string {
+	var bad []string
+	me := uint32(os.Geteuid())
+	for _, d := range []struct{ what, path string }{{"runtime directory", r.opts.RuntimeDir}, {"state directory", r.opts.StateDir}} {
+		err := ownDir(d.path, me)
+		if err == nil {
+			err = securePath(d.path, me)
+		}
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("%s: %v", d.what, err))
+		}
+	}
+	if !r.root {
+		return bad
+	}
+	seen := map[string]bool{}
+	for _, u := range r.order {
+		if u.exe == nil {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(u.exe.Fd()), &st); err != nil {
+			bad = append(bad, fmt.Sprintf("unit %s: %s: %v", u.cfg.Name, u.path, err))
+			continue
+		}
+		if st.Uid != 0 || st.Mode&0o022 != 0 {
+			bad = append(bad, fmt.Sprintf("unit %s: %s (owner uid %d, mode %04o) may be changed by others than root; a root runner executes only root's files",
+				u.cfg.Name, u.path, st.Uid, st.Mode&0o7777))
+			continue
+		}
+		dir := filepath.Dir(u.path)
+		if seen[dir] {
+			continue
+		}
+		seen[dir] = true
+		if err := securePath(dir, 0); err != nil {
+			bad = append(bad, fmt.Sprintf("unit %s: %v: whoever can write there chooses what runs as root", u.cfg.Name, err))
+		}
+	}
+	return bad
+}

@@ -52,6 +52,13 @@ func mkdirMode(dir string, mode os.FileMode, uid, gid int) error {
 	if err := os.MkdirAll(dir, mode); err != nil {
 		return fmt.Errorf("runner: %w", err)
 	}
+	// MkdirAll accepts a symbolic link to a directory, and chmod and chown
+	// would act on its target: never on a path someone else planted.
+	if st, err := os.Lstat(dir); err != nil {
+		return fmt.Errorf("runner: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("runner: %s is not a directory (a symbolic link?)", dir)
+	}
 	if err := os.Chmod(dir, mode); err != nil {
 		return fmt.Errorf("runner: %w", err)
 	}
@@ -282,7 +289,15 @@ func (r *Runner) writeFiles() error {
 			return err
 		}
 		tmp := f.path + ".new"
-		if err := os.WriteFile(tmp, f.content, 0o644); err != nil {
+		os.Remove(tmp)
+		w, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
+		if err == nil {
+			_, err = w.Write(f.content)
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("runner: file %s: %w", name, err)
 		}
 		if err := os.Chmod(tmp, 0o644); err != nil {

@@ -213,6 +213,10 @@ func New(opts Options) (_ *Runner, err error) {
 		return nil, fmt.Errorf("runner: missing helper binaries (build them with `make build`, or point --bin-dir at them):\n  %s",
 			strings.Join(missing, "\n  "))
 	}
+	if unsafe := r.checkSafe(); len(unsafe) > 0 {
+		return nil, fmt.Errorf("runner: refusing unsafe paths (as sshd's StrictModes; see docs/runner.md):\n  %s",
+			strings.Join(unsafe, "\n  "))
+	}
 	unusable = append(unusable, r.checkReach()...)
 	if len(unusable) > 0 {
 		return nil, fmt.Errorf("runner: units could not use these paths as the users they run as "+
