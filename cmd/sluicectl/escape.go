@@ -9,7 +9,8 @@ import (
 // escaper writes everything sluicectl prints, so that no byte a helper
 // sent (a session's user or machine, an error text, an audit field) can
 // drive the admin's terminal: C0 controls other than newline and tab, DEL
-// and C1 controls become \u00XX, which is also what they are in a JSON
+// and C1 controls, and the format characters that reorder text (bidi
+// overrides), become \uXXXX, which is also what they are in a JSON
 // string; a byte that is not UTF-8 becomes \xNN. A rune split across two
 // writes is held back until the rest arrives.
 type escaper struct {
@@ -35,7 +36,7 @@ func (e *escaper) Write(p []byte) (int, error) {
 			out = fmt.Appendf(out, `\x%02x`, b[0])
 		case r == '\n' || r == '\t':
 			out = append(out, b[0])
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f):
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || isFormat(r):
 			out = fmt.Appendf(out, `\u%04x`, r)
 		default:
 			out = append(out, b[:n]...)

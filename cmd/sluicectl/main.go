@@ -139,12 +139,12 @@ func runEscaped(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sluicectl %s: %v\n", rest[0], ue.error)
 		return 2
 	case errors.As(err, &nf):
-		fmt.Fprintf(stderr, "sluicectl %s: %s\n", rest[0], termSafe(nf.Error()))
+		fmt.Fprintf(stderr, "sluicectl %s: %s\n", rest[0], nf.Error())
 		return exitNotFound
 	case errors.Is(err, errSilent):
 		return 1
 	default:
-		fmt.Fprintf(stderr, "sluicectl %s: %s\n", rest[0], termSafe(err.Error()))
+		fmt.Fprintf(stderr, "sluicectl %s: %s\n", rest[0], err.Error())
 		return 1
 	}
 }

@@ -51,7 +51,7 @@ func runUsers(ctx context.Context, g *globals, args []string) error {
 			rep.Users = []msg.UserInfo{}
 		}
 		for i := range rep.Users {
-			rep.Users[i].Name = termSafe(rep.Users[i].Name)
+			rep.Users[i].Name = rep.Users[i].Name
 		}
 		if *asJSON {
 			return printJSON(g.out, rep.Users)
@@ -79,7 +79,7 @@ func runUsers(ctx context.Context, g *globals, args []string) error {
 		if _, err := request(ctx, g, "admin to auth", op, msg.UserChange{User: user}, &rep); err != nil {
 			return notFound(err)
 		}
-		out := map[string]any{"user": termSafe(rep.User), "action": verb, "changed": rep.Changed}
+		out := map[string]any{"user": rep.User, "action": verb, "changed": rep.Changed}
 		if verb == "remove" {
 			out["changed"] = true
 		}
@@ -96,9 +96,9 @@ func runUsers(ctx context.Context, g *globals, args []string) error {
 		} else {
 			past := map[string]string{"disable": "disabled", "enable": "enabled", "remove": "removed"}[verb]
 			if !rep.Changed && verb != "remove" {
-				fmt.Fprintf(g.out, "%s was already %s\n", termSafe(user), past)
+				fmt.Fprintf(g.out, "%s was already %s\n", user, past)
 			} else {
-				fmt.Fprintf(g.out, "%s %s\n", past, termSafe(user))
+				fmt.Fprintf(g.out, "%s %s\n", past, user)
 			}
 			if ended, ok := out["ended_sessions"].([]string); ok {
 				fmt.Fprintf(g.out, "ended %d session(s): %s\n", len(ended), strings.Join(ended, " "))
@@ -106,7 +106,7 @@ func runUsers(ctx context.Context, g *globals, args []string) error {
 		}
 		return endErr
 	}
-	return usageErr("unknown users verb \"%s\" (list, disable, enable, remove)", termSafe(verb))
+	return usageErr("unknown users verb \"%s\" (list, disable, enable, remove)", verb)
 }
 
 func runPasskeys(ctx context.Context, g *globals, args []string) error {
@@ -134,10 +134,10 @@ func runPasskeys(ctx context.Context, g *globals, args []string) error {
 		}
 		rows := []row{}
 		for _, p := range rep.Passkeys {
-			rows = append(rows, row{hex.EncodeToString(p.ID), termSafe(p.Name), p.Created, p.LastUsed})
+			rows = append(rows, row{hex.EncodeToString(p.ID), p.Name, p.Created, p.LastUsed})
 		}
 		if *asJSON {
-			return printJSON(g.out, map[string]any{"user": termSafe(rep.User), "passkeys": rows})
+			return printJSON(g.out, map[string]any{"user": rep.User, "passkeys": rows})
 		}
 		tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tNAME\tCREATED\tLAST USED")
@@ -152,13 +152,13 @@ func runPasskeys(ctx context.Context, g *globals, args []string) error {
 		user := fs.Arg(0)
 		id, err := hex.DecodeString(fs.Arg(1))
 		if err != nil || len(id) == 0 {
-			return usageErr("passkey ID \"%s\" is not hex", termSafe(fs.Arg(1)))
+			return usageErr("passkey ID \"%s\" is not hex", fs.Arg(1))
 		}
 		var rep msg.PasskeyRevokeReply
 		if _, err := request(ctx, g, "admin to auth", msg.OpPasskeyRevoke, msg.PasskeyRevoke{User: user, ID: id}, &rep); err != nil {
 			return notFound(err)
 		}
-		out := map[string]any{"user": termSafe(rep.User), "revoked": hex.EncodeToString(id), "remaining": rep.Remaining}
+		out := map[string]any{"user": rep.User, "revoked": hex.EncodeToString(id), "remaining": rep.Remaining}
 		var endErr error
 		if *endSessions {
 			ended, err := endSessionsOf(ctx, g, user)
@@ -170,7 +170,7 @@ func runPasskeys(ctx context.Context, g *globals, args []string) error {
 				return err
 			}
 		} else {
-			fmt.Fprintf(g.out, "revoked passkey %x of %s (%d left)\n", id, termSafe(rep.User), rep.Remaining)
+			fmt.Fprintf(g.out, "revoked passkey %x of %s (%d left)\n", id, rep.User, rep.Remaining)
 			if ended, ok := out["ended_sessions"].([]string); ok {
 				fmt.Fprintf(g.out, "ended %d session(s): %s\n", len(ended), strings.Join(ended, " "))
 			}
@@ -179,7 +179,7 @@ func runPasskeys(ctx context.Context, g *globals, args []string) error {
 	case "":
 		return usageErr("want: passkeys list USER | passkeys revoke USER ID")
 	}
-	return usageErr("unknown passkeys verb \"%s\" (list, revoke)", termSafe(verb))
+	return usageErr("unknown passkeys verb \"%s\" (list, revoke)", verb)
 }
 
 // endSessionsOf is the decision point "end or keep" of a revocation: it
@@ -198,10 +198,10 @@ func endSessionsOf(ctx context.Context, g *globals, user string) ([]string, erro
 			continue
 		}
 		if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyDrop, msg.PtyDrop{ID: s.ID}, &msg.PtyDropReply{}); err != nil {
-			errs = append(errs, fmt.Errorf("session %s: %w", termSafe(s.ID), err))
+			errs = append(errs, fmt.Errorf("session %s: %w", s.ID, err))
 			continue
 		}
-		ended = append(ended, termSafe(s.ID))
+		ended = append(ended, s.ID)
 	}
 	if len(errs) > 0 {
 		return ended, fmt.Errorf("access revoked, but not every session ended: %w", errors.Join(errs...))
@@ -235,28 +235,9 @@ func when(ms int64) string {
 	return time.UnixMilli(ms).UTC().Format(time.RFC3339)
 }
 
-// termSafe escapes what a terminal would act on: C0 and C1 controls, DEL,
-// invalid UTF-8 and Unicode format characters (bidi overrides) come out
-// as Go escapes, so a name a compromised helper chose cannot set the
-// title, clear the screen or write the clipboard of the admin's terminal.
-func termSafe(s string) string {
-	var b strings.Builder
-	for i, r := range s {
-		switch {
-		case r == 0xFFFD && strings.HasPrefix(s[i:], "\xef\xbf\xbd"):
-			b.WriteRune(r) // a real U+FFFD
-		case r == 0xFFFD:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || isFormat(r):
-			q := fmt.Sprintf("%+q", string(r))
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
+// isFormat: the Unicode format characters that reorder what a terminal
+// shows (bidi overrides and isolates, marks, BOM), so a name cannot
+// disguise what follows it.
 func isFormat(r rune) bool {
 	return r == 0x200e || r == 0x200f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0xfeff
 }
