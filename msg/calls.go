@@ -197,7 +197,8 @@ type OpenShellReply struct {
 // as UnixUser on Machine. ptystore asks it when someone attaches (the
 // owner's entry, and a read-write viewer's) and when the file changed (every
 // session's owner). Grant, when set, is the grant of the one attaching:
-// policy verifies it too, and its user must be one of the entries' users.
+// policy verifies it too (so whatever policy refuses grants for, it refuses
+// attaches for), and answers bad-grant if it does not hold.
 type CheckSessions struct {
 	Grant    *Grant         `msgpack:"grant,omitempty"`
 	Sessions []SessionCheck `msgpack:"sessions"`
