@@ -84,6 +84,7 @@ var allow = map[string]struct {
 			"/run/credentials/sluice-ptystore.service/":  "r",
 			"/run/credentials/sluice-ptystore.service/*": "r",
 			"/run/sluice/ptystore.sock":                  "rw",
+			"/run/sluice/policy.sock":                    "rw",
 			"/run/systemd/notify":                        "w",
 			"/dev/ptmx":                                  "rw",
 			"/dev/pts/ptmx":                              "rw",

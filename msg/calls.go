@@ -30,6 +30,8 @@ const (
 	// policy, "web to policy"
 	OpCreateShellSession = "create-shell-session"
 	OpAllowedTargets     = "allowed-targets"
+	// policy, "ptystore to policy"
+	OpCheckSessions = "check-sessions"
 	// shell, "policy to shell"
 	OpOpenShell = "open-shell"
 	// ptystore, "web to ptystore" (and list/drop on "admin to ptystore")
@@ -38,6 +40,8 @@ const (
 	OpPtyList  = "pty-list"
 	OpPtyDrop  = "pty-drop"
 	OpPtyShare = "pty-share"
+	// ptystore, "admin to ptystore" only
+	OpPtyRecheck = "pty-recheck"
 	// hangup, "ptystore to hangup"
 	OpHangup = "hangup"
 )
@@ -280,6 +284,54 @@ type OpenShellReply struct {
 	PID       int32  `msgpack:"pid"` // leader pid as seen by the shell helper; 0 if unknown
 }
 
+// CheckSessions asks policy whether live sessions may go on: for each
+// entry, whether the policy file as it is now lets User have a login shell
+// as UnixUser on Machine. ptystore asks it when someone attaches (the
+// owner's entry, and a read-write viewer's) and when the file changed (every
+// session's owner). Grant, when set, is the grant of the one attaching:
+// policy verifies it too (so whatever policy refuses grants for, it refuses
+// attaches for), and answers bad-grant if it does not hold.
+type CheckSessions struct {
+	Grant    *Grant         `msgpack:"grant,omitempty"`
+	Sessions []SessionCheck `msgpack:"sessions"`
+}
+
+// MaxCheckSessions bounds CheckSessions.Sessions: two per session held at
+// ptystore's default limit of 1024 sessions.
+const MaxCheckSessions = 2048
+
+// SessionCheck is one question: may User (a sluice user) have a shell as
+// UnixUser on Machine. ID is the caller's, echoed back.
+type SessionCheck struct {
+	ID       string `msgpack:"id"`
+	User     string `msgpack:"user"`
+	UnixUser string `msgpack:"unix_user"`
+	Machine  string `msgpack:"machine"`
+}
+
+// What ptystore does with a live session the policy no longer allows
+// (the policy file's on-revoke directive).
+const (
+	OnRevokeEnd    = "end"    // hang its shell up, as pty-drop does
+	OnRevokeDetach = "detach" // keep the shell, refuse every attach until allowed again
+)
+
+// CheckSessionsReply answers entry i in Verdicts[i]. OnRevoke is the
+// file's on-revoke directive.
+type CheckSessionsReply struct {
+	Verdicts []Verdict `msgpack:"verdicts"`
+	OnRevoke string    `msgpack:"on_revoke"`
+}
+
+// Verdict is one answer. Rule is the deciding rule as the audit trail has
+// it; Reason, on a refusal, is fit for the user.
+type Verdict struct {
+	ID     string `msgpack:"id"`
+	Allow  bool   `msgpack:"allow"`
+	Rule   string `msgpack:"rule,omitempty"`
+	Reason string `msgpack:"reason,omitempty"`
+}
+
 // --- ptystore -------------------------------------------------------------
 
 // Sharing modes of a session.
@@ -359,6 +411,27 @@ type PtyShare struct {
 
 type PtyShareReply struct {
 	Token []byte `msgpack:"token,omitempty"`
+}
+
+// PtyRecheck (admin only) has ptystore ask policy about every live session
+// now, as it does when it sees the policy file change, and apply the
+// answer. sluicectl policy apply sends it after installing a file.
+type PtyRecheck struct{}
+
+// PtyRecheckReply lists what the recheck did to each session it took
+// access away from: Action is OnRevokeEnd or OnRevokeDetach, Err is set
+// when ending failed (the session is then still held).
+type PtyRecheckReply struct {
+	Checked int              `msgpack:"checked"`
+	Revoked []RevokedSession `msgpack:"revoked"`
+}
+
+// RevokedSession is one session a recheck took access away from.
+type RevokedSession struct {
+	Session SessionInfo `msgpack:"session"`
+	Action  string      `msgpack:"action"`
+	Reason  string      `msgpack:"reason,omitempty"`
+	Err     string      `msgpack:"err,omitempty"`
 }
 
 // --- hangup -----------------------------------------------------------------

@@ -49,6 +49,8 @@ func every() []any {
 		new(msg.PtyDrop), new(msg.PtyDropReply),
 		new(msg.PtyShare), new(msg.PtyShareReply),
 		new(msg.HangupSession), new(msg.HangupSessionReply),
+		new(msg.CheckSessions), new(msg.SessionCheck), new(msg.CheckSessionsReply), new(msg.Verdict),
+		new(msg.PtyRecheck), new(msg.PtyRecheckReply), new(msg.RevokedSession),
 	}
 }
 
@@ -75,6 +77,8 @@ var argsOf = map[string]func() any{
 	msg.OpPtyDrop:            func() any { return new(msg.PtyDrop) },
 	msg.OpPtyShare:           func() any { return new(msg.PtyShare) },
 	msg.OpHangup:             func() any { return new(msg.HangupSession) },
+	msg.OpCheckSessions:      func() any { return new(msg.CheckSessions) },
+	msg.OpPtyRecheck:         func() any { return new(msg.PtyRecheck) },
 }
 
 // TestFuzzCoversEveryType fails when msg grows a struct type or an Op

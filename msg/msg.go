@@ -42,6 +42,7 @@ var Protocols = []Protocol{
 	{Name: "web to ptystore", Client: Frontend, Server: PtyStore},
 	{Name: "admin to ptystore", Client: Admin, Server: PtyStore},
 	{Name: "ptystore to hangup", Client: PtyStore, Server: Hangup},
+	{Name: "ptystore to policy", Client: PtyStore, Server: Policy},
 }
 
 // Intent returns the intent line (without newline) for one side of p.

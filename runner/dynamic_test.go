@@ -186,17 +186,26 @@ func TestDynamicUsersDefaultConfig(t *testing.T) {
 		}
 		return int(st.Uid), os.FileMode(st.Mode & 0o7777)
 	}
-	for sock, unitName := range map[string]string{"auth": "frontend", "policy": "frontend", "ptystore": "frontend", "shell": "policy"} {
+	for sock, unitName := range map[string]string{"auth": "frontend", "ptystore": "frontend", "shell": "policy"} {
 		if uid, mode := owner(h.r.SocketPath(sock)); uid != who[unitName].UID || mode != 0o600 {
 			t.Errorf("%s.sock: owner %d mode %04o, want %s's uid %d, 0600", sock, uid, mode, unitName, who[unitName].UID)
 		}
+	}
+	// policy.sock has two callers: the frontend by owner, ptystore by group
+	// (a dynamic user's gid is its uid, and no other unit has it).
+	var pst syscall.Stat_t
+	if err := syscall.Stat(h.r.SocketPath("policy"), &pst); err != nil {
+		t.Fatal(err)
+	} else if int(pst.Uid) != who["frontend"].UID || int(pst.Gid) != who["ptystore"].UID || pst.Mode&0o7777 != 0o660 {
+		t.Errorf("policy.sock: %d:%d %04o, want frontend's uid, ptystore's gid, 0660", pst.Uid, pst.Gid, pst.Mode&0o7777)
 	}
 	if uid, mode := owner(filepath.Join(h.state, "auth")); uid != who["auth"].UID || mode != 0o700 {
 		t.Errorf("auth's state directory: owner %d mode %04o", uid, mode)
 	}
 
-	// The suite's own calls work: frontend to auth, policy to shell.
-	for _, c := range []struct{ from, to string }{{"frontend", "auth"}, {"frontend", "ptystore"}, {"policy", "shell"}} {
+	// The suite's own calls work: frontend to auth, policy to shell,
+	// ptystore to policy.
+	for _, c := range []struct{ from, to string }{{"frontend", "auth"}, {"frontend", "ptystore"}, {"policy", "shell"}, {"frontend", "policy"}, {"ptystore", "policy"}} {
 		in, err := h.call(c.from, request{Op: "call", Name: h.r.SocketPath(c.to)})
 		if err != nil || in.UID != who[c.to].UID {
 			t.Errorf("%s -> %s: %v (callee uid %d)", c.from, c.to, err, in.UID)

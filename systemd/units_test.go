@@ -26,9 +26,25 @@ func TestMain(m *testing.M) {
 // What each socket admits at the file-permission layer.
 var socketGroup = map[string]string{
 	msg.Auth:     "sluice-web",
-	msg.Policy:   "sluice-web",
+	msg.Policy:   "sluice-policy-callers",
 	msg.Shell:    "sluice-shell-callers",
 	msg.PtyStore: "sluice-web",
+}
+
+// callerGroup is the group a helper's --allow names for a protocol whose
+// socket admits more than that protocol's client: the socket's group lets
+// all of them connect, this group tells the one client apart.
+var callerGroup = map[string]string{
+	"web to policy":      "sluice-web",
+	"ptystore to policy": "sluice-session-checkers",
+}
+
+// allowGroup is the group p's --allow must name.
+func allowGroup(p msg.Protocol) string {
+	if g, ok := callerGroup[p.Name]; ok {
+		return g
+	}
+	return socketGroup[p.Server]
 }
 
 func need(t *testing.T, tools ...string) {
@@ -258,23 +274,31 @@ func TestCallers(t *testing.T) {
 			t.Errorf("sluice-%s: no --allow for %q", p.Server, p.Name)
 			continue
 		}
-		group := socketGroup[p.Server]
+		group := allowGroup(p)
 		for _, item := range strings.Split(spec, ",") {
 			kind, val, _ := strings.Cut(item, ":")
 			switch {
 			case p.Client == msg.Admin && item == "uid:0":
 			case p.Client != msg.Admin && kind == "group" && val == group:
 			default:
-				t.Errorf("sluice-%s: %q allows %q; the socket admits group %s (and root for admin protocols)", p.Server, p.Name, item, group)
+				t.Errorf("sluice-%s: %q allows %q; want group %s (and root for admin protocols)", p.Server, p.Name, item, group)
 			}
 		}
 		if p.Client == msg.Admin {
 			continue
 		}
-		// The client unit carries the group, and no unit that does not
-		// speak to this helper does.
-		if !slices.Contains(groupsOf[p.Client], group) {
-			t.Errorf("sluice-%s speaks %q but is not in %s", p.Client, p.Name, group)
+		// The client unit carries the socket's group and the protocol's,
+		// and no unit that does not speak to this helper does.
+		for _, g := range []string{socketGroup[p.Server], group} {
+			if !slices.Contains(groupsOf[p.Client], g) {
+				t.Errorf("sluice-%s speaks %q but is not in %s", p.Client, p.Name, g)
+			}
+		}
+		// No other client unit holds the protocol's group.
+		for comp, groups := range groupsOf {
+			if comp != p.Client && slices.Contains(groups, group) && !speaksTo(comp, p.Server, group) {
+				t.Errorf("sluice-%s is in %s, which lets it speak %q", comp, group, p.Name)
+			}
 		}
 	}
 	// Groups that carry a right to a directory rather than a socket, and
@@ -290,7 +314,7 @@ func TestCallers(t *testing.T) {
 			}
 			speaks := false
 			for _, p := range msg.Protocols {
-				if p.Client == comp && socketGroup[p.Server] == g {
+				if p.Client == comp && (socketGroup[p.Server] == g || allowGroup(p) == g) {
 					speaks = true
 				}
 			}
@@ -370,4 +394,15 @@ func TestSysusers(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, "run/sluice")); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("tmpfiles did not create run/sluice 0755: %v", err)
 	}
+}
+
+// speaksTo reports whether comp is the client of a protocol to server
+// whose --allow names group.
+func speaksTo(comp, server, group string) bool {
+	for _, p := range msg.Protocols {
+		if p.Client == comp && p.Server == server && allowGroup(p) == group {
+			return true
+		}
+	}
+	return false
 }

@@ -39,7 +39,10 @@ Commands:
   audit [HELPER...]      per helper: socket, mode, group, accepted callers,
                          exposure score, AppArmor profile, build IDs
   call HELPER OP [JSON]  send one request by hand and print the reply
-  policy check FILE      parse a policy file and print its rules
+  policy check FILE      parse a policy file, print its rules and the live
+                         sessions it would end or detach (--offline: parse only)
+  policy apply FILE      install it (--to, default /etc/sluice/policy) and have
+                         ptystore end or detach what it no longer allows
   manifest               print the build manifest (build-ids.json)
   keygen FILE            write a new 32-byte grant key (mode 0600) to FILE
 

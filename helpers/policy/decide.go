@@ -90,3 +90,11 @@ func reason(r Request) string {
 	}
 	return fmt.Sprintf("%s may not %s as %s on %s", r.User, what, r.UnixUser, r.Machine)
 }
+
+// SessionAllowed decides whether a live session may go on: whether user
+// could open it now, as a login shell as unixUser on machine. ptystore
+// does not record a session's argv, so a session a command rule opened is
+// judged as a login shell too, and the stricter answer wins.
+func (p *Policy) SessionAllowed(user, unixUser, machine string) Decision {
+	return p.Decide(Request{User: user, UnixUser: unixUser, Machine: machine})
+}

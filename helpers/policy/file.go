@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"sluice/helpers/names"
+	"sluice/msg"
 )
 
 // DefaultFile is where the admin writes the policy.
@@ -60,6 +61,11 @@ type Policy struct {
 	File   string
 	Rules  []Rule
 	Groups map[string][]string
+	// OnRevoke is what happens to a live session the file no longer
+	// allows: msg.OnRevokeEnd (the default) or msg.OnRevokeDetach.
+	OnRevoke string
+	// onRevokeLine is where OnRevoke was set; 0: not set (the default).
+	onRevokeLine int
 }
 
 // ParseError names the file and line of a malformed policy.
@@ -85,7 +91,7 @@ func Load(path string) (*Policy, error) {
 // naming the line: a policy that half-parsed could allow what the admin
 // meant to deny, so there is no "skip and warn".
 func Parse(r io.Reader, file string) (*Policy, error) {
-	p := &Policy{File: file, Groups: map[string][]string{}}
+	p := &Policy{File: file, Groups: map[string][]string{}, OnRevoke: msg.OnRevokeEnd}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 512), MaxLine)
 	n := 0
@@ -123,6 +129,8 @@ func (p *Policy) parseLine(line string, n int) error {
 	switch f[0] {
 	case "group":
 		return p.parseGroup(f, fail)
+	case "on-revoke":
+		return p.parseOnRevoke(f, n, fail)
 	case "allow", "deny":
 		if len(p.Rules) >= MaxRules {
 			return fail("more than %d rules", MaxRules)
@@ -135,7 +143,20 @@ func (p *Policy) parseLine(line string, n int) error {
 		p.Rules = append(p.Rules, r)
 		return nil
 	}
-	return fail("unknown keyword %q; want allow, deny or group", f[0])
+	return fail("unknown keyword %q; want allow, deny, group or on-revoke", f[0])
+}
+
+// on-revoke end|detach. Once per file: two would leave the reader to guess
+// which one counts.
+func (p *Policy) parseOnRevoke(f []string, n int, fail func(string, ...any) error) error {
+	if len(f) != 2 || (f[1] != msg.OnRevokeEnd && f[1] != msg.OnRevokeDetach) {
+		return fail("want: on-revoke end|detach")
+	}
+	if p.onRevokeLine != 0 {
+		return fail("on-revoke set twice (first on line %d)", p.onRevokeLine)
+	}
+	p.OnRevoke, p.onRevokeLine = f[1], n
+	return nil
 }
 
 // group NAME MEMBER...

@@ -215,3 +215,54 @@ func (h *Handler) log() *slog.Logger {
 	}
 	return slog.Default()
 }
+
+// HandlePtyStore serves "ptystore to policy": msg.OpCheckSessions. The
+// route's allowlist (ptystore's uid or group, from the kernel's
+// credentials) is who may ask; the entries' users are ptystore's record
+// of who owns and who attaches, which no one else can reach this op to
+// claim.
+func (h *Handler) HandlePtyStore(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
+	var req msg.Request
+	if err := call.Decode(&req); err != nil {
+		return rpc.Reply{}, err
+	}
+	call.Label = req.Op
+	if req.Op != msg.OpCheckSessions {
+		call.Label = "unknown"
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	}
+	var a msg.CheckSessions
+	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+	}
+	if len(a.Sessions) > msg.MaxCheckSessions {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%d sessions, at most %d", len(a.Sessions), msg.MaxCheckSessions)
+	}
+	for i, s := range a.Sessions {
+		if !names.SluiceUser(s.User) || !names.UnixUser(s.UnixUser) || !names.Machine(s.Machine) {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "session %d: invalid user, unix user or machine", i)
+		}
+	}
+	if a.Grant != nil {
+		if err := h.verify(call, *a.Grant, h.now()); err != nil {
+			return rpc.Reply{}, err
+		}
+	}
+	rep := msg.CheckSessionsReply{Verdicts: make([]msg.Verdict, 0, len(a.Sessions)), OnRevoke: h.Policy.OnRevoke}
+	denied := 0
+	for _, s := range a.Sessions {
+		d := h.Policy.SessionAllowed(s.User, s.UnixUser, s.Machine)
+		v := msg.Verdict{ID: s.ID, Allow: d.Allow, Reason: d.Reason, Rule: "default deny: no rule matched"}
+		if d.Rule != nil {
+			v.Rule = d.Rule.String()
+		}
+		if !d.Allow {
+			denied++
+			h.log().Info("policy: live session no longer allowed", "session", s.ID, "user", s.User,
+				"unix_user", s.UnixUser, "machine", s.Machine, "rule", v.Rule, "on_revoke", rep.OnRevoke)
+		}
+		rep.Verdicts = append(rep.Verdicts, v)
+	}
+	h.log().Info("policy: sessions checked", "sessions", len(a.Sessions), "denied", denied)
+	return rpc.Reply{Body: rep}, nil
+}

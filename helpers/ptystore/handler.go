@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"sluice/helpers/grant"
@@ -21,8 +22,12 @@ type Handler struct {
 	// nil: no revocation check.
 	Revoked *revoke.Checker
 	Now     func() time.Time // nil: time.Now
+	// Policy is asked on every attach whether the session may go on, and
+	// by Recheck; nil (tests of other parts only) asks no one.
+	Policy PolicyChecker
 
-	tokenKey [32]byte
+	tokenKey  [32]byte
+	recheckMu sync.Mutex
 }
 
 // NewHandler returns the handler for a store; share tokens are keyed by a
@@ -76,7 +81,7 @@ func (h *Handler) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 	case msg.OpPtyPut:
 		return h.put(req, c.FDs)
 	case msg.OpPtyGet:
-		return h.get(req)
+		return h.get(ctx, req)
 	case msg.OpPtyList:
 		var a msg.PtyList
 		if err := decodeArgs(req, &a); err != nil {
@@ -122,6 +127,12 @@ func (h *Handler) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		}
 		err := h.Store.Drop(ctx, a.ID, nil)
 		return rpc.Reply{Body: msg.PtyDropReply{}}, storeErr("drop", a.ID, err)
+	case msg.OpPtyRecheck:
+		rep, err := h.Recheck(ctx)
+		if err != nil {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "%v", err)
+		}
+		return rpc.Reply{Body: rep}, nil
 	case msg.OpPtyPut, msg.OpPtyGet, msg.OpPtyShare:
 		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "%s is not served to admins", req.Op)
 	}
@@ -154,7 +165,7 @@ func (h *Handler) put(req msg.Request, fds []*os.File) (rpc.Reply, error) {
 	return rpc.Reply{Body: msg.PtyPutReply{Session: info}}, nil
 }
 
-func (h *Handler) get(req msg.Request) (rpc.Reply, error) {
+func (h *Handler) get(ctx context.Context, req msg.Request) (rpc.Reply, error) {
 	var a msg.PtyGet
 	if err := decodeArgs(req, &a); err != nil {
 		return rpc.Reply{}, err
@@ -174,6 +185,10 @@ func (h *Handler) get(req msg.Request) (rpc.Reply, error) {
 	})
 	if err != nil {
 		return rpc.Reply{}, storeErr("get", a.ID, err)
+	}
+	if err := h.checkAttach(ctx, a.Grant, info, mode); err != nil {
+		f.Close()
+		return rpc.Reply{}, err
 	}
 	if mode != msg.ModeOwner {
 		h.Store.log.Info("ptystore: shared session handed out", "id", a.ID, "owner", info.Owner, "viewer", user, "mode", mode)

@@ -42,9 +42,17 @@ type harness struct {
 	admin *rpc.Client
 	drops chan string // ids of dropped sessions, with the reason
 	hd    *Handler    // set fields before the first call only
+
+	handler *Handler
 }
 
 func newHarness(t testing.TB, cfg Config) *harness {
+	t.Helper()
+	return newHarnessPolicy(t, cfg, nil)
+}
+
+// newHarnessPolicy is newHarness with a handler that asks pc on attach.
+func newHarnessPolicy(t testing.TB, cfg Config, pc func(grant.Key) PolicyChecker) *harness {
 	t.Helper()
 	h := &harness{t: t, key: grant.NewKey(), fds: newFDStore(t), drops: make(chan string, 64)}
 	cfg.Log = testLog(t)
@@ -58,6 +66,10 @@ func newHarness(t testing.TB, cfg Config) *harness {
 	t.Cleanup(st.Close)
 	hd := NewHandler(st, h.key)
 	h.hd = hd
+	if pc != nil {
+		hd.Policy = pc(h.key)
+	}
+	h.handler = hd
 	me := rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}
 	srv := &rpc.Server{Name: "ptystore", Log: testLog(t), Routes: []rpc.Route{
 		{Client: webClient, Server: webServer, Allow: me, MaxFDs: 1, Handle: hd.Web},

@@ -139,6 +139,7 @@ type Suite struct {
 	Port                       int
 	Origin                     string // http://localhost:PORT, what a browser sends
 	URL                        string // ws://127.0.0.1:PORT/ws
+	PolicyPath                 string // the policy file the policy helper reads and ptystore watches
 	Manifest                   *buildid.Manifest
 	Log                        *SyncBuffer // the runner's stderr: its own log and every unit's
 	Stdout                     *SyncBuffer // the runner's stdout: what `make run` shows a person
@@ -228,6 +229,7 @@ func Config(port int, policyPath string) (RawConfig, error) {
 	// the default says.
 	c.AppendExec(msg.Auth, "--origin", fmt.Sprintf("http://localhost:%d", port))
 	c.AppendExec(msg.Policy, "--policy", policyPath)
+	c.AppendExec(msg.PtyStore, "--policy-file", policyPath)
 	units, _ := c["units"].([]any)
 	for _, u := range units {
 		m, _ := u.(map[string]any)
@@ -270,6 +272,7 @@ func Start(o Options) (*Suite, error) {
 		pol = PolicyAllowRoot
 	}
 	polPath := filepath.Join(s.Dir, "policy")
+	s.PolicyPath = polPath
 	if err := os.WriteFile(polPath, []byte(pol), 0o644); err != nil {
 		return nil, err
 	}

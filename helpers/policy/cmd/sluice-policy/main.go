@@ -21,6 +21,7 @@ import (
 
 const (
 	protocol      = "web to policy"
+	checkProtocol = "ptystore to policy"
 	shellProtocol = "policy to shell"
 )
 
@@ -59,10 +60,6 @@ func main() {
 	if err != nil {
 		helper.Fatal(log, "shell client", err)
 	}
-	allow, err := f.Allow(protocol)
-	if err != nil {
-		helper.Fatal(log, "allow", err)
-	}
 	h := &policy.Handler{Key: key, Policy: pol, Shell: shell, Log: log}
 	var read []string
 	if *revocationDir != "" {
@@ -71,14 +68,25 @@ func main() {
 	} else {
 		log.Warn("policy: no --revocation-dir: revoked grants are accepted until they expire")
 	}
-	route, err := suite.Route(msg.Policy, protocol, allow, 0, h.Handle)
-	if err != nil {
-		helper.Fatal(log, "route", err)
+	var routes []rpc.Route
+	for _, r := range []struct {
+		proto string
+		h     rpc.HandlerFunc
+	}{{protocol, h.Handle}, {checkProtocol, h.HandlePtyStore}} {
+		allow, err := f.Allow(r.proto)
+		if err != nil {
+			helper.Fatal(log, "allow", err)
+		}
+		route, err := suite.Route(msg.Policy, r.proto, allow, 0, r.h)
+		if err != nil {
+			helper.Fatal(log, "route", err)
+		}
+		routes = append(routes, route)
 	}
 	confine.Helper(log, confine.Profile{Name: msg.Policy, Read: read, Listen: f.Listen})
 	ctx, cancel := helper.Context()
 	defer cancel()
-	if err := f.Serve(ctx, f.Server(msg.Policy, log, route), rpc.ActivationFiles()); err != nil {
+	if err := f.Serve(ctx, f.Server(msg.Policy, log, routes...), rpc.ActivationFiles()); err != nil {
 		helper.Fatal(log, "serve", err)
 	}
 }

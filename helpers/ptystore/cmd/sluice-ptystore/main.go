@@ -35,6 +35,8 @@ func main() {
 	grace := flag.Duration("hangup-grace", time.Second, "how long a pty must stay hung up before its session is dropped")
 	hangupVia := flag.String("hangup", "helper", "how a dropped session's shell is ended: helper (the hangup helper's socket, "+
 		"the only way that reaches a shell another process holds a copy of) or off (signal it ourselves where we may; development only)")
+	policyFile := flag.String("policy-file", "/etc/sluice/policy", "the policy file to watch: when it changes, every live session is checked again (\"\": only when sluicectl says so)")
+	policyPoll := flag.Duration("policy-poll", 500*time.Millisecond, "how often the policy file's identity is looked at")
 	flag.Parse()
 	log := helper.Logger(msg.PtyStore)
 
@@ -95,6 +97,21 @@ func main() {
 	} else {
 		log.Warn("ptystore: no --revocation-dir: revoked grants are accepted until they expire")
 	}
+	// The client is made per call, as for hangup: a suite without the
+	// policy helper still starts, and refuses every attach, saying why.
+	h.Policy = func(ctx context.Context, a msg.CheckSessions) (msg.CheckSessionsReply, error) {
+		var rep msg.CheckSessionsReply
+		cl, err := suite.Client(msg.PtyStore, "ptystore to policy")
+		if err != nil {
+			return rep, err
+		}
+		args, err := msgpack.Marshal(a)
+		if err != nil {
+			return rep, err
+		}
+		_, err = cl.Call(ctx, msg.Request{Op: msg.OpCheckSessions, Args: args}, nil, &rep)
+		return rep, err
+	}
 
 	var routes []rpc.Route
 	for _, r := range []struct {
@@ -117,6 +134,9 @@ func main() {
 	srv := f.Server(msg.PtyStore, log, routes...)
 	ctx, cancel := helper.Context()
 	defer cancel()
+	if *policyFile != "" {
+		go h.WatchPolicy(ctx, *policyFile, *policyPoll)
+	}
 
 	// READY=1 once the socket is there: with --listen we make it first;
 	// an activation socket already queues connections.
