@@ -50,9 +50,6 @@ func runUsers(ctx context.Context, g *globals, args []string) error {
 		if rep.Users == nil {
 			rep.Users = []msg.UserInfo{}
 		}
-		for i := range rep.Users {
-			rep.Users[i].Name = rep.Users[i].Name
-		}
 		if *asJSON {
 			return printJSON(g.out, rep.Users)
 		}
