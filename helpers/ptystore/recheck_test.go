@@ -14,6 +14,7 @@ import (
 	"sluice/helpers/policy"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/rpc/buildid"
 )
 
 // policyFile is a policy file the test rewrites, and a checker that asks a
@@ -213,4 +214,44 @@ func TestWatchPolicy(t *testing.T) {
 	pf.write("allow bob as u-bob on .host\n")
 	h.waitDrop("a drop")
 	sh.exited(t)
+}
+
+// servePolicyFor serves "ptystore to policy" at sock for a ptystore binary
+// started by a test (which asks policy on every attach), with the real
+// policy handler and bothAllowed. The hellos come from the binary's
+// manifest m: ptystore's own client entry, and a policy server entry
+// servePolicyFor adds with a made-up ID, unless m has one (a stand-in
+// binary's). Callers: uid 0 and nobody, as those tests run ptystore.
+func servePolicyFor(t *testing.T, sock string, m *buildid.Manifest, key grant.Key) {
+	t.Helper()
+	p, _ := msg.Lookup("ptystore to policy")
+	ce, err := m.Lookup(msg.PtyStore, msg.Intent(p, "client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("f7", 32)}
+	if se, err := m.Lookup(msg.Policy, server.Intent); err == nil {
+		server.BuildID = se.BuildID
+	} else {
+		m.Entries = append(m.Entries, buildid.Entry{Component: msg.Policy, Protocol: p.Name, Role: "server", Intent: server.Intent, BuildID: server.BuildID})
+	}
+	pf := newPolicyFile(t, bothAllowed)
+	handle := func(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
+		pol, err := policy.Load(pf.path)
+		if err != nil {
+			return rpc.Reply{}, err
+		}
+		return (&policy.Handler{Key: key, Policy: pol, Log: testLog(t)}).HandlePtyStore(ctx, c)
+	}
+	srv := &rpc.Server{Name: "policy", Log: testLog(t), Routes: []rpc.Route{{
+		Client: rpc.Hello{Intent: ce.Intent, BuildID: ce.BuildID}, Server: server,
+		Allow: rpc.Allow{UIDs: []uint32{0, 65534}}, Handle: handle}}}
+	l, err := rpc.Listen(sock, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, l); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
 }

@@ -118,6 +118,8 @@ func newRestartRig(t *testing.T) *restartRig {
 		buildid.Entry{Component: msg.Frontend, Protocol: webProto.Name, Role: "client", Intent: webClient.Intent, BuildID: webClient.BuildID},
 		buildid.Entry{Component: msg.Admin, Protocol: adminProto.Name, Role: "client", Intent: adminClient.Intent, BuildID: adminClient.BuildID},
 	)
+	// ptystore asks policy on every attach.
+	servePolicyFor(t, filepath.Join(dir, "policy.sock"), m, r.key)
 	if err := m.Write(filepath.Join(dir, "build-ids.json")); err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +171,7 @@ func (r *restartRig) start() *daemon {
 		"PATH=/usr/bin:/bin",
 		"NOTIFY_SOCKET=" + r.fds.addr,
 		"SLUICE_MANIFEST=" + filepath.Join(r.dir, "build-ids.json"),
+		"SLUICE_RUNTIME_DIR=" + r.dir,
 		"LISTEN_FDS=" + strconv.Itoa(len(files)),
 		"LISTEN_FDNAMES=" + strings.Join(names, ":"),
 	}

@@ -49,7 +49,7 @@ func TestRestartUnderRunner(t *testing.T) {
 	copyFile(t, helperBinary(t), filepath.Join(bin, "sluice-ptystore"))
 	// Stand-ins for the two callers, so the manifest names build IDs for
 	// them; the test presents those IDs.
-	for _, name := range []string{"sluice-frontend", "sluicectl"} {
+	for _, name := range []string{"sluice-frontend", "sluicectl", "sluice-policy"} {
 		copyFile(t, "/bin/true", filepath.Join(bin, name))
 	}
 
@@ -78,6 +78,9 @@ func TestRestartUnderRunner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// ptystore asks policy on every attach: a stand-in policy helper at
+	// its socket, presenting the stand-in binary's ID.
+	servePolicyFor(t, filepath.Join(base, "run", "policy.sock"), m, key)
 	hello := func(comp string, p msg.Protocol, role string) rpc.Hello {
 		e, err := m.Lookup(comp, msg.Intent(p, role))
 		if err != nil {
