@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/sys/unix"
 
+	"sluice/frontend/admit"
 	"sluice/frontend/hub"
 	"sluice/msg"
 	"sluice/rpc"
@@ -71,6 +72,8 @@ type conn struct {
 	ws     *websocket.Conn
 	raw    syscall.RawConn // the TCP socket under ws, nil if it has none
 	remote string
+	source string      // remote's address, what caps and rates count by
+	authed atomic.Bool // signed in once: the login grace no longer applies
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -107,7 +110,8 @@ type attachment struct {
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{s: s, ws: ws, remote: remote, log: s.log.With("remote", remote), ctx: ctx, cancel: cancel}
+	c := &conn{s: s, ws: ws, remote: remote, source: admit.SourceIP(ws.NetConn().RemoteAddr()),
+		log: s.log.With("remote", remote), ctx: ctx, cancel: cancel}
 	if sc, ok := ws.NetConn().(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
@@ -121,6 +125,8 @@ func (c *conn) run() {
 		c.ws.Close()
 	}()
 	c.ws.SetReadLimit(c.s.cfg.MaxMessage)
+	grace := time.AfterFunc(c.s.cfg.LoginGrace, c.graceOver)
+	defer grace.Stop()
 	c.send(outMsg{"t": "hello", "version": 1})
 	for {
 		bp := msgBufs.Get().(*[]byte)
@@ -327,7 +333,32 @@ func (c *conn) handle(m inMsg) {
 	}
 }
 
+// graceOver closes a connection that has not signed in within the login
+// grace, so that idle sockets cannot hold the frontend's fds.
+func (c *conn) graceOver() {
+	if c.authed.Load() {
+		return
+	}
+	c.log.Info("closed: not signed in within the login grace", "grace", c.s.cfg.LoginGrace)
+	c.fail("", codeSignIn, "not signed in within "+c.s.cfg.LoginGrace.String()+"; reload the page to try again")
+	c.ws.Close()
+}
+
+// ceremonyAllowed applies the sign-in rate per source address to the
+// ceremonies, each of which costs the auth helper a call.
+func (c *conn) ceremonyAllowed(op string) bool {
+	if c.s.cfg.SignInRate.Allow(c.source) {
+		return true
+	}
+	c.log.Info("sign-in rate exceeded", "op", op)
+	c.fail(op, msg.CodeBusy, "too many sign-in attempts from your address; wait a minute and try again")
+	return false
+}
+
 func (c *conn) registerBegin(m inMsg) {
+	if !c.ceremonyAllowed(m.T) {
+		return
+	}
 	ctx, cancel := c.call()
 	defer cancel()
 	rep, err := c.s.cfg.Backend.RegisterBegin(ctx, msg.RegisterBegin{Token: m.Token})
@@ -357,6 +388,9 @@ func (c *conn) registerFinish(m inMsg) {
 }
 
 func (c *conn) loginBegin(m inMsg) {
+	if !c.ceremonyAllowed(m.T) {
+		return
+	}
 	ctx, cancel := c.call()
 	defer cancel()
 	rep, err := c.s.cfg.Backend.LoginBegin(ctx, msg.LoginBegin{})
@@ -383,6 +417,10 @@ func (c *conn) loginFinish(m inMsg) {
 	}
 	g := rep.Grant
 	c.grant = &g
+	c.authed.Store(true)
+	if c.s.cfg.Gate != nil {
+		c.s.cfg.Gate.SignedIn(c.ws.NetConn())
+	}
 	c.log = c.s.log.With("remote", c.remote, "user", g.User)
 	c.log.Info("signed in")
 	c.send(outMsg{"t": "signed-in", "user": g.User, "expires": g.Expires})
