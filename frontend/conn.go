@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/sys/unix"
 
+	"sluice/frontend/admit"
 	"sluice/frontend/hub"
 	"sluice/msg"
 	"sluice/rpc"
@@ -35,6 +36,7 @@ type inMsg struct {
 	Machine    string          `json:"machine,omitempty"`
 	User       string          `json:"user,omitempty"`
 	Mode       string          `json:"mode,omitempty"`
+	History    bool            `json:"history,omitempty"` // share: viewers see the scrollback from before
 	Cols       uint16          `json:"cols,omitempty"`
 	Rows       uint16          `json:"rows,omitempty"`
 	N          int64           `json:"n,omitempty"`
@@ -70,6 +72,8 @@ type conn struct {
 	ws     *websocket.Conn
 	raw    syscall.RawConn // the TCP socket under ws, nil if it has none
 	remote string
+	source string      // remote's address, what caps and rates count by
+	authed atomic.Bool // signed in once: the login grace no longer applies
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -109,7 +113,8 @@ type attachment struct {
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{s: s, ws: ws, remote: remote, log: s.log.With("remote", remote), ctx: ctx, cancel: cancel}
+	c := &conn{s: s, ws: ws, remote: remote, source: admit.SourceIP(ws.NetConn().RemoteAddr()),
+		log: s.log.With("remote", remote), ctx: ctx, cancel: cancel}
 	if sc, ok := ws.NetConn().(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
@@ -123,6 +128,8 @@ func (c *conn) run() {
 		c.ws.Close()
 	}()
 	c.ws.SetReadLimit(c.s.cfg.MaxMessage)
+	grace := time.AfterFunc(c.s.cfg.LoginGrace, c.graceOver)
+	defer grace.Stop()
 	c.send(outMsg{"t": "hello", "version": 1})
 	for {
 		bp := msgBufs.Get().(*[]byte)
@@ -329,7 +336,32 @@ func (c *conn) handle(m inMsg) {
 	}
 }
 
+// graceOver closes a connection that has not signed in within the login
+// grace, so that idle sockets cannot hold the frontend's fds.
+func (c *conn) graceOver() {
+	if c.authed.Load() {
+		return
+	}
+	c.log.Info("closed: not signed in within the login grace", "grace", c.s.cfg.LoginGrace)
+	c.fail("", codeSignIn, "not signed in within "+c.s.cfg.LoginGrace.String()+"; reload the page to try again")
+	c.ws.Close()
+}
+
+// ceremonyAllowed applies the sign-in rate per source address to the
+// ceremonies, each of which costs the auth helper a call.
+func (c *conn) ceremonyAllowed(op string) bool {
+	if c.s.cfg.SignInRate.Allow(c.source) {
+		return true
+	}
+	c.log.Info("sign-in rate exceeded", "op", op)
+	c.fail(op, msg.CodeBusy, "too many sign-in attempts from your address; wait a minute and try again")
+	return false
+}
+
 func (c *conn) registerBegin(m inMsg) {
+	if !c.ceremonyAllowed(m.T) {
+		return
+	}
 	ctx, cancel := c.call()
 	defer cancel()
 	rep, err := c.s.cfg.Backend.RegisterBegin(ctx, msg.RegisterBegin{Token: m.Token})
@@ -359,6 +391,9 @@ func (c *conn) registerFinish(m inMsg) {
 }
 
 func (c *conn) loginBegin(m inMsg) {
+	if !c.ceremonyAllowed(m.T) {
+		return
+	}
 	ctx, cancel := c.call()
 	defer cancel()
 	rep, err := c.s.cfg.Backend.LoginBegin(ctx, msg.LoginBegin{})
@@ -386,6 +421,10 @@ func (c *conn) loginFinish(m inMsg) {
 	g := rep.Grant
 	c.grant = &g
 	c.signedGrant.Store(&g)
+	c.authed.Store(true)
+	if c.s.cfg.Gate != nil {
+		c.s.cfg.Gate.SignedIn(c.ws.NetConn())
+	}
 	c.log = c.s.log.With("remote", c.remote, "user", g.User)
 	c.log.Info("signed in")
 	c.send(outMsg{"t": "signed-in", "user": g.User, "expires": g.Expires})
@@ -475,7 +514,7 @@ func (c *conn) create(m inMsg) {
 		return
 	}
 	c.log.Info("session created", "session", info.ID, "machine", machine, "unix_user", user, "rule", rep.Rule)
-	c.attach(m.T, put.Session, hub.ModeOwner, pty, m.Cols, m.Rows)
+	c.attach(m.T, put.Session, hub.Join{Mode: hub.ModeOwner}, pty, m.Cols, m.Rows)
 }
 
 func (c *conn) attachOp(m inMsg) {
@@ -500,12 +539,12 @@ func (c *conn) attachOp(m inMsg) {
 		c.failErr(m.T, err)
 		return
 	}
-	c.attach(m.T, rep.Session, rep.Mode, pty, m.Cols, m.Rows)
+	c.attach(m.T, rep.Session, hub.Join{Mode: rep.Mode, Shared: rep.Mode != msg.ModeOwner, Epoch: rep.Epoch}, pty, m.Cols, m.Rows)
 }
 
 // attach makes this connection a viewer of the session whose pty (a
 // master the hub takes over) it just got, and starts its sender.
-func (c *conn) attach(op string, info msg.SessionInfo, mode string, pty *os.File, cols, rows uint16) {
+func (c *conn) attach(op string, info msg.SessionInfo, j hub.Join, pty *os.File, cols, rows uint16) {
 	c.detach()
 	hs, err := c.s.hub.Adopt(info.ID, pty)
 	if err != nil {
@@ -513,17 +552,26 @@ func (c *conn) attach(op string, info msg.SessionInfo, mode string, pty *os.File
 		c.fail(op, msg.CodeInternal, "could not stream the session")
 		return
 	}
-	switch mode {
+	switch j.Mode {
 	case msg.ModeOwner, msg.ShareReadOnly, msg.ShareReadWrite:
 	default:
-		mode = msg.ShareReadOnly // an unknown mode gets the least
+		j.Mode = msg.ShareReadOnly // an unknown mode gets the least
 	}
+	j.User = c.grantUser()
 	c.serial++
 	a := &attachment{serial: c.serial, id: info.ID, c: c}
 	// Output that arrives before "attached" is out waits: kicks find the
 	// sender busy and leave it pending.
 	a.send.Lock()
-	a.v = hs.AttachFunc(c.grantUser(), mode, a.kick)
+	a.v, err = hs.Join(j, a.kick)
+	if err != nil {
+		// ptystore said yes, then the owner stopped sharing before we
+		// got here: the later word wins.
+		a.send.Unlock()
+		c.fail(op, msg.CodeBadGrant, "share token invalid or revoked: the owner stopped sharing this session")
+		return
+	}
+	mode := a.v.Mode()
 	if cols > 0 && rows > 0 && mode != msg.ShareReadOnly {
 		a.v.Resize(cols, rows)
 	}
@@ -639,6 +687,15 @@ func (a *attachment) sendOne(limit int) {
 			err = c.sendLocked(outMsg{"t": "viewers", "a": a.serial, "viewers": hs.Viewers()})
 		}
 	}
+	if err == nil && ev.Mode != "" {
+		err = c.sendLocked(outMsg{"t": "mode", "a": a.serial, "id": a.id, "mode": ev.Mode,
+			"message": "the owner made this session read-only"})
+	}
+	if err == nil && ev.Revoked {
+		c.sendLocked(outMsg{"t": "revoked", "a": a.serial, "id": a.id, "message": "the owner stopped sharing this session"})
+		a.stopped = true
+		return
+	}
 	if err == nil && ev.Exited {
 		c.sendLocked(outMsg{"t": "exit", "a": a.serial, "id": a.id})
 		a.stopped = true
@@ -665,6 +722,10 @@ func (c *conn) input(p []byte) {
 	}
 	c.lastRefus = time.Now()
 	switch {
+	case errors.Is(err, hub.ErrRevoked):
+		c.fail("input", msg.CodeForbidden, "the owner stopped sharing this session")
+	case errors.Is(err, hub.ErrDetached):
+		c.fail("input", msg.CodeFailed, "not attached to a session")
 	case errors.Is(err, hub.ErrReadOnly):
 		c.fail("input", msg.CodeForbidden, "this session is shared with you read-only")
 	case errors.Is(err, hub.ErrInputFull):
@@ -693,7 +754,14 @@ func (c *conn) share(m inMsg) {
 		c.failErr(m.T, err)
 		return
 	}
-	out := outMsg{"t": "shared", "id": m.ID, "mode": m.Mode}
+	// Applied before the owner's page hears of it (so before anyone can
+	// have the new link): viewers already attached lose what the change
+	// takes away now, not at their next attach.
+	if hs := c.s.hub.Get(m.ID); hs != nil {
+		hs.Share(rep.Epoch, m.Mode, m.History)
+	}
+	c.log.Info("sharing changed", "session", m.ID, "mode", m.Mode, "epoch", rep.Epoch, "history", m.History)
+	out := outMsg{"t": "shared", "id": m.ID, "mode": m.Mode, "history": m.History}
 	if len(rep.Token) > 0 {
 		out["token"] = base64.RawURLEncoding.EncodeToString(rep.Token)
 	}

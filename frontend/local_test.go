@@ -165,7 +165,11 @@ func startLocalConfig(tb testing.TB, cfg Config, argv func(user string) []string
 		tb.Fatal(err)
 	}
 	l.hs = &http.Server{Handler: l.srv}
-	go l.hs.Serve(ln)
+	var sl net.Listener = ln
+	if cfg.Gate != nil {
+		sl = cfg.Gate.Listen(ln)
+	}
+	go l.hs.Serve(sl)
 	tb.Cleanup(func() {
 		l.hs.Close()
 		l.srv.Close()

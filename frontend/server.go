@@ -18,6 +18,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"sluice/frontend/admit"
 	"sluice/frontend/hub"
 )
 
@@ -55,7 +56,21 @@ type Config struct {
 	// those grants on their own; this is the honest frontend's part.
 	RevocationDir  string
 	RevocationPoll time.Duration
+	// Gate, if set, is the admission gate the listener was wrapped with
+	// (admit.Gate.Listen): a connection that signs in stops counting
+	// against its caps on connections waiting to sign in.
+	Gate *admit.Gate
+	// LoginGrace closes a WebSocket that has not signed in this long
+	// after it opened (default 2 min, like sshd's LoginGraceTime).
+	LoginGrace time.Duration
+	// SignInRate limits sign-in and enrollment ceremonies per source
+	// address; nil: no limit.
+	SignInRate *admit.Rate
 }
+
+// DefaultLoginGrace is Config.LoginGrace's default: time to read the
+// page, pick a passkey and touch it.
+const DefaultLoginGrace = 2 * time.Minute
 
 // Server is the frontend's http.Handler.
 type Server struct {
@@ -88,6 +103,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 30 * time.Second
 	}
+	if cfg.LoginGrace <= 0 {
+		cfg.LoginGrace = DefaultLoginGrace
+	}
 	if cfg.Hub.Log == nil {
 		cfg.Hub.Log = cfg.Log
 	}
@@ -109,8 +127,9 @@ func New(cfg Config) (*Server, error) {
 		// buffer and writes it out each time it fills: at the 4 KiB
 		// default a 32 KiB output frame (frameSize) cost eight write
 		// syscalls; this size takes any frame we send in one.
-		WriteBufferSize: 64 << 10,
-		WriteBufferPool: &sync.Pool{},
+		WriteBufferSize:  64 << 10,
+		WriteBufferPool:  &sync.Pool{},
+		HandshakeTimeout: 10 * time.Second,
 	}
 	for _, src := range []struct {
 		fsys fs.FS

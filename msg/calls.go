@@ -372,10 +372,13 @@ type PtyGet struct {
 }
 
 // PtyGetReply comes with one fd. Mode is what the caller may do: "owner",
-// ShareReadOnly or ShareReadWrite. The frontend enforces read-only.
+// ShareReadOnly or ShareReadWrite. The frontend enforces read-only. Epoch
+// is the share epoch of the token the caller came with (0 for the owner):
+// the frontend applies later share changes to the viewer by it.
 type PtyGetReply struct {
 	Session SessionInfo `msgpack:"session"`
 	Mode    string      `msgpack:"mode"`
+	Epoch   uint32      `msgpack:"epoch,omitempty"`
 }
 
 // ModeOwner is PtyGetReply.Mode for the session's owner.
@@ -409,8 +412,12 @@ type PtyShare struct {
 	Mode  string `msgpack:"mode"`
 }
 
+// PtyShareReply's Epoch is the session's share epoch after the change
+// (bumped by every change of mode); the frontend uses it to apply the
+// change to viewers already attached.
 type PtyShareReply struct {
 	Token []byte `msgpack:"token,omitempty"`
+	Epoch uint32 `msgpack:"epoch,omitempty"`
 }
 
 // PtyRecheck (admin only) has ptystore ask policy about every live session

@@ -36,12 +36,17 @@ const (
 	ModeOwner     = "owner"
 	ModeReadOnly  = "read-only"
 	ModeReadWrite = "read-write"
+	// ModePrivate is a sharing mode (msg.SharePrivate), never a viewer's.
+	ModePrivate = "private"
 )
 
 var (
 	ErrReadOnly  = errors.New("hub: this viewer is read-only")
 	ErrInputFull = errors.New("hub: input backlog full, the shell is not reading")
 	ErrDetached  = errors.New("hub: viewer detached")
+	// ErrRevoked is a share viewer's attach or input after the owner
+	// stopped sharing.
+	ErrRevoked = errors.New("hub: the owner stopped sharing this session")
 )
 
 // Options bound a session's memory and pacing. Zero values take defaults.
@@ -227,6 +232,7 @@ type Session struct {
 	viewers []*Viewer
 	exited  bool
 	readErr error
+	share   shareState
 
 	kick      chan struct{} // wakes the reader to re-check its allowance
 	closing   chan struct{}
@@ -573,34 +579,165 @@ func (s *Session) Attach(user, mode string) *Viewer { return s.AttachFunc(user, 
 // lets an idle viewer's output go out without a hand-off to another
 // goroutine.
 func (s *Session) AttachFunc(user, mode string, ready func()) *Viewer {
+	v, _ := s.Join(Join{User: user, Mode: mode}, ready)
+	return v
+}
+
+// Join describes a viewer: who, in which mode, and whether through a
+// share token (and that token's share epoch, from ptystore).
+type Join struct {
+	User   string
+	Mode   string
+	Shared bool
+	Epoch  uint32
+}
+
+// Join is AttachFunc for any viewer. One who came through a share token
+// gets the mode that share changes since its token's epoch leave it
+// (ErrRevoked if the session went private since), and starts where that
+// share starts (see Share); anyone else starts at the scrollback.
+func (s *Session) Join(j Join, ready func()) (*Viewer, error) {
 	v := &Viewer{
 		s:      s,
-		user:   user,
-		mode:   mode,
-		pacing: mode != ModeReadOnly,
+		user:   j.User,
+		shared: j.Shared,
+		epoch:  j.Epoch,
 		wake:   make(chan struct{}, 1),
 		ready:  ready,
 	}
 	s.mu.Lock()
+	mode := j.Mode
 	v.pos = s.ring.start()
+	if j.Shared {
+		mode = s.share.cap(j.Epoch, mode)
+		if mode == "" {
+			s.mu.Unlock()
+			return nil, ErrRevoked
+		}
+		v.pos = max(v.pos, s.share.from(j.Epoch, s.ring.head))
+	}
+	v.mode, v.pacing = mode, mode != ModeReadOnly
 	s.viewers = append(s.viewers, v)
 	others := s.wakeViewersLocked(nil, true)
 	s.mu.Unlock()
 	notify(others)
 	s.kickReader()
-	return v
+	return v, nil
+}
+
+// shareState is what the hub knows of the session's share changes, by
+// ptystore's share epoch (bumped by each change of mode; a token names
+// the epoch it was made at). Changes may be applied out of order (two
+// tabs of the owner), so it keeps the latest epoch of each kind rather
+// than a sequence.
+type shareState struct {
+	known      bool   // a change has been applied since the hub took the session
+	epoch      uint32 // the latest epoch applied
+	privateAt  uint32 // the latest epoch at which sharing was set private
+	readOnlyAt uint32 // the latest epoch at which it was set read-only
+	start      int64  // ring offset where the latest epoch's viewers start
+}
+
+// cap is the mode a viewer with a token of epoch e and mode may have
+// now: none ("") when the session went private after e, read-only when it
+// went read-only after e. A share never gives an attached viewer more
+// than its token did.
+func (st *shareState) cap(e uint32, mode string) string {
+	switch {
+	case st.privateAt > e:
+		return ""
+	case st.readOnlyAt > e:
+		return ModeReadOnly
+	}
+	return mode
+}
+
+// from is where a viewer joining with a token of epoch e starts. Without
+// a change applied, every byte in the ring came after the share (the hub
+// took the session after it); a token of an epoch the hub has not applied
+// yet, or an older one, gets nothing from before.
+func (st *shareState) from(e uint32, head int64) int64 {
+	switch {
+	case !st.known:
+		return 0
+	case e == st.epoch:
+		return st.start
+	}
+	return head
+}
+
+// Share applies a change of the session's sharing that ptystore has made
+// (epoch is its share epoch after the change). Viewers who came through a
+// token of an earlier epoch are detached when mode is private (their next
+// Poll says why), and can no longer type when it is read-only; nobody's
+// mode is raised. Viewers joining with a token of this epoch see the
+// scrollback only when history is set, otherwise only output from now on.
+func (s *Session) Share(epoch uint32, mode string, history bool) {
+	s.mu.Lock()
+	st := &s.share
+	switch mode {
+	case ModePrivate:
+		st.privateAt = max(st.privateAt, epoch)
+	case ModeReadOnly:
+		st.readOnlyAt = max(st.readOnlyAt, epoch)
+	}
+	if !st.known || epoch >= st.epoch {
+		st.known, st.epoch = true, epoch
+		st.start = s.ring.head
+		if history {
+			st.start = 0
+		}
+	}
+	var changed []*Viewer
+	kept := s.viewers[:0]
+	for _, v := range s.viewers {
+		if !v.shared {
+			kept = append(kept, v)
+			continue
+		}
+		switch m := st.cap(v.epoch, v.mode); {
+		case m == "":
+			v.detached, v.revoked = true, true
+			changed = append(changed, v)
+			continue
+		case m != v.mode:
+			v.mode, v.pacing, v.lagging, v.modeDirty = m, false, false, true
+			changed = append(changed, v)
+		}
+		kept = append(kept, v)
+	}
+	clear(s.viewers[len(kept):])
+	s.viewers = kept
+	var others []*Viewer
+	if len(changed) > 0 {
+		others = s.wakeViewersLocked(nil, true)
+	}
+	s.mu.Unlock()
+	notify(others)
+	for _, v := range changed {
+		if v.detached {
+			v.notify()
+		}
+	}
+	if len(changed) > 0 {
+		s.kickReader()
+	}
 }
 
 // Viewer is one client's view of a session.
 type Viewer struct {
 	s      *Session
 	user   string
-	mode   string
-	pacing bool
+	shared bool   // came through a share token
+	epoch  uint32 // that token's share epoch
 	wake   chan struct{}
 	ready  func()
 
 	// Guarded by s.mu.
+	mode         string
+	pacing       bool
+	revoked      bool          // detached by a share change; Poll says so once
+	modeDirty    bool          // mode lowered by a share change; Poll says so once
 	pos          int64         // next ring offset to send
 	delivered    int64         // bytes handed out by Next
 	acked        int64         // bytes the client said it has processed
@@ -611,7 +748,11 @@ type Viewer struct {
 	viewersDirty bool
 }
 
-func (v *Viewer) Mode() string { return v.mode }
+func (v *Viewer) Mode() string {
+	v.s.mu.Lock()
+	defer v.s.mu.Unlock()
+	return v.mode
+}
 func (v *Viewer) User() string { return v.user }
 
 func (v *Viewer) signal() {
@@ -640,6 +781,10 @@ type Event struct {
 	Skipped int64 // bytes this viewer missed because it lagged (before the N)
 	Viewers bool  // the viewer list changed
 	Exited  bool  // the pty ended and every byte has been handed out
+	// Mode is the viewer's new mode when a share change lowered it.
+	Mode string
+	// Revoked: a share change detached this viewer; nothing follows.
+	Revoked bool
 }
 
 // Next waits for something to send: output within the window, a viewer
@@ -647,7 +792,7 @@ type Event struct {
 func (v *Viewer) Next(ctx context.Context, dst []byte) (Event, error) {
 	for {
 		ev, err := v.Poll(dst)
-		if err != nil || ev.N > 0 || ev.Skipped > 0 || ev.Viewers || ev.Exited {
+		if err != nil || ev.N > 0 || ev.Skipped > 0 || ev.Viewers || ev.Exited || ev.Mode != "" || ev.Revoked {
 			return ev, err
 		}
 		select {
@@ -664,8 +809,17 @@ func (v *Viewer) Poll(dst []byte) (Event, error) {
 	s := v.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if v.revoked {
+		v.revoked = false
+		ev.Revoked = true
+		return ev, nil
+	}
 	if v.detached {
 		return ev, ErrDetached
+	}
+	if v.modeDirty {
+		v.modeDirty = false
+		ev.Mode = v.mode
 	}
 	if v.viewersDirty {
 		v.viewersDirty = false
@@ -699,7 +853,7 @@ func (v *Viewer) Ready() (ok bool, n int) {
 	start := max(v.pos, s.ring.start())
 	win := int64(s.opt.Window) - (v.delivered - v.acked)
 	n = int(max(0, min(s.ring.head-start, win)))
-	ok = n > 0 || v.detached || v.viewersDirty || v.pos < s.ring.start() ||
+	ok = n > 0 || v.detached || v.viewersDirty || v.modeDirty || v.pos < s.ring.start() ||
 		(s.ring.head == v.pos && s.exited)
 	return ok, n
 }
@@ -721,18 +875,35 @@ func (v *Viewer) Ack(total int64) {
 	s.kickReader()
 }
 
-// Input types p into the session.
+// Input types p into the session, if the viewer may: its mode is read
+// under the lock a share change takes, so once Share has returned no
+// keystroke of a viewer it lowered reaches the pty.
 func (v *Viewer) Input(p []byte) error {
-	if v.mode == ModeReadOnly {
-		return ErrReadOnly
+	if err := v.mayType(); err != nil {
+		return err
 	}
 	return v.s.input(p)
 }
 
+func (v *Viewer) mayType() error {
+	s := v.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case v.detached && v.shared && s.share.cap(v.epoch, ModeReadWrite) == "":
+		return ErrRevoked
+	case v.detached:
+		return ErrDetached
+	case v.mode == ModeReadOnly:
+		return ErrReadOnly
+	}
+	return nil
+}
+
 // Resize sets the pty's window size; read-only viewers may not.
 func (v *Viewer) Resize(cols, rows uint16) error {
-	if v.mode == ModeReadOnly {
-		return ErrReadOnly
+	if err := v.mayType(); err != nil {
+		return err
 	}
 	if cols == 0 || rows == 0 {
 		return fmt.Errorf("hub: resize %s: %dx%d", v.s.id, cols, rows)

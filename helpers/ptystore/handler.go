@@ -174,6 +174,7 @@ func (h *Handler) get(ctx context.Context, req msg.Request) (rpc.Reply, error) {
 		return rpc.Reply{}, err
 	}
 	user := a.Grant.User
+	var tokEpoch uint32
 	info, mode, f, err := h.Store.Get(a.ID, func(info msg.SessionInfo, epoch uint32) (string, error) {
 		if info.Owner == user {
 			return msg.ModeOwner, nil
@@ -181,6 +182,7 @@ func (h *Handler) get(ctx context.Context, req msg.Request) (rpc.Reply, error) {
 		if len(a.ShareToken) == 0 {
 			return "", errHidden
 		}
+		tokEpoch = epoch // checkToken accepts only the current epoch
 		return checkToken(&h.tokenKey, a.ShareToken, info, epoch)
 	})
 	if err != nil {
@@ -193,7 +195,10 @@ func (h *Handler) get(ctx context.Context, req msg.Request) (rpc.Reply, error) {
 	if mode != msg.ModeOwner {
 		h.Store.log.Info("ptystore: shared session handed out", "id", a.ID, "owner", info.Owner, "viewer", user, "mode", mode)
 	}
-	return rpc.Reply{Body: msg.PtyGetReply{Session: info, Mode: mode}, FDs: []*os.File{f}}, nil
+	if mode == msg.ModeOwner {
+		tokEpoch = 0
+	}
+	return rpc.Reply{Body: msg.PtyGetReply{Session: info, Mode: mode, Epoch: tokEpoch}, FDs: []*os.File{f}}, nil
 }
 
 func (h *Handler) share(req msg.Request) (rpc.Reply, error) {
@@ -209,13 +214,13 @@ func (h *Handler) share(req msg.Request) (rpc.Reply, error) {
 		return rpc.Reply{}, storeErr("share", a.ID, err)
 	}
 	if info.Sharing == msg.SharePrivate {
-		return rpc.Reply{Body: msg.PtyShareReply{}}, nil
+		return rpc.Reply{Body: msg.PtyShareReply{Epoch: epoch}}, nil
 	}
 	tok, err := makeToken(&h.tokenKey, info, epoch)
 	if err != nil {
 		return rpc.Reply{}, fmt.Errorf("ptystore: share %s: %w", a.ID, err)
 	}
-	return rpc.Reply{Body: msg.PtyShareReply{Token: tok}}, nil
+	return rpc.Reply{Body: msg.PtyShareReply{Token: tok, Epoch: epoch}}, nil
 }
 
 func ownedBy(user string) func(msg.SessionInfo) error {

@@ -317,13 +317,18 @@ func TestShareTokens(t *testing.T) {
 		t.Fatalf("fd store says %s epoch %d", mode, epoch)
 	}
 	f, rep, code := h.get("s1", bob, ro)
-	if code != "" || rep.Mode != msg.ShareReadOnly {
+	if code != "" || rep.Mode != msg.ShareReadOnly || rep.Epoch != 1 {
 		t.Fatalf("bob with read-only token: %q %+v", code, rep)
 	}
 	converse(t, f)
 	// The owner is the owner, token or not.
-	if _, rep, _ := h.get("s1", alice, ro); rep.Mode != msg.ModeOwner {
-		t.Fatalf("owner with a token got mode %q", rep.Mode)
+	if _, rep, _ := h.get("s1", alice, ro); rep.Mode != msg.ModeOwner || rep.Epoch != 0 {
+		t.Fatalf("owner with a token got mode %q epoch %d", rep.Mode, rep.Epoch)
+	}
+	// The reply names the epoch the frontend applies changes by.
+	var srep msg.PtyShareReply
+	if _, code := call(t, h.web, msg.OpPtyShare, msg.PtyShare{Grant: alice, ID: "s1", Mode: msg.ShareReadOnly}, nil, &srep); code != "" || srep.Epoch != 1 {
+		t.Fatalf("share reply: %q epoch %d", code, srep.Epoch)
 	}
 
 	rw := mustShare("s1", msg.ShareReadWrite)

@@ -205,13 +205,13 @@ func TestShareReadOnly(t *testing.T) {
 		t.Fatalf("attach someone else's session without a token: %v", e)
 	}
 
-	owner.send(map[string]any{"t": "share", "id": id, "mode": "read-only"})
+	owner.send(map[string]any{"t": "share", "id": id, "mode": "read-only", "history": true})
 	tok := owner.expect("shared")["token"].(string)
 	m := watcher.attach(id, tok)
 	if m["mode"] != "read-only" {
 		t.Fatalf("shared read-only, attached as %v", m["mode"])
 	}
-	// The scrollback came along.
+	// The scrollback came along: the owner included the history.
 	watcher.until("ready-2")
 	// The owner sees who is watching.
 	for {

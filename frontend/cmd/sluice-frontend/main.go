@@ -8,12 +8,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"time"
 
 	"sluice/frontend"
+	"sluice/frontend/admit"
 	"sluice/frontend/hub"
 	"sluice/helpers/confine"
 	"sluice/helpers/helper"
@@ -36,8 +38,17 @@ func main() {
 	ring := flag.Int("scrollback", 0, "scrollback kept per session for reattach, in bytes (default 256 KiB)")
 	revocationDir := flag.String("revocation-dir", "", "directory of the revocation list auth publishes ("+revoke.DefaultDir+" under systemd): connections whose grant it revokes are closed")
 	stall := flag.Duration("stall-timeout", 0, "a typing viewer that acknowledges nothing this long while another waits stops holding the shell back (default 5s)")
+	maxConns := flag.Int("max-conns", admit.DefaultMaxConns, "connections open at once; beyond it, HTTP 503 (lowered to fit RLIMIT_NOFILE)")
+	maxUnauth := flag.Int("max-unauth", admit.DefaultMaxUnauth, "connections not signed in yet, in total")
+	maxUnauthSource := flag.Int("max-unauth-per-source", admit.DefaultMaxUnauthPerSource, "connections not signed in yet from one address (-1: no cap; behind a reverse proxy every connection is the proxy's)")
+	grace := flag.Duration("login-grace", frontend.DefaultLoginGrace, "a WebSocket not signed in this long after it opened is closed")
+	signInRate := flag.Int("signin-rate", admit.DefaultSignInsPerMinute, "sign-in and enrollment ceremonies per source address per minute (0: no limit)")
 	flag.Parse()
 	log := helper.Logger(msg.Frontend)
+
+	// Before any socket: the caps must be what refuses, not EMFILE.
+	limits, nofile := admit.FitNoFile(admit.Limits{MaxConns: *maxConns, MaxUnauth: *maxUnauth, MaxUnauthPerSource: *maxUnauthSource}, log)
+	gate := admit.NewGate(limits, log)
 
 	l, err := listener(*addr)
 	if err != nil {
@@ -51,21 +62,30 @@ func main() {
 		helper.Fatal(log, "helper clients", err)
 	}
 	srv, err := frontend.New(frontend.Config{
-		Origins: origins,
-		Backend: backend,
-		Hub:     hub.Options{Window: *window, RingMax: *ring, StallTimeout: *stall},
-		Log:     log,
+		Origins:    origins,
+		Backend:    backend,
+		Hub:        hub.Options{Window: *window, RingMax: *ring, StallTimeout: *stall},
+		Log:        log,
+		Gate:       gate,
+		LoginGrace: *grace,
+		SignInRate: admit.NewRate(*signInRate),
 
 		RevocationDir: *revocationDir,
 	})
 	if err != nil {
 		helper.Fatal(log, "frontend", err)
 	}
+	// Plain requests are small GETs; a WebSocket's deadlines are cleared
+	// by the upgrade and its own apply from then on. An idle keep-alive
+	// connection counts as waiting to sign in, so it goes soon.
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	var read []string
 	if *revocationDir != "" {
@@ -82,7 +102,11 @@ func main() {
 		hs.Shutdown(sctx)
 		srv.Close()
 	}()
-	log.Info("serving", "addr", l.Addr().String(), "origins", []string(origins))
+	l = gate.Listen(l)
+	lim := gate.Limits()
+	log.Info("serving", "addr", l.Addr().String(), "origins", []string(origins), "max_conns", lim.MaxConns,
+		"max_unauth", lim.MaxUnauth, "max_unauth_per_source", lim.MaxUnauthPerSource, "login_grace", *grace,
+		"signin_rate", *signInRate, "nofile", nofile)
 	if err := sdnotify.Ready(); err != nil && !errors.Is(err, sdnotify.ErrNoSocket) {
 		log.Warn("sd_notify READY", "err", err)
 	}

@@ -202,6 +202,7 @@
       button("open", () => attach({ t: "attach", id: s.id }));
       button("share read-only", () => share(s.id, "read-only"));
       button("share read-write", () => share(s.id, "read-write"));
+      if (s.sharing !== "private") button("stop sharing", () => share(s.id, "private"));
       button("end", async () => {
         await request({ t: "end", id: s.id }, "ended");
         await listSessions();
@@ -214,8 +215,19 @@
     await loadTargets();
   }
 
+  // share changes a session's sharing. Viewers already attached lose what
+  // the change takes away at once (the server detaches or lowers them);
+  // the history box decides whether new viewers see earlier output.
   async function share(id, mode) {
-    const r = await request({ t: "share", id, mode }, "shared");
+    const history = $("share-history").checked;
+    const r = await request({ t: "share", id, mode, history }, "shared");
+    if (mode === "private") {
+      $("share-link").hidden = true;
+      $("share-link-text").value = "";
+      status("Sharing stopped: everyone watching was detached and the old links no longer work.");
+      await listSessions();
+      return;
+    }
     const link = location.origin + "/#join=" + encodeURIComponent(id) + "/" + r.token;
     $("share-link").hidden = false;
     $("share-link-text").value = link;
@@ -399,6 +411,22 @@
         break;
       case "skipped":
         if (m.a === att) term.write("\r\n\x1b[33m[" + m.bytes + " bytes skipped: this view fell behind]\x1b[0m\r\n");
+        break;
+      case "mode":
+        if (m.a === att) {
+          term.options.disableStdin = m.mode === "read-only";
+          $("term-mode").textContent = m.mode;
+          term.write("\r\n\x1b[33m[the owner made this session read-only]\x1b[0m\r\n");
+          status("The owner made this session read-only.");
+        }
+        break;
+      case "revoked":
+        if (m.a === att) {
+          term.options.disableStdin = true;
+          term.write("\r\n\x1b[31m[the owner stopped sharing this session]\x1b[0m\r\n");
+          status("The owner stopped sharing this session; you were detached.", true);
+          att = 0;
+        }
         break;
       case "exit":
         if (m.a === att) {
