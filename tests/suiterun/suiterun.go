@@ -210,7 +210,8 @@ func (c RawConfig) AppendExec(unit string, args ...string) {
 // test on one machine must: a free loopback port, the auth helper told
 // that port's origin, the policy file, root (the test process) allowed on
 // the web protocols besides the frontend's uid so a test can call the
-// helpers as the frontend does, no enrollment hook, and a short stop.
+// helpers as the frontend does, no sign-in rate limit, no enrollment hook,
+// and a short stop.
 func Config(port int, policyPath string) (RawConfig, error) {
 	raw, err := runner.DefaultConfigJSON()
 	if err != nil {
@@ -230,6 +231,9 @@ func Config(port int, policyPath string) (RawConfig, error) {
 	c.AppendExec(msg.Auth, "--origin", fmt.Sprintf("http://localhost:%d", port))
 	c.AppendExec(msg.Policy, "--policy", policyPath)
 	c.AppendExec(msg.PtyStore, "--policy-file", policyPath)
+	// Every test signs in from 127.0.0.1, dozens of times a minute; the
+	// per-address rate is tested on its own (frontend/preauth_test.go).
+	c.AppendExec(msg.Frontend, "--signin-rate", "0")
 	units, _ := c["units"].([]any)
 	for _, u := range units {
 		m, _ := u.(map[string]any)
