@@ -395,6 +395,10 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 			err = fmt.Errorf("rpc: write reply: %w", werr)
 		}
 	}
+	// The caller has its answer: the connection goes before the log line
+	// is formatted and written, so neither sits on the call's path (a
+	// runner or journal slow to take the line holds up only this helper).
+	c.Close()
 	if s.Log.Enabled(ctx, slog.LevelInfo) {
 		s.Log.LogAttrs(ctx, slog.LevelInfo, "rpc: call", slog.String("server", s.Name),
 			slog.String("intent", hello.Intent), slog.String("call", call.Label),

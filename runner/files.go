@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"bufio"
 	"crypto/rand"
 	"errors"
@@ -209,13 +210,17 @@ func (u *unit) startLog() error {
 		return fmt.Errorf("runner: unit %s: log pipe: %w", u.cfg.Name, err)
 	}
 	// The read end goes to Go's poller; the write end stays blocking, as a
-	// child's stdout should be.
+	// child's stdout should be. A larger buffer (1 MiB where
+	// fs.pipe-max-size allows) lets a burst of calls' log lines wait for
+	// the runner instead of holding up the helpers that write them.
 	unix.SetNonblock(p[0], true)
+	unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, 1<<20)
 	rd := os.NewFile(uintptr(p[0]), u.cfg.Name+"-log")
 	u.logR = rd
 	u.logW = os.NewFile(uintptr(p[1]), u.cfg.Name+"-log-w")
 	u.logDone = make(chan struct{})
 	log := u.r.log.With("unit", u.cfg.Name)
+	ul := newUnitLogger(u.r.log, u.cfg.Name)
 	go func() {
 		defer close(u.logDone)
 		defer rd.Close()
@@ -223,7 +228,7 @@ func (u *unit) startLog() error {
 		for {
 			line, err := br.ReadSlice('\n')
 			if len(line) > 0 {
-				log.Info(strings.TrimRight(string(line), "\r\n"))
+				ul.line(bytes.TrimRight(line, "\r\n"))
 			}
 			if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 				if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
