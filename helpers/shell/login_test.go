@@ -159,6 +159,13 @@ func TestLoginSession(t *testing.T) {
 	if !regexp.MustCompile(`(?m)\b` + acct.Name + `\s+` + regexp.QuoteMeta(line) + `\s`).MatchString(out) {
 		t.Errorf("who does not list %s on %s:\n%s", acct.Name, line, out)
 	}
+	// pam_lastlog, in the login stack, wrote the session down.
+	if _, err := os.Stat("/var/log/lastlog"); err == nil {
+		out = expect(t, term, `lastlog -u "$USER"; echo do''ne`, "done")
+		if !strings.Contains(out, line) || strings.Contains(out, "Never logged in") {
+			t.Errorf("lastlog has no entry on %s:\n%s", line, out)
+		}
+	}
 	// tmux opens the client's tty by name: with a root-owned 0600 tty it
 	// fails ("open terminal failed") when it attaches.
 	expect(t, term, `tmux -L sl13 new -d -s t13 'sleep 60' && tmux -L sl13 ls; echo "<$?>"`, "<0>")
