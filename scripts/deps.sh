@@ -16,6 +16,13 @@ have npm              || need+=(npm)
 have ip               || need+=(iproute2)
 have unshare          || need+=(util-linux)
 have useradd          || need+=(passwd)
+# sluice-login (helpers/login) is built with cgo against libpam; the login
+# tests drive tmux and who, and need the host's login PAM stack.
+have gcc              || need+=(gcc libc6-dev)
+have tmux             || need+=(tmux)
+have who              || need+=(coreutils)
+[ -e /usr/include/security/pam_appl.h ] || need+=(libpam0g-dev)
+[ -e /etc/pam.d/login ] || need+=(login)
 [ -e /usr/share/apparmor-features/features ] || need+=(apparmor)
 
 if [ ${#need[@]} -eq 0 ]; then

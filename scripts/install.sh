@@ -54,6 +54,10 @@ done
 if [ -x "$bindir/sluice" ]; then
 	install -m 0755 "$bindir/sluice" "$libexec/sluice"
 fi
+# The embedded shell backend's login (PAM, utmp); found beside sluice-shell.
+if [ -x "$bindir/sluice-login" ]; then
+	install -m 0755 "$bindir/sluice-login" "$libexec/sluice-login"
+fi
 # sluicectl lives beside the helpers, so the manifest (which the helpers
 # need to accept its admin calls) covers it and it finds the manifest.
 install -m 0755 "$bindir/sluicectl" "$libexec/sluicectl"

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/helpers/login"
 	"sluice/helpers/sessioncg"
 	"sluice/helpers/shell/pty"
 	"sluice/msg"
@@ -24,8 +25,15 @@ import (
 // started on it in a new session, as that account. It serves only the host
 // (".host"), and only other accounts when running as root: an unprivileged
 // helper can start shells for its own account and nobody else's.
+//
+// As root, every shell is a login: the sluice-login binary (package
+// helpers/login) runs the account checks and the PAM session on the new
+// pty and starts the shell, and a refusal ("account expired") is this
+// call's error, with nothing started.
 type Embedded struct {
 	Log *slog.Logger
+	// Login is the sluice-login binary; empty: beside this executable.
+	Login string
 }
 
 // DefaultTERM is used when the request carries no TERM: the browser side
@@ -65,6 +73,9 @@ func (e *Embedded) Open(ctx context.Context, req msg.OpenShell) (Opened, error) 
 			ErrRefused, euid, acct.Name, acct.UID)
 	}
 
+	if attr.Credential != nil {
+		return e.login(ctx, acct, attr.Credential.Groups, req)
+	}
 	path, argv := loginCommand(acct, req.Args)
 	newCmd := func() *exec.Cmd {
 		return &exec.Cmd{
@@ -118,6 +129,56 @@ func (e *Embedded) Open(ctx context.Context, req msg.OpenShell) (Opened, error) 
 		e.logger().Info("shell: ended", "pid", pid, "unix_user", acct.Name, "status", exitStatus(err))
 	}()
 	return Opened{Master: master, PID: pid}, nil
+}
+
+// login opens the shell through sluice-login, as root.
+func (e *Embedded) login(ctx context.Context, acct Account, groups []uint32, req msg.OpenShell) (Opened, error) {
+	bin := e.Login
+	if bin == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return Opened{}, fmt.Errorf("shell: own path, to find sluice-login: %w", err)
+		}
+		bin = filepath.Join(filepath.Dir(self), "sluice-login")
+	}
+	if err := login.CheckBinary(bin); err != nil {
+		return Opened{}, fmt.Errorf("shell: %w", err)
+	}
+	master, slave, err := pty.Open()
+	if err != nil {
+		return Opened{}, err
+	}
+	defer slave.Close()
+	if err := closeInheritedOnExec(); err != nil {
+		master.Close()
+		return Opened{}, err
+	}
+	var cgroup *os.File
+	if root := sessioncg.Root(); root != "" {
+		sessioncg.Sweep(root)
+		if cg, err := sessioncg.New(root); err != nil {
+			e.logger().Warn("shell: no cgroup for the session", "err", err)
+		} else {
+			defer cg.Close()
+			cgroup = cg
+		}
+	}
+	st, err := login.Start(ctx, bin, login.Request{
+		User: acct.Name, UID: acct.UID, GID: acct.GID, Groups: groups,
+		Home: acct.Home, Shell: acct.Shell, Args: req.Args, Env: req.Env,
+	}, slave, cgroup)
+	if err != nil {
+		master.Close()
+		if errors.Is(err, login.ErrRefused) {
+			return Opened{}, fmt.Errorf("%w: %w", ErrRefused, err)
+		}
+		return Opened{}, fmt.Errorf("shell: login %s: %w", acct.Name, err)
+	}
+	go func() {
+		err := st.Keeper.Wait()
+		e.logger().Info("shell: session ended", "pid", st.ShellPID, "unix_user", acct.Name, "keeper", exitStatus(err))
+	}()
+	return Opened{Master: master, PID: st.ShellPID}, nil
 }
 
 func (e *Embedded) logger() *slog.Logger {

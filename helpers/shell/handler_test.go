@@ -53,7 +53,7 @@ func request(t *testing.T, op string, args any) msg.Request {
 
 func TestHandlerOpensShell(t *testing.T) {
 	requireRoot(t)
-	cl := serve(t, &shell.Embedded{})
+	cl := serve(t, embedded())
 	var rep msg.OpenShellReply
 	fds, err := cl.Call(context.Background(), request(t, msg.OpOpenShell, msg.OpenShell{
 		Machine: msg.HostMachine, User: "root", Args: []string{"/bin/sh"}, Requester: "alice",
@@ -80,7 +80,7 @@ func TestHandlerOpensShell(t *testing.T) {
 }
 
 func TestHandlerErrors(t *testing.T) {
-	cl := serve(t, &shell.Embedded{})
+	cl := serve(t, embedded())
 	for _, tc := range []struct {
 		name string
 		req  any

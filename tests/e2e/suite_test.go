@@ -15,6 +15,7 @@ import (
 const policyFile = `# e2e policy
 allow alice as root on .host
 allow bob as root on .host
+allow bob as sl13e2e on .host
 deny * as * on *
 `
 
