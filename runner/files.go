@@ -1,8 +1,8 @@
 package runner
 
 import (
-	"bytes"
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
