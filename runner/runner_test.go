@@ -610,3 +610,40 @@ func TestManifestCommand(t *testing.T) {
 		t.Fatalf("manifest %+v", m)
 	}
 }
+
+// TestUnitsGetNoInheritedFDs: an fd the runner holds without close-on-exec
+// (`sluice run 9</root-only-file`) reaches neither a long-running unit nor
+// a per-connection instance: each has only what systemd would give it.
+func TestUnitsGetNoInheritedFDs(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "root-only")
+	os.WriteFile(secret, []byte("x"), 0o600)
+	fd, err := syscall.Open(secret, syscall.O_RDONLY, 0) // no O_CLOEXEC, as a shell's 9< gives it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	h := start(t, `[`+svcUnit("svc", "")+`, {"name": "echo", "exec": ["testsvc"], "accept": true}]`)
+	holds := func(pid int) []string {
+		var bad []string
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, e := range ents {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); l == secret {
+				bad = append(bad, e.Name())
+			}
+		}
+		return bad
+	}
+	if bad := holds(h.r.MainPID("svc")); len(bad) > 0 {
+		t.Errorf("long-running unit holds the runner's fd as %v", bad)
+	}
+	in := h.mustCall("echo", request{Op: "whoami"})
+	if in.PID == 0 {
+		t.Fatalf("whoami: no pid: %+v", in)
+	}
+	if slices.Contains(in.FDLinks, secret) {
+		t.Errorf("per-connection instance holds the runner's fd: %v", in.FDLinks)
+	}
+	if in := h.mustCall("svc", request{Op: "whoami"}); slices.Contains(in.FDLinks, secret) {
+		t.Errorf("long-running unit holds the runner's fd: %v", in.FDLinks)
+	}
+}

@@ -36,6 +36,7 @@ type Info struct {
 	GrantKeyErr   string   `msgpack:"grant_key_err"`
 	Stored        []string `msgpack:"stored"`
 	Data          string   `msgpack:"data"`
+	FDLinks       []string `msgpack:"fd_links"` // what each of its open fds is, at the call
 }
 
 // Getenv is the value of k in the service's environment, or "".

@@ -125,6 +125,12 @@ func handle(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		in := info{PID: os.Getpid(), ListenPID: listenEnv[0], ListenFDs: listenEnv[1], ListenFDNames: listenEnv[2],
 			UID: os.Getuid(), GID: os.Getgid(), Env: os.Environ(), Stored: storedOrd}
 		in.Groups, _ = os.Getgroups()
+		if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+			for _, e := range ents {
+				l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+				in.FDLinks = append(in.FDLinks, l)
+			}
+		}
 		if d := os.Getenv("CREDENTIALS_DIRECTORY"); d != "" {
 			b, err := os.ReadFile(d + "/grant.key")
 			in.GrantKeyLen = len(b)
