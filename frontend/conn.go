@@ -41,6 +41,9 @@ type inMsg struct {
 	Rows       uint16          `json:"rows,omitempty"`
 	N          int64           `json:"n,omitempty"`
 	A          int64           `json:"a,omitempty"` // attachment serial an ack is for
+	// Name labels a new passkey; Last confirms removing the last one.
+	Name string `json:"name,omitempty"`
+	Last bool   `json:"last,omitempty"`
 }
 
 // Session is a session as the page lists it.
@@ -332,7 +335,9 @@ func (c *conn) handle(m inMsg) {
 	case "end":
 		c.end(m)
 	default:
-		c.fail(m.T, msg.CodeBadRequest, "unknown message type")
+		if !c.passkeyOp(m) {
+			c.fail(m.T, msg.CodeBadRequest, "unknown message type")
+		}
 	}
 }
 
@@ -380,7 +385,7 @@ func (c *conn) registerFinish(m inMsg) {
 	}
 	ctx, cancel := c.call()
 	defer cancel()
-	rep, err := c.s.cfg.Backend.RegisterFinish(ctx, msg.RegisterFinish{Token: c.regToken, State: c.regState, Credential: m.Credential})
+	rep, err := c.s.cfg.Backend.RegisterFinish(ctx, msg.RegisterFinish{Token: c.regToken, State: c.regState, Credential: m.Credential, Name: m.Name})
 	c.regToken, c.regState = "", nil
 	if err != nil {
 		c.failErr(m.T, err)

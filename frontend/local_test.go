@@ -143,8 +143,8 @@ func startLocal(tb testing.TB, opt hub.Options, argv func(user string) []string)
 	return startLocalConfig(tb, Config{Hub: opt}, argv)
 }
 
-// startLocalConfig is startLocal with more of the Config; Origins and
-// Backend are filled in.
+// startLocalConfig is startLocal with more of the Config; Origins is
+// filled in, and Backend unless set (l.be is then unused by the server).
 func startLocalConfig(tb testing.TB, cfg Config, argv func(user string) []string) *local {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -155,7 +155,10 @@ func startLocalConfig(tb testing.TB, cfg Config, argv func(user string) []string
 	l := &local{be: &localBackend{argv: argv}, origin: fmt.Sprintf("http://localhost:%d", port)}
 	l.ws = fmt.Sprintf("ws://127.0.0.1:%d/ws", port)
 	l.base = fmt.Sprintf("http://127.0.0.1:%d", port)
-	cfg.Origins, cfg.Backend = []string{l.origin}, l.be
+	cfg.Origins = []string{l.origin}
+	if cfg.Backend == nil {
+		cfg.Backend = l.be
+	}
 	if _, bench := tb.(*testing.B); bench && cfg.Log == nil {
 		// A line per session would bury the figures.
 		cfg.Log = slog.New(slog.DiscardHandler)

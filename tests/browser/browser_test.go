@@ -143,7 +143,7 @@ func TestPasskeyAndTerminalInChromium(t *testing.T) {
 	// no button to press. (An authenticator of her own: with two passkeys
 	// in one, which signs in would be the browser's choice.)
 	must(p.call(ctx, "WebAuthn.removeVirtualAuthenticator", map[string]any{"authenticatorId": authenticator}, nil))
-	addAuthenticator()
+	carols := addAuthenticator()
 	_, link, err = s.Enroll("carol")
 	must(err)
 	must(p.call(ctx, "Page.navigate", map[string]any{"url": link}, nil))
@@ -166,5 +166,81 @@ func TestPasskeyAndTerminalInChromium(t *testing.T) {
 	})`, &empty))
 	if empty.Text != "The policy allows you no shells on this host." || empty.Buttons != 0 || !empty.Disabled || !empty.Hidden {
 		t.Fatalf("new-session form for carol: %+v", empty)
+	}
+
+	passkeysPanel(t, ctx, s, p, must, carols, addAuthenticator)
+}
+
+// passkeysPanel: carol, signed in, sees her one passkey as "this one",
+// adds another in a second authenticator (the registration ceremony of
+// enrollment, with a token the page never sees), removes it, then removes
+// the last one only after confirming, which revokes her sign-in: the
+// socket is closed and the page says so.
+func passkeysPanel(t *testing.T, ctx context.Context, s *harness.Suite, p *page, must func(error), first string, addAuthenticator func() string) {
+	t.Helper()
+	rows := `[...document.querySelectorAll("#passkeys tbody tr")].map(r => [...r.cells].slice(0, 4).map(c => c.textContent))`
+	type row = []string
+	var got []row
+	must(p.waitFor(ctx, "carol's passkey", `document.querySelectorAll("#passkeys tbody tr").length === 1`))
+	must(p.eval(ctx, rows, &got))
+	if len(got) != 1 || got[0][0] != "(unnamed)" || got[0][2] == "never" || got[0][3] != "this one" {
+		t.Fatalf("carol's passkeys: %q", got)
+	}
+
+	// A second device. Chromium has room for one platform authenticator,
+	// so the first goes (the tab stays signed in: the grant is in the
+	// socket, not in the authenticator).
+	must(p.call(ctx, "WebAuthn.removeVirtualAuthenticator", map[string]any{"authenticatorId": first}, nil))
+	var creds struct {
+		Credentials []any `json:"credentials"`
+	}
+	second := addAuthenticator()
+	must(p.eval(ctx, `(() => { const f = document.getElementById("passkey-add"); f.elements.namedItem("name").value = "phone"; f.requestSubmit(); })()`, nil))
+	must(p.waitFor(ctx, "the added passkey", `document.querySelectorAll("#passkeys tbody tr").length === 2`))
+	must(p.eval(ctx, rows, &got))
+	// In auth's order, which is not the order of creation.
+	byName := map[string]row{}
+	for _, r := range got {
+		byName[r[0]] = r
+	}
+	if ph, old := byName["phone"], byName["(unnamed)"]; len(got) != 2 || ph == nil || old == nil ||
+		ph[2] != "never" || ph[3] != "" || old[3] != "this one" {
+		t.Fatalf("passkeys after adding one: %q", got)
+	}
+	must(p.call(ctx, "WebAuthn.getCredentials", map[string]any{"authenticatorId": second}, &creds))
+	if len(creds.Credentials) != 1 {
+		t.Fatalf("the new authenticator holds %d credentials, want the one just made", len(creds.Credentials))
+	}
+	sluicectl := func(args ...string) ([]byte, error) {
+		cmd := exec.Command(filepath.Join(s.Bin, "sluicectl"), args...)
+		cmd.Env = s.Env()
+		return cmd.CombinedOutput()
+	}
+	out, err := sluicectl("passkeys", "list", "carol", "--json")
+	if err != nil || strings.Count(string(out), `"id"`) != 2 || !strings.Contains(string(out), `"name": "phone"`) {
+		t.Fatalf("sluicectl passkeys list carol after the page added one: %v\n%s", err, out)
+	}
+
+	// Not the last: removed at once.
+	must(p.eval(ctx, `[...document.querySelectorAll("#passkeys tbody tr")].find(r => r.cells[0].textContent === "phone").querySelector("button.passkey-remove").click()`, nil))
+	must(p.waitFor(ctx, "the removal", `document.querySelectorAll("#passkeys tbody tr").length === 1 && document.getElementById("status").textContent === "Passkey removed."`))
+	must(p.eval(ctx, rows, &got))
+	if len(got) != 1 || got[0][3] != "this one" {
+		t.Fatalf("passkeys after removing the new one: %q", got)
+	}
+
+	// The last one: a confirmation first; keeping it changes nothing.
+	must(p.eval(ctx, `document.querySelector("#passkeys button.passkey-remove").click()`, nil))
+	must(p.waitFor(ctx, "the confirmation", `!document.getElementById("passkey-last").hidden`))
+	must(p.eval(ctx, `document.getElementById("passkey-last-cancel").click()`, nil))
+	must(p.waitFor(ctx, "the confirmation gone", `document.getElementById("passkey-last").hidden`))
+	must(p.eval(ctx, `document.querySelector("#passkeys button.passkey-remove").click()`, nil))
+	must(p.waitFor(ctx, "the confirmation", `!document.getElementById("passkey-last").hidden`))
+	must(p.eval(ctx, `document.getElementById("passkey-last-confirm").click()`, nil))
+	// It was the one this tab signed in with: access is revoked at once.
+	must(p.waitFor(ctx, "the revoked sign-in", `document.getElementById("status").textContent.startsWith("Access revoked")`))
+	out, err = sluicectl("passkeys", "list", "carol", "--json")
+	if err != nil || strings.Contains(string(out), `"id"`) {
+		t.Fatalf("sluicectl passkeys list carol after removing both: %v\n%s", err, out)
 	}
 }

@@ -31,9 +31,10 @@ type client struct {
 	all  bytes.Buffer // every output byte since the last attach
 	user string
 
-	mu    sync.Mutex
-	att   float64
-	total int64
+	mu       sync.Mutex
+	att      float64
+	total    int64
+	closeErr error // why the read loop ended, once msgs is closed
 }
 
 func dial(t *testing.T, origin string) (*websocket.Conn, *http.Response, error) {
@@ -63,6 +64,9 @@ func (c *client) read() {
 	for {
 		typ, data, err := c.ws.ReadMessage()
 		if err != nil {
+			c.mu.Lock()
+			c.closeErr = err
+			c.mu.Unlock()
 			return
 		}
 		if typ == websocket.BinaryMessage {

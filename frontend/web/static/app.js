@@ -113,8 +113,11 @@
       }
       control(m);
     };
-    ws.onclose = () => {
-      status("Disconnected. Reload the page to sign in again.", true);
+    ws.onclose = (ev) => {
+      // 4001: the server closed the socket because the grant it signed
+      // in with was revoked (user disabled, passkey removed).
+      status(ev.code === 4001 ? "Access revoked (" + (ev.reason || "sign in again") + "). Reload the page to sign in again."
+        : "Disconnected. Reload the page to sign in again.", true);
       if (pending) pending.reject({ message: "disconnected" });
       pending = null;
       if (term) term.options.disableStdin = true;
@@ -213,6 +216,7 @@
     $("no-sessions").hidden = r.sessions.length > 0;
     show("sessions");
     await loadTargets();
+    await loadPasskeys();
   }
 
   // share changes a session's sharing. Viewers already attached lose what
@@ -234,6 +238,81 @@
     $("share-link-text").select();
     status("Anyone signed in with this link can " + (mode === "read-only" ? "watch" : "type in") + " the session.");
     await listSessions();
+  }
+
+  // --- passkeys -----------------------------------------------------------
+
+  // loadPasskeys lists the signed-in user's passkeys. The server asks auth
+  // with this socket's own grant; the page names at most a passkey's ID.
+  async function loadPasskeys() {
+    let r;
+    try {
+      r = await request({ t: "passkey-list" }, "passkeys");
+    } catch (e) {
+      if (e instanceof Error && e.message === "superseded") return;
+      status("Could not list your passkeys: " + errText(e), true);
+      return;
+    }
+    const list = Array.isArray(r.passkeys) ? r.passkeys : [];
+    const body = $("passkeys").tBodies[0];
+    body.replaceChildren();
+    $("passkey-last").hidden = true;
+    for (const p of list) {
+      const tr = document.createElement("tr");
+      tr.dataset.id = p.id;
+      const cells = [
+        p.name || "(unnamed)",
+        new Date(p.created).toLocaleString(),
+        p.last_used ? new Date(p.last_used).toLocaleString() : "never",
+        p.current ? "this one" : "",
+      ];
+      cells.forEach((c, i) => {
+        const td = document.createElement("td");
+        td.textContent = c;
+        if (i === 3) td.className = "current";
+        tr.append(td);
+      });
+      const actions = document.createElement("td");
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "passkey-remove";
+      b.textContent = "remove";
+      b.addEventListener("click", () => {
+        if (list.length === 1) {
+          // The last one only after a confirmation (the server insists too).
+          confirmLast = p.id;
+          $("passkey-last").hidden = false;
+          return;
+        }
+        removePasskey(p.id, false).catch((e) => status(errText(e), true));
+      });
+      actions.append(b);
+      tr.append(actions);
+      body.append(tr);
+    }
+  }
+
+  let confirmLast = "";
+
+  async function removePasskey(id, last) {
+    const r = await request({ t: "passkey-revoke", id, last }, "passkey-revoked");
+    status(r.remaining === 0 ? "Passkey removed. You have none left." : "Passkey removed.");
+    // Removing the passkey this tab signed in with revokes the sign-in:
+    // the server closes the socket, and the list would be refused.
+    const row = [...$("passkeys").tBodies[0].rows].find((tr) => tr.dataset.id === id);
+    if (row && row.cells[3].textContent === "this one") return;
+    await loadPasskeys();
+  }
+
+  // addPasskey runs the registration ceremony of enrollment, with a token
+  // the server got for this socket's user and keeps to itself.
+  async function addPasskey(name) {
+    status("");
+    const opts = await request({ t: "passkey-add" }, "register-options");
+    const cred = await navigator.credentials.create({ publicKey: creationOptions(opts.options) });
+    await request({ t: "register-finish", credential: credentialJSON(cred), name }, "registered");
+    status("Passkey added.");
+    await loadPasskeys();
   }
 
   // --- new-session form ------------------------------------------------
@@ -470,6 +549,23 @@
     if ($("new-session-submit").disabled) return;
     const f = ev.target;
     openShell(f.machine.value.trim(), f.user.value.trim());
+  });
+  $("passkey-add").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    addPasskey(f.elements.namedItem("name").value.trim())
+      .then(() => { f.reset(); })
+      .catch((e) => status(errText(e), true));
+  });
+  $("passkey-last-confirm").addEventListener("click", () => {
+    const id = confirmLast;
+    confirmLast = "";
+    $("passkey-last").hidden = true;
+    if (id) removePasskey(id, true).catch((e) => status(errText(e), true));
+  });
+  $("passkey-last-cancel").addEventListener("click", () => {
+    confirmLast = "";
+    $("passkey-last").hidden = true;
   });
   connect();
 })();
