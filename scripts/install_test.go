@@ -67,8 +67,10 @@ func TestInstallTree(t *testing.T) {
 				"/" + p + "/share/doc/sluice/operations.md":         0o644,
 				"/etc/sluice/policy":                                0o644,
 			}
-			if _, err := os.Stat(filepath.Join(installtest.Build(t), "sluice")); err == nil {
-				want["/"+p+"/libexec/sluice/sluice"] = 0o755
+			for _, opt := range []string{"sluice", "sluice-login"} {
+				if _, err := os.Stat(filepath.Join(installtest.Build(t), opt)); err == nil {
+					want["/"+p+"/libexec/sluice/"+opt] = 0o755
+				}
 			}
 			for _, h := range audit.Helpers() {
 				want["/"+p+"/lib/systemd/system/"+h.Socket] = 0o644

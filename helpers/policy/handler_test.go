@@ -15,6 +15,7 @@ import (
 	"sluice/helpers/grant"
 	"sluice/helpers/policy"
 	"sluice/helpers/shell"
+	"sluice/internal/installtest"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/tests/ptytest"
@@ -76,7 +77,9 @@ func setupPolicy(t *testing.T, text string, shellClient policy.ShellClient) *fix
 		t.Fatal(err)
 	}
 	if shellClient == nil {
-		sh := &shell.Handler{Backend: &shell.Embedded{}}
+		// As root the embedded backend logs in through sluice-login.
+		login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
+		sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
 		shellClient = listen(t, "policy to shell", sh.Handle)
 	}
 	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}

@@ -42,6 +42,8 @@ var Mains = []struct {
 	{"./helpers/shell/cmd/sluice-shell", "sluice-shell", true},
 	{"./helpers/ptystore/cmd/sluice-ptystore", "sluice-ptystore", true},
 	{"./frontend/cmd/sluice-frontend", "sluice-frontend", true},
+	// The embedded shell backend's login, with cgo for PAM; beside sluice-shell.
+	{"./helpers/login/cmd/sluice-login", "sluice-login", false},
 }
 
 var (
