@@ -203,10 +203,14 @@ func boot(t *testing.T) *container {
 
 func TestNspawn(t *testing.T) {
 	c := boot(t)
-	c.must("systemctl", "start", "sluice-auth.socket", "sluice-policy.socket", "sluice-shell.socket", "sluice-ptystore.socket")
-	socks := c.must("stat", "-c", "%n %a %U:%G", "/run/sluice/auth.sock", "/run/sluice/policy.sock", "/run/sluice/shell.sock", "/run/sluice/ptystore.sock")
+	// Not sluice.target: the container shares the host's network, and its
+	// frontend socket would take the host's port 8080.
+	c.must("systemctl", "start", "sluice-auth.socket", "sluice-policy.socket", "sluice-shell.socket", "sluice-ptystore.socket",
+		"sluice-hangup.socket")
+	socks := c.must("stat", "-c", "%n %a %U:%G", "/run/sluice/auth.sock", "/run/sluice/policy.sock", "/run/sluice/shell.sock",
+		"/run/sluice/ptystore.sock", "/run/sluice/hangup.sock")
 	for _, want := range []string{"auth.sock 660 root:sluice-web", "policy.sock 660 root:sluice-web",
-		"shell.sock 660 root:sluice-shell-callers", "ptystore.sock 660 root:sluice-web"} {
+		"shell.sock 660 root:sluice-shell-callers", "ptystore.sock 660 root:sluice-web", "hangup.sock 660 root:sluice-hangup-callers"} {
 		if !strings.Contains(socks, want) {
 			t.Errorf("sockets:\n%s\nlack %q", socks, want)
 		}
