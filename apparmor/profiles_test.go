@@ -85,10 +85,27 @@ var allow = map[string]struct {
 			"/run/credentials/sluice-ptystore.service/*": "r",
 			"/run/sluice/ptystore.sock":                  "rw",
 			"/run/sluice/policy.sock":                    "rw",
+			"/run/sluice/hangup.sock":                    "rw",
 			"/run/systemd/notify":                        "w",
 			"/dev/ptmx":                                  "rw",
 			"/dev/pts/ptmx":                              "rw",
 		},
+	},
+	msg.Hangup: {
+		files: map[string]string{
+			"/run/sluice/hangup.sock": "rw",
+			"/proc/":                  "r",
+			"/proc/[0-9]*/stat":       "r",
+			"/proc/[0-9]*/cgroup":     "r",
+			"/proc/[0-9]*/mountinfo":  "r",
+			"/run/systemd/sessions/*": "r",
+			"/sys/fs/cgroup/**/user.slice/user-*.slice/session-*.scope/cgroup.procs": "r",
+			"/sys/fs/cgroup/**/sluice-sessions/":                                     "r",
+			"/sys/fs/cgroup/**/sluice-sessions/session-*/":                           "rw",
+			"/sys/fs/cgroup/**/sluice-sessions/session-*/cgroup.kill":                "w",
+			"/sys/fs/cgroup/**/sluice-sessions/session-*/cgroup.events":              "r",
+		},
+		other: []string{"capability kill", "signal (send) set=(hup, cont, kill)"},
 	},
 	msg.Frontend: {
 		files: map[string]string{

@@ -50,7 +50,7 @@ type Helper struct {
 // Helpers lists the components that run as services, in call-chain order.
 func Helpers() []Helper {
 	var hs []Helper
-	for _, c := range []string{msg.Frontend, msg.Auth, msg.Policy, msg.Shell, msg.PtyStore} {
+	for _, c := range []string{msg.Frontend, msg.Auth, msg.Policy, msg.Shell, msg.PtyStore, msg.Hangup} {
 		bin := suite.BinaryName(c)
 		svc := bin + "@.service"
 		if c == msg.Frontend || c == msg.PtyStore {
@@ -64,12 +64,29 @@ func Helpers() []Helper {
 
 // Ceiling is the highest systemd-analyze exposure score a component's
 // service may have: helpers as tight as a DynamicUser UNIX-socket-only
-// service gets, the network-facing frontend a little looser.
+// service gets, the network-facing frontend a little looser, and the
+// hangup helper higher by exactly what Exempt names.
 func Ceiling(component string) float64 {
-	if component == msg.Frontend {
+	switch component {
+	case msg.Frontend:
 		return 1.5
+	case msg.Hangup:
+		return 0.7
 	}
 	return 0.5
+}
+
+// Exempt names the systemd-analyze security checks a helper's service may
+// fail beyond those every DynamicUser UNIX-socket helper fails, because
+// passing them would undo its job. Only the hangup helper has any: it
+// signals other users' processes (CAP_KILL, in its bounding set and, as
+// its account is not root, ambient) and must see them in /proc to know
+// whom (so no ProtectProc=, which would hide them).
+func Exempt(component string) []string {
+	if component == msg.Hangup {
+		return []string{"AmbientCapabilities=", "CapabilityBoundingSet=~CAP_KILL", "ProtectProc="}
+	}
+	return nil
 }
 
 // Report is what an audit says about one helper.

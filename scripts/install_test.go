@@ -59,6 +59,7 @@ func TestInstallTree(t *testing.T) {
 				"/" + p + "/libexec/sluice/sluice-policy":           0o755,
 				"/" + p + "/libexec/sluice/sluice-shell":            0o755,
 				"/" + p + "/libexec/sluice/sluice-ptystore":         0o755,
+				"/" + p + "/libexec/sluice/sluice-hangup":           0o755,
 				"/" + p + "/libexec/sluice/sluice-frontend":         0o755,
 				"/" + p + "/libexec/sluice/build-ids.json":          0o644,
 				"/" + p + "/lib/sysusers.d/sluice.conf":             0o644,

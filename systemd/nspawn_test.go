@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -203,10 +204,14 @@ func boot(t *testing.T) *container {
 
 func TestNspawn(t *testing.T) {
 	c := boot(t)
-	c.must("systemctl", "start", "sluice-auth.socket", "sluice-policy.socket", "sluice-shell.socket", "sluice-ptystore.socket")
-	socks := c.must("stat", "-c", "%n %a %U:%G", "/run/sluice/auth.sock", "/run/sluice/policy.sock", "/run/sluice/shell.sock", "/run/sluice/ptystore.sock")
+	// Not sluice.target: the container shares the host's network, and its
+	// frontend socket would take the host's port 8080.
+	c.must("systemctl", "start", "sluice-auth.socket", "sluice-policy.socket", "sluice-shell.socket", "sluice-ptystore.socket",
+		"sluice-hangup.socket")
+	socks := c.must("stat", "-c", "%n %a %U:%G", "/run/sluice/auth.sock", "/run/sluice/policy.sock", "/run/sluice/shell.sock",
+		"/run/sluice/ptystore.sock", "/run/sluice/hangup.sock")
 	for _, want := range []string{"auth.sock 660 root:sluice-web", "policy.sock 660 root:sluice-web",
-		"shell.sock 660 root:sluice-shell-callers", "ptystore.sock 660 root:sluice-web"} {
+		"shell.sock 660 root:sluice-shell-callers", "ptystore.sock 660 root:sluice-web", "hangup.sock 660 root:sluice-hangup-callers"} {
 		if !strings.Contains(socks, want) {
 			t.Errorf("sockets:\n%s\nlack %q", socks, want)
 		}
@@ -264,9 +269,7 @@ func TestNspawn(t *testing.T) {
 	if out := client("get", id); !strings.Contains(out, "SHELL OK") {
 		t.Errorf("after the restart: %s", out)
 	}
-	if out := c.must(prefix+"/bin/sluicectl", "sessions", "end", id); !strings.Contains(out, "ended") {
-		t.Errorf("sessions end: %s", out)
-	}
+	endWhileHeld(t, c, id)
 
 	journal := c.must("journalctl", "--no-pager", "-o", "cat", "-u", "sluice-*")
 	for _, want := range []string{
@@ -372,7 +375,7 @@ func clientRole(args []string) error {
 			return fmt.Errorf("pty-put: %w", err)
 		}
 		defer fmt.Printf("SESSION %s\n", put.Session.ID)
-	case len(args) == 2 && args[0] == "get":
+	case len(args) == 2 && (args[0] == "get" || args[0] == "hold"):
 		var rep msg.PtyGetReply
 		fds, err := call("web to ptystore", msg.OpPtyGet, msg.PtyGet{Grant: g, ID: args[1]}, nil, &rep)
 		if err != nil {
@@ -383,9 +386,12 @@ func clientRole(args []string) error {
 		}
 		master = fds[0]
 	default:
-		return errors.New("want: open | get ID")
+		return errors.New("want: open | get ID | hold ID")
 	}
 	defer master.Close()
+	if args[0] == "hold" {
+		return hold(master)
+	}
 	// The shell computes the answer, so the typed line cannot match it.
 	if _, err := master.WriteString("echo $((6*7))-sluice\n"); err != nil {
 		return err
@@ -402,6 +408,46 @@ func clientRole(args []string) error {
 		}
 	}
 }
+
+// Markers of the two children hold starts, found again with pgrep -f.
+const (
+	childMark  = "sleep 987001"
+	setsidMark = "sleep 987002"
+)
+
+// hold stays attached to the session as its owner: it starts a child and
+// a child that leaves the session (setsid -f), says "SHELL <pid>" once
+// both run, and reads until the pty is hung up, then says "HUNG UP".
+func hold(master *os.File) error {
+	// The shell computes the pid line, so the echoed input cannot match.
+	line := childMark + " & setsid -f " + setsidMark + "; sleep 0.2; echo SHELL-$(($$+0))-$((6*7))\n"
+	if _, err := master.WriteString(line); err != nil {
+		return err
+	}
+	r := bufio.NewReader(master)
+	said := false
+	for {
+		l, err := r.ReadString('\n')
+		// The terminal's output, for the test's failure message.
+		fmt.Fprintf(os.Stderr, "pty: %q\n", l)
+		if !said {
+			if m := shellLine.FindStringSubmatch(l); m != nil {
+				fmt.Printf("SHELL %s\n", m[1])
+				said = true
+			}
+		}
+		if err != nil {
+			if !said {
+				return fmt.Errorf("reading the shell: %w", err)
+			}
+			// EIO: no process has the slave open any more.
+			fmt.Printf("HUNG UP %v\n", err)
+			return nil
+		}
+	}
+}
+
+var shellLine = regexp.MustCompile(`SHELL-([0-9]+)-42`)
 
 func init() {
 	if os.Getenv(clientEnv) == "" {
@@ -421,3 +467,119 @@ func init() {
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+// endWhileHeld ends session id under real systemd while its owner is
+// attached (a client holding its own copy of the master, as the
+// frontend does) and the shell has a child and a child that left its
+// session with setsid: every one of them must be gone when sluicectl
+// says "ended", the owner must see the hangup, and neither ptystore nor
+// the fd store may hold the session any more.
+func endWhileHeld(t *testing.T, c *container, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(c.init), "-a", "--", "env", clientEnv+"=1",
+		"setpriv", "--groups=sluice-web", testDir+"/"+filepath.Base(os.Args[0]), "hold", id)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	// The client inside may outlive nsenter when killed: do not wait on
+	// its pipes for ever.
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	waited := false
+	defer func() {
+		if !waited {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	// Bounds on a wedged client, not timing assertions.
+	var shell string
+	for shell == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				cmd.Wait()
+				waited = true
+				t.Fatalf("hold: no SHELL line: %s", stderr.String())
+			}
+			shell, _ = strings.CutPrefix(l, "SHELL ")
+		case <-time.After(time.Minute):
+			t.Fatalf("hold: no SHELL line after a minute: %s", stderr.String())
+		}
+	}
+	child := strings.TrimSpace(c.must("pgrep", "-f", "-x", childMark))
+	setsid := strings.TrimSpace(c.must("pgrep", "-f", "-x", setsidMark))
+	procs := map[string]string{"shell": shell, "child": child, "setsid child": setsid}
+	for what, pid := range procs {
+		if atoi(pid) <= 1 || strings.Contains(pid, "\n") {
+			t.Fatalf("%s: pid %q", what, pid)
+		}
+		stat := strings.Fields(c.must("sh", "-c", "cut -d')' -f2- /proc/"+pid+"/stat"))
+		cg := strings.TrimSpace(c.must("cat", "/proc/"+pid+"/cgroup"))
+		t.Logf("%-12s pid %s session %s cgroup %s", what, pid, stat[3], strings.ReplaceAll(cg, "\n", " "))
+	}
+	if sid := strings.Fields(c.must("sh", "-c", "cut -d')' -f2- /proc/"+setsid+"/stat"))[3]; sid == shell {
+		t.Fatalf("the setsid child is in the shell's session %s: the test would not test the cgroup", sid)
+	}
+
+	began := time.Now()
+	out1 := c.must(prefix+"/bin/sluicectl", "sessions", "end", id)
+	t.Logf("sessions end took %v (nsenter included)", time.Since(began).Round(time.Millisecond))
+	if !strings.Contains(out1, "ended") {
+		t.Errorf("sessions end: %s", out1)
+	}
+	// Checked right after the command returned: "ended" must mean ended,
+	// not "systemd will get to it".
+	for what, pid := range procs {
+		if st, err := c.run("cat", "/proc/"+pid+"/stat"); err == nil {
+			t.Errorf("%s (pid %s) still there after sessions end said %q: %s", what, pid, strings.TrimSpace(out1), st)
+		}
+	}
+	var hung string
+	for open := true; open; {
+		select {
+		case l, ok := <-lines:
+			open = ok
+			if strings.HasPrefix(l, "HUNG UP") {
+				hung = l
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("the attached owner saw no hangup in a minute: %s", stderr.String())
+		}
+	}
+	err = cmd.Wait()
+	waited = true
+	if hung == "" || err != nil {
+		t.Errorf("the attached owner did not see the hangup: %v %q\n%s", err, hung, stderr.String())
+	}
+	if sessions := c.must(prefix+"/bin/sluicectl", "sessions", "--json"); strings.Contains(sessions, id) {
+		t.Errorf("ptystore still lists %s after end:\n%s", id, sessions)
+	}
+	if n := c.must("systemctl", "show", "-P", "NFileDescriptorStore", "sluice-ptystore.service"); strings.TrimSpace(n) != "0" {
+		t.Errorf("fd store holds %q fds after end, want 0", strings.TrimSpace(n))
+	}
+	if j := c.must("journalctl", "--no-pager", "-o", "cat", "-u", "sluice-hangup@*"); !strings.Contains(j, "hangup: session ended") {
+		t.Errorf("the hangup helper's journal lacks the ending:\n%s", j)
+	} else {
+		for _, l := range strings.Split(j, "\n") {
+			if strings.Contains(l, "hangup: session ended") {
+				t.Logf("hangup helper: %s", l)
+			}
+		}
+	}
+}

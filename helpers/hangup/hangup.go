@@ -52,7 +52,11 @@ type Config struct {
 	// Cgroups is where sluice makes one cgroup per session (the shell
 	// helper's embedded backend, see package cgroup); "": none.
 	Cgroups string
-	Log     *slog.Logger
+	// Sessions is logind's session records; "": /run/systemd/sessions.
+	Sessions string
+	// CgroupMount is the cgroup v2 mount; "": read from mountinfo.
+	CgroupMount string
+	Log         *slog.Logger
 }
 
 // Result says what End did. SID 0: nobody had the pty as controlling
@@ -71,6 +75,9 @@ func (c *Config) defaults() {
 	}
 	if c.Proc == "" {
 		c.Proc = "/proc"
+	}
+	if c.Sessions == "" {
+		c.Sessions = "/run/systemd/sessions"
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
@@ -124,6 +131,11 @@ func End(ctx context.Context, master *os.File, cfg Config) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	// Under systemd: the logind session scope sid leads (see scope.go).
+	scope := ""
+	if cg == "" {
+		scope = leaderScope(cfg, sid)
+	}
 	member := func(p proc) bool { return p.sid == sid || (pgrp > 1 && p.pgrp == pgrp) }
 	procs, err := scan(cfg.Proc, member)
 	if err != nil {
@@ -132,15 +144,43 @@ func End(ctx context.Context, master *os.File, cfg Config) (Result, error) {
 	if err := protected(procs, self); err != nil {
 		return res, err
 	}
+	if scope != "" {
+		sp, err := scopeProcs(cfg.Proc, scope)
+		if err != nil {
+			return res, err
+		}
+		if err := protected(sp, self); err != nil {
+			return res, err
+		}
+	}
 
 	start := time.Now()
 	res.Hungup = signal(cfg.Proc, procs, member, unix.SIGHUP, unix.SIGCONT)
+	if scope != "" {
+		n, err := signalScope(cfg, scope, member, unix.SIGHUP, unix.SIGCONT)
+		if err != nil {
+			return res, err
+		}
+		res.Hungup += n
+	}
 	left, err := waitGone(ctx, cfg.Proc, member, cfg.Grace)
 	if err != nil {
 		return res, err
 	}
 	if len(left) > 0 {
 		res.Killed = signal(cfg.Proc, left, member, unix.SIGKILL)
+	}
+	if scope != "" {
+		// What left the session gets the rest of the same grace.
+		if err := waitScope(ctx, cfg, scope, start.Add(cfg.Grace)); err != nil {
+			return res, err
+		}
+		n, err := killScope(ctx, cfg, scope, time.Second)
+		res.Killed += n
+		if err != nil {
+			return res, err
+		}
+		res.Cgroup = scope
 	}
 	if cg != "" {
 		if err := killCgroup(ctx, cg); err != nil {

@@ -41,6 +41,7 @@ var Mains = []struct {
 	{"./helpers/policy/cmd/sluice-policy", "sluice-policy", true},
 	{"./helpers/shell/cmd/sluice-shell", "sluice-shell", true},
 	{"./helpers/ptystore/cmd/sluice-ptystore", "sluice-ptystore", true},
+	{"./helpers/hangup/cmd/sluice-hangup", "sluice-hangup", true},
 	{"./frontend/cmd/sluice-frontend", "sluice-frontend", true},
 	// The embedded shell backend's login, with cgo for PAM; beside sluice-shell.
 	{"./helpers/login/cmd/sluice-login", "sluice-login", false},

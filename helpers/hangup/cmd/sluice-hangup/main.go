@@ -35,7 +35,13 @@ func main() {
 	if err != nil {
 		helper.Fatal(log, "route", err)
 	}
-	p := confine.Profile{Name: msg.Hangup, Signal: true, Read: []string{"/proc"}, Listen: f.Listen}
+	// /proc for who is in the session; logind's session records and the
+	// cgroup tree for the logind scope a shell under systemd sits in
+	// (each call is a fresh process, so the session's record exists).
+	p := confine.Profile{Name: msg.Hangup, Signal: true, Read: []string{"/proc", "/run/systemd/sessions"}, Listen: f.Listen}
+	if mount, err := sessioncg.Mount(); err == nil {
+		p.Read = append(p.Read, mount)
+	}
 	if *cgroups != "" {
 		p.Write = []string{*cgroups}
 	}
