@@ -210,7 +210,7 @@ func TestNspawn(t *testing.T) {
 		"sluice-hangup.socket")
 	socks := c.must("stat", "-c", "%n %a %U:%G", "/run/sluice/auth.sock", "/run/sluice/policy.sock", "/run/sluice/shell.sock",
 		"/run/sluice/ptystore.sock", "/run/sluice/hangup.sock")
-	for _, want := range []string{"auth.sock 660 root:sluice-web", "policy.sock 660 root:sluice-web",
+	for _, want := range []string{"auth.sock 660 root:sluice-web", "policy.sock 660 root:sluice-policy-callers",
 		"shell.sock 660 root:sluice-shell-callers", "ptystore.sock 660 root:sluice-web", "hangup.sock 660 root:sluice-hangup-callers"} {
 		if !strings.Contains(socks, want) {
 			t.Errorf("sockets:\n%s\nlack %q", socks, want)
