@@ -256,6 +256,9 @@ func (h *Handler) HandlePtyStore(ctx context.Context, call *rpc.Call) (rpc.Reply
 		if d.Rule != nil {
 			v.Rule = d.Rule.String()
 		}
+		if d.Allow {
+			v.Limits = h.Policy.LimitsFor(d.Rule)
+		}
 		if !d.Allow {
 			denied++
 			h.log().Info("policy: live session no longer allowed", "session", s.ID, "user", s.User,
