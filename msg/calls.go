@@ -333,7 +333,8 @@ type Verdict struct {
 	Rule   string `msgpack:"rule,omitempty"`
 	Reason string `msgpack:"reason,omitempty"`
 	// Limits are the allowing rule's (its own, else the file's defaults);
-	// zero on a refusal.
+	// on a refusal the file's defaults, which bound a session on-revoke
+	// detach keeps.
 	Limits Limits `msgpack:"limits,omitempty"`
 }
 

@@ -147,7 +147,7 @@ func TestParseLimitsMalformed(t *testing.T) {
 }
 
 // TestCheckSessionsLimits: check-sessions' verdicts carry the allowing
-// rule's limits, as the file is now; a refusal carries none.
+// rule's limits, as the file is now; a refusal the file's defaults.
 func TestCheckSessionsLimits(t *testing.T) {
 	pol, err := policy.Parse(strings.NewReader("limit detached 5m\nallow alice as root on .host max 8h\n"), "limits")
 	if err != nil {
@@ -164,7 +164,8 @@ func TestCheckSessionsLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := msg.Limits{Detached: (5 * time.Minute).Milliseconds(), Max: (8 * time.Hour).Milliseconds()}
-	if len(rep.Verdicts) != 2 || rep.Verdicts[0].Limits != want || rep.Verdicts[1].Limits != (msg.Limits{}) {
-		t.Fatalf("verdicts %+v, want alice's limits %+v and none for bob", rep.Verdicts, want)
+	defaults := msg.Limits{Detached: (5 * time.Minute).Milliseconds()}
+	if len(rep.Verdicts) != 2 || rep.Verdicts[0].Limits != want || rep.Verdicts[1].Limits != defaults {
+		t.Fatalf("verdicts %+v, want alice's limits %+v and the file's %+v for bob", rep.Verdicts, want, defaults)
 	}
 }
