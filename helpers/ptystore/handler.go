@@ -169,17 +169,11 @@ func (h *Handler) put(ctx context.Context, req msg.Request, fds []*os.File) (rpc
 	// frontend.
 	limits, err := h.checkAttach(ctx, a.Grant, info, msg.ModeOwner)
 	if err != nil {
-		if rpc.CodeOf(err) != msg.CodeDenied {
-			// Kept: its limits are asked for again (EnforceLimits), and
-			// ending a shell policy just allowed for a hiccup is worse.
-			h.Store.log.Warn("ptystore: session stored without its limits; asking policy again later", "id", info.ID, "err", err)
-			return rpc.Reply{Body: msg.PtyPutReply{Session: info}}, nil
-		}
-		// The file changed between create and put: as on an attach.
-		if derr := h.Store.Drop(ctx, info.ID, nil); derr != nil && !errors.Is(derr, ErrNotFound) {
-			h.Store.log.Error("ptystore: could not end a session policy refused at put", "id", info.ID, "err", derr)
-		}
-		return rpc.Reply{}, err
+		// Kept: its limits are asked for again (EnforceLimits). Taking
+		// access away is the recheck's, as on-revoke says, and ending a
+		// shell policy just allowed for a hiccup would be worse.
+		h.Store.log.Warn("ptystore: session stored without its limits; asking policy again later", "id", info.ID, "err", err)
+		return rpc.Reply{Body: msg.PtyPutReply{Session: info}}, nil
 	}
 	return rpc.Reply{Body: msg.PtyPutReply{Session: info, Limits: limits}}, nil
 }

@@ -153,8 +153,8 @@ func (h *Handler) enforceOnce(ctx context.Context, now time.Time) {
 }
 
 // learnLimits asks policy for the limits of sessions that have none yet.
-// A session policy no longer allows keeps none here: the recheck on the
-// file's change is what takes access away, as its on-revoke says.
+// A session policy no longer allows gets the file's defaults (its
+// verdict's); taking access away is the recheck's, as on-revoke says.
 func (h *Handler) learnLimits(ctx context.Context, sessions []msg.SessionInfo) {
 	a := msg.CheckSessions{}
 	for _, s := range sessions[:min(len(sessions), msg.MaxCheckSessions)] {
@@ -166,8 +166,6 @@ func (h *Handler) learnLimits(ctx context.Context, sessions []msg.SessionInfo) {
 		return
 	}
 	for i, v := range rep.Verdicts {
-		if v.Allow {
-			h.Store.SetLimits(a.Sessions[i].ID, v.Limits)
-		}
+		h.Store.SetLimits(a.Sessions[i].ID, v.Limits)
 	}
 }
