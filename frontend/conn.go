@@ -85,6 +85,9 @@ type conn struct {
 
 	// signedGrant is grant for the revocation watcher's goroutine.
 	signedGrant atomic.Pointer[msg.Grant]
+	// signOut: the idle limit detached this connection, and its grant
+	// goes at the reader's next look (see idleOut).
+	signOut atomic.Bool
 
 	// Only the reader goroutine touches these.
 	grant     *msg.Grant
@@ -290,6 +293,9 @@ func (c *conn) call() (context.Context, context.CancelFunc) {
 // signedIn returns the connection's grant, or reports that the op needs
 // one. An expired grant is forgotten.
 func (c *conn) signedIn(op string) *msg.Grant {
+	if c.signOut.Swap(false) {
+		c.grant = nil
+	}
 	if c.grant != nil && time.Now().UnixMilli() >= c.grant.Expires {
 		c.grant = nil
 	}
@@ -424,6 +430,7 @@ func (c *conn) loginFinish(m inMsg) {
 		return
 	}
 	g := rep.Grant
+	c.signOut.Store(false)
 	c.grant = &g
 	c.signedGrant.Store(&g)
 	c.authed.Store(true)
@@ -518,6 +525,7 @@ func (c *conn) create(m inMsg) {
 		c.failErr(m.T, err)
 		return
 	}
+	c.s.lim.learned(info.ID, put.Limits)
 	c.log.Info("session created", "session", info.ID, "machine", machine, "unix_user", user, "rule", rep.Rule)
 	c.attach(m.T, put.Session, hub.Join{Mode: hub.ModeOwner}, pty, m.Cols, m.Rows)
 }
@@ -544,6 +552,7 @@ func (c *conn) attachOp(m inMsg) {
 		c.failErr(m.T, err)
 		return
 	}
+	c.s.lim.learned(rep.Session.ID, rep.Limits)
 	c.attach(m.T, rep.Session, hub.Join{Mode: rep.Mode, Shared: rep.Mode != msg.ModeOwner, Epoch: rep.Epoch}, pty, m.Cols, m.Rows)
 }
 
@@ -605,6 +614,7 @@ func (c *conn) detach() {
 	a.send.Lock()
 	a.stopped = true
 	a.send.Unlock()
+	c.s.lim.lastViewerGone(a.id)
 }
 
 const frameSize = 32 << 10
@@ -698,6 +708,12 @@ func (a *attachment) sendOne(limit int) {
 	}
 	if err == nil && ev.Revoked {
 		c.sendLocked(outMsg{"t": "revoked", "a": a.serial, "id": a.id, "message": "the owner stopped sharing this session"})
+		a.stopped = true
+		return
+	}
+	if err == nil && ev.Kicked != "" {
+		c.sendLocked(outMsg{"t": "idle", "a": a.serial, "id": a.id, "message": ev.Kicked})
+		c.idleOut()
 		a.stopped = true
 		return
 	}

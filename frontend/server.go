@@ -85,6 +85,8 @@ type Server struct {
 
 	stopWatch chan struct{}
 	watchDone chan struct{}
+
+	lim *limiter // limits.go
 }
 
 type file struct {
@@ -153,6 +155,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RevocationDir != "" {
 		s.watchRevocations(cfg.RevocationDir, cfg.RevocationPoll)
 	}
+	s.lim = newLimiter(s)
+	s.lim.start()
 	return s, nil
 }
 
@@ -258,6 +262,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 // Close drops every connection and stops streaming (the shells live on in
 // ptystore).
 func (s *Server) Close() {
+	s.lim.close()
 	if s.stopWatch != nil {
 		close(s.stopWatch)
 		<-s.watchDone

@@ -40,6 +40,8 @@ const (
 	OpPtyList  = "pty-list"
 	OpPtyDrop  = "pty-drop"
 	OpPtyShare = "pty-share"
+	// ptystore, "web to ptystore": which sessions have a viewer (limits)
+	OpPtyViewers = "pty-viewers"
 	// ptystore, "admin to ptystore" only
 	OpPtyRecheck = "pty-recheck"
 	// hangup, "ptystore to hangup"
@@ -330,6 +332,19 @@ type Verdict struct {
 	Allow  bool   `msgpack:"allow"`
 	Rule   string `msgpack:"rule,omitempty"`
 	Reason string `msgpack:"reason,omitempty"`
+	// Limits are the allowing rule's (its own, else the file's defaults);
+	// on a refusal the file's defaults, which bound a session on-revoke
+	// detach keeps.
+	Limits Limits `msgpack:"limits,omitempty"`
+}
+
+// Limits bound a session's life, in milliseconds; 0 is no limit. The
+// policy file sets them (docs/policy.md); ptystore enforces Detached and
+// Max, the frontend Idle.
+type Limits struct {
+	Idle     int64 `msgpack:"idle,omitempty"`     // no input from any viewer this long: viewers are detached and must sign in again
+	Detached int64 `msgpack:"detached,omitempty"` // no viewer this long: the session ends
+	Max      int64 `msgpack:"max,omitempty"`      // this long after it was created: the session ends
 }
 
 // --- ptystore -------------------------------------------------------------
@@ -359,8 +374,11 @@ type PtyPut struct {
 	Session SessionInfo `msgpack:"session"`
 }
 
+// PtyPutReply's Limits are the session's, as ptystore learned them from
+// policy; the frontend enforces Limits.Idle.
 type PtyPutReply struct {
 	Session SessionInfo `msgpack:"session"`
+	Limits  Limits      `msgpack:"limits,omitempty"`
 }
 
 // PtyGet asks for a dup of a held pty master. The caller must be the owner,
@@ -379,6 +397,7 @@ type PtyGetReply struct {
 	Session SessionInfo `msgpack:"session"`
 	Mode    string      `msgpack:"mode"`
 	Epoch   uint32      `msgpack:"epoch,omitempty"`
+	Limits  Limits      `msgpack:"limits,omitempty"` // as in PtyPutReply
 }
 
 // ModeOwner is PtyGetReply.Mode for the session's owner.
@@ -418,6 +437,29 @@ type PtyShare struct {
 type PtyShareReply struct {
 	Token []byte `msgpack:"token,omitempty"`
 	Epoch uint32 `msgpack:"epoch,omitempty"`
+}
+
+// PtyViewers is the frontend telling ptystore which sessions have a viewer,
+// for the detached limit: Attached have one now (sent again at least every
+// ViewerLease/3 while they do), Left just lost their last one. A session
+// neither attached, got nor put for ViewerLease counts as detached since it
+// last was. No grant: the route (the frontend's uid, from the kernel) is
+// the whole authority, and a lie gains nothing the frontend lacks (see
+// docs/threat-model.md).
+type PtyViewers struct {
+	Attached []string `msgpack:"attached,omitempty"`
+	Left     []string `msgpack:"left,omitempty"`
+}
+
+// MaxPtyViewers bounds the IDs of one PtyViewers (ptystore's default
+// session limit).
+const MaxPtyViewers = 1024
+
+// ViewerLeaseMs is how long a report that a session has a viewer holds.
+const ViewerLeaseMs = 60_000
+
+type PtyViewersReply struct {
+	Unknown int `msgpack:"unknown,omitempty"` // IDs ptystore does not hold
 }
 
 // PtyRecheck (admin only) has ptystore ask policy about every live session

@@ -34,7 +34,7 @@ func runPolicy(ctx context.Context, g *globals, args []string) error {
 	if verb == "apply" {
 		return applyPolicy(ctx, g, p, file, *to, *asJSON)
 	}
-	out := checkOutput{File: p.File, OnRevoke: p.OnRevoke, Rules: []ruleJSON{}, Groups: p.Groups, WouldRevoke: []revokedJSON{}}
+	out := checkOutput{File: p.File, OnRevoke: p.OnRevoke, Limits: p.LimitsFor(nil), Rules: []ruleJSON{}, Groups: p.Groups, WouldRevoke: []revokedJSON{}}
 	for _, r := range p.Rules {
 		out.Rules = append(out.Rules, ruleJSON{r.Line, r.Allow, r.Who, r.As, r.On, r.Command, r.String()})
 	}
@@ -69,7 +69,7 @@ func runPolicy(ctx context.Context, g *globals, args []string) error {
 	for _, r := range p.Rules {
 		fmt.Fprintln(g.out, r)
 	}
-	fmt.Fprintf(g.err, "%s: %d rules, %d groups, on-revoke %s, valid\n", file, len(p.Rules), len(p.Groups), p.OnRevoke)
+	fmt.Fprintf(g.err, "%s: %d rules, %d groups, on-revoke %s, limits %s, valid\n", file, len(p.Rules), len(p.Groups), p.OnRevoke, p.LimitsText())
 	return nil
 }
 
@@ -93,6 +93,7 @@ type revokedJSON struct {
 type checkOutput struct {
 	File            string              `json:"file"`
 	OnRevoke        string              `json:"on_revoke"`
+	Limits          msg.Limits          `json:"limits"` // the file's, for rules that set none; milliseconds, 0 none
 	Rules           []ruleJSON          `json:"rules"`
 	Groups          map[string][]string `json:"groups"`
 	SessionsChecked *int                `json:"sessions_checked"` // null: ptystore could not be asked

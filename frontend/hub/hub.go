@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -144,6 +145,7 @@ func (h *Hub) Adopt(id string, pty *os.File) (*Session, error) {
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	s.active.Store(time.Now().UnixNano())
 	h.sessions[id] = s
 	go s.readLoop()
 	return s, nil
@@ -247,6 +249,8 @@ type Session struct {
 	inClosed  bool
 
 	ready []*Viewer // the reader's scratch list of viewers to notify
+
+	active atomic.Int64 // unix ns of the last input or join: see idle.go
 }
 
 func (s *Session) ID() string { return s.id }
@@ -618,6 +622,7 @@ func (s *Session) Join(j Join, ready func()) (*Viewer, error) {
 	}
 	v.mode, v.pacing = mode, mode != ModeReadOnly
 	s.viewers = append(s.viewers, v)
+	s.active.Store(time.Now().UnixNano())
 	others := s.wakeViewersLocked(nil, true)
 	s.mu.Unlock()
 	notify(others)
@@ -737,6 +742,7 @@ type Viewer struct {
 	mode         string
 	pacing       bool
 	revoked      bool          // detached by a share change; Poll says so once
+	kicked       string        // detached by DetachAll, why; Poll says so once
 	modeDirty    bool          // mode lowered by a share change; Poll says so once
 	pos          int64         // next ring offset to send
 	delivered    int64         // bytes handed out by Next
@@ -785,6 +791,9 @@ type Event struct {
 	Mode string
 	// Revoked: a share change detached this viewer; nothing follows.
 	Revoked bool
+	// Kicked: DetachAll detached this viewer, for this reason; nothing
+	// follows.
+	Kicked string
 }
 
 // Next waits for something to send: output within the window, a viewer
@@ -792,7 +801,7 @@ type Event struct {
 func (v *Viewer) Next(ctx context.Context, dst []byte) (Event, error) {
 	for {
 		ev, err := v.Poll(dst)
-		if err != nil || ev.N > 0 || ev.Skipped > 0 || ev.Viewers || ev.Exited || ev.Mode != "" || ev.Revoked {
+		if err != nil || ev.N > 0 || ev.Skipped > 0 || ev.Viewers || ev.Exited || ev.Mode != "" || ev.Revoked || ev.Kicked != "" {
 			return ev, err
 		}
 		select {
@@ -812,6 +821,10 @@ func (v *Viewer) Poll(dst []byte) (Event, error) {
 	if v.revoked {
 		v.revoked = false
 		ev.Revoked = true
+		return ev, nil
+	}
+	if v.kicked != "" {
+		ev.Kicked, v.kicked = v.kicked, ""
 		return ev, nil
 	}
 	if v.detached {
@@ -946,6 +959,7 @@ func (v *Viewer) Detach() {
 // pty does not take now is queued, up to InputMax, and written by a
 // goroutine that exists only while there is a backlog.
 func (s *Session) input(p []byte) error {
+	s.active.Store(time.Now().UnixNano())
 	s.inMu.Lock()
 	defer s.inMu.Unlock()
 	if len(s.inq) == 0 {

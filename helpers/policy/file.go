@@ -40,6 +40,9 @@ type Rule struct {
 	As      string   // unix account, "*" or "=" (the sluice user's own name)
 	On      string   // machine, ".host" or "*"
 	Command []string // allow only: the exact argv permitted; nil: login shell only
+	// Limits are the rule's own (allow only): each set one overrides the
+	// file's default for sessions the rule allows.
+	Limits RuleLimits
 }
 
 // String is the rule as it would be written, with where it was: what the
@@ -50,6 +53,7 @@ func (r Rule) String() string {
 		verb = "allow"
 	}
 	s := fmt.Sprintf("%s %s as %s on %s", verb, r.Who, r.As, r.On)
+	s += r.Limits.String()
 	if r.Command != nil {
 		s += " command " + strings.Join(r.Command, " ")
 	}
@@ -66,6 +70,10 @@ type Policy struct {
 	OnRevoke string
 	// onRevokeLine is where OnRevoke was set; 0: not set (the default).
 	onRevokeLine int
+	// Limits are the file's defaults (limit lines), over DefaultLimits.
+	Limits RuleLimits
+	// limitLines is where each of Limits was set, by name.
+	limitLines map[string]int
 }
 
 // ParseError names the file and line of a malformed policy.
@@ -91,7 +99,7 @@ func Load(path string) (*Policy, error) {
 // naming the line: a policy that half-parsed could allow what the admin
 // meant to deny, so there is no "skip and warn".
 func Parse(r io.Reader, file string) (*Policy, error) {
-	p := &Policy{File: file, Groups: map[string][]string{}, OnRevoke: msg.OnRevokeEnd}
+	p := &Policy{File: file, Groups: map[string][]string{}, OnRevoke: msg.OnRevokeEnd, limitLines: map[string]int{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 512), MaxLine)
 	n := 0
@@ -131,6 +139,8 @@ func (p *Policy) parseLine(line string, n int) error {
 		return p.parseGroup(f, fail)
 	case "on-revoke":
 		return p.parseOnRevoke(f, n, fail)
+	case "limit":
+		return p.parseLimit(f, n, fail)
 	case "allow", "deny":
 		if len(p.Rules) >= MaxRules {
 			return fail("more than %d rules", MaxRules)
@@ -143,7 +153,7 @@ func (p *Policy) parseLine(line string, n int) error {
 		p.Rules = append(p.Rules, r)
 		return nil
 	}
-	return fail("unknown keyword %q; want allow, deny, group or on-revoke", f[0])
+	return fail("unknown keyword %q; want allow, deny, group, limit or on-revoke", f[0])
 }
 
 // on-revoke end|detach. Once per file: two would leave the reader to guess
@@ -207,11 +217,23 @@ func (p *Policy) parseRule(f []string, fail func(string, ...any) error) (Rule, e
 		return r, fail("invalid machine %q", r.On)
 	}
 	rest := f[6:]
+	for len(rest) > 0 && isLimitName(rest[0]) {
+		if !r.Allow {
+			return r, fail("deny rules take no limits: they allow no session to limit")
+		}
+		if len(rest) < 2 {
+			return r, fail("%s without a duration", rest[0])
+		}
+		if err := r.Limits.set(rest[0], rest[1]); err != nil {
+			return r, fail("%v", err)
+		}
+		rest = rest[2:]
+	}
 	if len(rest) == 0 {
 		return r, nil
 	}
 	if rest[0] != "command" {
-		return r, fail("unknown option %q; the only option is: command /ABSOLUTE/PATH [ARG...]", rest[0])
+		return r, fail("unknown option %q; the options are: idle|detached|max DURATION, then command /ABSOLUTE/PATH [ARG...]", rest[0])
 	}
 	if !r.Allow {
 		return r, fail("deny rules take no command: they deny whatever is asked")

@@ -256,6 +256,12 @@ func (h *Handler) HandlePtyStore(ctx context.Context, call *rpc.Call) (rpc.Reply
 		if d.Rule != nil {
 			v.Rule = d.Rule.String()
 		}
+		// A refusal gets the file's defaults: a session on-revoke detach
+		// keeps is still bounded by them.
+		v.Limits = h.Policy.LimitsFor(nil)
+		if d.Allow {
+			v.Limits = h.Policy.LimitsFor(d.Rule)
+		}
 		if !d.Allow {
 			denied++
 			h.log().Info("policy: live session no longer allowed", "session", s.ID, "user", s.User,

@@ -79,7 +79,7 @@ func (h *Handler) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 	}
 	switch req.Op {
 	case msg.OpPtyPut:
-		return h.put(req, c.FDs)
+		return h.put(ctx, req, c.FDs)
 	case msg.OpPtyGet:
 		return h.get(ctx, req)
 	case msg.OpPtyList:
@@ -104,6 +104,8 @@ func (h *Handler) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		return rpc.Reply{Body: msg.PtyDropReply{}}, storeErr("drop", a.ID, err)
 	case msg.OpPtyShare:
 		return h.share(req)
+	case msg.OpPtyViewers:
+		return h.viewers(req)
 	}
 	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
 }
@@ -133,13 +135,13 @@ func (h *Handler) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 			return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "%v", err)
 		}
 		return rpc.Reply{Body: rep}, nil
-	case msg.OpPtyPut, msg.OpPtyGet, msg.OpPtyShare:
+	case msg.OpPtyPut, msg.OpPtyGet, msg.OpPtyShare, msg.OpPtyViewers:
 		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "%s is not served to admins", req.Op)
 	}
 	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
 }
 
-func (h *Handler) put(req msg.Request, fds []*os.File) (rpc.Reply, error) {
+func (h *Handler) put(ctx context.Context, req msg.Request, fds []*os.File) (rpc.Reply, error) {
 	if len(fds) != 1 {
 		closeAll(fds)
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "put takes exactly one fd, got %d", len(fds))
@@ -162,7 +164,18 @@ func (h *Handler) put(req msg.Request, fds []*os.File) (rpc.Reply, error) {
 	if err != nil {
 		return rpc.Reply{}, storeErr("put", a.Session.ID, err)
 	}
-	return rpc.Reply{Body: msg.PtyPutReply{Session: info}}, nil
+	// The session's limits, from policy: the maximum length and detached
+	// limit are ptystore's to enforce, so they must not come from the
+	// frontend.
+	limits, err := h.checkAttach(ctx, a.Grant, info, msg.ModeOwner)
+	if err != nil {
+		// Kept: its limits are asked for again (EnforceLimits). Taking
+		// access away is the recheck's, as on-revoke says, and ending a
+		// shell policy just allowed for a hiccup would be worse.
+		h.Store.log.Warn("ptystore: session stored without its limits; asking policy again later", "id", info.ID, "err", err)
+		return rpc.Reply{Body: msg.PtyPutReply{Session: info}}, nil
+	}
+	return rpc.Reply{Body: msg.PtyPutReply{Session: info, Limits: limits}}, nil
 }
 
 func (h *Handler) get(ctx context.Context, req msg.Request) (rpc.Reply, error) {
@@ -188,17 +201,19 @@ func (h *Handler) get(ctx context.Context, req msg.Request) (rpc.Reply, error) {
 	if err != nil {
 		return rpc.Reply{}, storeErr("get", a.ID, err)
 	}
-	if err := h.checkAttach(ctx, a.Grant, info, mode); err != nil {
+	limits, err := h.checkAttach(ctx, a.Grant, info, mode)
+	if err != nil {
 		f.Close()
 		return rpc.Reply{}, err
 	}
+	h.Store.Viewers([]string{info.ID}, nil) // an attach is a viewer
 	if mode != msg.ModeOwner {
 		h.Store.log.Info("ptystore: shared session handed out", "id", a.ID, "owner", info.Owner, "viewer", user, "mode", mode)
 	}
 	if mode == msg.ModeOwner {
 		tokEpoch = 0
 	}
-	return rpc.Reply{Body: msg.PtyGetReply{Session: info, Mode: mode, Epoch: tokEpoch}, FDs: []*os.File{f}}, nil
+	return rpc.Reply{Body: msg.PtyGetReply{Session: info, Mode: mode, Epoch: tokEpoch, Limits: limits}, FDs: []*os.File{f}}, nil
 }
 
 func (h *Handler) share(req msg.Request) (rpc.Reply, error) {
@@ -221,6 +236,19 @@ func (h *Handler) share(req msg.Request) (rpc.Reply, error) {
 		return rpc.Reply{}, fmt.Errorf("ptystore: share %s: %w", a.ID, err)
 	}
 	return rpc.Reply{Body: msg.PtyShareReply{Token: tok, Epoch: epoch}}, nil
+}
+
+// viewers records which sessions the frontend has viewers for (the
+// detached limit). It takes no grant: see msg.PtyViewers.
+func (h *Handler) viewers(req msg.Request) (rpc.Reply, error) {
+	var a msg.PtyViewers
+	if err := decodeArgs(req, &a); err != nil {
+		return rpc.Reply{}, err
+	}
+	if n := len(a.Attached) + len(a.Left); n > msg.MaxPtyViewers {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%d session ids, at most %d", n, msg.MaxPtyViewers)
+	}
+	return rpc.Reply{Body: msg.PtyViewersReply{Unknown: h.Store.Viewers(a.Attached, a.Left)}}, nil
 }
 
 func ownedBy(user string) func(msg.SessionInfo) error {

@@ -24,10 +24,12 @@ var errPolicy = errors.New("policy no longer allows this session")
 // its owner must still be allowed a shell as its unix user on its machine
 // and, for a read-write viewer, the viewer too, since typing into a shell
 // is having it. A read-only viewer needs no rule of their own. Refusals
-// and a policy that cannot be asked both refuse the attach.
-func (h *Handler) checkAttach(ctx context.Context, g msg.Grant, info msg.SessionInfo, mode string) error {
+// and a policy that cannot be asked both refuse the attach. On success it
+// returns the session's limits, from the owner's verdict, and records them.
+func (h *Handler) checkAttach(ctx context.Context, g msg.Grant, info msg.SessionInfo, mode string) (msg.Limits, error) {
 	if h.Policy == nil {
-		return nil
+		l, _ := h.Store.Limits(info.ID)
+		return l, nil
 	}
 	a := msg.CheckSessions{Grant: &g, Sessions: []msg.SessionCheck{
 		{ID: info.ID, User: info.Owner, UnixUser: info.UnixUser, Machine: info.Machine},
@@ -40,12 +42,12 @@ func (h *Handler) checkAttach(ctx context.Context, g msg.Grant, info msg.Session
 		h.Store.log.Warn("ptystore: attach refused: policy could not be asked", "id", info.ID, "user", g.User, "err", err)
 		var re *rpc.RemoteError
 		if errors.As(err, &re) && re.Code == msg.CodeBadGrant {
-			return rpc.Errorf(msg.CodeBadGrant, "%s", re.Msg)
+			return msg.Limits{}, rpc.Errorf(msg.CodeBadGrant, "%s", re.Msg)
 		}
-		return rpc.Errorf(msg.CodeFailed, "the policy could not be asked; try again")
+		return msg.Limits{}, rpc.Errorf(msg.CodeFailed, "the policy could not be asked; try again")
 	}
 	if len(rep.Verdicts) != len(a.Sessions) {
-		return rpc.Errorf(msg.CodeFailed, "the policy helper answered %d of %d questions", len(rep.Verdicts), len(a.Sessions))
+		return msg.Limits{}, rpc.Errorf(msg.CodeFailed, "the policy helper answered %d of %d questions", len(rep.Verdicts), len(a.Sessions))
 	}
 	for i, v := range rep.Verdicts {
 		if v.Allow {
@@ -53,9 +55,10 @@ func (h *Handler) checkAttach(ctx context.Context, g msg.Grant, info msg.Session
 		}
 		h.Store.log.Info("ptystore: attach refused by policy", "id", info.ID, "user", g.User, "owner", info.Owner,
 			"checked", a.Sessions[i].User, "mode", mode, "rule", v.Rule)
-		return rpc.Errorf(msg.CodeDenied, "%s", v.Reason)
+		return msg.Limits{}, rpc.Errorf(msg.CodeDenied, "%s", v.Reason)
 	}
-	return nil
+	h.Store.SetLimits(info.ID, rep.Verdicts[0].Limits)
+	return rep.Verdicts[0].Limits, nil
 }
 
 // Recheck asks policy about every live session and takes access away from
@@ -94,6 +97,8 @@ func (h *Handler) Recheck(ctx context.Context) (msg.PtyRecheckReply, error) {
 	}
 	for i, v := range pr.Verdicts {
 		info := byID[a.Sessions[i].ID]
+		// The file's limits apply from now, to what it keeps too.
+		h.Store.SetLimits(info.ID, v.Limits)
 		if v.Allow {
 			continue
 		}

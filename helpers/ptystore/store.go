@@ -58,6 +58,10 @@ type Config struct {
 	// store's lock, with why: "drop", "shell exited", "bad fd".
 	OnDrop func(info msg.SessionInfo, reason string)
 
+	// ViewerLease is how long a report that a session has a viewer holds
+	// (see msg.PtyViewers); 0: msg.ViewerLeaseMs.
+	ViewerLease time.Duration
+
 	// trace, if set, sees the watcher's steps ("suspect", "rearm") for
 	// tests, called under the store's lock.
 	trace func(event, id string)
@@ -71,6 +75,7 @@ type session struct {
 	f       *os.File
 	serial  uint64    // epoll key; never reused, unlike fd numbers
 	suspect time.Time // when a POLLHUP seen on the master is confirmed; zero: none seen
+	lim     sessionLimits
 }
 
 // Store holds the sessions. Its methods are safe for concurrent use.
@@ -103,6 +108,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.ViewerLease <= 0 {
+		cfg.ViewerLease = msg.ViewerLeaseMs * time.Millisecond
 	}
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -167,9 +175,10 @@ func (s *Store) Put(info msg.SessionInfo, f *os.File) (msg.SessionInfo, error) {
 		return info, err
 	}
 	info.Sharing = msg.SharePrivate
-	if info.Created == 0 {
-		info.Created = time.Now().UnixMilli()
-	}
+	// ptystore's clock, not the caller's: the maximum length counts from
+	// Created, and a frontend that chose it could push it into the future.
+	now := time.Now()
+	info.Created = now.UnixMilli()
 	if err := validInfo(info); err != nil {
 		f.Close()
 		return info, fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -199,7 +208,8 @@ func (s *Store) Put(info msg.SessionInfo, f *os.File) (msg.SessionInfo, error) {
 		f.Close()
 		return info, err
 	}
-	if err := s.addLocked(&session{info: info, name: name, f: f}); err != nil {
+	// Whoever put it is streaming it.
+	if err := s.addLocked(&session{info: info, name: name, f: f, lim: sessionLimits{attached: true, seen: now}}); err != nil {
 		s.unstore(name)
 		f.Close()
 		return info, err
@@ -286,7 +296,9 @@ func (s *Store) Adopt(files []*os.File) {
 			s.unstore(name)
 			continue
 		}
-		se := &session{info: info, epoch: epoch, name: name, f: f}
+		// Nobody is known to watch it until the frontend says so, and
+		// its limits are unknown until policy is asked (enforce does).
+		se := &session{info: info, epoch: epoch, name: name, f: f, lim: sessionLimits{seen: time.Now()}}
 		if old := byID[info.ID]; old != nil {
 			keep, drop := old, se
 			if se.epoch > old.epoch {
@@ -367,6 +379,11 @@ var ErrEnding = errors.New("session is being ended")
 // and listed, so an admin can still see it and try again. The store's
 // lock is not held during the hangup, which takes up to its grace period.
 func (s *Store) Drop(ctx context.Context, id string, auth func(msg.SessionInfo) error) error {
+	return s.drop(ctx, id, auth, "drop")
+}
+
+// drop is Drop, logging why the session was ended.
+func (s *Store) drop(ctx context.Context, id string, auth func(msg.SessionInfo) error, reason string) error {
 	s.mu.Lock()
 	se := s.byID[id]
 	if se == nil {
@@ -382,7 +399,7 @@ func (s *Store) Drop(ctx context.Context, id string, auth func(msg.SessionInfo) 
 	if s.cfg.Hangup == nil {
 		s.removeLocked(se, true)
 		s.mu.Unlock()
-		s.dropped(se.info, "drop")
+		s.dropped(se.info, reason)
 		return nil
 	}
 	if se.ending {
@@ -414,7 +431,7 @@ func (s *Store) Drop(ctx context.Context, id string, auth func(msg.SessionInfo) 
 	}
 	s.mu.Unlock()
 	if mine {
-		s.dropped(se.info, "drop")
+		s.dropped(se.info, reason)
 	}
 	return nil
 }

@@ -507,6 +507,14 @@
           att = 0;
         }
         break;
+      case "idle":
+        if (m.a === att) {
+          term.options.disableStdin = true;
+          term.write("\r\n\x1b[33m[" + m.message + "]\x1b[0m\r\n");
+          status("Detached: " + m.message + ". Reload the page to sign in again.", true);
+          att = 0;
+        }
+        break;
       case "exit":
         if (m.a === att) {
           term.write("\r\n\x1b[2m[session ended]\x1b[0m\r\n");

@@ -37,6 +37,7 @@ func main() {
 		"the only way that reaches a shell another process holds a copy of) or off (signal it ourselves where we may; development only)")
 	policyFile := flag.String("policy-file", "/etc/sluice/policy", "the policy file to watch: when it changes, every live session is checked again (\"\": only when sluicectl says so)")
 	policyPoll := flag.Duration("policy-poll", 500*time.Millisecond, "how often the policy file's identity is looked at")
+	limitsEvery := flag.Duration("limits-every", 500*time.Millisecond, "how often sessions are checked against their maximum length and detached limit")
 	flag.Parse()
 	log := helper.Logger(msg.PtyStore)
 
@@ -136,6 +137,9 @@ func main() {
 	defer cancel()
 	if *policyFile != "" {
 		go h.WatchPolicy(ctx, *policyFile, *policyPoll)
+	}
+	if *limitsEvery > 0 {
+		go h.EnforceLimits(ctx, *limitsEvery)
 	}
 
 	// READY=1 once the socket is there: with --listen we make it first;

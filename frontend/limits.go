@@ -1,0 +1,174 @@
+package frontend
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"sluice/msg"
+)
+
+// viewerReporter is the part of a Backend that tells ptystore which
+// sessions have viewers (msg.PtyViewers), for the detached limit that
+// ptystore enforces. A Backend without it (benchmarks over a bare pty)
+// reports nothing.
+type viewerReporter interface {
+	PtyViewers(ctx context.Context, a msg.PtyViewers) (msg.PtyViewersReply, error)
+}
+
+func (h *Helpers) PtyViewers(ctx context.Context, a msg.PtyViewers) (r msg.PtyViewersReply, err error) {
+	fds, err := call(ctx, h.ptystore, msg.OpPtyViewers, a, nil, &r)
+	noFDs(fds)
+	return r, err
+}
+
+// limiter enforces the idle limit (the frontend is who sees input) and
+// keeps ptystore told which sessions have viewers.
+type limiter struct {
+	s *Server
+	// tick is how often the idle limits are looked at; heartbeat how often
+	// ptystore hears which sessions have viewers (a third of its lease).
+	tick, heartbeat time.Duration
+
+	mu   sync.Mutex
+	idle map[string]time.Duration // by session, as ptystore last gave it
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newLimiter(s *Server) *limiter {
+	return &limiter{s: s, tick: time.Second, heartbeat: msg.ViewerLeaseMs * time.Millisecond / 3,
+		idle: map[string]time.Duration{}}
+}
+
+// learned records a session's limits from a put or get reply.
+func (l *limiter) learned(id string, lim msg.Limits) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lim.Idle > 0 {
+		l.idle[id] = time.Duration(lim.Idle) * time.Millisecond
+	} else {
+		delete(l.idle, id)
+	}
+}
+
+func (l *limiter) start() {
+	l.stop, l.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(l.tick)
+		defer t.Stop()
+		var beat time.Time
+		for {
+			select {
+			case <-l.stop:
+				return
+			case now := <-t.C:
+				l.checkIdle(now)
+				if now.Sub(beat) >= l.heartbeat {
+					beat = now
+					l.reportAttached()
+				}
+			}
+		}
+	}()
+}
+
+func (l *limiter) close() {
+	if l.stop != nil {
+		close(l.stop)
+		<-l.done
+	}
+}
+
+// checkIdle detaches every viewer of a session nobody typed into (or
+// joined) for its idle limit; their connections must sign in again.
+func (l *limiter) checkIdle(now time.Time) {
+	l.mu.Lock()
+	type due struct {
+		id string
+		n  time.Duration
+	}
+	var dues []due
+	for id, n := range l.idle {
+		hs := l.s.hub.Get(id)
+		if hs == nil {
+			delete(l.idle, id) // no longer streamed; an attach tells again
+			continue
+		}
+		if hs.Stats().Viewers > 0 && now.Sub(hs.LastActive()) >= n {
+			dues = append(dues, due{id, n})
+		}
+	}
+	l.mu.Unlock()
+	for _, d := range dues {
+		hs := l.s.hub.Get(d.id)
+		if hs == nil {
+			continue
+		}
+		why := fmt.Sprintf("no input for %v: detached; sign in again", d.n)
+		if n := hs.DetachAll(why); n > 0 {
+			l.s.log.Info("frontend: idle limit: viewers detached", "session", d.id, "viewers", n, "idle", d.n)
+			l.left(d.id)
+		}
+	}
+}
+
+// reportAttached tells ptystore every session that has a viewer.
+func (l *limiter) reportAttached() {
+	vr, ok := l.s.cfg.Backend.(viewerReporter)
+	if !ok {
+		return
+	}
+	var ids []string
+	for _, id := range l.s.hub.IDs() {
+		if hs := l.s.hub.Get(id); hs != nil && hs.Stats().Viewers > 0 {
+			ids = append(ids, id)
+		}
+	}
+	for len(ids) > 0 {
+		n := min(len(ids), msg.MaxPtyViewers)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if _, err := vr.PtyViewers(ctx, msg.PtyViewers{Attached: ids[:n]}); err != nil {
+			l.s.log.Warn("frontend: could not tell ptystore which sessions have viewers", "err", err)
+		}
+		cancel()
+		ids = ids[n:]
+	}
+}
+
+// left tells ptystore, without waiting, that session id lost its last
+// viewer: its detached limit runs from now.
+func (l *limiter) left(id string) {
+	vr, ok := l.s.cfg.Backend.(viewerReporter)
+	if !ok {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := vr.PtyViewers(ctx, msg.PtyViewers{Left: []string{id}}); err != nil {
+			// The heartbeat no longer names it, so ptystore's lease
+			// runs out instead.
+			l.s.log.Warn("frontend: could not tell ptystore a session has no viewer", "session", id, "err", err)
+		}
+	}()
+}
+
+// lastViewerGone reports id to ptystore when its last viewer has left.
+func (l *limiter) lastViewerGone(id string) {
+	if hs := l.s.hub.Get(id); hs == nil || hs.Stats().Viewers == 0 {
+		l.left(id)
+	}
+}
+
+// idleOut takes the connection's grant away after an idle detach: the
+// revocation watcher stops seeing it now, the reader drops it at its next
+// look, and the page must sign in again.
+func (c *conn) idleOut() {
+	c.signOut.Store(true)
+	c.signedGrant.Store(nil)
+	c.log.Info("detached by the idle limit; signed out")
+}
