@@ -88,8 +88,12 @@ func run(m *testing.M) (int, error) {
 		}
 	}
 
+	// ptystore is built only for its build IDs: the policy helper serves
+	// "ptystore to policy" too and refuses to start without its peer in the
+	// manifest, as it would on a real machine.
 	build := exec.Command("go", "build", "-o", bin+"/",
-		"sluice/helpers/policy/cmd/sluice-policy", "sluice/helpers/shell/cmd/sluice-shell")
+		"sluice/helpers/policy/cmd/sluice-policy", "sluice/helpers/shell/cmd/sluice-shell",
+		"sluice/helpers/ptystore/cmd/sluice-ptystore")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return 1, fmt.Errorf("go build: %v\n%s", err, out)
@@ -138,11 +142,15 @@ func run(m *testing.M) (int, error) {
 
 	helperEnv := []string{"SLUICE_RUNTIME_DIR=" + runDir, "SLUICE_MANIFEST=" + manPath, "PATH=/usr/bin:/bin"}
 	env.logs = map[string]*syncBuffer{}
-	var procs []*exec.Cmd
+	type proc struct {
+		cmd    *exec.Cmd
+		exited chan struct{}
+	}
+	var procs []proc
 	defer func() {
 		for _, p := range procs {
-			p.Process.Signal(syscall.SIGTERM)
-			p.Wait()
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			<-p.exited
 		}
 	}()
 	for _, h := range []struct {
@@ -160,9 +168,12 @@ func run(m *testing.M) (int, error) {
 		if err := cmd.Start(); err != nil {
 			return 1, err
 		}
-		procs = append(procs, cmd)
+		// cmd.Wait, not Process.Wait: it also waits for the stderr copy, so
+		// a helper that exits at start-up has said why by the time we print
+		// its log.
 		exited := make(chan struct{})
-		go func() { cmd.Process.Wait(); close(exited) }()
+		go func() { cmd.Wait(); close(exited) }()
+		procs = append(procs, proc{cmd, exited})
 		if err := waitForSocket(sock, exited); err != nil {
 			return 1, fmt.Errorf("%s: %v\n%s", h.name, err, env.logs[h.name])
 		}

@@ -34,28 +34,35 @@ const (
 	hostOutsider = 210004 // in no callers group: stopped at the socket
 	hostImpostor = 1001   // the web caller's inside uid, as a host uid
 
-	hostClients      = 216001 // may reach auth, policy, ptystore sockets (sluice-web)
-	hostShellCallers = 216002 // may reach the shell socket (sluice-shell-callers)
+	hostClients       = 216001 // may reach auth, policy, ptystore sockets (sluice-web)
+	hostShellCallers  = 216002 // may reach the shell socket (sluice-shell-callers)
+	hostHangupCallers = 216003 // may reach the hangup socket (ptystore's, as the runner gives it)
 )
 
 // Inside ids, the same numbers in every sandbox that maps them.
 const (
-	inRoot         = 0
-	inHelper       = 100  // the helper, except shell's, which runs as inRoot
-	inClients      = 300  // hostClients
-	inShellCallers = 301  // hostShellCallers
-	inShellUser    = 1000 // the account shells are opened for
-	inWeb          = 1001 // hostWeb
-	inAdmin        = 1002 // hostAdmin
-	inPolicy       = 1003 // the policy helper's host uid, in the shell sandbox
+	inRoot          = 0
+	inHelper        = 100  // the helper, except shell's and hangup's, which run as inRoot
+	inClients       = 300  // hostClients
+	inShellCallers  = 301  // hostShellCallers
+	inHangupCallers = 302  // hostHangupCallers
+	inShellUser     = 1000 // the account shells are opened for
+	inWeb           = 1001 // hostWeb
+	inAdmin         = 1002 // hostAdmin
+	inPolicy        = 1003 // the policy helper's host uid, in the shell sandbox
+	inPtyStore      = 1004 // the ptystore helper's host uid, in the hangup sandbox
 )
 
 // Each sandbox has its own block of host ids: inside id i of the sandbox
 // is host base+i, for its own root, helper and shell account.
-var hostBase = map[string]uint32{msg.Auth: 300000, msg.Policy: 310000, msg.Shell: 320000, msg.PtyStore: 330000}
+var hostBase = map[string]uint32{msg.Auth: 300000, msg.Policy: 310000, msg.Shell: 320000, msg.PtyStore: 330000, msg.Hangup: 340000}
+
+// helpers is every sandboxed helper, in the order they start: a helper
+// whose socket another's sandbox binds in starts first.
+var helpers = []string{msg.Shell, msg.Policy, msg.Auth, msg.Hangup, msg.PtyStore}
 
 func helperHostUID(name string) uint32 {
-	if name == msg.Shell {
+	if name == msg.Shell || name == msg.Hangup {
 		return hostBase[name] + inRoot
 	}
 	return hostBase[name] + inHelper
@@ -64,12 +71,14 @@ func helperHostUID(name string) uint32 {
 var (
 	web      = Caller{Name: "web", UID: hostWeb, GID: hostWeb, Groups: []uint32{hostClients}}
 	admin    = Caller{Name: "admin", UID: hostAdmin, GID: hostAdmin, Groups: []uint32{hostClients}}
-	stranger = Caller{Name: "stranger", UID: hostStranger, GID: hostStranger, Groups: []uint32{hostClients, hostShellCallers}}
-	impostor = Caller{Name: "impostor", UID: hostImpostor, GID: hostImpostor, Groups: []uint32{hostClients, hostShellCallers}}
+	stranger = Caller{Name: "stranger", UID: hostStranger, GID: hostStranger, Groups: []uint32{hostClients, hostShellCallers, hostHangupCallers}}
+	impostor = Caller{Name: "impostor", UID: hostImpostor, GID: hostImpostor, Groups: []uint32{hostClients, hostShellCallers, hostHangupCallers}}
 	outsider = Caller{Name: "outsider", UID: hostOutsider, GID: hostOutsider}
 	hostRoot = Caller{Name: "host-root", UID: 0, GID: 0, Groups: []uint32{}}
 	// The policy helper's own host account, calling shell from outside.
 	policyAccount = Caller{Name: "policy-account", UID: 310000 + inHelper, GID: 310000 + inHelper, Groups: []uint32{hostShellCallers}}
+	// The ptystore helper's own host account, calling hangup from outside.
+	ptystoreAccount = Caller{Name: "ptystore-account", UID: 330000 + inHelper, GID: 330000 + inHelper, Groups: []uint32{hostHangupCallers}}
 )
 
 const policyFile = `# container test policy
@@ -136,7 +145,7 @@ func setup() (int, error) {
 		return 1, err
 	}
 	var pkgs []string
-	for _, h := range []string{msg.Auth, msg.Policy, msg.Shell, msg.PtyStore} {
+	for _, h := range helpers {
 		pkgs = append(pkgs, "sluice/helpers/"+h+"/cmd/sluice-"+h)
 	}
 	build := exec.Command(goTool(), append([]string{"build", "-trimpath", "-o", bin + "/"}, pkgs...)...)
@@ -162,7 +171,7 @@ func setup() (int, error) {
 
 	roots := map[string]*rootfs{}
 	specs := map[string]Spec{}
-	for _, name := range []string{msg.Shell, msg.Policy, msg.Auth, msg.PtyStore} {
+	for _, name := range helpers {
 		r, spec, err := layout(base, name)
 		if err != nil {
 			return 1, fmt.Errorf("%s: %w", name, err)
@@ -198,9 +207,8 @@ func setup() (int, error) {
 		os.Chmod(r.path("etc/sluice/build-ids.json"), 0o644)
 	}
 
-	// Shell first: the policy sandbox binds its socket.
 	env.sandboxes = map[string]*Sandbox{}
-	for _, name := range []string{msg.Shell, msg.Policy, msg.Auth, msg.PtyStore} {
+	for _, name := range helpers {
 		s, err := Start(env.exe, specs[name])
 		if err != nil {
 			return 1, err
@@ -286,9 +294,29 @@ func layout(base, name string) (*rootfs, Spec, error) {
 		spec.Mounts = append(spec.Mounts, Mount{Kind: "devpts", Target: "/dev/pts", Options: "newinstance,ptmxmode=0666,mode=0620"})
 	case msg.PtyStore:
 		spec.UIDs = append(spec.UIDs, IDMap{inWeb, hostWeb}, IDMap{inAdmin, hostAdmin})
-		spec.GIDs = append(spec.GIDs, IDMap{inClients, hostClients}, IDMap{inWeb, hostWeb}, IDMap{inAdmin, hostAdmin})
+		spec.GIDs = append(spec.GIDs, IDMap{inClients, hostClients}, IDMap{inHangupCallers, hostHangupCallers},
+			IDMap{inWeb, hostWeb}, IDMap{inAdmin, hostAdmin})
+		// In the hangup socket's group, helper and init, as policy is in
+		// the shell socket's.
+		spec.Groups = []uint32{inHangupCallers}
+		spec.InitGroups = []uint32{inHangupCallers}
 		spec.Argv = append([]string{exe}, listen...)
 		spec.Argv = append(spec.Argv, "--allow", "web to ptystore=uid:1001", "--allow", "admin to ptystore=uid:1002")
+		group += "hangup-callers:x:302:sluice-ptystore\n"
+	case msg.Hangup:
+		// As the runner and systemd run it: root, and of root's power only
+		// the right to signal other users' processes. Its pid namespace is
+		// its own, like every helper's here; see TestDropAcrossPidNamespaces
+		// for what that means for the shells in the shell sandbox.
+		sockGroup = hostHangupCallers
+		spec.UIDs = append(spec.UIDs, IDMap{inPtyStore, helperHostUID(msg.PtyStore)})
+		spec.GIDs = append(spec.GIDs, IDMap{inHangupCallers, hostHangupCallers})
+		spec.UID, spec.GID = inRoot, inRoot
+		spec.Caps = []int{5} // CAP_KILL
+		spec.Argv = append([]string{exe}, listen...)
+		spec.Argv = append(spec.Argv, "--allow", "ptystore to hangup=uid:1004", "--session-cgroups", "")
+		passwd = "root:x:0:0:root:/:/nonexistent\n"
+		group = "root:x:0:\n"
 	}
 	if err := r.mkdir("proc", "dev", "run/sluice", "usr/lib/sluice", "etc/sluice"); err != nil {
 		return nil, spec, err
@@ -302,7 +330,7 @@ func layout(base, name string) (*rootfs, Spec, error) {
 	if err := r.file("etc/group", []byte(group), 0o644); err != nil {
 		return nil, spec, err
 	}
-	if name != msg.Shell {
+	if name != msg.Shell && name != msg.Hangup {
 		// The grant key as a systemd credential: readable by the helper only.
 		kp := "run/credentials/" + name + "/grant.key"
 		if err := r.file(kp, env.key[:], 0o400); err != nil {
@@ -333,6 +361,14 @@ func layout(base, name string) (*rootfs, Spec, error) {
 			return nil, spec, err
 		}
 		spec.Mounts = append(spec.Mounts, Mount{Kind: "bind", Source: socketPath(msg.Shell), Target: "/run/sluice/shell.sock"})
+	}
+	if name == msg.PtyStore {
+		// Likewise the hangup socket, which a drop calls.
+		mp := filepath.Join(sockDir, "hangup.sock")
+		if err := os.WriteFile(mp, nil, 0o644); err != nil {
+			return nil, spec, err
+		}
+		spec.Mounts = append(spec.Mounts, Mount{Kind: "bind", Source: socketPath(msg.Hangup), Target: "/run/sluice/hangup.sock"})
 	}
 	spec.Mounts = append(spec.Mounts, r.mounts...)
 	return r, spec, nil
@@ -648,7 +684,7 @@ func TestInside(t *testing.T) {
 	for _, ns := range []string{"user", "mnt", "pid", "net", "ipc", "uts"} {
 		hostNS[ns], _ = os.Readlink("/proc/self/ns/" + ns)
 	}
-	for _, name := range []string{msg.Auth, msg.Policy, msg.Shell, msg.PtyStore} {
+	for _, name := range helpers {
 		t.Run(name, func(t *testing.T) {
 			s := env.sandboxes[name]
 			r, err := s.Probe()
@@ -687,8 +723,11 @@ func TestInside(t *testing.T) {
 			}
 			wantCaps := "0000000000000000"
 			uid := inHelper
-			if name == msg.Shell {
+			switch name {
+			case msg.Shell:
 				wantCaps, uid = "00000000000000c0", inRoot // CAP_SETUID|CAP_SETGID
+			case msg.Hangup:
+				wantCaps, uid = "0000000000000020", inRoot // CAP_KILL
 			}
 			if r.CapEff != wantCaps || r.CapBnd != wantCaps {
 				t.Errorf("capabilities eff %s bounding %s, want %s", r.CapEff, r.CapBnd, wantCaps)
@@ -738,4 +777,78 @@ func TestInside(t *testing.T) {
 			t.Logf("%s: uid_map %q, processes %q, %s", name, r.UIDMap, r.Processes, r.IDs)
 		})
 	}
+}
+
+// TestHangupCallers calls the sandboxed hangup helper from outside: only
+// ptystore's host account (1004 inside) gets past the handshake, and a pty
+// no session controls is ended at once (nothing to signal).
+func TestHangupCallers(t *testing.T) {
+	need(t)
+	master, slave, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	defer master.Close()
+	hang := spec(t, "ptystore to hangup", msg.OpHangup, msg.HangupSession{})
+	hang.SendFD = true
+	for _, tc := range []struct {
+		name   string
+		caller Caller
+		want   outcome
+	}{
+		{"ptystore account", ptystoreAccount, allowed(func(t *testing.T, b []byte, _ []*os.File) {
+			if r := decode[msg.HangupSessionReply](t, b); r.SID != 0 || r.Hungup != 0 || r.Killed != 0 {
+				t.Errorf("hangup of a pty no session controls: %+v, want nothing done", r)
+			}
+		})},
+		{"stranger", stranger, forbiddenAs(65534)},
+		{"impostor", impostor, forbiddenAs(65534)},
+		{"host root", hostRoot, forbiddenAs(65534)},
+		// Not in the hangup socket's group.
+		{"web", web, atSocket},
+		{"policy account", policyAccount, atSocket},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			closeAll(check(t, tc.caller, hang, master, tc.want))
+		})
+	}
+}
+
+// TestDropAcrossPidNamespaces: the hangup helper sees no process of the
+// shell sandbox (its pid namespace is its own; the kernel answers
+// TIOCGSID with 0 for a session it cannot see), so it cannot end a shell
+// started there. It must say so rather than report the session ended:
+// ptystore's drop fails and the session stays listed. Where shells run in
+// a pid namespace of their own, hangup has to run in it.
+func TestDropAcrossPidNamespaces(t *testing.T) {
+	need(t)
+	fds := check(t, web, spec(t, "web to policy", msg.OpCreateShellSession,
+		msg.CreateShellSession{Machine: msg.HostMachine, User: "sh-user", Grant: signIn(t, "alice")}), nil, allowed(nil))
+	defer closeAll(fds)
+	if len(fds) != 1 {
+		t.Fatalf("%d fds, want the pty master", len(fds))
+	}
+	info := msg.SessionInfo{ID: "d00dd00dd00dd00dd00dd00dd00dd00d", Owner: "alice", UnixUser: "sh-user",
+		Machine: msg.HostMachine, Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}
+	put := spec(t, "web to ptystore", msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "alice"), Session: info})
+	put.SendFD = true
+	check(t, web, put, fds[0], allowed(nil))
+
+	res, got, err := admin.Call(env.exe, spec(t, "admin to ptystore", msg.OpPtyDrop, msg.PtyDrop{ID: info.ID}), nil)
+	closeAll(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Code != msg.CodeFailed || !strings.Contains(res.Msg, "the session is kept") || !strings.Contains(res.Msg, "the pty's session is 0") {
+		t.Fatalf("drop: %+v, want failed: the session is kept, hangup refused session 0", res)
+	}
+	check(t, admin, spec(t, "admin to ptystore", msg.OpPtyList, msg.PtyList{}), nil, allowed(func(t *testing.T, b []byte, _ []*os.File) {
+		for _, s := range decode[msg.PtyListReply](t, b).Sessions {
+			if s.ID == info.ID {
+				return
+			}
+		}
+		t.Errorf("session %s no longer listed after a failed drop", info.ID)
+	}))
 }

@@ -34,8 +34,9 @@
 //     allows uid:1003.
 //   - The helpers run as uid 100 with no capabilities (the shell helper as
 //     its sandbox's root with CAP_SETUID and CAP_SETGID only, to start
-//     shells as other accounts), so none of them can undo the read-only
-//     root or any other mount.
+//     shells as other accounts; the hangup helper as its sandbox's root
+//     with CAP_KILL only), so none of them can undo the read-only root or
+//     any other mount.
 //
 // Reaching the socket is decided on the host before any of that: each
 // socket directory is mode 0750, owned by the helper's host uid, its group

@@ -220,7 +220,7 @@ func inProcess(t testing.TB, mod func(*rpc.Server)) *target {
 
 // --- the real helpers -----------------------------------------------------
 
-// helperSuite is the four helper binaries, built once, with their
+// helperSuite is the five helper binaries, built once, with their
 // manifest, keys and running processes.
 type helperSuite struct {
 	dir, bin, run, state string
@@ -267,7 +267,8 @@ func helpers(t testing.TB) *helperSuite {
 		}
 		build := exec.Command(goTool(), "build", "-o", s.bin+"/",
 			"sluice/helpers/auth/cmd/sluice-auth", "sluice/helpers/policy/cmd/sluice-policy",
-			"sluice/helpers/shell/cmd/sluice-shell", "sluice/helpers/ptystore/cmd/sluice-ptystore")
+			"sluice/helpers/shell/cmd/sluice-shell", "sluice/helpers/ptystore/cmd/sluice-ptystore",
+			"sluice/helpers/hangup/cmd/sluice-hangup")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			suiteErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -288,7 +289,10 @@ func helpers(t testing.TB) *helperSuite {
 			return
 		}
 		s.policyPath = filepath.Join(s.dir, "policy")
-		suiteErr = os.WriteFile(s.policyPath, []byte("allow alice as root on .host command /bin/true\n"), 0o644)
+		// The second rule is for the sessions the tests put and attach to
+		// (alice's, as alice): every pty-get asks policy whether the
+		// owner may still have that shell.
+		suiteErr = os.WriteFile(s.policyPath, []byte("allow alice as root on .host command /bin/true\nallow alice as alice on .host\n"), 0o644)
 		theSuite = s
 	})
 	if suiteErr != nil {
@@ -412,7 +416,11 @@ func helperTargetList(t *testing.T) []*target {
 		authPID := s.start(t, "auth", sock("auth"), append(common, "--state-dir", s.state, "--grant-key", s.keyPath,
 			"--rp-id", rpID, "--origin", origin)...)
 		policyPID := s.start(t, "policy", sock("policy"), append(common, "--policy", s.policyPath, "--grant-key", s.keyPath)...)
-		ptyPID := s.start(t, "ptystore", sock("ptystore"), append(common, "--grant-key", s.keyPath, "--hangup-grace", "100ms")...)
+		// hangup before ptystore, which calls it on every drop (both run as
+		// root here, and each allows only its own uid by default).
+		s.start(t, "hangup", sock("hangup"), common...)
+		ptyPID := s.start(t, "ptystore", sock("ptystore"), append(common, "--grant-key", s.keyPath, "--hangup-grace", "100ms",
+			"--policy-file", s.policyPath)...)
 
 		alice, bob := s.grantFor(t, "alice"), s.grantFor(t, "bob")
 		base := func(name, pid string) *target {

@@ -32,6 +32,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
+	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
@@ -346,7 +347,41 @@ func Start(o Options) (*Suite, error) {
 		s.Stop()
 		return nil, err
 	}
+	if err := s.publishRevocations(cfg); err != nil {
+		s.Stop()
+		return nil, err
+	}
 	return s, nil
+}
+
+// publishRevocations does what the on_ready enrollment Config removes
+// does first: it calls auth, whose first start publishes the revocation
+// list into its public directory (PublishIfMissing). Policy and ptystore
+// refuse every grant until that list is there, and tests sign their own
+// grants with the key rather than sign in, so without this call a suite
+// would fail closed until some test happened to reach auth.
+func (s *Suite) publishRevocations(cfg RawConfig) error {
+	u := cfg.Unit(msg.Auth)
+	dir, _ := u["public_directory"].(string)
+	if dir == "" {
+		return nil
+	}
+	cl, err := s.Client(msg.Frontend, "web to auth")
+	if err != nil {
+		return err
+	}
+	cl.Timeout = Wait
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	if _, err := Call(ctx, cl, msg.OpLoginBegin, msg.LoginBegin{}, nil, &msg.LoginBeginReply{}); err != nil {
+		return fmt.Errorf("suiterun: first call to auth: %w", err)
+	}
+	// Auth publishes before it serves: the answer means the list is there.
+	path := filepath.Join(s.StateDir, dir, revoke.FileName)
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("suiterun: auth answered but published no revocation list: %w\n%s", err, s.Log)
+	}
+	return nil
 }
 
 // Stop ends the runner with SIGTERM (it stops its units) and removes the
