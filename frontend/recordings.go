@@ -195,3 +195,38 @@ func (c *conn) recordingErr(op string, err error) {
 		c.failErr(op, err)
 	}
 }
+
+// HelperRecordings is a RecordingSource over a helper that lists
+// recordings and hands one out as an open file (the recording helper's
+// rec-list and rec-open on "web to record", each with the grant, each
+// deciding by policy itself). Open's file is read to its end as it is
+// now, at most MaxRecordingToPage; a recording still being written ends
+// in a partial line, which the player leaves out.
+type HelperRecordings struct {
+	ListFunc func(ctx context.Context, g msg.Grant) ([]RecordingInfo, error)
+	OpenFunc func(ctx context.Context, g msg.Grant, id string) (*os.File, error)
+}
+
+func (h *HelperRecordings) List(ctx context.Context, g msg.Grant) ([]RecordingInfo, error) {
+	list, err := h.ListFunc(ctx, g)
+	if len(list) > maxRecordings {
+		list = list[:maxRecordings]
+	}
+	return list, err
+}
+
+func (h *HelperRecordings) Read(ctx context.Context, g msg.Grant, id string) ([]byte, error) {
+	f, err := h.OpenFunc(ctx, g, id)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxRecordingToPage+1))
+	if err != nil {
+		return nil, fmt.Errorf("frontend: read recording %s: %w", id, err)
+	}
+	if len(b) > MaxRecordingToPage {
+		return nil, errTooLarge
+	}
+	return b, nil
+}

@@ -82,3 +82,31 @@ func TestDirRecordings(t *testing.T) {
 		t.Errorf("alice reads: %v", err)
 	}
 }
+
+// TestHelperRecordings: a recording handed out as an open file is read
+// whole, up to the limit; a larger one is refused, not cut.
+func TestHelperRecordings(t *testing.T) {
+	dir := t.TempDir()
+	small := filepath.Join(dir, "small.cast")
+	big := filepath.Join(dir, "big.cast")
+	os.WriteFile(small, []byte(castHeader("root@.host", 1)+`[0.1, "o", "x"]`+"\n"+`[0.2, "o", "partial`), 0o644)
+	if err := os.WriteFile(big, make([]byte, MaxRecordingToPage+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := &HelperRecordings{
+		ListFunc: func(context.Context, msg.Grant) ([]RecordingInfo, error) { return nil, nil },
+		OpenFunc: func(_ context.Context, _ msg.Grant, id string) (*os.File, error) {
+			return os.Open(filepath.Join(dir, id+".cast"))
+		},
+	}
+	b, err := h.Read(context.Background(), msg.Grant{}, "small")
+	if err != nil || !strings.HasSuffix(string(b), `"partial`) {
+		t.Errorf("small: %q %v", b, err)
+	}
+	if _, err := h.Read(context.Background(), msg.Grant{}, "big"); !errors.Is(err, errTooLarge) {
+		t.Errorf("big: %v, want errTooLarge", err)
+	}
+	if _, err := h.Read(context.Background(), msg.Grant{}, "absent"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("absent: %v", err)
+	}
+}

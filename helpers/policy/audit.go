@@ -68,3 +68,13 @@ func (p *Policy) AuditScope(user string) (machines []string, rules []string) {
 	}
 	return machines, rules
 }
+
+// MayAudit is the yes-or-no form of AuditScope, for a caller that asks
+// only whether user audits at all (the recording helper's check-audit):
+// the reason is fit to show the user.
+func (p *Policy) MayAudit(user string) (bool, string) {
+	if m, _ := p.AuditScope(user); len(m) > 0 {
+		return true, ""
+	}
+	return false, user + " may not audit sessions"
+}

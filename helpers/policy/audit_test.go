@@ -96,6 +96,9 @@ func TestAuditScope(t *testing.T) {
 		if len(got) > 0 && len(rules) == 0 {
 			t.Errorf("%s: no rules named", tc.user)
 		}
+		if ok, reason := p.MayAudit(tc.user); ok != (len(tc.want) > 0) || ok != (reason == "") {
+			t.Errorf("%s: MayAudit %v %q", tc.user, ok, reason)
+		}
 	}
 }
 
