@@ -341,7 +341,7 @@ func (c *conn) handle(m inMsg) {
 	case "end":
 		c.end(m)
 	default:
-		if !c.passkeyOp(m) {
+		if !c.passkeyOp(m) && !c.auditOp(m) {
 			c.fail(m.T, msg.CodeBadRequest, "unknown message type")
 		}
 	}

@@ -43,8 +43,11 @@ type Config struct {
 	// helper's WebAuthn origins.
 	Origins []string
 	Backend Backend
-	Hub     hub.Options
-	Log     *slog.Logger
+	// Recordings lists and reads recordings for auditors; nil: the page
+	// has none (see recordings.go).
+	Recordings RecordingSource
+	Hub        hub.Options
+	Log        *slog.Logger
 	// MaxMessage limits one client WebSocket message (default 64 KiB).
 	MaxMessage int64
 	// WriteTimeout drops a client that does not take a frame in this long

@@ -30,6 +30,8 @@ const (
 	// policy, "web to policy"
 	OpCreateShellSession = "create-shell-session"
 	OpAllowedTargets     = "allowed-targets"
+	// policy, "web to policy" and "ptystore to policy"
+	OpAuditScope = "audit-scope"
 	// policy, "ptystore to policy"
 	OpCheckSessions = "check-sessions"
 	// shell, "policy to shell"
@@ -42,6 +44,9 @@ const (
 	OpPtyShare = "pty-share"
 	// ptystore, "web to ptystore": which sessions have a viewer (limits)
 	OpPtyViewers = "pty-viewers"
+	// ptystore, "web to ptystore": an auditor's read-only view
+	OpPtyAuditList = "pty-audit-list"
+	OpPtyAuditGet  = "pty-audit-get"
 	// ptystore, "admin to ptystore" only
 	OpPtyRecheck = "pty-recheck"
 	// hangup, "ptystore to hangup"
@@ -270,6 +275,33 @@ type AllowedTargetsReply struct {
 	Truncated bool     `msgpack:"truncated,omitempty"`
 }
 
+// AuditScope asks policy which machines' sessions Grant.User may audit:
+// watch live, read-only, and play recordings of, whoever owns them (the
+// policy file's audit lines). ptystore asks it on every pty-audit-list
+// and pty-audit-get; the frontend asks it to know whether to show the
+// page's audit view, a hint only.
+type AuditScope struct {
+	Grant Grant `msgpack:"grant"`
+}
+
+// AuditScopeReply lists the machines, each once, in file order; ["*"] is
+// every machine. Empty: the user may audit nothing. Rules are the audit
+// lines that gave it, for the log.
+type AuditScopeReply struct {
+	Machines []string `msgpack:"machines"`
+	Rules    []string `msgpack:"rules,omitempty"`
+}
+
+// Covers reports whether the scope takes in sessions on machine.
+func (r AuditScopeReply) Covers(machine string) bool {
+	for _, m := range r.Machines {
+		if m == "*" || m == machine {
+			return true
+		}
+	}
+	return false
+}
+
 // OpenShell is policy's already-decided request to the shell helper.
 // Requester is the signed-in sluice user, for the log only.
 type OpenShell struct {
@@ -402,6 +434,24 @@ type PtyGetReply struct {
 
 // ModeOwner is PtyGetReply.Mode for the session's owner.
 const ModeOwner = "owner"
+
+// ModeAudit is PtyGetReply.Mode for an auditor (pty-audit-get): read-only,
+// and shown to everyone attached as an auditor.
+const ModeAudit = "audit"
+
+// PtyAuditList lists the live sessions Grant.User may audit, whoever owns
+// them; the reply is a PtyListReply. PtyAuditGet is a read-only view of
+// one of them: the reply is a PtyGetReply with Mode ModeAudit and one fd.
+// ptystore asks policy (audit-scope) on each call; the frontend's word
+// counts for nothing.
+type PtyAuditList struct {
+	Grant Grant `msgpack:"grant"`
+}
+
+type PtyAuditGet struct {
+	Grant Grant  `msgpack:"grant"`
+	ID    string `msgpack:"id"`
+}
 
 // PtyList lists the sessions Grant.User owns. Over "admin to ptystore" the
 // grant is ignored and every session is listed.

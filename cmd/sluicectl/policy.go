@@ -38,6 +38,9 @@ func runPolicy(ctx context.Context, g *globals, args []string) error {
 	for _, r := range p.Rules {
 		out.Rules = append(out.Rules, ruleJSON{r.Line, r.Allow, r.Who, r.As, r.On, r.Command, r.String()})
 	}
+	for _, a := range p.Audits {
+		out.Audits = append(out.Audits, auditJSON{a.Line, a.Who, a.On, a.String()})
+	}
 	if !*offline {
 		var rep msg.PtyListReply
 		if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyList, msg.PtyList{}, &rep); err != nil {
@@ -69,6 +72,9 @@ func runPolicy(ctx context.Context, g *globals, args []string) error {
 	for _, r := range p.Rules {
 		fmt.Fprintln(g.out, r)
 	}
+	for _, a := range p.Audits {
+		fmt.Fprintln(g.out, a)
+	}
 	fmt.Fprintf(g.err, "%s: %d rules, %d groups, on-revoke %s, limits %s, valid\n", file, len(p.Rules), len(p.Groups), p.OnRevoke, p.LimitsText())
 	return nil
 }
@@ -83,6 +89,13 @@ type ruleJSON struct {
 	Text    string   `json:"text"`
 }
 
+type auditJSON struct {
+	Line int    `json:"line"`
+	Who  string `json:"who"`
+	On   string `json:"on"`
+	Text string `json:"text"`
+}
+
 type revokedJSON struct {
 	Session msg.SessionInfo `json:"session"`
 	Action  string          `json:"action"` // end or detach
@@ -95,6 +108,7 @@ type checkOutput struct {
 	OnRevoke        string              `json:"on_revoke"`
 	Limits          msg.Limits          `json:"limits"` // the file's, for rules that set none; milliseconds, 0 none
 	Rules           []ruleJSON          `json:"rules"`
+	Audits          []auditJSON         `json:"audits,omitempty"`
 	Groups          map[string][]string `json:"groups"`
 	SessionsChecked *int                `json:"sessions_checked"` // null: ptystore could not be asked
 	SessionsError   string              `json:"sessions_error,omitempty"`

@@ -560,6 +560,9 @@ type ViewerInfo struct {
 	User    string `json:"user"`
 	Mode    string `json:"mode"`
 	Lagging bool   `json:"lagging,omitempty"`
+	// Auditor: watching as an auditor the policy names, not through the
+	// owner's share; the owner's page says so.
+	Auditor bool `json:"auditor,omitempty"`
 }
 
 func (s *Session) Viewers() []ViewerInfo {
@@ -567,7 +570,7 @@ func (s *Session) Viewers() []ViewerInfo {
 	defer s.mu.Unlock()
 	out := make([]ViewerInfo, 0, len(s.viewers))
 	for _, v := range s.viewers {
-		out = append(out, ViewerInfo{User: v.user, Mode: v.mode, Lagging: v.lagging})
+		out = append(out, ViewerInfo{User: v.user, Mode: v.mode, Lagging: v.lagging, Auditor: v.auditor})
 	}
 	return out
 }
@@ -594,6 +597,8 @@ type Join struct {
 	Mode   string
 	Shared bool
 	Epoch  uint32
+	// Auditor joins read-only whatever Mode says, and is listed as one.
+	Auditor bool
 }
 
 // Join is AttachFunc for any viewer. One who came through a share token
@@ -602,15 +607,19 @@ type Join struct {
 // share starts (see Share); anyone else starts at the scrollback.
 func (s *Session) Join(j Join, ready func()) (*Viewer, error) {
 	v := &Viewer{
-		s:      s,
-		user:   j.User,
-		shared: j.Shared,
-		epoch:  j.Epoch,
-		wake:   make(chan struct{}, 1),
-		ready:  ready,
+		s:       s,
+		user:    j.User,
+		shared:  j.Shared,
+		epoch:   j.Epoch,
+		auditor: j.Auditor,
+		wake:    make(chan struct{}, 1),
+		ready:   ready,
 	}
 	s.mu.Lock()
 	mode := j.Mode
+	if j.Auditor {
+		mode = ModeReadOnly
+	}
 	v.pos = s.ring.start()
 	if j.Shared {
 		mode = s.share.cap(j.Epoch, mode)
@@ -735,8 +744,10 @@ type Viewer struct {
 	user   string
 	shared bool   // came through a share token
 	epoch  uint32 // that token's share epoch
-	wake   chan struct{}
-	ready  func()
+	// auditor: came through pty-audit-get; always read-only.
+	auditor bool
+	wake    chan struct{}
+	ready   func()
 
 	// Guarded by s.mu.
 	mode         string

@@ -65,6 +65,9 @@ type Policy struct {
 	File   string
 	Rules  []Rule
 	Groups map[string][]string
+	// Audits are the audit lines in file order: who may watch live
+	// sessions read-only and play recordings (see audit.go).
+	Audits []AuditRule
 	// OnRevoke is what happens to a live session the file no longer
 	// allows: msg.OnRevokeEnd (the default) or msg.OnRevokeDetach.
 	OnRevoke string
@@ -141,8 +144,19 @@ func (p *Policy) parseLine(line string, n int) error {
 		return p.parseOnRevoke(f, n, fail)
 	case "limit":
 		return p.parseLimit(f, n, fail)
+	case "audit":
+		if len(p.Rules)+len(p.Audits) >= MaxRules {
+			return fail("more than %d rules", MaxRules)
+		}
+		a, err := p.parseAudit(f, fail)
+		if err != nil {
+			return err
+		}
+		a.File, a.Line = p.File, n
+		p.Audits = append(p.Audits, a)
+		return nil
 	case "allow", "deny":
-		if len(p.Rules) >= MaxRules {
+		if len(p.Rules)+len(p.Audits) >= MaxRules {
 			return fail("more than %d rules", MaxRules)
 		}
 		r, err := p.parseRule(f, fail)
@@ -153,7 +167,7 @@ func (p *Policy) parseLine(line string, n int) error {
 		p.Rules = append(p.Rules, r)
 		return nil
 	}
-	return fail("unknown keyword %q; want allow, deny, group, limit or on-revoke", f[0])
+	return fail("unknown keyword %q; want allow, deny, audit, group, limit or on-revoke", f[0])
 }
 
 // on-revoke end|detach. Once per file: two would leave the reader to guess
@@ -194,6 +208,20 @@ func (p *Policy) parseGroup(f []string, fail func(string, ...any) error) error {
 	return nil
 }
 
+// checkWho checks a rule's WHO: "*", a defined "%group" or a user name.
+func (p *Policy) checkWho(who string, fail func(string, ...any) error) error {
+	switch {
+	case who == Any:
+	case strings.HasPrefix(who, "%"):
+		if _, ok := p.Groups[who[1:]]; !ok {
+			return fail("group %q is not defined (define it above with: group %s MEMBER...)", who[1:], who[1:])
+		}
+	case !names.SluiceUser(who):
+		return fail("invalid sluice user %q", who)
+	}
+	return nil
+}
+
 // allow|deny WHO as ACCOUNT on MACHINE [command ARGV...]
 func (p *Policy) parseRule(f []string, fail func(string, ...any) error) (Rule, error) {
 	r := Rule{Allow: f[0] == "allow"}
@@ -201,14 +229,8 @@ func (p *Policy) parseRule(f []string, fail func(string, ...any) error) (Rule, e
 		return r, fail("want: %s WHO as ACCOUNT on MACHINE", f[0])
 	}
 	r.Who, r.As, r.On = f[1], f[3], f[5]
-	switch {
-	case r.Who == Any:
-	case strings.HasPrefix(r.Who, "%"):
-		if _, ok := p.Groups[r.Who[1:]]; !ok {
-			return r, fail("group %q is not defined (define it above with: group %s MEMBER...)", r.Who[1:], r.Who[1:])
-		}
-	case !names.SluiceUser(r.Who):
-		return r, fail("invalid sluice user %q", r.Who)
+	if err := p.checkWho(r.Who, fail); err != nil {
+		return r, err
 	}
 	if r.As != Any && r.As != SameName && !names.UnixUser(r.As) {
 		return r, fail("invalid unix account %q", r.As)

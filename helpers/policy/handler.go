@@ -53,6 +53,8 @@ func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error)
 		return h.create(ctx, call, req)
 	case msg.OpAllowedTargets:
 		return h.targets(call, req)
+	case msg.OpAuditScope:
+		return h.auditScope(call, req)
 	}
 	// The caller's string is in the reply, not in the label the log
 	// lines carry (as in auth).
@@ -109,6 +111,25 @@ func (h *Handler) targets(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
 	}
 	h.log().Info("policy: allowed targets", "user", a.Grant.User, "targets", len(rep.Targets), "truncated", truncated)
 	return rpc.Reply{Body: rep}, nil
+}
+
+// auditScope serves msg.OpAuditScope on both protocols: the machines the
+// grant's user may audit. The grant is verified as for every op, so a
+// forged, expired or revoked grant audits nothing.
+func (h *Handler) auditScope(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
+	var a msg.AuditScope
+	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+	}
+	if err := h.verify(call, a.Grant, h.now()); err != nil {
+		return rpc.Reply{}, err
+	}
+	machines, rules := h.Policy.AuditScope(a.Grant.User)
+	if machines == nil {
+		machines = []string{}
+	}
+	h.log().Info("policy: audit scope", "user", a.Grant.User, "machines", machines, "rules", rules)
+	return rpc.Reply{Body: msg.AuditScopeReply{Machines: machines, Rules: rules}}, nil
 }
 
 // create serves msg.OpCreateShellSession: check the grant, decide, and on
@@ -227,6 +248,9 @@ func (h *Handler) HandlePtyStore(ctx context.Context, call *rpc.Call) (rpc.Reply
 		return rpc.Reply{}, err
 	}
 	call.Label = req.Op
+	if req.Op == msg.OpAuditScope {
+		return h.auditScope(call, req)
+	}
 	if req.Op != msg.OpCheckSessions {
 		call.Label = "unknown"
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)

@@ -25,6 +25,9 @@ type Handler struct {
 	// Policy is asked on every attach whether the session may go on, and
 	// by Recheck; nil (tests of other parts only) asks no one.
 	Policy PolicyChecker
+	// Audit is asked on every pty-audit-list and pty-audit-get which
+	// machines the grant's user may audit; nil refuses them all.
+	Audit AuditChecker
 
 	tokenKey  [32]byte
 	recheckMu sync.Mutex
@@ -106,6 +109,10 @@ func (h *Handler) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		return h.share(req)
 	case msg.OpPtyViewers:
 		return h.viewers(req)
+	case msg.OpPtyAuditList:
+		return h.auditList(ctx, req)
+	case msg.OpPtyAuditGet:
+		return h.auditGet(ctx, req)
 	}
 	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
 }
@@ -135,7 +142,7 @@ func (h *Handler) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 			return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "%v", err)
 		}
 		return rpc.Reply{Body: rep}, nil
-	case msg.OpPtyPut, msg.OpPtyGet, msg.OpPtyShare, msg.OpPtyViewers:
+	case msg.OpPtyPut, msg.OpPtyGet, msg.OpPtyShare, msg.OpPtyViewers, msg.OpPtyAuditList, msg.OpPtyAuditGet:
 		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "%s is not served to admins", req.Op)
 	}
 	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)

@@ -41,7 +41,11 @@ func RepoRoot() string { return suiterun.Root() }
 // Start builds the binaries (or takes $SLUICE_TEST_BIN) and starts
 // `sluice run` with the given policy file text. Stop must be called (also
 // after an error; it takes a nil Suite).
-func Start(policy string) (*Suite, error) {
+func Start(policy string) (*Suite, error) { return StartTweaked(policy, nil) }
+
+// StartTweaked is Start with tweak editing the runner's config first
+// (extra flags for a unit), as suiterun.Options.Tweak.
+func StartTweaked(policy string, tweak func(suiterun.RawConfig)) (*Suite, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("needs root: the suite's helpers run as uids of their own and the shell helper starts login shells as other users (CI runs as root)")
 	}
@@ -58,7 +62,7 @@ func Start(policy string) (*Suite, error) {
 	if s.Bin, err = suiterun.Binaries(dir); err != nil {
 		return s, err
 	}
-	run, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(dir, "suite"), Bin: s.Bin, Policy: policy})
+	run, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(dir, "suite"), Bin: s.Bin, Policy: policy, Tweak: tweak})
 	if err != nil {
 		return s, err
 	}

@@ -43,6 +43,7 @@ func main() {
 	maxUnauthSource := flag.Int("max-unauth-per-source", admit.DefaultMaxUnauthPerSource, "connections not signed in yet from one address (-1: no cap; behind a reverse proxy every connection is the proxy's)")
 	grace := flag.Duration("login-grace", frontend.DefaultLoginGrace, "a WebSocket not signed in this long after it opened is closed")
 	signInRate := flag.Int("signin-rate", admit.DefaultSignInsPerMinute, "sign-in and enrollment ceremonies per source address per minute (0: no limit)")
+	recDir := flag.String("recordings-dir", "", "serve the asciicast files of this directory to auditors (a development stand-in for the recording helper's read op; see docs/frontend.md)")
 	flag.Parse()
 	log := helper.Logger(msg.Frontend)
 
@@ -71,6 +72,7 @@ func main() {
 		SignInRate: admit.NewRate(*signInRate),
 
 		RevocationDir: *revocationDir,
+		Recordings:    recordings(*recDir, backend),
 	})
 	if err != nil {
 		helper.Fatal(log, "frontend", err)
@@ -90,6 +92,9 @@ func main() {
 	var read []string
 	if *revocationDir != "" {
 		read = append(read, *revocationDir)
+	}
+	if *recDir != "" {
+		read = append(read, *recDir)
 	}
 	confine.Helper(log, confine.Profile{Name: msg.Frontend, Read: read})
 	ctx, stop := helper.Context()
@@ -144,4 +149,15 @@ func defaultOrigins(a net.Addr) []string {
 		port = fmt.Sprint(ta.Port)
 	}
 	return []string{"http://localhost:" + port}
+}
+
+// recordings is the page's source of recordings: the --recordings-dir
+// stand-in, which asks policy's audit scope for each call, or none.
+func recordings(dir string, b *frontend.Helpers) frontend.RecordingSource {
+	if dir == "" {
+		return nil
+	}
+	return &frontend.DirRecordings{Dir: dir, Scope: func(ctx context.Context, g msg.Grant) (msg.AuditScopeReply, error) {
+		return b.AuditScope(ctx, msg.AuditScope{Grant: g})
+	}}
 }

@@ -4,7 +4,7 @@
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
-  const views = ["connecting", "enroll", "signin", "sessions", "term"];
+  const views = ["connecting", "enroll", "signin", "sessions", "term", "player"];
   const enc = new TextEncoder();
 
   function show(name) {
@@ -186,7 +186,7 @@
         s.machine,
         s.unix_user,
         new Date(s.created).toLocaleString(),
-        s.viewers.map((v) => v.user + " (" + v.mode + ")").join(", ") || "none",
+        viewerText(s.viewers, false) || "none",
         s.sharing,
       ];
       for (const c of cells) {
@@ -217,6 +217,15 @@
     show("sessions");
     await loadTargets();
     await loadPasskeys();
+    if (window.sluiceAudit) await window.sluiceAudit.refresh();
+  }
+
+  // viewerText names who watches a session; an auditor (whom the policy,
+  // not a share, lets watch) is always called one, so the owner knows.
+  function viewerText(list, bareOwner) {
+    return (list || [])
+      .map((v) => v.user + (v.auditor ? " (auditor)" : bareOwner && v.mode === "owner" ? "" : " (" + v.mode + ")"))
+      .join(", ");
   }
 
   // share changes a session's sharing. Viewers already attached lose what
@@ -472,9 +481,7 @@
 
   function viewers(list) {
     list = list || [];
-    $("term-viewers").textContent = list.length > 1
-      ? "watching: " + list.map((v) => v.user + (v.mode === "owner" ? "" : " (" + v.mode + ")")).join(", ")
-      : "";
+    $("term-viewers").textContent = list.length > 1 ? "watching: " + viewerText(list, true) : "";
   }
 
   function control(m) {
@@ -575,5 +582,7 @@
     confirmLast = "";
     $("passkey-last").hidden = true;
   });
+  // What audit.js (the auditor's view and the player) uses of this page.
+  window.sluice = { $, request, attach, show, status, errText, viewerText };
   connect();
 })();

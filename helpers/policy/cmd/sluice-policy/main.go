@@ -44,6 +44,9 @@ func main() {
 		for _, r := range pol.Rules {
 			fmt.Println(r)
 		}
+		for _, a := range pol.Audits {
+			fmt.Println(a)
+		}
 		return
 	}
 	if err != nil {

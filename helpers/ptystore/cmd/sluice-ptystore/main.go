@@ -113,6 +113,19 @@ func main() {
 		_, err = cl.Call(ctx, msg.Request{Op: msg.OpCheckSessions, Args: args}, nil, &rep)
 		return rep, err
 	}
+	h.Audit = func(ctx context.Context, a msg.AuditScope) (msg.AuditScopeReply, error) {
+		var rep msg.AuditScopeReply
+		cl, err := suite.Client(msg.PtyStore, "ptystore to policy")
+		if err != nil {
+			return rep, err
+		}
+		args, err := msgpack.Marshal(a)
+		if err != nil {
+			return rep, err
+		}
+		_, err = cl.Call(ctx, msg.Request{Op: msg.OpAuditScope, Args: args}, nil, &rep)
+		return rep, err
+	}
 
 	var routes []rpc.Route
 	for _, r := range []struct {
