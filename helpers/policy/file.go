@@ -40,6 +40,9 @@ type Rule struct {
 	As      string   // unix account, "*" or "=" (the sluice user's own name)
 	On      string   // machine, ".host" or "*"
 	Command []string // allow only: the exact argv permitted; nil: login shell only
+	// Record: allow only: the session is recorded (nil: not). See
+	// docs/recording.md.
+	Record *msg.RecordSpec
 }
 
 // String is the rule as it would be written, with where it was: what the
@@ -50,6 +53,15 @@ func (r Rule) String() string {
 		verb = "allow"
 	}
 	s := fmt.Sprintf("%s %s as %s on %s", verb, r.Who, r.As, r.On)
+	if r.Record != nil {
+		s += " record"
+		if r.Record.Input {
+			s += " input"
+		}
+		if r.Record.FailOpen {
+			s += " fail-open"
+		}
+	}
 	if r.Command != nil {
 		s += " command " + strings.Join(r.Command, " ")
 	}
@@ -207,11 +219,27 @@ func (p *Policy) parseRule(f []string, fail func(string, ...any) error) (Rule, e
 		return r, fail("invalid machine %q", r.On)
 	}
 	rest := f[6:]
+	if len(rest) > 0 && rest[0] == "record" {
+		if !r.Allow {
+			return r, fail("deny rules take no record: nothing is opened to record")
+		}
+		r.Record = &msg.RecordSpec{}
+		rest = rest[1:]
+		if len(rest) > 0 && rest[0] == "input" {
+			r.Record.Input, rest = true, rest[1:]
+		}
+		if len(rest) > 0 && rest[0] == "fail-open" {
+			r.Record.FailOpen, rest = true, rest[1:]
+		}
+	}
 	if len(rest) == 0 {
 		return r, nil
 	}
+	if rest[0] == "fail-open" || rest[0] == "input" {
+		return r, fail("%q belongs after record: record [input] [fail-open]", rest[0])
+	}
 	if rest[0] != "command" {
-		return r, fail("unknown option %q; the only option is: command /ABSOLUTE/PATH [ARG...]", rest[0])
+		return r, fail("unknown option %q; the options are: record [input] [fail-open], then command /ABSOLUTE/PATH [ARG...]", rest[0])
 	}
 	if !r.Allow {
 		return r, fail("deny rules take no command: they deny whatever is asked")
