@@ -33,10 +33,11 @@ type Splice struct {
 	ResizePoll time.Duration
 	Log        *slog.Logger
 
-	ready bool
-	mu    sync.Mutex
-	rows  uint16
-	cols  uint16
+	ready  bool
+	mu     sync.Mutex
+	sizeMu sync.Mutex // rows, cols; held while a change is passed on
+	rows   uint16
+	cols   uint16
 }
 
 // Run copies until either side ends, ctx is done, or (fail-closed) a
@@ -171,6 +172,11 @@ func (s *Splice) input(inner, outer *os.File) error {
 	for {
 		n, err := outer.Read(buf)
 		if n > 0 {
+			// A resize the frontend made before typing reaches the shell
+			// before what was typed, as it would without the recorder.
+			if rerr := s.syncSize(inner, outer); rerr != nil {
+				return rerr
+			}
 			if s.Input {
 				if rerr := s.record('i', buf[:n]); rerr != nil {
 					s.tell(outer, "recording failed ("+rerr.Error()+")")
@@ -206,6 +212,8 @@ func (s *Splice) resizes(inner, outer *os.File, stop <-chan struct{}, done chan<
 }
 
 func (s *Splice) syncSize(inner, outer *os.File) error {
+	s.sizeMu.Lock()
+	defer s.sizeMu.Unlock()
 	var ws *unix.Winsize
 	var err error
 	rc, cerr := outer.SyscallConn()
