@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -32,7 +34,7 @@ func runRecordings(ctx context.Context, g *globals, args []string) error {
 	maxIdle := fs.Duration("max-idle", 0, "play: longest pause between two outputs (0: as recorded)")
 	outFile := fs.String("o", "", "export: write to FILE instead of standard output")
 	verb, rest := splitVerb(args)
-	if err := parse(fs, g, flagsFirst(rest)); err != nil {
+	if err := parse(fs, g, valuedFlagsFirst(fs, rest)); err != nil {
 		return err
 	}
 	if verb == "" {
@@ -245,4 +247,33 @@ func parseWhen(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is neither RFC 3339 nor a duration such as 24h", s)
 	}
 	return time.Now().Add(-d).UnixMilli(), nil
+}
+
+// valuedFlagsFirst is flagsFirst for a command with flags that take a
+// value ("export ID -o FILE"): such a flag keeps the word after it.
+func valuedFlagsFirst(fs *flag.FlagSet, args []string) []string {
+	var fl, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			pos = append(pos, a)
+			continue
+		}
+		fl = append(fl, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil && i+1 < len(args) {
+			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !b.IsBoolFlag() {
+				fl = append(fl, args[i+1])
+				i++
+			}
+		}
+	}
+	return append(fl, pos...)
 }
