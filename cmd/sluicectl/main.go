@@ -50,7 +50,8 @@ Commands:
   recordings export ID   write the .cast file (-o FILE), for asciinema play
   recordings verify ID   check its seals: intact, live, cut or altered
   manifest               print the build manifest (build-ids.json)
-  keygen FILE            write a new 32-byte grant key (mode 0600) to FILE
+  keygen FILE            write a new 32-byte key (mode 0600) to FILE
+                         (--unless-exists: keep one that is there)
 
 Global flags:
   --runtime-dir DIR      helper sockets (default $SLUICE_RUNTIME_DIR or /run/sluice)

@@ -41,6 +41,7 @@ var Mains = []struct {
 	{"./helpers/policy/cmd/sluice-policy", "sluice-policy", true},
 	{"./helpers/shell/cmd/sluice-shell", "sluice-shell", true},
 	{"./helpers/ptystore/cmd/sluice-ptystore", "sluice-ptystore", true},
+	{"./helpers/record/cmd/sluice-record", "sluice-record", true},
 	{"./frontend/cmd/sluice-frontend", "sluice-frontend", true},
 }
 
