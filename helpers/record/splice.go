@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -141,10 +143,14 @@ func (s *Splice) tell(outer *os.File, why string) {
 
 // output: shell to terminal, recorded first.
 func (s *Splice) output(inner, outer *os.File) error {
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, 64<<10)
 	held := 0 // bytes of a character not yet complete, at buf's start
+	rc, err := inner.SyscallConn()
+	if err != nil {
+		return err
+	}
 	for {
-		n, err := inner.Read(buf[held:])
+		n, err := readBatch(rc, buf[held:])
 		n += held
 		k := n
 		if err == nil {
@@ -164,6 +170,43 @@ func (s *Splice) output(inner, outer *os.File) error {
 		}
 		held = copy(buf, buf[k:n])
 	}
+}
+
+// readBatch reads what is there, up to len(buf), in as many reads as the
+// pty needs (it hands out at most a few KiB a read), waiting in Go's
+// poller only while nothing is: one event, one seal and one write for a
+// burst, instead of one per pty buffer.
+func readBatch(rc syscall.RawConn, buf []byte) (int, error) {
+	n := 0
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		for n < len(buf) {
+			k, err := unix.Read(int(fd), buf[n:])
+			if k > 0 {
+				n += k
+				continue
+			}
+			if err == unix.EAGAIN {
+				return n > 0
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err == nil {
+				err = io.EOF
+			}
+			rerr = err
+			return true
+		}
+		return true
+	})
+	if n > 0 {
+		return n, nil // an error comes again on the next read
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	return 0, err
 }
 
 // input: terminal to shell, recorded first when Input is set.
