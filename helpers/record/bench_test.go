@@ -119,7 +119,9 @@ func BenchmarkRecordCat100MB(b *testing.B) {
 			on += d
 		}
 	}
-	mbps := func(d time.Duration) float64 { return float64(benchCatSize) * rounds * float64(b.N) / d.Seconds() / 1e6 }
+	mbps := func(d time.Duration) float64 {
+		return float64(benchCatSize) * rounds * float64(b.N) / d.Seconds() / 1e6
+	}
 	b.ReportMetric(mbps(off), "off-MB/s")
 	b.ReportMetric(mbps(on), "recorded-MB/s")
 	b.ReportMetric(off.Seconds()/on.Seconds(), "record-tput-ratio")

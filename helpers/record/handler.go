@@ -130,6 +130,7 @@ func (h *Handler) start(a msg.RecordSession, inner, outer *os.File) (*started, e
 	if err == nil {
 		sp := &Splice{Inner: inner, Outer: outer, W: w, Input: a.Input, FailOpen: a.FailOpen, Log: h.log().With("id", a.Session)}
 		if err = sp.Prepare(); err == nil {
+			h.takeTerminal(sp.Outer, a.Session)
 			return &started{Splice: sp, file: f}, nil
 		}
 	}
@@ -137,6 +138,24 @@ func (h *Handler) start(a msg.RecordSession, inner, outer *os.File) (*started, e
 	os.Remove(f.Name())
 	f.Close()
 	return nil, err
+}
+
+// takeTerminal makes the outer pty this process's controlling terminal,
+// so that ending the session the frontend sees (ptystore's pty-drop
+// through the hangup helper, which signals the session a pty controls)
+// signals the recorder, which then hangs the shell up. Only a session
+// leader without a terminal can (one process per recording under
+// systemd, and the runner's "setsid"); otherwise the session still ends
+// when every copy of the outer master is closed.
+func (h *Handler) takeTerminal(outer *os.File, id string) {
+	rc, err := outer.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) { err = unix.IoctlSetInt(int(fd), unix.TIOCSCTTY, 0) })
+	if err != nil {
+		h.log().Warn("record: the outer pty is not this process's terminal: ending the session from ptystore will not reach the recorder", "id", id, "err", err)
+	}
 }
 
 func validSession(a msg.RecordSession, fds []*os.File) error {

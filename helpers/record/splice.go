@@ -15,10 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultResizePoll is how often the outer terminal's size is read. The
-// recorder is deliberately nobody's controlling terminal owner, so it
-// gets no SIGWINCH (and the frontend, holding the outer master, can send
-// it no signal with TIOCSIG): it polls instead.
+// DefaultResizePoll is how often the outer terminal's size is read, on
+// top of before every input: a recorder that could not take the outer pty
+// as its terminal gets no SIGWINCH, and one that did need not trust
+// signals the frontend can also send (TIOCSIG on the outer master).
 const DefaultResizePoll = 100 * time.Millisecond
 
 // Splice is one recorded session: the shell's pty (Inner, its master) and

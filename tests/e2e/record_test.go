@@ -399,3 +399,28 @@ func TestRecordingDiskFull(t *testing.T) {
 	}
 
 }
+
+// `sluicectl sessions end` of a recorded session ends its shell: the
+// hangup helper signals the session of the pty ptystore holds, whose
+// leader is the recorder, which hangs the shell up and seals the end.
+// Before the recorder took that pty as its terminal, the hangup found no
+// session there, ptystore forgot the session, and the shell went on
+// behind the frontend's copy of the pty.
+func TestRecordedSessionEnd(t *testing.T) {
+	recording(t)
+	c := connect(t)
+	c.signIn(alice)
+	id := sessionID(c.create(80, 24))
+	c.typeText("echo up-$((1+1))\r")
+	c.until("up-2")
+	if out, err := sluicectl(t, "sessions", "end", id); err != nil || !strings.Contains(out, "ended "+id) {
+		t.Fatalf("sessions end: %v\n%s", err, out)
+	}
+	for {
+		if m := c.next(); m["t"] == "exit" {
+			break
+		}
+	}
+	verify(t, id, msg.RecIntact)
+	export(t, id)
+}

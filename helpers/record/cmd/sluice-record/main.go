@@ -11,9 +11,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -64,8 +66,14 @@ func main() {
 	if err := os.Chmod(*dir, 0o700); err != nil {
 		helper.Fatal(log, "--dir", err)
 	}
-	ctx, cancel := helper.Context()
+	// SIGHUP is how a recorded session is ended from outside (the hangup
+	// helper signals the session of the pty the frontend sees, whose
+	// leader this is, and the kernel does when that pty hangs up): end the
+	// recording and the shell. Job-control stops would freeze a session,
+	// which only SIGCONT could thaw.
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
+	signal.Ignore(syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	h := &record.Handler{
 		Store: &record.Store{Dir: *dir, MaxTotal: total, MaxAge: *maxAge, Log: log},
 		Key:   key, MaxSize: size, Log: log, Life: ctx,
