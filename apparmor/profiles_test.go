@@ -107,6 +107,20 @@ var allow = map[string]struct {
 		},
 		other: []string{"capability kill", "signal (send) set=(hup, cont, kill)"},
 	},
+	msg.Record: {
+		files: map[string]string{
+			"/run/credentials/sluice-record@*.service/":   "r",
+			"/run/credentials/sluice-record@*.service/*":  "r",
+			"/var/lib/private/sluice-record/":             "rw",
+			"/var/lib/private/sluice-record/**":           "rwk", // owner only, see ownerOnly
+			"/var/lib/sluice-revocation/revocations.json": "r",
+			"/run/sluice/record.sock":                     "rw",
+			"/run/sluice/policy.sock":                     "rw",
+			"/dev/ptmx":                                   "rw",
+			"/dev/pts/ptmx":                               "rw",
+			"/dev/pts/[0-9]*":                             "rw",
+		},
+	},
 	msg.Frontend: {
 		files: map[string]string{
 			"/run/sluice/auth.sock":     "rw",
@@ -121,7 +135,7 @@ var allow = map[string]struct {
 }
 
 // ownerOnly are patterns that must carry the owner qualifier.
-var ownerOnly = map[string]bool{"/var/lib/private/sluice-auth/**": true}
+var ownerOnly = map[string]bool{"/var/lib/private/sluice-auth/**": true, "/var/lib/private/sluice-record/**": true}
 
 // check returns every way a profile exceeds the helper's allowlist.
 func check(name string, p *audit.Profile) []string {

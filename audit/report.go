@@ -50,7 +50,7 @@ type Helper struct {
 // Helpers lists the components that run as services, in call-chain order.
 func Helpers() []Helper {
 	var hs []Helper
-	for _, c := range []string{msg.Frontend, msg.Auth, msg.Policy, msg.Shell, msg.PtyStore, msg.Hangup} {
+	for _, c := range []string{msg.Frontend, msg.Auth, msg.Policy, msg.Shell, msg.PtyStore, msg.Hangup, msg.Record} {
 		bin := suite.BinaryName(c)
 		svc := bin + "@.service"
 		if c == msg.Frontend || c == msg.PtyStore {

@@ -51,6 +51,15 @@ const (
 	OpPtyRecheck = "pty-recheck"
 	// hangup, "ptystore to hangup"
 	OpHangup = "hangup"
+	// record, "shell to record"
+	OpRecordSession = "record-session"
+	// record, "admin to record" and "web to record" (the latter with a
+	// grant whose user policy lets audit, see OpCheckAudit)
+	OpRecList   = "rec-list"
+	OpRecOpen   = "rec-open"
+	OpRecVerify = "rec-verify" // "admin to record" only
+	// policy, "record to policy"
+	OpCheckAudit = "check-audit"
 )
 
 // Error codes a caller can act on. They are the first word of an rpc error
@@ -310,6 +319,17 @@ type OpenShell struct {
 	Args      []string `msgpack:"args,omitempty"`
 	Env       []string `msgpack:"env,omitempty"`
 	Requester string   `msgpack:"requester"`
+	// Record, when set, is the rule's recording: the shell helper splices
+	// the recording helper between the shell's pty and the one it returns.
+	Record *RecordSpec `msgpack:"record,omitempty"`
+}
+
+// RecordSpec is what a policy rule says about recording a session.
+// Input also records what is typed ("record input"); FailOpen lets the
+// session go on, unrecorded, when recording fails (the default ends it).
+type RecordSpec struct {
+	Input    bool `msgpack:"input,omitempty"`
+	FailOpen bool `msgpack:"fail_open,omitempty"`
 }
 
 // OpenShellReply comes with exactly one fd, the pty master.
@@ -548,4 +568,115 @@ type HangupSessionReply struct {
 	Killed  int    `msgpack:"killed"`           // of those, still there after the grace: SIGKILL
 	Cgroup  string `msgpack:"cgroup,omitempty"` // the session's own cgroup, killed and removed
 	Elapsed int64  `msgpack:"elapsed_ms"`       // from the first signal to nothing left
+}
+
+// --- record -----------------------------------------------------------------
+
+// RecordSession (shell to record) hands the recording helper a new
+// session's two ends as the frame's two fds: the master of the pty the
+// shell runs on (inner) and the slave of the pty whose master the caller
+// returns to policy (outer). The helper writes the recording's header,
+// answers, and then copies between the two, writing every byte to the
+// recording before passing it on, until either side ends. Fields are the
+// recording's header; none of them decides anything.
+type RecordSession struct {
+	Session   string `msgpack:"session"`   // shell's session id, 32 hex: the recording's id
+	Requester string `msgpack:"requester"` // signed-in sluice user
+	UnixUser  string `msgpack:"unix_user"`
+	Machine   string `msgpack:"machine"`
+	Term      string `msgpack:"term,omitempty"`
+	Width     uint16 `msgpack:"width,omitempty"`
+	Height    uint16 `msgpack:"height,omitempty"`
+	Input     bool   `msgpack:"input,omitempty"`     // record "i" events
+	FailOpen  bool   `msgpack:"fail_open,omitempty"` // a failed write stops recording, not the session
+}
+
+// RecordSessionReply names the recording.
+type RecordSessionReply struct {
+	ID string `msgpack:"id"`
+}
+
+// RecList filters recordings; zero fields do not filter. Since and Until
+// (unix milliseconds) bound the start. Grant is required on "web to
+// record" (an auditor's) and ignored on "admin to record".
+type RecList struct {
+	Grant   *Grant `msgpack:"grant,omitempty"`
+	User    string `msgpack:"user,omitempty"` // requester or unix user
+	Machine string `msgpack:"machine,omitempty"`
+	Since   int64  `msgpack:"since,omitempty"`
+	Until   int64  `msgpack:"until,omitempty"`
+	Live    bool   `msgpack:"live,omitempty"` // only recordings still being written
+}
+
+// MaxRecList bounds RecListReply.Recordings (newest first).
+const MaxRecList = 1000
+
+// Recording describes one recording.
+type Recording struct {
+	ID        string `msgpack:"id"`
+	Requester string `msgpack:"requester"`
+	UnixUser  string `msgpack:"unix_user"`
+	Machine   string `msgpack:"machine"`
+	Started   int64  `msgpack:"started"`  // unix milliseconds
+	Modified  int64  `msgpack:"modified"` // last write, unix milliseconds
+	Size      int64  `msgpack:"size"`     // bytes
+	Width     uint16 `msgpack:"width"`
+	Height    uint16 `msgpack:"height"`
+	Input     bool   `msgpack:"input,omitempty"` // has "i" events
+	Live      bool   `msgpack:"live,omitempty"`  // a recorder is still writing it
+}
+
+type RecListReply struct {
+	Recordings []Recording `msgpack:"recordings"`
+	Truncated  bool        `msgpack:"truncated,omitempty"`
+}
+
+// RecOpen asks for one recording. The reply carries one fd: the .cast
+// file opened read-only. A live recording keeps growing: read to the end,
+// wait, read again; it is over when a line [T, "s", "end ..."] was read or
+// rec-list no longer says live.
+type RecOpen struct {
+	Grant *Grant `msgpack:"grant,omitempty"`
+	ID    string `msgpack:"id"`
+}
+
+type RecOpenReply struct {
+	Recording Recording `msgpack:"recording"`
+}
+
+// RecVerify (admin only) checks a recording's seals with the key only the
+// recording helper holds.
+type RecVerify struct {
+	ID string `msgpack:"id"`
+}
+
+// Verdicts of RecVerifyReply.State.
+const (
+	RecIntact  = "intact"  // every seal holds and the end seal is there
+	RecLive    = "live"    // every seal so far holds; still being written
+	RecCut     = "cut"     // every seal holds, but the recording stops before its end seal
+	RecAltered = "altered" // a seal does not hold: bytes were changed
+)
+
+// RecVerifyReply: State is one of Rec*; Detail says where (the byte
+// offset and time of the first bad seal, or of the last good one).
+type RecVerifyReply struct {
+	State    string  `msgpack:"state"`
+	Detail   string  `msgpack:"detail"`
+	Seals    int     `msgpack:"seals"`    // seals that hold
+	Sealed   int64   `msgpack:"sealed"`   // bytes covered by the last seal that holds
+	Size     int64   `msgpack:"size"`     // bytes in the file
+	Duration float64 `msgpack:"duration"` // seconds, at the last seal that holds
+}
+
+// CheckAudit (record to policy) asks whether Grant's user may audit:
+// list, play and watch recordings. Policy verifies the grant as for
+// create-shell-session (bad-grant otherwise) and answers from the file.
+type CheckAudit struct {
+	Grant Grant `msgpack:"grant"`
+}
+
+type CheckAuditReply struct {
+	Allow  bool   `msgpack:"allow"`
+	Reason string `msgpack:"reason,omitempty"` // fit for the user when not allowed
 }

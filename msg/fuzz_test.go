@@ -51,6 +51,9 @@ func every() []any {
 		new(msg.PtyViewers), new(msg.PtyViewersReply), new(msg.Limits),
 		new(msg.AuditScope), new(msg.AuditScopeReply), new(msg.PtyAuditList), new(msg.PtyAuditGet),
 		new(msg.HangupSession), new(msg.HangupSessionReply),
+		new(msg.RecordSpec), new(msg.RecordSession), new(msg.RecordSessionReply), new(msg.RecList), new(msg.Recording),
+		new(msg.RecListReply), new(msg.RecOpen), new(msg.RecOpenReply), new(msg.RecVerify), new(msg.RecVerifyReply),
+		new(msg.CheckAudit), new(msg.CheckAuditReply),
 		new(msg.CheckSessions), new(msg.SessionCheck), new(msg.CheckSessionsReply), new(msg.Verdict),
 		new(msg.PtyRecheck), new(msg.PtyRecheckReply), new(msg.RevokedSession),
 	}
@@ -85,6 +88,11 @@ var argsOf = map[string]func() any{
 	msg.OpHangup:             func() any { return new(msg.HangupSession) },
 	msg.OpCheckSessions:      func() any { return new(msg.CheckSessions) },
 	msg.OpPtyRecheck:         func() any { return new(msg.PtyRecheck) },
+	msg.OpRecordSession:      func() any { return new(msg.RecordSession) },
+	msg.OpRecList:            func() any { return new(msg.RecList) },
+	msg.OpRecOpen:            func() any { return new(msg.RecOpen) },
+	msg.OpRecVerify:          func() any { return new(msg.RecVerify) },
+	msg.OpCheckAudit:         func() any { return new(msg.CheckAudit) },
 }
 
 // TestFuzzCoversEveryType fails when msg grows a struct type or an Op

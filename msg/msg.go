@@ -22,6 +22,7 @@ const (
 	Shell    = "shell"
 	PtyStore = "ptystore"
 	Hangup   = "hangup"
+	Record   = "record"
 	Admin    = "sluicectl"
 )
 
@@ -43,6 +44,10 @@ var Protocols = []Protocol{
 	{Name: "admin to ptystore", Client: Admin, Server: PtyStore},
 	{Name: "ptystore to hangup", Client: PtyStore, Server: Hangup},
 	{Name: "ptystore to policy", Client: PtyStore, Server: Policy},
+	{Name: "shell to record", Client: Shell, Server: Record},
+	{Name: "admin to record", Client: Admin, Server: Record},
+	{Name: "web to record", Client: Frontend, Server: Record},
+	{Name: "record to policy", Client: Record, Server: Policy},
 }
 
 // Intent returns the intent line (without newline) for one side of p.

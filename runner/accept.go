@@ -48,8 +48,9 @@ func (u *unit) acceptLoop() {
 		p, err := spawn.Start(&spawn.Attr{
 			Path: u.path, Exec: u.exe, Args: u.argv, Env: env,
 			Files: append(u.logFiles(), c),
-			// A process group, not a session: see spawn.Attr.Setsid.
-			ListenPID: true, Credential: cred, Setpgid: true, NoCtty: true, Umask: umask,
+			// A process group, not a session, unless the unit asks: see
+			// spawn.Attr.Setsid and Unit.Setsid.
+			ListenPID: true, Credential: cred, Setsid: u.cfg.Setsid, Setpgid: !u.cfg.Setsid, NoCtty: !u.cfg.Setsid, Umask: umask,
 		})
 		// The child has its own copy; ours must go so that the client
 		// sees EOF when the child is done.

@@ -89,6 +89,13 @@ type Unit struct {
 	// others to read (auth's revocation list). Under systemd a tmpfiles.d
 	// "d" line and ReadWritePaths= do this.
 	PublicDirectory string `json:"public_directory,omitempty"`
+	// Setsid: Accept=yes instances start in a session of their own, as
+	// systemd starts every service process, instead of a process group in
+	// the runner's session (cheaper at exit, see spawn.Attr.Setsid). The
+	// recording helper needs it: it takes the pty the frontend sees as its
+	// controlling terminal, so that ending that pty's session (the hangup
+	// helper) reaches it.
+	Setsid bool `json:"setsid,omitempty"`
 	// FDStoreMax is FileDescriptorStoreMax= (Accept=no units only).
 	FDStoreMax int `json:"fdstore_max"`
 	// RestartSec, RestartMaxSec: the first and the largest delay before an

@@ -460,10 +460,10 @@ func TestConfig(t *testing.T) {
 	for _, u := range def.Units {
 		names = append(names, u.Name)
 	}
-	if !slices.Equal(names, []string{"auth", "policy", "shell", "ptystore", "hangup", "frontend"}) {
+	if !slices.Equal(names, []string{"auth", "policy", "shell", "ptystore", "hangup", "record", "frontend"}) {
 		t.Fatalf("default units %v", names)
 	}
-	for name, accept := range map[string]bool{"auth": true, "policy": true, "shell": true, "ptystore": false, "hangup": true, "frontend": false} {
+	for name, accept := range map[string]bool{"auth": true, "policy": true, "shell": true, "ptystore": false, "hangup": true, "record": true, "frontend": false} {
 		if def.Unit(name).Accept != accept {
 			t.Errorf("%s accept=%v", name, !accept)
 		}

@@ -20,6 +20,8 @@ have useradd          || need+=(passwd)
 # tests drive tmux and who, and need the host's login PAM stack.
 have gcc              || need+=(gcc libc6-dev)
 have tmux             || need+=(tmux)
+# Recordings (helpers/record) are checked with `asciinema cat` in the tests.
+have asciinema        || need+=(asciinema)
 have who              || need+=(coreutils)
 [ -e /usr/include/security/pam_appl.h ] || need+=(libpam0g-dev)
 [ -e /etc/pam.d/login ] || need+=(login)

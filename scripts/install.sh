@@ -25,7 +25,7 @@ bindir=${3:-$src/bin}
 [ -n "$prefix" ] || { echo "install: PREFIX must not be empty" >&2; exit 2; }
 case $prefix in /*) ;; *) echo "install: PREFIX must be absolute" >&2; exit 2 ;; esac
 
-helpers=(sluice-auth sluice-policy sluice-shell sluice-ptystore sluice-hangup sluice-frontend)
+helpers=(sluice-auth sluice-policy sluice-shell sluice-ptystore sluice-hangup sluice-record sluice-frontend)
 missing=()
 for b in "${helpers[@]}" sluicectl; do
 	[ -x "$bindir/$b" ] || missing+=("$b")
@@ -91,3 +91,4 @@ fi
 
 install -d -m 0755 "$destdir$prefix/share/doc/sluice"
 install -m 0644 "$src/docs/operations.md" "$destdir$prefix/share/doc/sluice/operations.md"
+install -m 0644 "$src/docs/recording.md" "$destdir$prefix/share/doc/sluice/recording.md"

@@ -60,12 +60,14 @@ func TestInstallTree(t *testing.T) {
 				"/" + p + "/libexec/sluice/sluice-shell":            0o755,
 				"/" + p + "/libexec/sluice/sluice-ptystore":         0o755,
 				"/" + p + "/libexec/sluice/sluice-hangup":           0o755,
+				"/" + p + "/libexec/sluice/sluice-record":           0o755,
 				"/" + p + "/libexec/sluice/sluice-frontend":         0o755,
 				"/" + p + "/libexec/sluice/build-ids.json":          0o644,
 				"/" + p + "/lib/sysusers.d/sluice.conf":             0o644,
 				"/" + p + "/lib/tmpfiles.d/sluice.conf":             0o644,
 				"/" + p + "/share/polkit-1/rules.d/50-sluice.rules": 0o644,
 				"/" + p + "/share/doc/sluice/operations.md":         0o644,
+				"/" + p + "/share/doc/sluice/recording.md":          0o644,
 				"/etc/sluice/policy":                                0o644,
 			}
 			for _, opt := range []string{"sluice", "sluice-login"} {

@@ -41,7 +41,7 @@ func BinaryName(component string) string {
 
 // Components lists every component that speaks a protocol.
 func Components() []string {
-	return []string{msg.Frontend, msg.Auth, msg.Policy, msg.Shell, msg.PtyStore, msg.Hangup, msg.Admin}
+	return []string{msg.Frontend, msg.Auth, msg.Policy, msg.Shell, msg.PtyStore, msg.Hangup, msg.Record, msg.Admin}
 }
 
 // ManifestPath is $SLUICE_MANIFEST, else RUNTIME_DIR/build-ids.json if it

@@ -30,6 +30,7 @@ var socketGroup = map[string]string{
 	msg.Shell:    "sluice-shell-callers",
 	msg.PtyStore: "sluice-web",
 	msg.Hangup:   "sluice-hangup-callers",
+	msg.Record:   "sluice-record-callers",
 }
 
 // callerGroup is the group a helper's --allow names for a protocol whose
@@ -38,6 +39,9 @@ var socketGroup = map[string]string{
 var callerGroup = map[string]string{
 	"web to policy":      "sluice-web",
 	"ptystore to policy": "sluice-session-checkers",
+	"record to policy":   "sluice-audit-checkers",
+	"web to record":      "sluice-web",
+	"shell to record":    "sluice-shell",
 }
 
 // allowGroup is the group p's --allow must name.
@@ -256,6 +260,11 @@ func TestCallers(t *testing.T) {
 		}
 		for _, g := range svc.Values("Service", "SupplementaryGroups") {
 			groupsOf[h.Component] = append(groupsOf[h.Component], strings.Fields(g)...)
+		}
+		// A static primary group counts as the kernel reports it too
+		// (the shell helper's sluice-shell, which "shell to record" names).
+		if g := svc.Value("Service", "Group"); g != "" {
+			groupsOf[h.Component] = append(groupsOf[h.Component], g)
 		}
 		allows[h.Component] = audit.Allows(argv)
 

@@ -43,8 +43,15 @@ Commands:
                          sessions it would end or detach (--offline: parse only)
   policy apply FILE      install it (--to, default /etc/sluice/policy) and have
                          ptystore end or detach what it no longer allows
+  recordings [list]      list session recordings (--user, --machine, --since,
+                         --until, --live)
+  recordings show ID     a recording's header, size and seal check
+  recordings play ID     play it in this terminal (--speed, --max-idle)
+  recordings export ID   write the .cast file (-o FILE), for asciinema play
+  recordings verify ID   check its seals: intact, live, cut or altered
   manifest               print the build manifest (build-ids.json)
-  keygen FILE            write a new 32-byte grant key (mode 0600) to FILE
+  keygen FILE            write a new 32-byte key (mode 0600) to FILE
+                         (--unless-exists: keep one that is there)
 
 Global flags:
   --runtime-dir DIR      helper sockets (default $SLUICE_RUNTIME_DIR or /run/sluice)
@@ -69,18 +76,22 @@ type globals struct {
 	timeout time.Duration
 	out     io.Writer
 	err     io.Writer
+	// raw is standard output unescaped, for the one thing meant to drive
+	// the terminal: a recording played back (and an export's bytes).
+	raw io.Writer
 }
 
 var commands = map[string]command{
-	"enroll":   {runEnroll},
-	"sessions": {runSessions},
-	"users":    {runUsers},
-	"passkeys": {runPasskeys},
-	"audit":    {runAudit},
-	"call":     {runCall},
-	"policy":   {runPolicy},
-	"manifest": {runManifest},
-	"keygen":   {runKeygen},
+	"enroll":     {runEnroll},
+	"sessions":   {runSessions},
+	"users":      {runUsers},
+	"passkeys":   {runPasskeys},
+	"audit":      {runAudit},
+	"call":       {runCall},
+	"policy":     {runPolicy},
+	"recordings": {runRecordings},
+	"manifest":   {runManifest},
+	"keygen":     {runKeygen},
 }
 
 func main() {
@@ -130,7 +141,11 @@ func runEscaped(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
-	err := cmd.run(ctx, &globals{timeout: *timeout, out: stdout, err: stderr}, rest[1:])
+	raw := stdout
+	if e, ok := stdout.(*escaper); ok {
+		raw = e.w
+	}
+	err := cmd.run(ctx, &globals{timeout: *timeout, out: stdout, err: stderr, raw: raw}, rest[1:])
 	var ue errUsage
 	var nf errNotFound
 	switch {

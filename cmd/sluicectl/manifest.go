@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"text/tabwriter"
 
@@ -47,16 +48,22 @@ func runManifest(ctx context.Context, g *globals, args []string) error {
 }
 
 func runKeygen(ctx context.Context, g *globals, args []string) error {
-	fs := flags("keygen", "keygen FILE", g)
-	if err := parse(fs, g, args); err != nil {
+	fs := flags("keygen", "keygen [--unless-exists] FILE", g)
+	unlessExists := fs.Bool("unless-exists", false, "do nothing when FILE exists (sluice-keys.service makes each key once)")
+	if err := parse(fs, g, flagsFirst(args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return usageErr("want FILE")
 	}
+	if *unlessExists {
+		if _, err := os.Lstat(fs.Arg(0)); err == nil {
+			return nil
+		}
+	}
 	if _, err := grant.WriteKeyFile(fs.Arg(0)); err != nil {
 		return err
 	}
-	fmt.Fprintf(g.err, "wrote a new grant key to %s\n", fs.Arg(0))
+	fmt.Fprintf(g.err, "wrote a new 32-byte key to %s\n", fs.Arg(0))
 	return nil
 }

@@ -43,6 +43,9 @@ type Rule struct {
 	// Limits are the rule's own (allow only): each set one overrides the
 	// file's default for sessions the rule allows.
 	Limits RuleLimits
+	// Record: allow only: the session is recorded (nil: not). See
+	// docs/recording.md.
+	Record *msg.RecordSpec
 }
 
 // String is the rule as it would be written, with where it was: what the
@@ -54,6 +57,15 @@ func (r Rule) String() string {
 	}
 	s := fmt.Sprintf("%s %s as %s on %s", verb, r.Who, r.As, r.On)
 	s += r.Limits.String()
+	if r.Record != nil {
+		s += " record"
+		if r.Record.Input {
+			s += " input"
+		}
+		if r.Record.FailOpen {
+			s += " fail-open"
+		}
+	}
 	if r.Command != nil {
 		s += " command " + strings.Join(r.Command, " ")
 	}
@@ -239,23 +251,48 @@ func (p *Policy) parseRule(f []string, fail func(string, ...any) error) (Rule, e
 		return r, fail("invalid machine %q", r.On)
 	}
 	rest := f[6:]
-	for len(rest) > 0 && isLimitName(rest[0]) {
-		if !r.Allow {
-			return r, fail("deny rules take no limits: they allow no session to limit")
+	// Limits and record, in any order, before the command.
+options:
+	for len(rest) > 0 {
+		switch {
+		case isLimitName(rest[0]):
+			if !r.Allow {
+				return r, fail("deny rules take no limits: they allow no session to limit")
+			}
+			if len(rest) < 2 {
+				return r, fail("%s without a duration", rest[0])
+			}
+			if err := r.Limits.set(rest[0], rest[1]); err != nil {
+				return r, fail("%v", err)
+			}
+			rest = rest[2:]
+		case rest[0] == "record":
+			if !r.Allow {
+				return r, fail("deny rules take no record: nothing is opened to record")
+			}
+			if r.Record != nil {
+				return r, fail("record given twice")
+			}
+			r.Record = &msg.RecordSpec{}
+			rest = rest[1:]
+			if len(rest) > 0 && rest[0] == "input" {
+				r.Record.Input, rest = true, rest[1:]
+			}
+			if len(rest) > 0 && rest[0] == "fail-open" {
+				r.Record.FailOpen, rest = true, rest[1:]
+			}
+		default:
+			break options
 		}
-		if len(rest) < 2 {
-			return r, fail("%s without a duration", rest[0])
-		}
-		if err := r.Limits.set(rest[0], rest[1]); err != nil {
-			return r, fail("%v", err)
-		}
-		rest = rest[2:]
 	}
 	if len(rest) == 0 {
 		return r, nil
 	}
+	if rest[0] == "fail-open" || rest[0] == "input" {
+		return r, fail("%q belongs after record: record [input] [fail-open]", rest[0])
+	}
 	if rest[0] != "command" {
-		return r, fail("unknown option %q; the options are: idle|detached|max DURATION, then command /ABSOLUTE/PATH [ARG...]", rest[0])
+		return r, fail("unknown option %q; the options are: idle|detached|max DURATION, record [input] [fail-open], then command /ABSOLUTE/PATH [ARG...]", rest[0])
 	}
 	if !r.Allow {
 		return r, fail("deny rules take no command: they deny whatever is asked")

@@ -54,6 +54,42 @@ allow bob as root on .host command /usr/bin/systemctl status nginx
 	}
 }
 
+// record [input] [fail-open] comes before command and ends up in the
+// rule as the spec the shell helper is sent.
+func TestParseRecord(t *testing.T) {
+	src := `allow alice as alice on .host record
+allow bob as root on .host record input
+allow carol as root on * record fail-open
+allow dave as root on .host record input fail-open command /usr/bin/top -b
+allow erin as erin on .host
+`
+	p, err := policy.Parse(strings.NewReader(src), "rec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		record, input, failOpen bool
+		str                     string
+	}{
+		{true, false, false, "allow alice as alice on .host record (rec:1)"},
+		{true, true, false, "allow bob as root on .host record input (rec:2)"},
+		{true, false, true, "allow carol as root on * record fail-open (rec:3)"},
+		{true, true, true, "allow dave as root on .host record input fail-open command /usr/bin/top -b (rec:4)"},
+		{false, false, false, "allow erin as erin on .host (rec:5)"},
+	} {
+		r := p.Rules[i]
+		if r.String() != tc.str {
+			t.Errorf("rule %d = %q, want %q", i, r.String(), tc.str)
+		}
+		if (r.Record != nil) != tc.record || r.Record != nil && (r.Record.Input != tc.input || r.Record.FailOpen != tc.failOpen) {
+			t.Errorf("rule %d record = %+v", i, r.Record)
+		}
+	}
+	if c := p.Rules[3].Command; !slices.Equal(c, []string{"/usr/bin/top", "-b"}) {
+		t.Errorf("command %q", c)
+	}
+}
+
 func TestParseEmpty(t *testing.T) {
 	for _, src := range []string{"", "\n\n", "# nothing allowed\n   \t\n"} {
 		p, err := policy.Parse(strings.NewReader(src), "empty")
@@ -75,6 +111,9 @@ func TestParseMalformed(t *testing.T) {
 		{"missing as", "allow alice to alice on .host", 1, "want: allow"},
 		{"missing on", "allow alice as alice at .host", 1, "want: allow"},
 		{"unknown option", "allow alice as alice on .host readonly-share", 1, `unknown option "readonly-share"`},
+		{"record on deny", "deny alice as root on .host record", 1, "deny rules take no record"},
+		{"fail-open without record", "allow alice as alice on .host fail-open", 1, `"fail-open" belongs after record`},
+		{"input after fail-open", "allow alice as alice on .host record fail-open input", 1, `"input" belongs after record`},
 		{"command without program", "allow alice as root on .host command", 1, "command without a program"},
 		{"relative command", "allow alice as root on .host command top", 1, "not an absolute path"},
 		{"deny with command", "deny alice as root on .host command /bin/sh", 1, "deny rules take no command"},

@@ -166,7 +166,7 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, req msg.Request) (
 	if dropped > 0 {
 		log.Info("policy: dropped environment entries", "dropped", dropped)
 	}
-	open, err := msgpack.Marshal(msg.OpenShell{Machine: a.Machine, User: a.User, Args: a.Args, Env: env, Requester: a.Grant.User})
+	open, err := msgpack.Marshal(msg.OpenShell{Machine: a.Machine, User: a.User, Args: a.Args, Env: env, Requester: a.Grant.User, Record: d.Rule.Record})
 	if err != nil {
 		return rpc.Reply{}, fmt.Errorf("policy: encode open-shell: %w", err)
 	}

@@ -19,10 +19,14 @@ import (
 // returns a client speaking as the policy helper.
 func serve(t *testing.T, b shell.Backend) *rpc.Client {
 	t.Helper()
+	return serveHandler(t, &shell.Handler{Backend: b})
+}
+
+func serveHandler(t *testing.T, h *shell.Handler) *rpc.Client {
+	t.Helper()
 	p, _ := msg.Lookup("policy to shell")
 	client := rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("c", 64)}
 	server := rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("5", 64)}
-	h := &shell.Handler{Backend: b}
 	s := &rpc.Server{Name: "shell", Routes: []rpc.Route{{Client: client, Server: server,
 		Allow: rpc.Allow{UIDs: []uint32{0}}, Handle: h.Handle}}}
 	path := filepath.Join(t.TempDir(), "shell.sock")

@@ -19,6 +19,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/names"
+	"sluice/helpers/shell/pty"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -54,6 +55,11 @@ const (
 type Handler struct {
 	Backend Backend
 	Log     *slog.Logger
+	// Recorder hands a session's inner master and outer slave to the
+	// recording helper (record-session); nil: recording is unavailable,
+	// and a rule that records fails closed (or, fail-open, goes on
+	// unrecorded).
+	Recorder func(ctx context.Context, a msg.RecordSession, inner, outer *os.File) error
 }
 
 // Handle is the rpc handler for "policy to shell".
@@ -85,10 +91,62 @@ func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error)
 		return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "%v", err)
 	}
 	log.Info("shell: opened", "pid", sh.PID)
+	if open.Record != nil {
+		m, err := h.record(ctx, id, open, sh.Master)
+		switch {
+		case err == nil:
+			sh.Master = m
+			log.Info("shell: recording", "input", open.Record.Input)
+		case open.Record.FailOpen:
+			log.Error("shell: recording unavailable, session goes on unrecorded (fail-open)", "err", err)
+		default:
+			// Closing the only master hangs the shell up: nothing runs
+			// that is not recorded.
+			sh.Master.Close()
+			log.Error("shell: recording unavailable, shell ended (fail-closed)", "err", err)
+			return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "recording unavailable, so the session was not started: %v", err)
+		}
+	}
 	return rpc.Reply{
 		Body: msg.OpenShellReply{SessionID: id, PID: int32(sh.PID)},
 		FDs:  []*os.File{sh.Master},
 	}, nil
+}
+
+// record puts the recording helper between the shell's pty and a new
+// outer one, and returns the outer master, which is all the caller (and,
+// after it, policy, the frontend and ptystore) ever gets: no one but the
+// recorder holds the shell's master any more.
+func (h *Handler) record(ctx context.Context, id string, open msg.OpenShell, inner *os.File) (*os.File, error) {
+	if h.Recorder == nil {
+		return nil, errors.New("no recording helper configured")
+	}
+	om, os_, err := pty.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer os_.Close()
+	a := msg.RecordSession{Session: id, Requester: open.Requester, UnixUser: open.User, Machine: open.Machine,
+		Input: open.Record.Input, FailOpen: open.Record.FailOpen, Term: termOf(open.Env)}
+	if rows, cols, err := pty.GetSize(inner); err == nil {
+		a.Width, a.Height = cols, rows
+		pty.SetSize(om, rows, cols)
+	}
+	if err := h.Recorder(ctx, a, inner, os_); err != nil {
+		om.Close()
+		return nil, err
+	}
+	inner.Close()
+	return om, nil
+}
+
+func termOf(env []string) string {
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "TERM="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func (h *Handler) logger() *slog.Logger {

@@ -42,6 +42,7 @@ var Mains = []struct {
 	{"./helpers/shell/cmd/sluice-shell", "sluice-shell", true},
 	{"./helpers/ptystore/cmd/sluice-ptystore", "sluice-ptystore", true},
 	{"./helpers/hangup/cmd/sluice-hangup", "sluice-hangup", true},
+	{"./helpers/record/cmd/sluice-record", "sluice-record", true},
 	{"./frontend/cmd/sluice-frontend", "sluice-frontend", true},
 	// The embedded shell backend's login, with cgo for PAM; beside sluice-shell.
 	{"./helpers/login/cmd/sluice-login", "sluice-login", false},

@@ -73,7 +73,7 @@ func Build(bin string) error {
 		{"1", []string{"sluice/cmd/sluice"}},
 		{"0", []string{"sluice/cmd/sluicectl", "sluice/helpers/auth/cmd/sluice-auth", "sluice/helpers/policy/cmd/sluice-policy",
 			"sluice/helpers/shell/cmd/sluice-shell", "sluice/helpers/ptystore/cmd/sluice-ptystore",
-			"sluice/helpers/hangup/cmd/sluice-hangup", "sluice/frontend/cmd/sluice-frontend"}},
+			"sluice/helpers/hangup/cmd/sluice-hangup", "sluice/helpers/record/cmd/sluice-record", "sluice/frontend/cmd/sluice-frontend"}},
 	} {
 		cmd := exec.Command(goTool(), append([]string{"build", "-o", bin + "/"}, b.pkgs...)...)
 		cmd.Dir = Root()

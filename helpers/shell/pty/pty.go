@@ -138,3 +138,20 @@ func SlaveDev(master *os.File) (uint64, error) {
 	}
 	return unix.Mkdev(slaveMajor, uint32(n)), nil
 }
+
+// GetSize reads the window size.
+func GetSize(f *os.File) (rows, cols uint16, err error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, 0, fmt.Errorf("pty: %w", err)
+	}
+	var ws *unix.Winsize
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { ws, ierr = unix.IoctlGetWinsize(int(fd), unix.TIOCGWINSZ) }); err != nil {
+		return 0, 0, fmt.Errorf("pty: %w", err)
+	}
+	if ierr != nil {
+		return 0, 0, fmt.Errorf("pty: get size: %w", ierr)
+	}
+	return ws.Row, ws.Col, nil
+}

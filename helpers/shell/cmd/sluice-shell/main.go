@@ -3,7 +3,11 @@
 package main
 
 import (
+	"context"
 	"flag"
+	"os"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/confine"
 	"sluice/helpers/helper"
@@ -31,7 +35,7 @@ func main() {
 	if err != nil {
 		helper.Fatal(log, "allow", err)
 	}
-	h := &shell.Handler{Backend: b, Log: log}
+	h := &shell.Handler{Backend: b, Log: log, Recorder: recorder}
 	route, err := suite.Route(msg.Shell, protocol, allow, 0, h.Handle)
 	if err != nil {
 		helper.Fatal(log, "route", err)
@@ -52,4 +56,20 @@ func main() {
 	if err := f.Serve(ctx, f.Server(msg.Shell, log, route), rpc.ActivationFiles()); err != nil {
 		helper.Fatal(log, "serve", err)
 	}
+}
+
+// recorder calls the recording helper; the client is made per call, so a
+// suite without one starts, and a rule that records fails closed.
+func recorder(ctx context.Context, a msg.RecordSession, inner, outer *os.File) error {
+	cl, err := suite.Client(msg.Shell, "shell to record")
+	if err != nil {
+		return err
+	}
+	args, err := msgpack.Marshal(a)
+	if err != nil {
+		return err
+	}
+	var rep msg.RecordSessionReply
+	_, err = cl.Call(ctx, msg.Request{Op: msg.OpRecordSession, Args: args}, []*os.File{inner, outer}, &rep)
+	return err
 }

@@ -1,0 +1,171 @@
+package record
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"sluice/helpers/shell/pty"
+)
+
+// Recording on against off, measured in the same run (make bench, issue
+// 14): "off" reads the shell's pty master directly, as ptystore and the
+// frontend do without a record rule; "on" puts the recorder between it
+// and a second pty and reads that one's master, with the recording
+// written to a file. The two alternate, so a burst of load on the machine
+// falls on both alike. The frontend's WebSocket path comes on top of
+// either, unchanged, so the ratio of the whole page path is closer to 1
+// than this one.
+
+const benchCatSize = 100 << 20
+
+// shellOn starts argv on a new pty and returns its master.
+func shellOn(b *testing.B, argv ...string) (*os.File, *exec.Cmd) {
+	m, s, err := pty.Open()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = s, s, s
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return m, cmd
+}
+
+// recorded puts a recorder on inner and returns the outer master; done
+// is closed when the recorder has ended.
+func recorded(b *testing.B, inner *os.File, input bool) (*os.File, chan struct{}) {
+	om, os_, err := pty.Open()
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(b.TempDir(), "bench.cast"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	w, err := NewWriter(f, bytes.Repeat([]byte{1}, KeySize), Header{Version: 2, Width: 80, Height: 24}, start, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sp := &Splice{Inner: inner, Outer: os_, W: w, Input: input}
+	if err := sp.Prepare(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { sp.Run(context.Background()); f.Close(); close(done) }()
+	return om, done
+}
+
+func bigFile(b *testing.B) string {
+	p := filepath.Join(b.TempDir(), "100MB")
+	line := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuvwxyz"), 2)
+	line = append(line, '\n')
+	if err := os.WriteFile(p, bytes.Repeat(line, benchCatSize/len(line)+1)[:benchCatSize], 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+func readAll(m *os.File) (int64, time.Duration) {
+	buf := make([]byte, 64<<10)
+	var n int64
+	start := time.Now()
+	for {
+		k, err := m.Read(buf)
+		n += int64(k)
+		if err != nil {
+			return n, time.Since(start)
+		}
+	}
+}
+
+// BenchmarkRecordCat100MB: `cat` of 100 MB, recorded against not.
+func BenchmarkRecordCat100MB(b *testing.B) {
+	const rounds = 3
+	file := bigFile(b)
+	argv := []string{"sh", "-c", "stty raw -echo; exec cat " + file}
+	var off, on time.Duration
+	for i := 0; i < b.N; i++ {
+		for range rounds {
+			m, cmd := shellOn(b, argv...)
+			n, d := readAll(m)
+			m.Close()
+			cmd.Wait()
+			if n != benchCatSize {
+				b.Fatalf("direct read %d bytes", n)
+			}
+			off += d
+
+			inner, cmd := shellOn(b, argv...)
+			om, done := recorded(b, inner, false)
+			n, d = readAll(om)
+			om.Close()
+			<-done
+			cmd.Wait()
+			if n != benchCatSize {
+				b.Fatalf("recorded read %d bytes", n)
+			}
+			on += d
+		}
+	}
+	mbps := func(d time.Duration) float64 {
+		return float64(benchCatSize) * rounds * float64(b.N) / d.Seconds() / 1e6
+	}
+	b.ReportMetric(mbps(off), "off-MB/s")
+	b.ReportMetric(mbps(on), "recorded-MB/s")
+	b.ReportMetric(off.Seconds()/on.Seconds(), "record-tput-ratio")
+}
+
+// BenchmarkRecordEcho: one keystroke to cat in raw mode and back, recorded
+// (with input, the costlier case) against not; the p50 difference is what
+// recording adds to a keystroke.
+func BenchmarkRecordEcho(b *testing.B) {
+	const blocks, rounds = 10, 500
+	argv := []string{"sh", "-c", "stty raw -echo; printf R; exec cat"}
+	var offAll, onAll []time.Duration
+	key, one := []byte("k"), make([]byte, 1)
+	echo := func(m *os.File, into *[]time.Duration) {
+		for range rounds {
+			t := time.Now()
+			m.Write(key)
+			if _, err := io.ReadFull(m, one); err != nil {
+				b.Fatal(err)
+			}
+			*into = append(*into, time.Since(t))
+		}
+	}
+	for i := 0; i < b.N; i++ {
+		m, cmd := shellOn(b, argv...)
+		io.ReadFull(m, one)
+		inner, cmd2 := shellOn(b, argv...)
+		om, done := recorded(b, inner, true)
+		io.ReadFull(om, one)
+		for range blocks {
+			echo(m, &offAll)
+			echo(om, &onAll)
+		}
+		m.Close()
+		om.Close()
+		<-done
+		cmd.Process.Kill()
+		cmd2.Process.Kill()
+		cmd.Wait()
+		cmd2.Wait()
+	}
+	p50 := func(d []time.Duration) time.Duration { slices.Sort(d); return d[len(d)/2] }
+	off, on := p50(offAll), p50(onAll)
+	b.ReportMetric(float64(off)/1e3, "off-p50-us")
+	b.ReportMetric(float64(on)/1e3, "recorded-p50-us")
+	b.ReportMetric(float64(on-off)/1e3, "record-added-p50-us")
+}

@@ -1,0 +1,325 @@
+package record
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
+
+	"sluice/helpers/grant"
+	"sluice/helpers/names"
+	"sluice/helpers/revoke"
+	"sluice/helpers/shell/pty"
+	"sluice/msg"
+	"sluice/rpc"
+)
+
+// Handler serves the recording helper's three routes.
+type Handler struct {
+	Store *Store
+	Key   []byte
+	// MaxSize bounds one recording (0: none); past it a fail-closed
+	// session is ended.
+	MaxSize int64
+	Log     *slog.Logger
+	// Life bounds the splices: when it is done (SIGTERM) every recorded
+	// session is ended and sealed.
+	Life context.Context
+	// Web route: grants are verified with GrantKey (and Revoked, when
+	// set), then Audit asks policy whether the user may audit.
+	GrantKey grant.Key
+	Revoked  *revoke.Checker
+	Audit    func(ctx context.Context, g msg.Grant) (msg.CheckAuditReply, error)
+
+	wg sync.WaitGroup
+}
+
+// Wait returns when every splice this handler started has ended.
+func (h *Handler) Wait() { h.wg.Wait() }
+
+func (h *Handler) log() *slog.Logger {
+	if h.Log != nil {
+		return h.Log
+	}
+	return slog.Default()
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// Shell serves "shell to record": start recording a session.
+func (h *Handler) Shell(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
+	var req msg.Request
+	if err := c.Decode(&req); err != nil {
+		closeAll(c.FDs)
+		return rpc.Reply{}, err
+	}
+	c.Label = req.Op
+	if req.Op != msg.OpRecordSession {
+		closeAll(c.FDs)
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	}
+	var a msg.RecordSession
+	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
+		closeAll(c.FDs)
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+	}
+	if err := validSession(a, c.FDs); err != nil {
+		closeAll(c.FDs)
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+	}
+	inner, outer := c.FDs[0], c.FDs[1]
+	sp, err := h.start(a, inner, outer)
+	if err != nil {
+		inner.Close()
+		outer.Close()
+		h.log().Error("record: not recording", "session", a.Session, "err", err)
+		return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "recording unavailable: %v", err)
+	}
+	log := h.log().With("id", a.Session, "requester", a.Requester, "unix_user", a.UnixUser, "machine", a.Machine, "input", a.Input, "fail_open", a.FailOpen)
+	log.Info("record: recording")
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		life := h.Life
+		if life == nil {
+			life = context.Background()
+		}
+		err := sp.Run(life)
+		sp.file.Close()
+		log.Info("record: ended", "size", sp.W.Size(), "err", err)
+	}()
+	return rpc.Reply{Body: msg.RecordSessionReply{ID: a.Session}}, nil
+}
+
+type started struct {
+	*Splice
+	file *os.File
+}
+
+func (h *Handler) start(a msg.RecordSession, inner, outer *os.File) (*started, error) {
+	now := time.Now()
+	if err := h.Store.Prune(now); err != nil {
+		h.log().Warn("record: prune", "err", err)
+	}
+	f, err := h.Store.Create(a.Session)
+	if err != nil {
+		return nil, err
+	}
+	w, cols, rows := (*Writer)(nil), int(a.Width), int(a.Height)
+	if cols == 0 || rows == 0 {
+		cols, rows = 80, 24
+	}
+	hdr := Header{Version: 2, Width: cols, Height: rows, Timestamp: now.Unix(), Title: a.UnixUser + "@" + a.Machine,
+		Sluice: Meta{ID: a.Session, Requester: a.Requester, UnixUser: a.UnixUser, Machine: a.Machine, Input: a.Input, Started: now.UnixMilli()}}
+	if a.Term != "" {
+		hdr.Env = map[string]string{"TERM": a.Term}
+	}
+	w, err = NewWriter(f, h.Key, hdr, now, h.MaxSize)
+	if err == nil {
+		sp := &Splice{Inner: inner, Outer: outer, W: w, Input: a.Input, FailOpen: a.FailOpen, Log: h.log().With("id", a.Session)}
+		if err = sp.Prepare(); err == nil {
+			h.takeTerminal(sp.Outer, a.Session)
+			return &started{Splice: sp, file: f}, nil
+		}
+	}
+	// Nothing of the session was recorded: the file is not a recording.
+	os.Remove(f.Name())
+	f.Close()
+	return nil, err
+}
+
+// takeTerminal makes the outer pty this process's controlling terminal,
+// so that ending the session the frontend sees (ptystore's pty-drop
+// through the hangup helper, which signals the session a pty controls)
+// signals the recorder, which then hangs the shell up. Only a session
+// leader without a terminal can (one process per recording under
+// systemd, and the runner's "setsid"); otherwise the session still ends
+// when every copy of the outer master is closed.
+func (h *Handler) takeTerminal(outer *os.File, id string) {
+	rc, err := outer.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) { err = unix.IoctlSetInt(int(fd), unix.TIOCSCTTY, 0) })
+	if err != nil {
+		h.log().Warn("record: the outer pty is not this process's terminal: ending the session from ptystore will not reach the recorder", "id", id, "err", err)
+	}
+}
+
+func validSession(a msg.RecordSession, fds []*os.File) error {
+	if !ValidID(a.Session) {
+		return fmt.Errorf("session id %q is not 32 hex digits", a.Session)
+	}
+	if !names.UnixUser(a.UnixUser) || !names.Machine(a.Machine) || a.Requester != "" && !names.SluiceUser(a.Requester) {
+		return errors.New("invalid requester, unix user or machine name")
+	}
+	if len(a.Term) > 64 {
+		return errors.New("term longer than 64 bytes")
+	}
+	for _, r := range a.Term {
+		if r <= 0x20 || r >= 0x7f {
+			return fmt.Errorf("term %q has a character outside printable ASCII", a.Term)
+		}
+	}
+	if len(fds) != 2 {
+		return fmt.Errorf("record-session takes 2 fds (inner master, outer slave), got %d", len(fds))
+	}
+	if err := pty.CheckMaster(fds[0]); err != nil {
+		return fmt.Errorf("fd 1: %w", err)
+	}
+	if !isPtySlave(fds[1]) {
+		return errors.New("fd 2 is not a pty slave")
+	}
+	return nil
+}
+
+// isPtySlave: a terminal that is not a master (TIOCGPTN works only on
+// masters).
+func isPtySlave(f *os.File) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	rc.Control(func(fd uintptr) {
+		if _, err := unix.IoctlGetTermios(int(fd), unix.TCGETS); err != nil {
+			return
+		}
+		_, err := unix.IoctlGetInt(int(fd), unix.TIOCGPTN)
+		ok = err != nil
+	})
+	return ok
+}
+
+// Admin serves "admin to record": list, open, verify, for root and the
+// admin group.
+func (h *Handler) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
+	closeAll(c.FDs)
+	var req msg.Request
+	if err := c.Decode(&req); err != nil {
+		return rpc.Reply{}, err
+	}
+	c.Label = req.Op
+	return h.read(ctx, req, false)
+}
+
+// Web serves "web to record": list and open for an auditor, whose grant
+// is verified here and whose right to audit policy decides.
+func (h *Handler) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
+	closeAll(c.FDs)
+	var req msg.Request
+	if err := c.Decode(&req); err != nil {
+		return rpc.Reply{}, err
+	}
+	c.Label = req.Op
+	return h.read(ctx, req, true)
+}
+
+func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Reply, error) {
+	switch req.Op {
+	case msg.OpRecList:
+		var a msg.RecList
+		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		}
+		if err := h.auditor(ctx, web, a.Grant); err != nil {
+			return rpc.Reply{}, err
+		}
+		list, trunc, err := h.Store.List(a)
+		if err != nil {
+			return rpc.Reply{}, err
+		}
+		return rpc.Reply{Body: msg.RecListReply{Recordings: list, Truncated: trunc}}, nil
+	case msg.OpRecOpen:
+		var a msg.RecOpen
+		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		}
+		if err := h.auditor(ctx, web, a.Grant); err != nil {
+			return rpc.Reply{}, err
+		}
+		f, info, err := h.Store.Open(a.ID)
+		if errors.Is(err, ErrNotFound) {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeNotFound, "no recording %q", a.ID)
+		}
+		if err != nil {
+			return rpc.Reply{}, err
+		}
+		if web {
+			h.log().Info("record: opened for an auditor", "id", a.ID, "auditor", a.Grant.User, "live", info.Live)
+		}
+		return rpc.Reply{Body: msg.RecOpenReply{Recording: info}, FDs: []*os.File{f}}, nil
+	case msg.OpRecVerify:
+		if web {
+			break
+		}
+		var a msg.RecVerify
+		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		}
+		f, info, err := h.Store.Open(a.ID)
+		if errors.Is(err, ErrNotFound) {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeNotFound, "no recording %q", a.ID)
+		}
+		if err != nil {
+			return rpc.Reply{}, err
+		}
+		defer f.Close()
+		v, err := Verify(f, h.Key, info.Live)
+		if err != nil {
+			return rpc.Reply{}, err
+		}
+		return rpc.Reply{Body: v}, nil
+	}
+	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+}
+
+// auditor: on the web route, the grant must hold and policy must let its
+// user audit. Every failure is a refusal.
+func (h *Handler) auditor(ctx context.Context, web bool, g *msg.Grant) error {
+	if !web {
+		return nil
+	}
+	if g == nil {
+		return rpc.Errorf(msg.CodeBadGrant, "a grant is required")
+	}
+	if len(h.GrantKey) == 0 {
+		return rpc.Errorf(msg.CodeDenied, "auditing is not set up (no grant key)")
+	}
+	if err := grant.Verify(h.GrantKey, *g, time.Now()); err != nil {
+		return rpc.Errorf(msg.CodeBadGrant, "%v", err)
+	}
+	if h.Revoked != nil {
+		if err := h.Revoked.Check(*g); err != nil {
+			return rpc.Errorf(msg.CodeBadGrant, "%v", err)
+		}
+	}
+	if h.Audit == nil {
+		return rpc.Errorf(msg.CodeDenied, "%s may not audit recordings", g.User)
+	}
+	rep, err := h.Audit(ctx, *g)
+	if err != nil {
+		h.log().Warn("record: check-audit", "user", g.User, "err", err)
+		return rpc.Errorf(msg.CodeDenied, "%s may not audit recordings (policy: %v)", g.User, err)
+	}
+	if !rep.Allow {
+		reason := rep.Reason
+		if reason == "" {
+			reason = g.User + " may not audit recordings"
+		}
+		return rpc.Errorf(msg.CodeDenied, "%s", reason)
+	}
+	return nil
+}

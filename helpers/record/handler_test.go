@@ -1,0 +1,144 @@
+package record
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"sluice/helpers/grant"
+	"sluice/msg"
+	"sluice/rpc"
+)
+
+func call(t *testing.T, op string, args any) *rpc.Call {
+	t.Helper()
+	a, err := msgpack.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := msgpack.Marshal(msg.Request{Op: op, Args: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rpc.Call{Body: b}
+}
+
+// "web to record" serves an auditor only: a grant that holds, and policy
+// saying yes to check-audit; never rec-verify. "admin to record" asks for
+// neither.
+func TestWebRoute(t *testing.T) {
+	key := grant.NewKey()
+	dir := t.TempDir()
+	st := &Store{Dir: dir}
+	f, err := st.Create("0123456789abcdef0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewWriter(f, testKey, Header{Version: 2, Width: 80, Height: 24, Sluice: Meta{Requester: "alice"}}, time.Now(), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	good, _ := grant.Sign(key, "carol", time.Now(), time.Hour)
+	other, _ := grant.Sign(grant.NewKey(), "carol", time.Now(), time.Hour)
+	audit := map[string]msg.CheckAuditReply{"carol": {Allow: true}}
+	h := &Handler{Store: st, Key: testKey, GrantKey: key, Audit: func(ctx context.Context, g msg.Grant) (msg.CheckAuditReply, error) {
+		if g.User == "policy-down" {
+			return msg.CheckAuditReply{}, errors.New("connection refused")
+		}
+		return audit[g.User], nil
+	}}
+	down, _ := grant.Sign(key, "policy-down", time.Now(), time.Hour)
+	dave, _ := grant.Sign(key, "dave", time.Now(), time.Hour)
+	id := "0123456789abcdef0123456789abcdef"
+	for _, tc := range []struct {
+		name string
+		web  bool
+		op   string
+		args any
+		code string
+		nfd  int
+	}{
+		{"no grant", true, msg.OpRecList, msg.RecList{}, msg.CodeBadGrant, 0},
+		{"forged grant", true, msg.OpRecOpen, msg.RecOpen{Grant: &other, ID: id}, msg.CodeBadGrant, 0},
+		{"not an auditor", true, msg.OpRecOpen, msg.RecOpen{Grant: &dave, ID: id}, msg.CodeDenied, 0},
+		{"policy unreachable", true, msg.OpRecList, msg.RecList{Grant: &down}, msg.CodeDenied, 0},
+		{"auditor lists", true, msg.OpRecList, msg.RecList{Grant: &good}, "", 0},
+		{"auditor opens", true, msg.OpRecOpen, msg.RecOpen{Grant: &good, ID: id}, "", 1},
+		{"auditor may not verify", true, msg.OpRecVerify, msg.RecVerify{ID: id}, msg.CodeBadRequest, 0},
+		{"unknown id", true, msg.OpRecOpen, msg.RecOpen{Grant: &good, ID: "ffffffffffffffffffffffffffffffff"}, msg.CodeNotFound, 0},
+		{"path in id", false, msg.OpRecOpen, msg.RecOpen{ID: "../../etc/shadow"}, msg.CodeNotFound, 0},
+		{"admin verifies", false, msg.OpRecVerify, msg.RecVerify{ID: id}, "", 0},
+		{"admin opens", false, msg.OpRecOpen, msg.RecOpen{ID: id}, "", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			serve := h.Admin
+			if tc.web {
+				serve = h.Web
+			}
+			rep, err := serve(context.Background(), call(t, tc.op, tc.args))
+			for _, f := range rep.FDs {
+				defer f.Close()
+			}
+			if got := rpc.CodeOf(err); got != tc.code {
+				t.Fatalf("code %q (%v), want %q", got, err, tc.code)
+			}
+			if len(rep.FDs) != tc.nfd {
+				t.Fatalf("%d fds, want %d", len(rep.FDs), tc.nfd)
+			}
+			if tc.nfd == 1 {
+				// Read-only: an auditor's fd cannot change the recording.
+				if _, err := rep.FDs[0].Write([]byte("x")); err == nil {
+					t.Fatal("the opened recording is writable")
+				}
+			}
+		})
+	}
+}
+
+// Retention: ended recordings past the age go, then the oldest until the
+// rest fit; a live one (locked by its recorder) stays whatever its age.
+func TestPrune(t *testing.T) {
+	dir := t.TempDir()
+	st := &Store{Dir: dir}
+	now := time.Now()
+	ids := []string{"a0000000000000000000000000000000", "b0000000000000000000000000000000", "c0000000000000000000000000000000", "d0000000000000000000000000000000"}
+	var live *os.File
+	for i, id := range ids {
+		f, err := st.Create(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := NewWriter(f, testKey, Header{Version: 2, Width: 80, Height: 24, Sluice: Meta{Started: now.Add(time.Duration(i-10) * time.Hour).UnixMilli()}}, now, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Event(now, 'o', make([]byte, 1000))
+		if i == 0 {
+			live = f // the oldest is still being written
+			continue
+		}
+		w.End(now)
+		f.Close()
+	}
+	defer live.Close()
+	// Ages by last write: b 10 days, c 2 days, d now; a is live and old.
+	for id, age := range map[string]time.Duration{ids[0]: 30 * 24 * time.Hour, ids[1]: 10 * 24 * time.Hour, ids[2]: 48 * time.Hour} {
+		old := now.Add(-age)
+		os.Chtimes(st.path(id), old, old)
+	}
+	size := func(id string) int64 { fi, _ := os.Stat(st.path(id)); return fi.Size() }
+	st.MaxAge = 7 * 24 * time.Hour
+	st.MaxTotal = size(ids[0]) + size(ids[3]) + 10 // room for a and d only
+	if err := st.Prune(now); err != nil {
+		t.Fatal(err)
+	}
+	for id, kept := range map[string]bool{ids[0]: true, ids[1]: false, ids[2]: false, ids[3]: true} {
+		if _, err := os.Stat(st.path(id)); (err == nil) != kept {
+			t.Errorf("%s kept=%v, want %v", id[:1], err == nil, kept)
+		}
+	}
+}

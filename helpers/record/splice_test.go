@@ -1,0 +1,228 @@
+package record
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"sluice/helpers/record/recordtest"
+	"sluice/helpers/shell/pty"
+	"sluice/msg"
+)
+
+// rig is a recorded session in one process: the "shell" writes to the
+// inner slave, the "frontend" holds the outer master.
+type rig struct {
+	shell    *os.File // inner slave
+	front    *os.File // outer master
+	path     string
+	done     chan error
+	received bytes.Buffer
+	got      chan struct{}
+}
+
+func newRig(t *testing.T, input, failOpen bool, max int64) *rig {
+	t.Helper()
+	im, is, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	om, os_, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{shell: is, front: om, path: filepath.Join(t.TempDir(), "r.cast"), done: make(chan error, 1), got: make(chan struct{}, 1)}
+	f, err := os.Create(r.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	w, err := NewWriter(f, testKey, Header{Version: 2, Width: 80, Height: 24}, start, max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Splice{Inner: im, Outer: os_, W: w, Input: input, FailOpen: failOpen, ResizePoll: time.Hour}
+	if err := s.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.done <- s.Run(context.Background()); f.Close() }()
+	t.Cleanup(func() { is.Close(); om.Close() })
+	return r
+}
+
+// drain reads what the frontend receives until the outer pty hangs up.
+func (r *rig) drain() chan []byte {
+	c := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r.front)
+		c <- b
+	}()
+	return c
+}
+
+func events(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, MaxLine)
+	sc.Scan()
+	ev := map[string]string{}
+	for sc.Scan() {
+		var e []any
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("%q: %v", sc.Text(), err)
+		}
+		k := e[1].(string)
+		if k == "r" {
+			ev[k] += e[2].(string) + ";"
+		} else if k != "s" {
+			ev[k] += e[2].(string)
+		}
+	}
+	return ev
+}
+
+func TestSplice(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		input bool
+	}{{"record", false}, {"record input", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, tc.input, false, 0)
+			recv := r.drain()
+			sh := bufio.NewReader(r.shell)
+			r.front.Write([]byte("first\r"))
+			if line, err := sh.ReadString('\n'); err != nil || line != "first\n" {
+				t.Fatalf("shell read %q, %v", line, err)
+			}
+			// The frontend resizes and types at once: the shell must see
+			// the new size by the time it reads what was typed (the
+			// periodic poll is an hour here, so only the input path can
+			// have passed it on).
+			if err := pty.SetSize(r.front, 30, 100); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.front.Write([]byte("secret\r")); err != nil {
+				t.Fatal(err)
+			}
+			line, err := sh.ReadString('\n')
+			if err != nil || line != "secret\n" {
+				t.Fatalf("shell read %q, %v", line, err)
+			}
+			if ws, err := winsize(r.shell); err != nil || ws != "100x30" {
+				t.Fatalf("inner size %q, %v when the shell read its input", ws, err)
+			}
+			big := strings.Repeat("ünïcödé 0123456789 ", 20000)
+			if _, err := r.shell.WriteString("hello\n" + big + "bye\n"); err != nil {
+				t.Fatal(err)
+			}
+			r.shell.Close() // the shell exits
+			var got []byte
+			select {
+			case got = <-recv:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the outer pty was not hung up after the shell ended")
+			}
+			if err := <-r.done; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			ev := events(t, r.path)
+			if ev["o"] != string(got) {
+				t.Fatalf("o events (%d bytes) differ from what the frontend received (%d bytes)", len(ev["o"]), len(got))
+			}
+			if !strings.Contains(string(got), "bye") {
+				t.Fatalf("frontend got no output end: %q", got[max(0, len(got)-40):])
+			}
+			if ev["r"] != "100x30;" {
+				t.Fatalf("r events %q", ev["r"])
+			}
+			if tc.input != (ev["i"] == "first\rsecret\r") || !tc.input && ev["i"] != "" {
+				t.Fatalf("i events %q with input=%v", ev["i"], tc.input)
+			}
+			b, _ := os.ReadFile(r.path)
+			if v, _ := Verify(bytes.NewReader(b), testKey, false); v.State != msg.RecIntact {
+				t.Fatalf("verify: %+v", v)
+			}
+			if out := recordtest.Cat(t, r.path); string(out) != ev["o"] {
+				t.Fatal("asciinema cat differs from the o events")
+			}
+		})
+	}
+}
+
+// A recording that cannot be written ends a fail-closed session: the
+// terminal says so, the shell is hung up, the file stays whole.
+func TestSpliceFailClosed(t *testing.T) {
+	r := newRig(t, false, false, 4096)
+	recv := r.drain()
+	go r.shell.WriteString(strings.Repeat("x", 10000))
+	var got []byte
+	select {
+	case got = <-recv:
+	case <-time.After(10 * time.Second):
+		t.Fatal("session not ended when the recording failed")
+	}
+	if err := <-r.done; !errors.Is(err, ErrLimit) {
+		t.Fatalf("Run = %v, want ErrLimit", err)
+	}
+	if !strings.Contains(string(got), "recording failed") {
+		t.Fatalf("terminal got no message: %q", got[max(0, len(got)-100):])
+	}
+	// The shell's side is hung up.
+	if _, err := r.shell.Read(make([]byte, 10)); err == nil {
+		t.Fatal("shell's pty still readable after the session ended")
+	}
+	b, _ := os.ReadFile(r.path)
+	if v, _ := Verify(bytes.NewReader(b), testKey, false); v.State != msg.RecCut || v.Sealed != int64(len(b)) {
+		t.Fatalf("verify: %+v", v)
+	}
+	recordtest.Cat(t, r.path)
+	// Everything the frontend saw (before the message) was recorded.
+	ev := events(t, r.path)
+	if !strings.HasPrefix(string(got), ev["o"]) || len(got) <= len(ev["o"]) {
+		t.Fatalf("frontend saw %d bytes, recording holds %d", len(got), len(ev["o"]))
+	}
+	if strings.Count(string(got), "x") != strings.Count(ev["o"], "x") {
+		t.Fatal("the frontend saw output that is not in the recording")
+	}
+}
+
+// Fail-open: the session goes on unrecorded.
+func TestSpliceFailOpen(t *testing.T) {
+	r := newRig(t, false, true, 4096)
+	recv := r.drain()
+	if _, err := r.shell.WriteString(strings.Repeat("y", 10000) + "after\n"); err != nil {
+		t.Fatal(err)
+	}
+	r.shell.Close()
+	got := <-recv
+	if err := <-r.done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if !strings.Contains(string(got), "after") || strings.Contains(string(got), "recording failed") {
+		t.Fatalf("fail-open session cut: %q", got[max(0, len(got)-100):])
+	}
+}
+
+func winsize(f *os.File) (string, error) {
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return "", err
+	}
+	return strconv.Itoa(int(ws.Col)) + "x" + strconv.Itoa(int(ws.Row)), nil
+}
