@@ -712,8 +712,12 @@ func (a *attachment) sendOne(limit int) {
 		return
 	}
 	if err == nil && ev.Kicked != "" {
-		c.sendLocked(outMsg{"t": "idle", "a": a.serial, "id": a.id, "message": ev.Kicked})
+		// Signed out before the page hears it: once the message is on the
+		// wire the page may send its next op, and the reader must already
+		// find the grant gone (the sender can be descheduled between the
+		// two for as long as the machine likes).
 		c.idleOut()
+		c.sendLocked(outMsg{"t": "idle", "a": a.serial, "id": a.id, "message": ev.Kicked})
 		a.stopped = true
 		return
 	}

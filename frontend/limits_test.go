@@ -102,6 +102,7 @@ func TestIdleLimit(t *testing.T) {
 func (c *wsClient) nextError(tb testing.TB) map[string]any {
 	tb.Helper()
 	for {
+		c.deadline()
 		mt, data, err := c.ws.ReadMessage()
 		if err != nil {
 			tb.Fatalf("waiting for an error: %v", err)

@@ -194,6 +194,13 @@ type wsClient struct {
 	ackBuf   []byte
 }
 
+// readWait bounds every read of the test client, so a message that never
+// comes fails the test instead of hanging it; nothing measures against it.
+const readWait = 30 * time.Second
+
+// deadline arms the read deadline for the next message.
+func (c *wsClient) deadline() { c.ws.SetReadDeadline(time.Now().Add(readWait)) }
+
 func (l *local) dial(tb testing.TB) *wsClient {
 	tb.Helper()
 	h := http.Header{}
@@ -221,6 +228,7 @@ func (c *wsClient) send(tb testing.TB, m map[string]any) {
 func (c *wsClient) expect(tb testing.TB, typ string) map[string]any {
 	tb.Helper()
 	for {
+		c.deadline()
 		mt, data, err := c.ws.ReadMessage()
 		if err != nil {
 			tb.Fatalf("waiting for %q: %v", typ, err)
@@ -244,6 +252,7 @@ func (c *wsClient) create(tb testing.TB, user string) map[string]any {
 	c.send(tb, map[string]any{"t": "create", "user": user, "cols": 80, "rows": 24})
 	first := c.att == 0
 	for {
+		c.deadline()
 		mt, data, err := c.ws.ReadMessage()
 		if err != nil {
 			tb.Fatalf("waiting for attached: %v", err)
@@ -301,6 +310,7 @@ func (c *wsClient) read(tb testing.TB, ack bool) (data []byte, exit bool) {
 // the server's cost, and ReadMessage's allocations (and the GC they bring)
 // would load the same two cores the server runs on.
 func (c *wsClient) readMessage() (int, []byte, error) {
+	c.deadline()
 	mt, r, err := c.ws.NextReader()
 	if err != nil {
 		return 0, nil, err

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -97,6 +98,13 @@ func run(m *testing.M) (int, error) {
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return 1, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	// As root the shell helper opens every shell through sluice-login,
+	// found beside its own executable; PAM needs cgo (helpers/login).
+	build = exec.Command("go", "build", "-o", bin+"/", "sluice/helpers/login/cmd/sluice-login")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("go build sluice-login: %v\n%s", err, out)
 	}
 	man, err := suite.BuildManifest(bin)
 	if err != nil {
@@ -362,6 +370,11 @@ func TestAcceptYesShellOutlivesHelper(t *testing.T) {
 	}
 	cl := &rpc.Client{Path: sock, Hello: rpc.Hello{Intent: ci, BuildID: pe.BuildID}, Expect: rpc.Hello{Intent: si, BuildID: se.BuildID}}
 
+	logs, err := os.Create(filepath.Join(t.TempDir(), "shell.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
 	helperDone := make(chan error, 1)
 	go func() {
 		c, err := l.AcceptUnix()
@@ -382,10 +395,13 @@ func TestAcceptYesShellOutlivesHelper(t *testing.T) {
 		cmd.Env = []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=connection",
 			"SLUICE_RUNTIME_DIR=" + filepath.Join(env.dir, "run"), "SLUICE_MANIFEST=" + filepath.Join(env.dir, "run", "build-ids.json")}
 		cmd.ExtraFiles = []*os.File{f}
-		var logs bytes.Buffer
-		cmd.Stderr = &logs
+		// A file, not a pipe: sluice-login inherits the helper's stderr
+		// and keeps it for the session's log, so a pipe would only reach
+		// EOF when the shell ends and Run would wait until then.
+		cmd.Stderr = logs
 		if err := cmd.Run(); err != nil {
-			helperDone <- fmt.Errorf("helper: %v\n%s", err, logs.String())
+			out, _ := os.ReadFile(logs.Name())
+			helperDone <- fmt.Errorf("helper: %v\n%s", err, out)
 			return
 		}
 		helperDone <- nil
@@ -407,18 +423,49 @@ func TestAcceptYesShellOutlivesHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The helper has exited; the shell answers, now our child ($PPID
-	// would be the parent at shell start, so ask the kernel now).
-	expect(t, term, `echo "<$(id -u)|$(cut -d' ' -f4 /proc/$$/stat)>"`, fmt.Sprintf("<65534|%d>", os.Getpid()))
+	// The helper has exited; the shell answers. Its parent is the
+	// sluice-login that made the login and keeps the session, and that
+	// keeper is now our child ($PPID would be the parent at shell start,
+	// so ask the kernel now).
+	keeper := ppid(t, int(rep.PID))
+	if got := ppid(t, keeper); got != os.Getpid() {
+		t.Errorf("shell %d's keeper %d has parent %d, want this test (%d), the subreaper", rep.PID, keeper, got, os.Getpid())
+	}
+	expect(t, term, `echo "<$(id -u)|$(cut -d' ' -f4 /proc/$$/stat)>"`, fmt.Sprintf("<65534|%d>", keeper))
 	term.Close()
-	// Hung up by the close; reap it as the runner would.
+	// The close hangs up the shell; the keeper reaps it, closes the
+	// session and exits, and we reap the keeper as the runner would.
 	var ws unix.WaitStatus
-	if _, err := unix.Wait4(int(rep.PID), &ws, 0, nil); err != nil {
-		t.Fatalf("wait for shell %d: %v", rep.PID, err)
+	if _, err := unix.Wait4(keeper, &ws, 0, nil); err != nil {
+		t.Fatalf("wait for keeper %d: %v", keeper, err)
 	}
-	if !ws.Signaled() || ws.Signal() != unix.SIGHUP {
-		t.Errorf("shell ended with %v, want SIGHUP", ws)
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("keeper ended with %v, want exit 0", ws)
 	}
+	out, _ := os.ReadFile(logs.Name())
+	if !bytes.Contains(out, []byte(`msg="login: session closed"`)) || !bytes.Contains(out, []byte(`status="signal: hangup"`)) {
+		t.Errorf("keeper's log has no session closed by a hangup:\n%s", out)
+	}
+}
+
+// ppid is pid's parent, from /proc/PID/stat (field 4, after the
+// parenthesised command name, which may hold spaces).
+func ppid(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 2 {
+		t.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	n, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatalf("/proc/%d/stat: %v", pid, err)
+	}
+	return n
 }
 
 // TestMalformedPolicyRefusesToStart: the helper never serves with a file

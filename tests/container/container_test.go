@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
 
 	"sluice/helpers/grant"
 	"sluice/helpers/shell/pty"
@@ -51,6 +52,7 @@ const (
 	inAdmin         = 1002 // hostAdmin
 	inPolicy        = 1003 // the policy helper's host uid, in the shell sandbox
 	inPtyStore      = 1004 // the ptystore helper's host uid, in the hangup sandbox
+	inTTY           = 5    // group tty in the shell sandbox, as on Debian
 )
 
 // Each sandbox has its own block of host ids: inside id i of the sandbox
@@ -152,6 +154,13 @@ func setup() (int, error) {
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return 1, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	// sluice-login links libpam and so libc: the shell sandbox gets those
+	// and the PAM stack (see loginParts), the other sandboxes nothing.
+	build = exec.Command(goTool(), "build", "-trimpath", "-o", bin+"/", "sluice/helpers/login/cmd/sluice-login")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("go build sluice-login: %v\n%s", err, out)
 	}
 	// The probe goes into the sandboxes, which have no C library: static.
 	build = exec.Command(goTool(), "build", "-trimpath", "-o", filepath.Join(bin, "probe"), "sluice/tests/container/internal/probe")
@@ -271,13 +280,16 @@ func layout(base, name string) (*rootfs, Spec, error) {
 		spec.UIDs = append(spec.UIDs, IDMap{inShellUser, b + inShellUser}, IDMap{inPolicy, helperHostUID(msg.Policy)})
 		spec.GIDs = append(spec.GIDs, IDMap{inShellCallers, hostShellCallers}, IDMap{inShellUser, b + inShellUser})
 		// Root of its sandbox, to start shells as other accounts, with
-		// nothing of root's power left but that.
+		// nothing of root's power left but that and what the login
+		// (sluice-login) needs to hand the tty to the account: chown, and
+		// chmod of a file that then is no longer root's.
 		spec.UID, spec.GID = inRoot, inRoot
-		spec.Caps = []int{7, 6} // CAP_SETUID, CAP_SETGID
+		spec.Caps = []int{7, 6, 0, 3} // CAP_SETUID, CAP_SETGID, CAP_CHOWN, CAP_FOWNER
+		spec.GIDs = append(spec.GIDs, IDMap{inTTY, b + inTTY})
 		spec.Argv = append([]string{exe}, listen...)
 		spec.Argv = append(spec.Argv, "--allow", "policy to shell=uid:1003", "--backend", "embedded")
 		passwd = "root:x:0:0:root:/:/bin/sh\nsh-user:x:1000:1000::/:/bin/sh\n"
-		group = "root:x:0:\nsh-user:x:1000:\n"
+		group = "root:x:0:\ntty:x:5:\nsh-user:x:1000:\n"
 		// The login shell: dash, the host's /bin/sh, and the two shared
 		// objects it needs. Debian has no static shell unless
 		// busybox-static is installed; dash with its libc is smaller than
@@ -323,6 +335,11 @@ func layout(base, name string) (*rootfs, Spec, error) {
 	}
 	if err := os.Link(filepath.Join(base, "bin", suite.BinaryName(name)), r.path(exe)); err != nil {
 		return nil, spec, err
+	}
+	if name == msg.Shell {
+		if err := loginParts(r, base, b); err != nil {
+			return nil, spec, err
+		}
 	}
 	if err := r.file("etc/passwd", []byte(passwd), 0o644); err != nil {
 		return nil, spec, err
@@ -560,6 +577,51 @@ func checkShell(t *testing.T, fds []*os.File, pid int32) {
 		fmt.Sprintf("<uid %d>", inShellUser))
 	shellSays(t, term, `read h </proc/sys/kernel/hostname; echo "<h""ost $h pid $$>"`,
 		fmt.Sprintf("<host sluice-shell pid %d>", pid))
+	// A login made it (sluice-login, PAM): the tty is the account's, group
+	// tty, 0620, and utmp names the session.
+	sb := env.sandboxes[msg.Shell]
+	host := hostPID(t, sb.Helper, int(pid))
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/0", host), &st); err != nil {
+		t.Fatal(err)
+	}
+	b := hostBase[msg.Shell]
+	if st.Uid != b+inShellUser || st.Gid != b+inTTY || st.Mode&0o7777 != 0o620 {
+		t.Errorf("the shell's tty is uid %d gid %d mode %#o, want %d %d 0620", st.Uid, st.Gid, st.Mode&0o7777, b+inShellUser, b+inTTY)
+	}
+	utmp, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/var/run/utmp", sb.Helper))
+	if err != nil || !strings.Contains(string(utmp), "sh-user") {
+		t.Errorf("no utmp entry for sh-user in the shell sandbox: %v", err)
+	}
+}
+
+// hostPID is the host pid of the process that is nsPID in the pid
+// namespace of host process inNS.
+func hostPID(t *testing.T, inNS, nsPID int) int {
+	t.Helper()
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", inNS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/status")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "NSpid:" || f[len(f)-1] != strconv.Itoa(nsPID) {
+				continue
+			}
+			host, _ := strconv.Atoi(f[1])
+			if other, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", host)); other == ns {
+				return host
+			}
+		}
+	}
+	t.Fatalf("no process is pid %d in the pid namespace of %d", nsPID, inNS)
+	return 0
 }
 
 // TestCalls calls every helper from outside its sandbox, as allowed and
@@ -725,7 +787,7 @@ func TestInside(t *testing.T) {
 			uid := inHelper
 			switch name {
 			case msg.Shell:
-				wantCaps, uid = "00000000000000c0", inRoot // CAP_SETUID|CAP_SETGID
+				wantCaps, uid = "00000000000000c9", inRoot // CAP_SETUID|CAP_SETGID|CAP_FOWNER|CAP_CHOWN
 			case msg.Hangup:
 				wantCaps, uid = "0000000000000020", inRoot // CAP_KILL
 			}

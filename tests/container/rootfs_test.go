@@ -41,6 +41,12 @@ func (r *rootfs) file(p string, data []byte, mode os.FileMode) error {
 // bind adds a bind mount of a host file or directory at p, making the
 // mount point.
 func (r *rootfs) bind(source, p string, readOnly bool) error {
+	// Programs share libraries: one mount for each.
+	for _, m := range r.mounts {
+		if m.Kind == "bind" && m.Target == p {
+			return nil
+		}
+	}
 	st, err := os.Stat(source)
 	if err != nil {
 		return err
@@ -144,4 +150,87 @@ func sharedObjects(path string) ([]string, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// loginParts lays out in the shell sandbox's root what the embedded
+// backend's login needs, as a host has it: sluice-login root's own (the
+// helper refuses one anyone else could replace) beside the helper, its C
+// library and libpam, the host's PAM stack (modules and the libraries they
+// load, /etc/pam.d, /etc/security, login.defs) read-only, a shadow file,
+// and a writable /var/run for utmp. base is the test's directory,
+// hostRoot the host uid of the sandbox's root.
+func loginParts(r *rootfs, base string, hostRoot uint32) error {
+	const dst = "usr/lib/sluice/sluice-login"
+	if err := r.mkdir("usr/lib/sluice"); err != nil {
+		return err
+	}
+	if err := copyFile(filepath.Join(base, "bin", "sluice-login"), r.path(dst), 0o755); err != nil {
+		return err
+	}
+	for _, p := range []string{dst, "usr/lib/sluice"} {
+		if err := os.Chown(r.path(p), int(hostRoot), int(hostRoot)); err != nil {
+			return err
+		}
+	}
+	objs, err := sharedObjects(r.path(dst))
+	if err != nil {
+		return err
+	}
+	// libpam opens its modules from the directory it was built for,
+	// beside itself on Debian, and each module brings its own libraries.
+	var modDir string
+	for _, o := range objs {
+		if strings.HasPrefix(filepath.Base(o), "libpam.so") {
+			modDir = filepath.Join(filepath.Dir(o), "security")
+		}
+	}
+	mods, err := filepath.Glob(filepath.Join(modDir, "*.so"))
+	if err != nil || len(mods) == 0 {
+		return fmt.Errorf("rootfs: no PAM modules in %q: %v", modDir, err)
+	}
+	for _, m := range mods {
+		deps, err := sharedObjects(m)
+		if err != nil {
+			return err
+		}
+		objs = append(objs, deps...)
+	}
+	for _, o := range objs {
+		real, err := filepath.EvalSymlinks(o)
+		if err != nil {
+			return err
+		}
+		if err := r.bind(real, o, true); err != nil {
+			return err
+		}
+	}
+	real, err := filepath.EvalSymlinks(modDir)
+	if err != nil {
+		return err
+	}
+	if err := r.bind(real, modDir, true); err != nil {
+		return err
+	}
+	for _, p := range []string{"/etc/pam.d", "/etc/security", "/etc/login.defs", "/etc/environment", "/etc/default/locale"} {
+		if _, err := os.Stat(p); err != nil {
+			continue // pam_env and login.defs' readers take a missing file as empty
+		}
+		if err := r.bind(p, p, true); err != nil {
+			return err
+		}
+	}
+	// An account that never had a password ("*"), as useradd makes and
+	// a passkey-only account is; readable by the sandbox's root only.
+	shadow := "root:*:20000:0:99999:7:::\nsh-user:*:20000:0:99999:7:::\n"
+	if err := r.file("etc/shadow", []byte(shadow), 0o640); err != nil {
+		return err
+	}
+	if err := os.Chown(r.path("etc/shadow"), int(hostRoot), int(hostRoot)); err != nil {
+		return err
+	}
+	if err := r.mkdir("var/run"); err != nil {
+		return err
+	}
+	r.mounts = append(r.mounts, Mount{Kind: "tmpfs", Target: "/var/run", Options: "size=1m,mode=0755"})
+	return nil
 }

@@ -34,7 +34,10 @@
 //     allows uid:1003.
 //   - The helpers run as uid 100 with no capabilities (the shell helper as
 //     its sandbox's root with CAP_SETUID and CAP_SETGID only, to start
-//     shells as other accounts; the hangup helper as its sandbox's root
+//     shells as other accounts, and CAP_CHOWN and CAP_FOWNER, for its
+//     login (sluice-login, with libc, libpam and the host's PAM stack
+//     bound in read-only) to hand the tty to the account; the hangup
+//     helper as its sandbox's root
 //     with CAP_KILL only), so none of them can undo the read-only root or
 //     any other mount.
 //

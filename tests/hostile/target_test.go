@@ -274,6 +274,14 @@ func helpers(t testing.TB) *helperSuite {
 			suiteErr = fmt.Errorf("go build: %v\n%s", err, out)
 			return
 		}
+		// As root the shell helper opens every shell through sluice-login,
+		// found beside its own executable; PAM needs cgo (helpers/login).
+		build = exec.Command(goTool(), "build", "-o", s.bin+"/", "sluice/helpers/login/cmd/sluice-login")
+		build.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if out, err := build.CombinedOutput(); err != nil {
+			suiteErr = fmt.Errorf("go build sluice-login: %v\n%s", err, out)
+			return
+		}
 		for _, comp := range []string{msg.Frontend, msg.Admin} {
 			os.WriteFile(filepath.Join(s.bin, suite.BinaryName(comp)), []byte("stand-in for "+comp+"\n"), 0o755)
 		}

@@ -57,8 +57,8 @@ func goTool() string {
 }
 
 // Build builds every sluice binary into bin: the runner with cgo (its
-// spawn uses clone(2) through C), the helpers and the frontend without,
-// as `make build` does.
+// spawn uses clone(2) through C) and sluice-login with cgo (PAM), the
+// other helpers and the frontend without, as `make build` does.
 func Build(bin string) error {
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		return err
@@ -70,7 +70,7 @@ func Build(bin string) error {
 		cgo  string
 		pkgs []string
 	}{
-		{"1", []string{"sluice/cmd/sluice"}},
+		{"1", []string{"sluice/cmd/sluice", "sluice/helpers/login/cmd/sluice-login"}},
 		{"0", []string{"sluice/cmd/sluicectl", "sluice/helpers/auth/cmd/sluice-auth", "sluice/helpers/policy/cmd/sluice-policy",
 			"sluice/helpers/shell/cmd/sluice-shell", "sluice/helpers/ptystore/cmd/sluice-ptystore",
 			"sluice/helpers/hangup/cmd/sluice-hangup", "sluice/helpers/record/cmd/sluice-record", "sluice/frontend/cmd/sluice-frontend"}},
