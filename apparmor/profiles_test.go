@@ -47,22 +47,26 @@ var allow = map[string]struct {
 }{
 	msg.Auth: {
 		files: map[string]string{
-			"/run/credentials/sluice-auth@*.service/":  "r",
-			"/run/credentials/sluice-auth@*.service/*": "r",
-			"/var/lib/private/sluice-auth/":            "rw",
-			"/var/lib/private/sluice-auth/**":          "rwk", // owner only, see ownerOnly
-			"/run/sluice/auth.sock":                    "rw",
+			"/run/credentials/sluice-auth@*.service/":     "r",
+			"/run/credentials/sluice-auth@*.service/*":    "r",
+			"/var/lib/private/sluice-auth/":               "rw",
+			"/var/lib/private/sluice-auth/**":             "rwk", // owner only, see ownerOnly
+			"/run/sluice/auth.sock":                       "rw",
+			"/var/lib/sluice-revocation/":                 "r",
+			"/var/lib/sluice-revocation/revocations.json": "rw",
+			"/var/lib/sluice-revocation/.revocations-*":   "rw",
 		},
 	},
 	msg.Policy: {
 		files: map[string]string{
-			"/run/credentials/sluice-policy@*.service/":  "r",
-			"/run/credentials/sluice-policy@*.service/*": "r",
-			"/etc/sluice/policy":                         "r",
-			"/run/sluice/policy.sock":                    "rw",
-			"/run/sluice/shell.sock":                     "rw",
-			"/dev/ptmx":                                  "rw",
-			"/dev/pts/ptmx":                              "rw",
+			"/run/credentials/sluice-policy@*.service/":   "r",
+			"/run/credentials/sluice-policy@*.service/*":  "r",
+			"/etc/sluice/policy":                          "r",
+			"/var/lib/sluice-revocation/revocations.json": "r",
+			"/run/sluice/policy.sock":                     "rw",
+			"/run/sluice/shell.sock":                      "rw",
+			"/dev/ptmx":                                   "rw",
+			"/dev/pts/ptmx":                               "rw",
 		},
 	},
 	msg.Shell: {
@@ -81,14 +85,16 @@ var allow = map[string]struct {
 	},
 	msg.PtyStore: {
 		files: map[string]string{
-			"/run/credentials/sluice-ptystore.service/":  "r",
-			"/run/credentials/sluice-ptystore.service/*": "r",
-			"/run/sluice/ptystore.sock":                  "rw",
-			"/run/sluice/policy.sock":                    "rw",
-			"/run/sluice/hangup.sock":                    "rw",
-			"/run/systemd/notify":                        "w",
-			"/dev/ptmx":                                  "rw",
-			"/dev/pts/ptmx":                              "rw",
+			"/run/credentials/sluice-ptystore.service/":   "r",
+			"/run/credentials/sluice-ptystore.service/*":  "r",
+			"/run/sluice/ptystore.sock":                   "rw",
+			"/run/sluice/policy.sock":                     "rw",
+			"/run/sluice/hangup.sock":                     "rw",
+			"/run/systemd/notify":                         "w",
+			"/var/lib/sluice-revocation/revocations.json": "r",
+			"/etc/sluice/policy":                          "r",
+			"/dev/ptmx":                                   "rw",
+			"/dev/pts/ptmx":                               "rw",
 		},
 	},
 	msg.Hangup: {
@@ -123,12 +129,13 @@ var allow = map[string]struct {
 	},
 	msg.Frontend: {
 		files: map[string]string{
-			"/run/sluice/auth.sock":     "rw",
-			"/run/sluice/policy.sock":   "rw",
-			"/run/sluice/ptystore.sock": "rw",
-			"/run/systemd/notify":       "w",
-			"/dev/ptmx":                 "rw",
-			"/dev/pts/ptmx":             "rw",
+			"/run/sluice/auth.sock":                       "rw",
+			"/run/sluice/policy.sock":                     "rw",
+			"/run/sluice/ptystore.sock":                   "rw",
+			"/run/systemd/notify":                         "w",
+			"/var/lib/sluice-revocation/revocations.json": "r",
+			"/dev/ptmx":                                   "rw",
+			"/dev/pts/ptmx":                               "rw",
 		},
 		other: []string{"network inet stream", "network inet6 stream"},
 	},

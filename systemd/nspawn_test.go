@@ -64,6 +64,9 @@ func (c *container) run(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(c.init), "-a", "--"}, args...)...)
+	// A process left inside may hold the output pipe after nsenter is
+	// killed: do not wait on it for ever.
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -72,7 +75,8 @@ func (c *container) must(args ...string) string {
 	c.t.Helper()
 	out, err := c.run(args...)
 	if err != nil {
-		c.t.Fatalf("in the container: %s: %v\n%s", strings.Join(args, " "), err, out)
+		journal, _ := c.run("journalctl", "--no-pager", "-o", "short-monotonic", "-n", "40", "-u", "sluice-*")
+		c.t.Fatalf("in the container: %s: %v\n%s\nsluice's journal:\n%s", strings.Join(args, " "), err, out, journal)
 	}
 	return out
 }
@@ -218,8 +222,11 @@ func TestNspawn(t *testing.T) {
 	}
 
 	// The admin side: root, over the admin protocols.
-	if out := c.must(prefix+"/bin/sluicectl", "enroll", "alice"); !strings.Contains(out, "/enroll#") {
-		t.Errorf("enroll: %s", out)
+	out := c.must(prefix+"/bin/sluicectl", "enroll", "alice")
+	_, link, _ := strings.Cut(out, "/enroll#")
+	token := strings.Join(strings.Fields(link)[:min(1, len(strings.Fields(link)))], "")
+	if token == "" {
+		t.Fatalf("enroll: %s", out)
 	}
 
 	client := func(args ...string) string {
@@ -232,7 +239,7 @@ func TestNspawn(t *testing.T) {
 		}
 		return out
 	}
-	out := client("open")
+	out = client("open")
 	id, ok := strings.CutPrefix(strings.TrimSpace(lastLine(out)), "SESSION ")
 	if !ok || !strings.Contains(out, "SHELL OK") {
 		t.Fatalf("client open: %s", out)
@@ -269,7 +276,8 @@ func TestNspawn(t *testing.T) {
 	if out := client("get", id); !strings.Contains(out, "SHELL OK") {
 		t.Errorf("after the restart: %s", out)
 	}
-	endWhileHeld(t, c, id)
+	endWhileHeld(t, c, id, "", "sessions", "end", id)
+	disableWhileHeld(t, c, token)
 
 	journal := c.must("journalctl", "--no-pager", "-o", "cat", "-u", "sluice-*")
 	for _, want := range []string{
@@ -281,7 +289,8 @@ func TestNspawn(t *testing.T) {
 	}
 	// Each call is a native journal entry with its own fields.
 	for _, call := range []string{"create-shell-session", "open-shell", "pty-put", "pty-get", "enroll"} {
-		entries := c.must("journalctl", "--no-pager", "-o", "json", "SLUICE_CALL="+call)
+		// Refusals come too (the revocation checks): one that went well.
+		entries := c.must("journalctl", "--no-pager", "-o", "json", "SLUICE_CALL="+call, "SLUICE_RESULT=ok")
 		var e map[string]any
 		if err := json.Unmarshal([]byte(lastLine(entries)), &e); err != nil {
 			t.Errorf("no journal entry with SLUICE_CALL=%s: %v\n%s", call, err, entries)
@@ -323,38 +332,15 @@ func clientRole(args []string) error {
 	if err != nil {
 		return err
 	}
-	key, err := grant.LoadKey("/etc/sluice/grant.key")
+	if len(args) == 1 && args[0] == "driver" {
+		return driver(man)
+	}
+	g, err := clientGrant()
 	if err != nil {
 		return err
-	}
-	g, err := grant.Sign(key, "alice", time.Now(), time.Hour)
-	if err != nil {
-		return err
-	}
-	cl := func(proto string) (*rpc.Client, error) {
-		p, _ := msg.Lookup(proto)
-		mine, peer := rpc.Hello{Intent: msg.Intent(p, "client")}, rpc.Hello{Intent: msg.Intent(p, "server")}
-		e, err := man.Lookup(p.Client, mine.Intent)
-		if err != nil {
-			return nil, err
-		}
-		mine.BuildID = e.BuildID
-		if e, err = man.Lookup(p.Server, peer.Intent); err != nil {
-			return nil, err
-		}
-		peer.BuildID = e.BuildID
-		return &rpc.Client{Path: "/run/sluice/" + p.Server + ".sock", Hello: mine, Expect: peer, Timeout: 30 * time.Second}, nil
 	}
 	call := func(proto, op string, a any, fds []*os.File, reply any) ([]*os.File, error) {
-		c, err := cl(proto)
-		if err != nil {
-			return nil, err
-		}
-		raw, err := msgpack.Marshal(a)
-		if err != nil {
-			return nil, err
-		}
-		return c.Call(context.Background(), msg.Request{Op: op, Args: raw}, fds, reply)
+		return frontendCall(man, proto, op, a, fds, reply)
 	}
 	var master *os.File
 	switch {
@@ -392,21 +378,88 @@ func clientRole(args []string) error {
 	if args[0] == "hold" {
 		return hold(master)
 	}
-	// The shell computes the answer, so the typed line cannot match it.
+	if err := answers(master, args[0] == "open"); err != nil {
+		return err
+	}
+	fmt.Println("SHELL OK")
+	return nil
+}
+
+// answers types into the shell and waits for the answer it computes (so
+// the echoed line cannot match). A fresh shell is typed to only once it
+// has printed something: machined's unit resets the terminal when it
+// starts the shell, after the call that made the session has returned,
+// and what was typed before is flushed with it.
+func answers(master *os.File, fresh bool) error {
+	if fresh {
+		buf := make([]byte, 4096)
+		n, err := master.Read(buf)
+		fmt.Fprintf(os.Stderr, "pty: %q\n", buf[:n])
+		if err != nil {
+			return fmt.Errorf("reading the new shell: %w", err)
+		}
+	}
 	if _, err := master.WriteString("echo $((6*7))-sluice\n"); err != nil {
 		return err
 	}
 	r := bufio.NewReader(master)
 	for {
 		line, err := r.ReadString('\n')
+		// The terminal's output, for the test's failure message.
+		fmt.Fprintf(os.Stderr, "pty: %q\n", line)
 		if strings.Contains(line, "42-sluice") {
-			fmt.Println("SHELL OK")
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("reading the shell: %w", err)
 		}
 	}
+}
+
+// grantFileEnv names a file holding the grant (msgpack) the one-shot
+// client modes use, one auth issued after a passkey sign-in (the driver
+// writes it); without it they sign a grant for alice with the grant key.
+const grantFileEnv = "SLUICE_NSPAWN_GRANT"
+
+func clientGrant() (msg.Grant, error) {
+	var g msg.Grant
+	if path := os.Getenv(grantFileEnv); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return g, err
+		}
+		return g, msgpack.Unmarshal(b, &g)
+	}
+	key, err := grant.LoadKey("/etc/sluice/grant.key")
+	if err != nil {
+		return g, err
+	}
+	return grant.Sign(key, "alice", time.Now(), time.Hour)
+}
+
+// frontendCall makes one call as the frontend would, with the build IDs
+// from the installed manifest.
+func frontendCall(man *buildid.Manifest, proto, op string, a any, fds []*os.File, reply any) ([]*os.File, error) {
+	p, ok := msg.Lookup(proto)
+	if !ok {
+		return nil, fmt.Errorf("no protocol %q", proto)
+	}
+	mine, peer := rpc.Hello{Intent: msg.Intent(p, "client")}, rpc.Hello{Intent: msg.Intent(p, "server")}
+	e, err := man.Lookup(p.Client, mine.Intent)
+	if err != nil {
+		return nil, err
+	}
+	mine.BuildID = e.BuildID
+	if e, err = man.Lookup(p.Server, peer.Intent); err != nil {
+		return nil, err
+	}
+	peer.BuildID = e.BuildID
+	c := &rpc.Client{Path: "/run/sluice/" + p.Server + ".sock", Hello: mine, Expect: peer, Timeout: 30 * time.Second}
+	raw, err := msgpack.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	return c.Call(context.Background(), msg.Request{Op: op, Args: raw}, fds, reply)
 }
 
 // Markers of the two children hold starts, found again with pgrep -f.
@@ -468,17 +521,21 @@ func init() {
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
-// endWhileHeld ends session id under real systemd while its owner is
+// endWhileHeld ends session id under real systemd with the sluicectl
+// command end (run as root in the container) while its owner is
 // attached (a client holding its own copy of the master, as the
-// frontend does) and the shell has a child and a child that left its
-// session with setsid: every one of them must be gone when sluicectl
-// says "ended", the owner must see the hangup, and neither ptystore nor
-// the fd store may hold the session any more.
-func endWhileHeld(t *testing.T, c *container, id string) {
+// frontend does, with the grant in grantFile, or a signed one if "") and
+// the shell has a child and a child that left its session with setsid:
+// every one of them must be gone when sluicectl says "ended", the owner
+// must see the hangup, and neither ptystore nor the fd store may hold
+// the session any more. It returns the command's output and when it
+// started.
+func endWhileHeld(t *testing.T, c *container, id, grantFile string, end ...string) (string, time.Time) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(c.init), "-a", "--", "env", clientEnv+"=1",
+		grantFileEnv+"="+grantFile,
 		"setpriv", "--groups=sluice-web", testDir+"/"+filepath.Base(os.Args[0]), "hold", id)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -538,8 +595,8 @@ func endWhileHeld(t *testing.T, c *container, id string) {
 	}
 
 	began := time.Now()
-	out1 := c.must(prefix+"/bin/sluicectl", "sessions", "end", id)
-	t.Logf("sessions end took %v (nsenter included)", time.Since(began).Round(time.Millisecond))
+	out1 := c.must(append([]string{prefix + "/bin/sluicectl"}, end...)...)
+	t.Logf("sluicectl %s took %v (nsenter included)", strings.Join(end, " "), time.Since(began).Round(time.Millisecond))
 	if !strings.Contains(out1, "ended") {
 		t.Errorf("sessions end: %s", out1)
 	}
@@ -576,10 +633,14 @@ func endWhileHeld(t *testing.T, c *container, id string) {
 	if j := c.must("journalctl", "--no-pager", "-o", "cat", "-u", "sluice-hangup@*"); !strings.Contains(j, "hangup: session ended") {
 		t.Errorf("the hangup helper's journal lacks the ending:\n%s", j)
 	} else {
+		// This ending's line is the last one.
+		var last string
 		for _, l := range strings.Split(j, "\n") {
 			if strings.Contains(l, "hangup: session ended") {
-				t.Logf("hangup helper: %s", l)
+				last = l
 			}
 		}
+		t.Logf("hangup helper: %s", last)
 	}
+	return out1, began
 }
