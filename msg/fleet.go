@@ -162,3 +162,10 @@ type RelayPingReply struct {
 // when it is on a pty, the pty is raw by then, so nothing of the request
 // is echoed or translated.
 const RelayReady = "sluice-relay v1 ready\n"
+
+// GatewayKey, FleetHosts and RelayPing are the empty arguments of their ops.
+type (
+	GatewayKey struct{}
+	FleetHosts struct{}
+	RelayPing  struct{}
+)

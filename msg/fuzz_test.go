@@ -53,6 +53,12 @@ func every() []any {
 		new(msg.HangupSession), new(msg.HangupSessionReply),
 		new(msg.CheckSessions), new(msg.SessionCheck), new(msg.CheckSessionsReply), new(msg.Verdict),
 		new(msg.PtyRecheck), new(msg.PtyRecheckReply), new(msg.RevokedSession),
+		// the fleet (msg/fleet.go)
+		new(msg.HostGrant), new(msg.HostGrantRequest), new(msg.HostGrantReply),
+		new(msg.GatewayKey), new(msg.GatewayKeyReply), new(msg.GatewayArgs),
+		new(msg.FleetCall), new(msg.FleetOpenReply), new(msg.FleetHost), new(msg.FleetHosts), new(msg.FleetHostsReply),
+		new(msg.FleetCheck), new(msg.FleetCheckReply),
+		new(msg.RelayRequest), new(msg.RelayReply), new(msg.RelayPing), new(msg.RelayPingReply),
 	}
 }
 
@@ -85,6 +91,13 @@ var argsOf = map[string]func() any{
 	msg.OpHangup:             func() any { return new(msg.HangupSession) },
 	msg.OpCheckSessions:      func() any { return new(msg.CheckSessions) },
 	msg.OpPtyRecheck:         func() any { return new(msg.PtyRecheck) },
+	msg.OpHostGrant:          func() any { return new(msg.HostGrantRequest) },
+	msg.OpGatewayKey:         func() any { return new(msg.GatewayKey) },
+	msg.OpFleetHosts:         func() any { return new(msg.FleetHosts) },
+	msg.OpFleetCall:          func() any { return new(msg.FleetCall) },
+	msg.OpFleetOpen:          func() any { return new(msg.FleetCall) },
+	msg.OpFleetCheck:         func() any { return new(msg.FleetCheck) },
+	msg.OpRelayPing:          func() any { return new(msg.RelayPing) },
 }
 
 // TestFuzzCoversEveryType fails when msg grows a struct type or an Op
