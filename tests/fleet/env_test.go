@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
 
 	"sluice/helpers/fleet"
 	"sluice/helpers/hostgrant"
@@ -395,7 +396,31 @@ func (e *env) open(ctx context.Context, host string, hg msg.HostGrant, op string
 	if len(fds) != 1 {
 		e.t.Fatalf("fleet-open: %d fds", len(fds))
 	}
-	return rep, fds[0], nil
+	return rep, pollable(e.t, fds[0]), nil
+}
+
+// pollable returns f as a non-blocking file in Go's poller, so read
+// deadlines work on it (a received fd is blocking, and a read on it
+// would wait past any deadline).
+func pollable(t *testing.T, f *os.File) *os.File {
+	var nfd int
+	var derr error
+	rc, err := f.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { nfd, derr = unix.Dup(int(fd)) })
+	}
+	f.Close()
+	if err == nil {
+		err = derr
+	}
+	if err == nil {
+		err = unix.SetNonblock(nfd, true)
+	}
+	if err != nil {
+		t.Fatalf("pty fd: %v", err)
+	}
+	unix.CloseOnExec(nfd)
+	return os.NewFile(uintptr(nfd), "gateway-pty")
 }
 
 // call carries one non-streaming call to a host helper.

@@ -130,6 +130,36 @@ func TestFleet(t *testing.T) {
 		ptys["h1"] = f
 	})
 
+	t.Run("ctrl-c under a flood reaches the prompt", func(t *testing.T) {
+		f := ptys["h1"]
+		if _, err := f.Write([]byte("yes flood-flood-flood\n")); err != nil {
+			t.Fatal(err)
+		}
+		see(t, f, "flood-flood-flood\r\nflood-flood-flood\r\n")
+		// Read the flood for a while, as a browser keeping up would.
+		drain := func(d time.Duration) int {
+			buf := make([]byte, 64<<10)
+			n := 0
+			end := time.Now().Add(d)
+			f.SetReadDeadline(end)
+			for time.Now().Before(end) {
+				k, err := f.Read(buf)
+				n += k
+				if err != nil {
+					break
+				}
+			}
+			f.SetReadDeadline(time.Time{})
+			return n
+		}
+		flood := drain(300 * time.Millisecond)
+		start := time.Now()
+		f.Write([]byte{3})
+		f.Write([]byte("echo after-$((5*5))\n"))
+		see(t, f, "after-25")
+		t.Logf("flood read %d bytes in 300 ms; after Ctrl-C the prompt answered in %v", flood, time.Since(start))
+	})
+
 	t.Run("hostile: a grant for h1 presented to h2", func(t *testing.T) {
 		hg := e.hostGrant(ctx, g, "h1")
 		var l msg.PtyListReply
