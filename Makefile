@@ -8,7 +8,7 @@ DESTDIR  ?=
 FUZZTIME ?= 30s
 export CGO_ENABLED ?= 1
 
-HELPERS  := auth policy shell ptystore hangup record
+HELPERS  := auth policy shell ptystore hangup record fleet relay
 WEBDIR   := frontend/web
 
 .PHONY: all deps web build run test test-go fuzz-smoke fuzz bench install clean

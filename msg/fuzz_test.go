@@ -56,6 +56,12 @@ func every() []any {
 		new(msg.CheckAudit), new(msg.CheckAuditReply),
 		new(msg.CheckSessions), new(msg.SessionCheck), new(msg.CheckSessionsReply), new(msg.Verdict),
 		new(msg.PtyRecheck), new(msg.PtyRecheckReply), new(msg.RevokedSession),
+		// the fleet (msg/fleet.go)
+		new(msg.HostGrant), new(msg.HostGrantRequest), new(msg.HostGrantReply),
+		new(msg.GatewayKey), new(msg.GatewayKeyReply), new(msg.GatewayArgs),
+		new(msg.FleetCall), new(msg.FleetOpenReply), new(msg.FleetHost), new(msg.FleetHosts), new(msg.FleetHostsReply),
+		new(msg.FleetCheck), new(msg.FleetCheckReply),
+		new(msg.RelayRequest), new(msg.RelayReply), new(msg.RelayPing), new(msg.RelayPingReply),
 	}
 }
 
@@ -93,6 +99,13 @@ var argsOf = map[string]func() any{
 	msg.OpRecOpen:            func() any { return new(msg.RecOpen) },
 	msg.OpRecVerify:          func() any { return new(msg.RecVerify) },
 	msg.OpCheckAudit:         func() any { return new(msg.CheckAudit) },
+	msg.OpHostGrant:          func() any { return new(msg.HostGrantRequest) },
+	msg.OpGatewayKey:         func() any { return new(msg.GatewayKey) },
+	msg.OpFleetHosts:         func() any { return new(msg.FleetHosts) },
+	msg.OpFleetCall:          func() any { return new(msg.FleetCall) },
+	msg.OpFleetOpen:          func() any { return new(msg.FleetCall) },
+	msg.OpFleetCheck:         func() any { return new(msg.FleetCheck) },
+	msg.OpRelayPing:          func() any { return new(msg.RelayPing) },
 }
 
 // TestFuzzCoversEveryType fails when msg grows a struct type or an Op

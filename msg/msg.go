@@ -58,9 +58,11 @@ func Intent(p Protocol, role string) string {
 
 // Lookup returns the protocol with the given name.
 func Lookup(name string) (Protocol, bool) {
-	for _, p := range Protocols {
-		if p.Name == name {
-			return p, true
+	for _, list := range [][]Protocol{Protocols, FleetProtocols} {
+		for _, p := range list {
+			if p.Name == name {
+				return p, true
+			}
 		}
 	}
 	return Protocol{}, false

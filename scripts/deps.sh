@@ -16,6 +16,10 @@ have npm              || need+=(npm)
 have ip               || need+=(iproute2)
 have unshare          || need+=(util-linux)
 have useradd          || need+=(passwd)
+# The fleet (docs/fleet.md) is carried by OpenSSH: ssh on the gateway,
+# sshd on every host; tests/fleet runs both.
+have ssh              || need+=(openssh-client)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 # sluice-login (helpers/login) is built with cgo against libpam; the login
 # tests drive tmux and who, and need the host's login PAM stack.
 have gcc              || need+=(gcc libc6-dev)

@@ -44,6 +44,10 @@ func Components() []string {
 	return []string{msg.Frontend, msg.Auth, msg.Policy, msg.Shell, msg.PtyStore, msg.Hangup, msg.Record, msg.Admin}
 }
 
+// FleetComponents are the fleet's (msg.FleetProtocols): in the manifest
+// when their binaries are built, in no single-host unit or install list.
+func FleetComponents() []string { return []string{msg.Fleet, msg.Relay} }
+
 // ManifestPath is $SLUICE_MANIFEST, else RUNTIME_DIR/build-ids.json if it
 // exists, else build-ids.json beside the running executable.
 func ManifestPath() string {
@@ -129,7 +133,7 @@ func Route(self, name string, allow rpc.Allow, maxFDs int, h rpc.HandlerFunc) (r
 // partial build still gets a manifest for what it has.
 func BuildManifest(dir string) (*buildid.Manifest, error) {
 	m := &buildid.Manifest{Version: 1}
-	for _, comp := range Components() {
+	for _, comp := range append(Components(), FleetComponents()...) {
 		path := filepath.Join(dir, BinaryName(comp))
 		ident, err := buildid.Stat(path)
 		if err != nil {
@@ -141,7 +145,7 @@ func BuildManifest(dir string) (*buildid.Manifest, error) {
 		type side struct{ proto, role, intent string }
 		var sides []side
 		var intents []string
-		for _, p := range msg.Protocols {
+		for _, p := range append(append([]msg.Protocol(nil), msg.Protocols...), msg.FleetProtocols...) {
 			for _, role := range []string{"client", "server"} {
 				if (role == "client" && p.Client == comp) || (role == "server" && p.Server == comp) {
 					in := msg.Intent(p, role)

@@ -52,6 +52,10 @@ Commands:
   manifest               print the build manifest (build-ids.json)
   keygen FILE            write a new 32-byte key (mode 0600) to FILE
                          (--unless-exists: keep one that is there)
+  hosts [list]           the fleet's hosts (docs/fleet.md)
+  hosts add NAME ADDRESS pin a host's key, add it, print the lines for the host
+  hosts check NAME       reach the host's relay over ssh
+  hosts remove NAME      forget a host and its pinned key
 
 Global flags:
   --runtime-dir DIR      helper sockets (default $SLUICE_RUNTIME_DIR or /run/sluice)
@@ -92,6 +96,7 @@ var commands = map[string]command{
 	"recordings": {runRecordings},
 	"manifest":   {runManifest},
 	"keygen":     {runKeygen},
+	"hosts":      {runHosts},
 }
 
 func main() {

@@ -20,6 +20,7 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -79,8 +80,11 @@ type Config struct {
 	// RevocationDir is where the revocation list is published for policy,
 	// ptystore and the frontend (package revoke); empty: not published.
 	RevocationDir string
-	Now           func() time.Time // default time.Now
-	Log           *slog.Logger
+	// HostKey signs host grants for the fleet (docs/fleet.md); nil: this
+	// gateway has no fleet and host-grant is refused.
+	HostKey ed25519.PrivateKey
+	Now     func() time.Time // default time.Now
+	Log     *slog.Logger
 }
 
 // Service serves the auth protocols over a store.
@@ -211,6 +215,11 @@ func (s *Service) HandleWeb(ctx context.Context, call *rpc.Call) (rpc.Reply, err
 		if err = decodeArgs(req.Args, &a); err == nil {
 			reply, err = s.webPasskeyAdd(a)
 		}
+	case msg.OpHostGrant:
+		var a msg.HostGrantRequest
+		if err = decodeArgs(req.Args, &a); err == nil {
+			reply, err = s.hostGrant(a)
+		}
 	default:
 		call.Label = "unknown"
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q on web to auth", req.Op)
@@ -258,6 +267,8 @@ func (s *Service) HandleAdmin(ctx context.Context, call *rpc.Call) (rpc.Reply, e
 		if err = decodeArgs(req.Args, &a); err == nil {
 			reply, err = s.passkeyRevoke(a.User, a.ID, "uid "+fmt.Sprint(call.Peer.UID))
 		}
+	case msg.OpGatewayKey:
+		reply, err = s.gatewayKey()
 	default:
 		call.Label = "unknown"
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q on admin to auth", req.Op)

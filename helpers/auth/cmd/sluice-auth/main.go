@@ -3,6 +3,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"sluice/helpers/confine"
 	"sluice/helpers/grant"
 	"sluice/helpers/helper"
+	"sluice/helpers/hostgrant"
 	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
@@ -45,6 +47,7 @@ func main() {
 	reserve := flag.Int64("reserve", 1<<20, "bytes kept allocated past the database end so sign-ins work on a full disk")
 	minFree := flag.Int64("min-free", 1<<20, "free bytes the state file system needs for an enrollment or registration")
 	revocationDir := flag.String("revocation-dir", "", "directory to publish the revocation list in for policy, ptystore and the frontend ("+revoke.DefaultDir+" under systemd); empty: not published")
+	hostKey := flag.String("host-grant-key", "", "Ed25519 seed file that signs host grants for a fleet (created 0600 when missing; docs/fleet.md); empty: no fleet")
 	lockTimeout := flag.Duration("lock-timeout", 3*time.Second, "longest wait for the credential database another instance holds; past it the call is answered busy")
 	flag.Parse()
 	log := helper.Logger(msg.Auth)
@@ -67,6 +70,12 @@ func main() {
 	if err != nil {
 		helper.Fatal(log, "seal key", err)
 	}
+	var hk ed25519.PrivateKey
+	if *hostKey != "" {
+		if hk, err = hostgrant.LoadOrCreateKey(*hostKey); err != nil {
+			helper.Fatal(log, "host grant key", err)
+		}
+	}
 	adminAllow := rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}
 	if *admins != "" {
 		if adminAllow, err = helper.ParseAllow(*admins); err != nil {
@@ -81,7 +90,7 @@ func main() {
 		RPID: *rpID, RPName: *rpName, Origins: origins,
 		GrantKey: gk, SealKey: sk,
 		GrantLifetime: *grantLife, EnrollTTL: *enrollTTL, CeremonyTTL: *ceremonyTTL,
-		Admins: adminAllow, RevocationDir: *revocationDir, Log: log,
+		Admins: adminAllow, RevocationDir: *revocationDir, Log: log, HostKey: hk,
 	}, st)
 	if err != nil {
 		helper.Fatal(log, "config", err)

@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"sluice/helpers/confine"
+	"sluice/helpers/gateway"
 	"sluice/helpers/grant"
 	"sluice/helpers/helper"
 	"sluice/helpers/policy"
@@ -31,6 +32,8 @@ func main() {
 	policyFile := flag.String("policy", policy.DefaultFile, "policy file")
 	grantKey := flag.String("grant-key", helper.Credential("grant.key"), "grant key file, 32 bytes (default $CREDENTIALS_DIRECTORY/grant.key)")
 	revocationDir := flag.String("revocation-dir", "", "directory of the revocation list auth publishes ("+revoke.DefaultDir+" under systemd), checked on every call; empty: no revocation check")
+	var fleet gateway.Flags
+	fleet.Register(flag.CommandLine)
 	check := flag.Bool("check", false, "parse the policy file, print its rules and exit (0 if it is valid)")
 	flag.Parse()
 	log := helper.Logger(msg.Policy)
@@ -71,11 +74,22 @@ func main() {
 	} else {
 		log.Warn("policy: no --revocation-dir: revoked grants are accepted until they expire")
 	}
-	var routes []rpc.Route
-	for _, r := range []struct {
+	served := []struct {
 		proto string
 		h     rpc.HandlerFunc
-	}{{protocol, h.Handle}, {checkProtocol, h.HandlePtyStore}} {
+	}{{protocol, h.Handle}, {checkProtocol, h.HandlePtyStore}}
+	ad, err := fleet.Adapter(key, gateway.PolicyOps, log)
+	if err != nil {
+		helper.Fatal(log, "fleet", err)
+	}
+	if ad != nil {
+		served = append(served, struct {
+			proto string
+			h     rpc.HandlerFunc
+		}{msg.ProtoGatewayToPolicy, ad.Wrap(h.Handle)})
+	}
+	var routes []rpc.Route
+	for _, r := range served {
 		allow, err := f.Allow(r.proto)
 		if err != nil {
 			helper.Fatal(log, "allow", err)

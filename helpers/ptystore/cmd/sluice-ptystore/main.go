@@ -15,6 +15,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/confine"
+	"sluice/helpers/gateway"
 	"sluice/helpers/grant"
 	"sluice/helpers/helper"
 	"sluice/helpers/ptystore"
@@ -37,6 +38,8 @@ func main() {
 		"the only way that reaches a shell another process holds a copy of) or off (signal it ourselves where we may; development only)")
 	policyFile := flag.String("policy-file", "/etc/sluice/policy", "the policy file to watch: when it changes, every live session is checked again (\"\": only when sluicectl says so)")
 	policyPoll := flag.Duration("policy-poll", 500*time.Millisecond, "how often the policy file's identity is looked at")
+	var fleet gateway.Flags
+	fleet.Register(flag.CommandLine)
 	limitsEvery := flag.Duration("limits-every", 500*time.Millisecond, "how often sessions are checked against their maximum length and detached limit")
 	flag.Parse()
 	log := helper.Logger(msg.PtyStore)
@@ -127,12 +130,22 @@ func main() {
 		return rep, err
 	}
 
-	var routes []rpc.Route
-	for _, r := range []struct {
+	type served struct {
 		proto  string
 		maxFDs int
 		h      rpc.HandlerFunc
-	}{{"web to ptystore", 1, h.Web}, {"admin to ptystore", 0, h.Admin}} {
+	}
+	serves := []served{{"web to ptystore", 1, h.Web}, {"admin to ptystore", 0, h.Admin}}
+	ad, err := fleet.Adapter(key, gateway.PtyStoreOps, log)
+	if err != nil {
+		helper.Fatal(log, "fleet", err)
+	}
+	if ad != nil {
+		// The relay puts the pty it got from policy, as the frontend does.
+		serves = append(serves, served{msg.ProtoGatewayToPtyStore, 1, ad.Wrap(h.Web)})
+	}
+	var routes []rpc.Route
+	for _, r := range serves {
 		allow, err := f.Allow(r.proto)
 		if err != nil {
 			helper.Fatal(log, "--allow", err)

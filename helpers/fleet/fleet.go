@@ -1,0 +1,392 @@
+// Package fleet is the gateway's side of the fleet transport: the helper
+// that alone holds the gateway's SSH client key and reaches each host's
+// relay account through the host's own sshd (OpenSSH's ssh binary, host
+// keys pinned in a known_hosts file this helper's directory holds). The
+// frontend asks it per call; it never sees the key.
+package fleet
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"sluice/helpers/relay"
+	"sluice/helpers/shell/pty"
+	"sluice/msg"
+	"sluice/rpc"
+)
+
+// MaxReply bounds a relay's answer frame (rpc's client default).
+const MaxReply = 1 << 20
+
+// Fleet is the helper's state: its directory and its running streams.
+type Fleet struct {
+	Dir     string // hosts.json, known_hosts, id_ed25519
+	SSH     string // the ssh binary; default "ssh"
+	Log     *slog.Logger
+	Timeout time.Duration // ssh connect plus the relay's answer; default 15 s
+	// MaxStreams bounds the ssh sessions streaming at once.
+	MaxStreams int
+
+	mu      sync.Mutex
+	streams int
+}
+
+func (f *Fleet) timeout() time.Duration {
+	if f.Timeout > 0 {
+		return f.Timeout
+	}
+	return 15 * time.Second
+}
+
+// sshArgs is the whole ssh command line: no user config, only our key,
+// only our known_hosts, the host's key pinned under its fleet name, no
+// agent, no forwarding of any kind.
+func (f *Fleet) sshArgs(h msg.FleetHost, tty bool) []string {
+	mode := "-T"
+	if tty {
+		mode = "-tt"
+	}
+	return []string{
+		"-F", "/dev/null", mode,
+		"-i", filepath.Join(f.Dir, KeyFile),
+		"-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+		"-o", "UserKnownHostsFile=" + filepath.Join(f.Dir, KnownHostsFile),
+		"-o", "GlobalKnownHostsFile=/dev/null",
+		"-o", "StrictHostKeyChecking=yes", "-o", "HostKeyAlias=" + h.Name,
+		"-o", "UpdateHostKeys=no", "-o", "CheckHostIP=no",
+		"-o", "BatchMode=yes", "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no",
+		"-o", "ConnectTimeout=" + strconv.Itoa(int(f.timeout()/time.Second)),
+		"-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
+		"-o", "ControlMaster=no", "-o", "ControlPath=none",
+		"-o", "ForwardAgent=no", "-o", "ForwardX11=no", "-o", "ClearAllForwardings=yes",
+		"-o", "EscapeChar=none", "-o", "LogLevel=ERROR",
+		"-p", strconv.Itoa(h.Port), "-l", h.User, "--", h.Address, "sluice-relay",
+	}
+}
+
+func (f *Fleet) command(h msg.FleetHost, tty bool) *exec.Cmd {
+	ssh := f.SSH
+	if ssh == "" {
+		ssh = "ssh"
+	}
+	cmd := exec.Command(ssh, f.sshArgs(h, tty)...)
+	// ssh reads nothing of ours but what the command line says; HOME
+	// only keeps it from looking at another user's ~/.ssh.
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + f.Dir, "LANG=C"}
+	return cmd
+}
+
+func (f *Fleet) host(name string) (msg.FleetHost, error) {
+	hs, err := LoadHosts(f.Dir)
+	if err != nil {
+		return msg.FleetHost{}, err
+	}
+	h, ok := hs.Lookup(name)
+	if !ok {
+		return h, rpc.Errorf(msg.CodeNotFound, "no host %q in the fleet", name)
+	}
+	return h, nil
+}
+
+// limitWriter keeps the first N bytes of ssh's stderr for the log.
+type limitWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+	n  int
+}
+
+func (w *limitWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if room := w.n - w.b.Len(); room > 0 {
+		w.b.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+func (w *limitWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// exchange waits for the relay's ready line, sends the request frame and
+// reads the answer frame: no byte past it, so a stream's first output
+// stays in the pty for the frontend.
+func exchange(rw io.ReadWriter, req msg.RelayRequest) (msg.RelayReply, error) {
+	var rep msg.RelayReply
+	if err := waitReady(rw); err != nil {
+		return rep, err
+	}
+	b, err := msgpack.Marshal(req)
+	if err != nil {
+		return rep, err
+	}
+	if _, err := rw.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(b))), b...)); err != nil {
+		return rep, fmt.Errorf("fleet: send request: %w", err)
+	}
+	var n [4]byte
+	if _, err := io.ReadFull(rw, n[:]); err != nil {
+		return rep, fmt.Errorf("fleet: relay answer: %w", err)
+	}
+	l := binary.BigEndian.Uint32(n[:])
+	if l > MaxReply {
+		return rep, fmt.Errorf("fleet: relay answer of %d bytes", l)
+	}
+	body := make([]byte, l)
+	if _, err := io.ReadFull(rw, body); err != nil {
+		return rep, fmt.Errorf("fleet: relay answer: %w", err)
+	}
+	if err := (&rpc.Call{Body: body}).Decode(&rep); err != nil {
+		return rep, fmt.Errorf("fleet: relay answer: %w", err)
+	}
+	return rep, nil
+}
+
+// waitReady reads up to the relay's ready line, skipping whatever sshd
+// printed before it (a banner, a last-login line), at most 8 KiB.
+func waitReady(r io.Reader) error {
+	want := []byte(msg.RelayReady)
+	var seen []byte
+	var c [1]byte
+	for len(seen) < 8<<10 {
+		if _, err := io.ReadFull(r, c[:]); err != nil {
+			return fmt.Errorf("fleet: no relay ready line: %w", err)
+		}
+		seen = append(seen, c[0])
+		if bytes.HasSuffix(seen, want) {
+			return nil
+		}
+	}
+	return errors.New("fleet: no relay ready line in 8 KiB")
+}
+
+// relayError turns a relay answer's error text into the error the
+// gateway's caller gets: the host helper's own code and message.
+func relayError(host, text string) error {
+	code, m, ok := bytes.Cut([]byte(text), []byte(": "))
+	if !ok {
+		return rpc.Errorf(msg.CodeFailed, "%s: %s", host, text)
+	}
+	return rpc.Errorf(string(code), "%s: %s", host, m)
+}
+
+// Call carries one non-streaming call to a host and returns the host
+// helper's payload.
+func (f *Fleet) Call(ctx context.Context, c msg.FleetCall) ([]byte, error) {
+	h, err := f.host(c.Host)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := f.run(ctx, h, msg.RelayRequest{Service: c.Service, Op: c.Op, Args: c.Args, HostGrant: &c.HostGrant})
+	if err != nil {
+		return nil, err
+	}
+	if rep.Error != "" {
+		return nil, relayError(h.Name, rep.Error)
+	}
+	return rep.Payload, nil
+}
+
+// Check asks a host's relay for its name.
+func (f *Fleet) Check(ctx context.Context, name string) (msg.FleetCheckReply, error) {
+	out := msg.FleetCheckReply{Host: name}
+	h, err := f.host(name)
+	if err != nil {
+		return out, err
+	}
+	start := time.Now()
+	rep, err := f.run(ctx, h, msg.RelayRequest{Op: msg.OpRelayPing})
+	if err != nil {
+		return out, err
+	}
+	out.ElapsedMs = time.Since(start).Milliseconds()
+	if rep.Error != "" {
+		return out, relayError(h.Name, rep.Error)
+	}
+	var p msg.RelayPingReply
+	if err := msgpack.Unmarshal(rep.Payload, &p); err != nil {
+		return out, fmt.Errorf("fleet: ping answer: %w", err)
+	}
+	out.RelayHost = p.Host
+	return out, nil
+}
+
+// run is one ssh session without a pty: pipes both ways.
+func (f *Fleet) run(ctx context.Context, h msg.FleetHost, req msg.RelayRequest) (msg.RelayReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout())
+	defer cancel()
+	cmd := f.command(h, false)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return msg.RelayReply{}, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return msg.RelayReply{}, err
+	}
+	stderr := &limitWriter{n: 4 << 10}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		return msg.RelayReply{}, fmt.Errorf("fleet: ssh: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
+	defer stop()
+	rep, err := exchange(struct {
+		io.Reader
+		io.Writer
+	}{stdout, stdin}, req)
+	stdin.Close()
+	werr := cmd.Wait()
+	if err != nil {
+		f.Log.Warn("fleet: relay call failed", "host", h.Name, "op", req.Op, "err", err, "ssh", werr, "stderr", stderr.String())
+		return rep, rpc.Errorf(msg.CodeFailed, "%s: cannot reach the host's relay (%s)", h.Name, sshWhy(stderr.String(), err))
+	}
+	f.Log.Info("fleet: relay call", "host", h.Name, "service", req.Service, "op", req.Op, "user", userOf(req.HostGrant), "error", rep.Error)
+	return rep, nil
+}
+
+// Open starts a streaming session: ssh with a pty of ours as its
+// terminal, so window sizes travel as ssh's own window-change messages,
+// and returns the answer and our pty's master for the frontend.
+func (f *Fleet) Open(ctx context.Context, c msg.FleetCall) (msg.FleetOpenReply, *os.File, error) {
+	var out msg.FleetOpenReply
+	if c.Op != msg.OpCreateShellSession && c.Op != msg.OpPtyGet {
+		return out, nil, rpc.Errorf(msg.CodeBadRequest, "%s does not stream", c.Op)
+	}
+	h, err := f.host(c.Host)
+	if err != nil {
+		return out, nil, err
+	}
+	f.mu.Lock()
+	if f.MaxStreams > 0 && f.streams >= f.MaxStreams {
+		f.mu.Unlock()
+		return out, nil, rpc.Errorf(msg.CodeBusy, "%d remote sessions streaming, the most this gateway allows", f.streams)
+	}
+	f.streams++
+	f.mu.Unlock()
+	started := false
+	defer func() {
+		if !started {
+			f.done()
+		}
+	}()
+	master, slave, err := pty.Open()
+	if err != nil {
+		return out, nil, fmt.Errorf("fleet: pty: %w", err)
+	}
+	if err := rawAndSize(slave, c.Rows, c.Cols); err != nil {
+		master.Close()
+		slave.Close()
+		return out, nil, err
+	}
+	cmd := f.command(h, true)
+	cmd.Stdin, cmd.Stdout = slave, slave
+	stderr := &limitWriter{n: 4 << 10}
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	err = cmd.Start()
+	slave.Close()
+	if err != nil {
+		master.Close()
+		return out, nil, fmt.Errorf("fleet: ssh: %w", err)
+	}
+	started = true
+	exited := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		close(exited)
+		f.done()
+		f.Log.Info("fleet: stream ended", "host", h.Name, "ssh", err, "stderr", stderr.String())
+	}()
+	// Killing ssh ends our reads of the master (EIO) if the relay never
+	// answers in time.
+	timer := time.AfterFunc(f.timeout(), func() { cmd.Process.Kill() })
+	rep, err := exchange(master, msg.RelayRequest{Service: serviceOf(c.Op), Op: c.Op, Args: c.Args, HostGrant: &c.HostGrant, Stream: true})
+	timer.Stop()
+	if err != nil {
+		cmd.Process.Kill()
+		master.Close()
+		<-exited
+		f.Log.Warn("fleet: open failed", "host", h.Name, "op", c.Op, "err", err, "stderr", stderr.String())
+		return out, nil, rpc.Errorf(msg.CodeFailed, "%s: cannot reach the host's relay (%s)", h.Name, sshWhy(stderr.String(), err))
+	}
+	if rep.Error != "" {
+		master.Close() // ssh sees the hangup and ends
+		return out, nil, relayError(h.Name, rep.Error)
+	}
+	if err := msgpack.Unmarshal(rep.Payload, &out); err != nil {
+		master.Close()
+		return out, nil, fmt.Errorf("fleet: open answer: %w", err)
+	}
+	out.Host = h.Name
+	f.Log.Info("fleet: stream", "host", h.Name, "op", c.Op, "user", c.HostGrant.User, "session", out.Session.ID, "mode", out.Mode)
+	return out, master, nil
+}
+
+func (f *Fleet) done() {
+	f.mu.Lock()
+	f.streams--
+	f.mu.Unlock()
+}
+
+func serviceOf(op string) string {
+	if op == msg.OpCreateShellSession {
+		return msg.Policy
+	}
+	return msg.PtyStore
+}
+
+func rawAndSize(slave *os.File, rows, cols uint16) error {
+	t, err := unixGetTermios(slave)
+	if err != nil {
+		return fmt.Errorf("fleet: pty modes: %w", err)
+	}
+	relay.MakeRaw(t)
+	if err := unixSetTermios(slave, t); err != nil {
+		return fmt.Errorf("fleet: pty modes: %w", err)
+	}
+	if rows == 0 || cols == 0 {
+		rows, cols = 24, 80
+	}
+	return pty.SetSize(slave, rows, cols)
+}
+
+func userOf(hg *msg.HostGrant) string {
+	if hg == nil {
+		return ""
+	}
+	return hg.User
+}
+
+// sshWhy names the likely cause from ssh's stderr, for the caller; the
+// whole text is in the log.
+func sshWhy(stderr string, err error) string {
+	switch {
+	case bytes.Contains([]byte(stderr), []byte("Host key verification failed")),
+		bytes.Contains([]byte(stderr), []byte("REMOTE HOST IDENTIFICATION HAS CHANGED")),
+		bytes.Contains([]byte(stderr), []byte("No ED25519 host key is known")),
+		bytes.Contains([]byte(stderr), []byte("host key for")):
+		return "host key not pinned or changed"
+	case bytes.Contains([]byte(stderr), []byte("Permission denied")):
+		return "the relay account refused the gateway's key"
+	case bytes.Contains([]byte(stderr), []byte("Connection refused")), bytes.Contains([]byte(stderr), []byte("timed out")),
+		bytes.Contains([]byte(stderr), []byte("No route to host")):
+		return "host unreachable"
+	}
+	return err.Error()
+}

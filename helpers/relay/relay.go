@@ -1,0 +1,356 @@
+// Package relay is the host end of the fleet's transport: sluice-relay,
+// the forced command of the relay account's authorized_keys line, so the
+// only thing the gateway's ssh key can do on a host. It reads one request
+// frame from its stdin (the ssh channel), makes that call to the host's
+// own policy or ptystore on the gateway protocols, writes the answer back
+// and, for opening or attaching a session, streams the session's pty over
+// the channel until either side ends.
+//
+// The relay holds no key and decides nothing: the host's helpers verify
+// the host grant and apply the host's policy, and the kernel tells them
+// the caller is the relay account.
+package relay
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
+
+	"sluice/msg"
+	"sluice/rpc"
+)
+
+// MaxRequest bounds the request frame, as rpc.Server's default does.
+const MaxRequest = 64 << 10
+
+// RequestTimeout bounds the wait for the request frame after the ready line.
+const RequestTimeout = 10 * time.Second
+
+// ViewerEvery is how often a streamed session is reported attached
+// (msg.ViewerLeaseMs / 3, as the frontend does).
+const ViewerEvery = 20 * time.Second
+
+// Caller makes one call to a host helper; *rpc.Client is one.
+type Caller interface {
+	CallRaw(ctx context.Context, body []byte, fds []*os.File) ([]byte, []*os.File, error)
+}
+
+// Relay serves one ssh session.
+type Relay struct {
+	Host     string // --host of the forced command
+	In, Out  *os.File
+	Policy   func() (Caller, error) // "gateway to policy"
+	PtyStore func() (Caller, error) // "gateway to ptystore"
+	Log      *slog.Logger
+}
+
+// Run serves the session's one request.
+func (r *Relay) Run(ctx context.Context) error {
+	tty := isTTY(r.In)
+	if tty {
+		// Raw before anything is read: a cooked pty would echo the
+		// request back into the answer and turn \n into \r\n.
+		if err := makeRaw(r.In); err != nil {
+			return fmt.Errorf("relay: raw mode: %w", err)
+		}
+	}
+	if _, err := io.WriteString(r.Out, msg.RelayReady); err != nil {
+		return fmt.Errorf("relay: ready: %w", err)
+	}
+	req, err := r.readRequest()
+	if err != nil {
+		r.reply(msg.RelayReply{Error: msg.CodeBadRequest + ": " + err.Error()})
+		return err
+	}
+	r.Log.Info("relay: call", "host", r.Host, "service", req.Service, "op", req.Op, "stream", req.Stream,
+		"user", grantUser(req.HostGrant), "client", os.Getenv("SSH_CLIENT"))
+	if req.Op == msg.OpRelayPing {
+		b, _ := msgpack.Marshal(msg.RelayPingReply{Host: r.Host})
+		return r.reply(msg.RelayReply{Payload: b})
+	}
+	if !req.Stream {
+		payload, fds, err := r.call(ctx, req.Service, req.Op, req.HostGrant, req.Args, nil)
+		closeAll(fds)
+		if err != nil {
+			return r.replyErr(err)
+		}
+		if len(fds) > 0 {
+			return r.replyErr(rpc.Errorf(msg.CodeInternal, "%s answered with %d fds", req.Op, len(fds)))
+		}
+		return r.reply(msg.RelayReply{Payload: payload})
+	}
+	open, master, err := r.open(ctx, req)
+	if err != nil {
+		return r.replyErr(err)
+	}
+	defer master.Close()
+	b, err := msgpack.Marshal(open)
+	if err != nil {
+		return r.replyErr(err)
+	}
+	if err := r.reply(msg.RelayReply{Payload: b}); err != nil {
+		return err
+	}
+	return r.stream(ctx, open.Session.ID, master, tty)
+}
+
+// open makes the session's call: create-shell-session (then pty-put, as
+// the frontend does) or pty-get, and returns the pty master.
+func (r *Relay) open(ctx context.Context, req msg.RelayRequest) (msg.FleetOpenReply, *os.File, error) {
+	var out msg.FleetOpenReply
+	switch req.Op {
+	case msg.OpCreateShellSession:
+		payload, fds, err := r.call(ctx, msg.Policy, req.Op, req.HostGrant, req.Args, nil)
+		if err != nil {
+			return out, nil, err
+		}
+		master, err := oneFD(fds)
+		if err != nil {
+			return out, nil, err
+		}
+		var cr msg.CreateShellSessionReply
+		if err := msgpack.Unmarshal(payload, &cr); err != nil {
+			master.Close()
+			return out, nil, fmt.Errorf("relay: create reply: %w", err)
+		}
+		put, _ := msgpack.Marshal(msg.PtyPut{Session: cr.Session})
+		payload, fds, err = r.call(ctx, msg.PtyStore, msg.OpPtyPut, req.HostGrant, put, []*os.File{master})
+		closeAll(fds)
+		if err != nil {
+			// Not held anywhere: closing our copy hangs the shell up.
+			master.Close()
+			return out, nil, err
+		}
+		var pr msg.PtyPutReply
+		if err := msgpack.Unmarshal(payload, &pr); err != nil {
+			master.Close()
+			return out, nil, fmt.Errorf("relay: put reply: %w", err)
+		}
+		return msg.FleetOpenReply{Host: r.Host, Session: pr.Session, Mode: msg.ModeOwner, Limits: pr.Limits, Rule: cr.Rule}, master, nil
+	case msg.OpPtyGet:
+		payload, fds, err := r.call(ctx, msg.PtyStore, req.Op, req.HostGrant, req.Args, nil)
+		if err != nil {
+			return out, nil, err
+		}
+		master, err := oneFD(fds)
+		if err != nil {
+			return out, nil, err
+		}
+		var gr msg.PtyGetReply
+		if err := msgpack.Unmarshal(payload, &gr); err != nil {
+			master.Close()
+			return out, nil, fmt.Errorf("relay: get reply: %w", err)
+		}
+		return msg.FleetOpenReply{Host: r.Host, Session: gr.Session, Mode: gr.Mode, Epoch: gr.Epoch, Limits: gr.Limits}, master, nil
+	}
+	return out, nil, rpc.Errorf(msg.CodeBadRequest, "%s does not stream", req.Op)
+}
+
+// call makes one call to a host helper on the gateway protocol.
+func (r *Relay) call(ctx context.Context, service, op string, hg *msg.HostGrant, args []byte, fds []*os.File) ([]byte, []*os.File, error) {
+	var mk func() (Caller, error)
+	switch service {
+	case msg.Policy:
+		mk = r.Policy
+	case msg.PtyStore:
+		mk = r.PtyStore
+	default:
+		return nil, nil, rpc.Errorf(msg.CodeBadRequest, "no service %q", service)
+	}
+	cl, err := mk()
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: %s client: %w", service, err)
+	}
+	ga, err := msgpack.Marshal(msg.GatewayArgs{HostGrant: hg, Args: args})
+	if err != nil {
+		return nil, nil, err
+	}
+	body, err := msgpack.Marshal(msg.Request{Op: op, Args: ga})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl.CallRaw(ctx, body, fds)
+}
+
+// stream copies the session's pty to the channel and back until either
+// ends. Blocking copies are the flow control: a slow gateway stops our
+// reads of the pty, and so the shell, as a slow frontend does locally.
+func (r *Relay) stream(ctx context.Context, id string, master *os.File, tty bool) error {
+	if tty {
+		sizeFrom(r.In, master)
+		winch := make(chan os.Signal, 1)
+		signal.Notify(winch, syscall.SIGWINCH)
+		defer signal.Stop(winch)
+		go func() {
+			for range winch {
+				sizeFrom(r.In, master)
+			}
+		}()
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP, syscall.SIGTERM)
+	defer signal.Stop(hup)
+	done := make(chan string, 2)
+	go func() { io.Copy(master, r.In); done <- "gateway closed" }()
+	go func() { io.Copy(r.Out, master); done <- "session ended" }()
+	tick := time.NewTicker(ViewerEvery)
+	defer tick.Stop()
+	var why string
+	for why == "" {
+		select {
+		case why = <-done:
+		case <-hup:
+			why = "ssh session hung up"
+		case <-ctx.Done():
+			why = "stopped"
+		case <-tick.C:
+			r.viewers(ctx, []string{id}, nil)
+		}
+	}
+	r.viewers(context.Background(), nil, []string{id})
+	r.Log.Info("relay: stream ended", "host", r.Host, "session", id, "why", why)
+	return nil
+}
+
+// viewers tells ptystore whether the session has a viewer (its detached
+// limit), as the frontend does for local sessions.
+func (r *Relay) viewers(ctx context.Context, attached, left []string) {
+	args, _ := msgpack.Marshal(msg.PtyViewers{Attached: attached, Left: left})
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, fds, err := r.call(ctx, msg.PtyStore, msg.OpPtyViewers, nil, args, nil); err != nil {
+		r.Log.Warn("relay: pty-viewers", "err", err)
+	} else {
+		closeAll(fds)
+	}
+}
+
+func (r *Relay) readRequest() (msg.RelayRequest, error) {
+	var req msg.RelayRequest
+	type res struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		var n [4]byte
+		if _, err := io.ReadFull(r.In, n[:]); err != nil {
+			ch <- res{err: fmt.Errorf("relay: request length: %w", err)}
+			return
+		}
+		l := binary.BigEndian.Uint32(n[:])
+		if l > MaxRequest {
+			ch <- res{err: fmt.Errorf("relay: request of %d bytes, limit %d", l, MaxRequest)}
+			return
+		}
+		b := make([]byte, l)
+		_, err := io.ReadFull(r.In, b)
+		ch <- res{b, err}
+	}()
+	select {
+	case x := <-ch:
+		if x.err != nil {
+			return req, x.err
+		}
+		if err := (&rpc.Call{Body: x.b}).Decode(&req); err != nil {
+			return req, err
+		}
+		return req, nil
+	case <-time.After(RequestTimeout):
+		return req, errors.New("relay: no request within the deadline")
+	}
+}
+
+func (r *Relay) reply(rep msg.RelayReply) error {
+	b, err := msgpack.Marshal(rep)
+	if err != nil {
+		return err
+	}
+	out := binary.BigEndian.AppendUint32(nil, uint32(len(b)))
+	_, err = r.Out.Write(append(out, b...))
+	return err
+}
+
+// replyErr sends err as an error frame's text: a host helper's own
+// (code and message as it said them), or failed.
+func (r *Relay) replyErr(err error) error {
+	text := msg.CodeFailed + ": the host's helper could not be reached; see the relay's log"
+	var re *rpc.RemoteError
+	var e *rpc.Error
+	switch {
+	case errors.As(err, &re):
+		text = re.Code + ": " + re.Msg
+	case errors.As(err, &e):
+		text = e.Code + ": " + e.Msg
+	}
+	r.Log.Warn("relay: call failed", "host", r.Host, "err", err)
+	if werr := r.reply(msg.RelayReply{Error: text}); werr != nil {
+		return werr
+	}
+	return err
+}
+
+func grantUser(hg *msg.HostGrant) string {
+	if hg == nil {
+		return ""
+	}
+	return hg.User
+}
+
+func oneFD(fds []*os.File) (*os.File, error) {
+	if len(fds) != 1 {
+		closeAll(fds)
+		return nil, rpc.Errorf(msg.CodeFailed, "reply carried %d fds, want 1", len(fds))
+	}
+	return fds[0], nil
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
+func isTTY(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// makeRaw is cfmakeraw(3).
+func makeRaw(f *os.File) error {
+	t, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	if err != nil {
+		return err
+	}
+	MakeRaw(t)
+	return unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, t)
+}
+
+// MakeRaw sets t as cfmakeraw(3) does.
+func MakeRaw(t *unix.Termios) {
+	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	t.Oflag &^= unix.OPOST
+	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	t.Cflag &^= unix.CSIZE | unix.PARENB
+	t.Cflag |= unix.CS8
+	t.Cc[unix.VMIN] = 1
+	t.Cc[unix.VTIME] = 0
+}
+
+func sizeFrom(tty, master *os.File) {
+	ws, err := unix.IoctlGetWinsize(int(tty.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Row == 0 || ws.Col == 0 {
+		return
+	}
+	unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, ws)
+}
