@@ -20,9 +20,10 @@ import (
 )
 
 const (
-	protocol      = "web to policy"
-	checkProtocol = "ptystore to policy"
-	shellProtocol = "policy to shell"
+	protocol       = "web to policy"
+	checkProtocol  = "ptystore to policy"
+	shellProtocol  = "policy to shell"
+	recordProtocol = "record to policy"
 )
 
 func main() {
@@ -75,7 +76,7 @@ func main() {
 	for _, r := range []struct {
 		proto string
 		h     rpc.HandlerFunc
-	}{{protocol, h.Handle}, {checkProtocol, h.HandlePtyStore}} {
+	}{{protocol, h.Handle}, {checkProtocol, h.HandlePtyStore}, {recordProtocol, h.HandleRecord}} {
 		allow, err := f.Allow(r.proto)
 		if err != nil {
 			helper.Fatal(log, "allow", err)
