@@ -109,7 +109,7 @@ func boot(t *testing.T) *container {
 		}
 	}
 	policy := filepath.Join(stage, "policy")
-	if err := os.WriteFile(policy, []byte("allow alice as root on .host\n"), 0o644); err != nil {
+	if err := os.WriteFile(policy, []byte(nspawnPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	self, err := os.Executable()
@@ -270,6 +270,7 @@ func TestNspawn(t *testing.T) {
 		t.Errorf("after the restart: %s", out)
 	}
 	endWhileHeld(t, c, id)
+	recordUnderSystemd(t, c)
 
 	journal := c.must("journalctl", "--no-pager", "-o", "cat", "-u", "sluice-*")
 	for _, want := range []string{
