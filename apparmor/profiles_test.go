@@ -132,6 +132,7 @@ var allow = map[string]struct {
 			"/run/sluice/auth.sock":                       "rw",
 			"/run/sluice/policy.sock":                     "rw",
 			"/run/sluice/ptystore.sock":                   "rw",
+			"/run/sluice/record.sock":                     "rw", // auditors' rec-list and rec-open
 			"/run/systemd/notify":                         "w",
 			"/var/lib/sluice-revocation/revocations.json": "r",
 			"/dev/ptmx":                                   "rw",

@@ -34,10 +34,10 @@ type Backend interface {
 	PtyShare(ctx context.Context, a msg.PtyShare) (msg.PtyShareReply, error)
 }
 
-// Helpers reaches the auth, policy and ptystore helpers over their
-// sockets, as component "frontend".
+// Helpers reaches the auth, policy, ptystore and recording helpers over
+// their sockets, as component "frontend".
 type Helpers struct {
-	auth, policy, ptystore helperClient
+	auth, policy, ptystore, record helperClient
 }
 
 // helperClient is a helper's client with the helper's name, for errors
@@ -77,7 +77,7 @@ func NewHelpers() (*Helpers, error) {
 	for _, c := range []struct {
 		hc          *helperClient
 		name, proto string
-	}{{&h.auth, msg.Auth, "web to auth"}, {&h.policy, msg.Policy, "web to policy"}, {&h.ptystore, msg.PtyStore, "web to ptystore"}} {
+	}{{&h.auth, msg.Auth, "web to auth"}, {&h.policy, msg.Policy, "web to policy"}, {&h.ptystore, msg.PtyStore, "web to ptystore"}, {&h.record, msg.Record, "web to record"}} {
 		cl, err := suite.Client(msg.Frontend, c.proto)
 		if err != nil {
 			return nil, fmt.Errorf("frontend: client for %q: %w", c.proto, err)

@@ -17,19 +17,21 @@ import (
 
 // RecordingInfo is a recording as the page lists it.
 type RecordingInfo struct {
-	ID      string `json:"id"`
-	User    string `json:"user"`    // unix user, from the title user@machine
-	Machine string `json:"machine"` // from the title
-	Width   int    `json:"width"`
-	Height  int    `json:"height"`
-	Started int64  `json:"started"` // unix ms, from the header's timestamp
-	Size    int64  `json:"size"`    // bytes
+	ID        string `json:"id"`
+	User      string `json:"user"`    // unix user, from the title user@machine
+	Machine   string `json:"machine"` // from the title
+	Width     int    `json:"width"`
+	Height    int    `json:"height"`
+	Started   int64  `json:"started"`             // unix ms, from the header's timestamp
+	Size      int64  `json:"size"`                // bytes
+	Requester string `json:"requester,omitempty"` // the signed-in sluice user, when known
+	Live      bool   `json:"live,omitempty"`      // still being written
 }
 
 // RecordingSource is where the page's recordings come from, on behalf of
 // a grant: a list, and one recording's asciicast v2 text. It decides who
-// may see what. The recording helper's read op (issue 14) is meant to be
-// one; until that is connected, DirRecordings stands in.
+// may see what. The real one is the recording helper
+// (Helpers.Recordings); DirRecordings is a development stand-in.
 type RecordingSource interface {
 	List(ctx context.Context, g msg.Grant) ([]RecordingInfo, error)
 	Read(ctx context.Context, g msg.Grant, id string) ([]byte, error)
@@ -229,4 +231,38 @@ func (h *HelperRecordings) Read(ctx context.Context, g msg.Grant, id string) ([]
 		return nil, errTooLarge
 	}
 	return b, nil
+}
+
+// Recordings is the page's RecordingSource over the recording helper:
+// rec-list and rec-open on "web to record", each with the connection's
+// grant, which the helper verifies and asks policy check-audit about.
+// The frontend decides nothing here and never reads the recordings
+// directory: it gets what the helper lists and read-only fds of what it
+// opens.
+func (h *Helpers) Recordings() *HelperRecordings {
+	return &HelperRecordings{ListFunc: h.recList, OpenFunc: h.recOpen}
+}
+
+func (h *Helpers) recList(ctx context.Context, g msg.Grant) ([]RecordingInfo, error) {
+	var r msg.RecListReply
+	fds, err := call(ctx, h.record, msg.OpRecList, msg.RecList{Grant: &g}, nil, &r)
+	noFDs(fds)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]RecordingInfo, 0, len(r.Recordings))
+	for _, x := range r.Recordings {
+		out = append(out, RecordingInfo{ID: x.ID, User: x.UnixUser, Machine: x.Machine, Width: int(x.Width), Height: int(x.Height),
+			Started: x.Started, Size: x.Size, Requester: x.Requester, Live: x.Live})
+	}
+	return out, nil
+}
+
+func (h *Helpers) recOpen(ctx context.Context, g msg.Grant, id string) (*os.File, error) {
+	var r msg.RecOpenReply
+	fds, err := call(ctx, h.record, msg.OpRecOpen, msg.RecOpen{Grant: &g, ID: id}, nil, &r)
+	if err != nil {
+		return nil, err
+	}
+	return oneFD(msg.OpRecOpen, fds)
 }

@@ -669,14 +669,25 @@ type RecVerifyReply struct {
 	Duration float64 `msgpack:"duration"` // seconds, at the last seal that holds
 }
 
-// CheckAudit (record to policy) asks whether Grant's user may audit:
-// list, play and watch recordings. Policy verifies the grant as for
+// CheckAudit (record to policy) asks whether Grant's user may audit
+// recordings, and of which machines. Policy verifies the grant as for
 // create-shell-session (bad-grant otherwise) and answers from the file.
 type CheckAudit struct {
 	Grant Grant `msgpack:"grant"`
 }
 
+// CheckAuditReply: Machines is the grant's audit scope, as
+// AuditScopeReply's (["*"]: every machine); Allow is whether it is not
+// empty. The recording helper shows an auditor only the recordings of
+// machines in it.
 type CheckAuditReply struct {
-	Allow  bool   `msgpack:"allow"`
-	Reason string `msgpack:"reason,omitempty"` // fit for the user when not allowed
+	Allow    bool     `msgpack:"allow"`
+	Reason   string   `msgpack:"reason,omitempty"` // fit for the user when not allowed
+	Machines []string `msgpack:"machines,omitempty"`
+	Rules    []string `msgpack:"rules,omitempty"` // the audit lines that gave it, for the log
+}
+
+// Covers reports whether the scope takes in recordings of machine.
+func (r CheckAuditReply) Covers(machine string) bool {
+	return r.Allow && AuditScopeReply{Machines: r.Machines}.Covers(machine)
 }

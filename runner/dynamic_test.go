@@ -132,7 +132,7 @@ func TestDynamicUsersDefaultConfig(t *testing.T) {
 	h := start(t, "[]", func(c *Config) { *c = *def })
 	helpers := []string{"auth", "policy", "ptystore", "frontend"}
 	who := map[string]info{}
-	for _, name := range append(helpers, "shell") {
+	for _, name := range append(helpers, "shell", "record") {
 		who[name] = h.mustCall(name, request{Op: "whoami"})
 	}
 	if os.Geteuid() != 0 {
@@ -191,8 +191,13 @@ func TestDynamicUsersDefaultConfig(t *testing.T) {
 			t.Errorf("%s.sock: owner %d mode %04o, want %s's uid %d, 0600", sock, uid, mode, unitName, who[unitName].UID)
 		}
 	}
-	// policy.sock has two callers: the frontend by owner, ptystore by group
-	// (a dynamic user's gid is its uid, and no other unit has it).
+	// policy.sock has three callers: the frontend by owner, ptystore by
+	// group (a dynamic user's gid is its uid), and the recording helper,
+	// which joins that group (${gid:ptystore}); policy's allowlists tell
+	// ptystore and the recorder apart by uid.
+	if got, want := who["policy"].Getenv("SLUICE_ALLOW_RECORD_TO_POLICY"), fmt.Sprintf("uid:%d", who["record"].UID); got != want {
+		t.Errorf("policy: record allowlist %q, want %q", got, want)
+	}
 	var pst syscall.Stat_t
 	if err := syscall.Stat(h.r.SocketPath("policy"), &pst); err != nil {
 		t.Fatal(err)
@@ -205,14 +210,14 @@ func TestDynamicUsersDefaultConfig(t *testing.T) {
 
 	// The suite's own calls work: frontend to auth, policy to shell,
 	// ptystore to policy.
-	for _, c := range []struct{ from, to string }{{"frontend", "auth"}, {"frontend", "ptystore"}, {"policy", "shell"}, {"frontend", "policy"}, {"ptystore", "policy"}} {
+	for _, c := range []struct{ from, to string }{{"frontend", "auth"}, {"frontend", "ptystore"}, {"policy", "shell"}, {"frontend", "policy"}, {"ptystore", "policy"}, {"record", "policy"}} {
 		in, err := h.call(c.from, request{Op: "call", Name: h.r.SocketPath(c.to)})
 		if err != nil || in.UID != who[c.to].UID {
 			t.Errorf("%s -> %s: %v (callee uid %d)", c.from, c.to, err, in.UID)
 		}
 	}
 	// Any other pair: the socket's mode keeps them out.
-	for _, c := range []struct{ from, to string }{{"ptystore", "auth"}, {"auth", "policy"}, {"frontend", "shell"}, {"auth", "shell"}} {
+	for _, c := range []struct{ from, to string }{{"ptystore", "auth"}, {"auth", "policy"}, {"frontend", "shell"}, {"auth", "shell"}, {"record", "auth"}, {"record", "shell"}, {"record", "ptystore"}} {
 		if _, err := h.call(c.from, request{Op: "call", Name: h.r.SocketPath(c.to)}); err == nil || !strings.Contains(err.Error(), "permission denied") {
 			t.Errorf("%s -> %s: %v, want permission denied", c.from, c.to, err)
 		}
@@ -461,6 +466,44 @@ func TestDynamicUsersReserved(t *testing.T) {
 	for id := range seen {
 		if _, err := os.Stat(filepath.Join(uidLockDir, strconv.FormatUint(uint64(id), 10))); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("uid %d still reserved after Stop: %v", id, err)
+		}
+	}
+}
+
+// TestGroupRefs: a supplementary group may be another unit's gid, known
+// only once dynamic ids are allocated; a reference to no unit is an
+// error at start, not a group silently left out.
+func TestGroupRefs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("groups apply only when the runner is root")
+	}
+	for _, tc := range []struct{ groups, err string }{
+		{`["${gid:b}"]`, ""},
+		{`["${gid:nope}"]`, `no unit "nope"`},
+	} {
+		cfg, err := ParseConfig([]byte(`{"units": [{"name": "a", "exec": ["testsvc"], "accept": true, "user": "sluice-test-a", "dynamic_user": true, "supplementary_groups": ` + tc.groups + `},
+			{"name": "b", "exec": ["testsvc"], "accept": true, "user": "sluice-test-b", "dynamic_user": true}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := openTempDir(t)
+		r, err := New(Options{Config: cfg, RuntimeDir: filepath.Join(base, "run"), BinDir: binDir, StateDir: filepath.Join(base, "state"), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: err %v, want %q", tc.groups, err, tc.err)
+			}
+			if r != nil {
+				r.Stop()
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := r.units["a"].id, r.units["b"].id
+		r.Stop()
+		if a.gid == b.gid || !slices.Contains(a.groups, b.gid) {
+			t.Errorf("a (gid %d, groups %v) is not in b's group %d", a.gid, a.groups, b.gid)
 		}
 	}
 }

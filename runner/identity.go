@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -106,6 +107,9 @@ func resolveGroups(u *Unit, id *identity, log *slog.Logger) error {
 	// account's own from /etc/group. The primary group comes first.
 	id.groups = []uint32{id.gid}
 	for _, n := range u.SupplementaryGroups {
+		if strings.Contains(n, "${") {
+			continue // another unit's gid: see resolveGroupRefs
+		}
 		g, err := lookupGroup(n)
 		if err != nil {
 			log.Warn("runner: supplementary group missing, left out", "unit", u.Name, "group", n)
@@ -113,6 +117,36 @@ func resolveGroups(u *Unit, id *identity, log *slog.Logger) error {
 		}
 		if g != id.gid {
 			id.groups = append(id.groups, g)
+		}
+	}
+	return nil
+}
+
+// resolveGroupRefs adds the supplementary groups that are references
+// (${gid:UNIT}), once every unit, dynamic ones included, has its ids: a
+// unit joins the group another unit's socket is owned by, as the record
+// unit joins ptystore's to reach policy.sock, which systemd's units do
+// by a sysusers group.
+func (r *Runner) resolveGroupRefs() error {
+	if !r.root {
+		return nil // every unit is the invoking user
+	}
+	for _, u := range r.order {
+		for _, n := range u.cfg.SupplementaryGroups {
+			if !strings.Contains(n, "${") {
+				continue
+			}
+			s, err := r.Expand(n)
+			if err != nil {
+				return fmt.Errorf("runner: unit %s: supplementary group: %w", u.cfg.Name, err)
+			}
+			g, err := lookupGroup(s)
+			if err != nil {
+				return fmt.Errorf("runner: unit %s: supplementary group %q: %w", u.cfg.Name, n, err)
+			}
+			if !slices.Contains(u.id.groups, g) {
+				u.id.groups = append(u.id.groups, g)
+			}
 		}
 	}
 	return nil

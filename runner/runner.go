@@ -185,6 +185,9 @@ func New(opts Options) (_ *Runner, err error) {
 		}
 		r.log.Info("runner: dynamic user", "unit", u.cfg.Name, "user", u.id.name, "uid", u.id.uid, "gid", u.id.gid)
 	}
+	if err := r.resolveGroupRefs(); err != nil {
+		return nil, err
+	}
 	if err := r.resolveFiles(); err != nil {
 		return nil, err
 	}

@@ -113,7 +113,7 @@ func boot(t *testing.T) *container {
 		}
 	}
 	policy := filepath.Join(stage, "policy")
-	if err := os.WriteFile(policy, []byte("allow alice as root on .host\n"), 0o644); err != nil {
+	if err := os.WriteFile(policy, []byte(nspawnPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	self, err := os.Executable()
@@ -278,6 +278,7 @@ func TestNspawn(t *testing.T) {
 	}
 	endWhileHeld(t, c, id, "", "sessions", "end", id)
 	disableWhileHeld(t, c, token)
+	recordUnderSystemd(t, c)
 
 	journal := c.must("journalctl", "--no-pager", "-o", "cat", "-u", "sluice-*")
 	for _, want := range []string{

@@ -53,6 +53,11 @@ type Profile struct {
 	// Signal allows kill(2), pidfd_open(2) and pidfd_send_signal(2) to
 	// processes outside the helper (the hangup helper ends sessions).
 	Signal bool
+	// Pty allows opening new ptys: /dev/ptmx, and the slave beneath
+	// /dev/pts (TIOCGPTPEER opens it there), with their ioctls. The shell
+	// helper's machined backend needs it for a recorded session's outer
+	// pty; the embedded backend is not confined.
+	Pty bool
 	// Listen is the --listen socket path, if any: the helper creates it
 	// after confining itself and removes it on exit, so its directory
 	// is writable.
@@ -289,6 +294,13 @@ func landlock(p Profile) (int, error) {
 	if p.Exec {
 		for _, path := range []string{"/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc"} {
 			if err := add(path, readRights|unix.LANDLOCK_ACCESS_FS_EXECUTE); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if p.Pty {
+		for _, path := range []string{"/dev/ptmx", "/dev/pts"} {
+			if err := add(path, readRights|unix.LANDLOCK_ACCESS_FS_WRITE_FILE|unix.LANDLOCK_ACCESS_FS_IOCTL_DEV); err != nil {
 				return 0, err
 			}
 		}

@@ -221,6 +221,23 @@ func TestCgoBuild(t *testing.T) {
 	checkThreads(t, c)
 }
 
+// TestPtyProfile: only a profile with Pty opens new ptys (the shell
+// helper's machined backend, for a recorded session's outer pty: before
+// it had Pty, every recorded session under systemd failed closed with
+// "open /dev/ptmx: permission denied").
+func TestPtyProfile(t *testing.T) {
+	want := "EACCES"
+	if confine.ABI() == 0 {
+		want = "ok"
+	}
+	if got, _ := start(t).probe(t, "pty", ""); got != want {
+		t.Errorf("pty without Pty: %s, want %s", got, want)
+	}
+	if got, _ := start(t, "--pty").probe(t, "pty", ""); got != "ok" {
+		t.Errorf("pty with Pty: %s", got)
+	}
+}
+
 func TestExecProfile(t *testing.T) {
 	c := start(t, "--exec")
 	if got, _ := c.probe(t, "spawn", "/bin/true"); got != "ok" {

@@ -174,3 +174,90 @@ func TestAuditScopeOp(t *testing.T) {
 		t.Errorf("no revocation list: %v, want %s", err, msg.CodeBadGrant)
 	}
 }
+
+func checkAuditCall(c *rpc.Client, op string, g msg.Grant) (msg.CheckAuditReply, error) {
+	var rep msg.CheckAuditReply
+	args, err := msgpack.Marshal(msg.CheckAudit{Grant: g})
+	if err != nil {
+		return rep, err
+	}
+	_, err = c.Call(context.Background(), msg.Request{Op: op, Args: args}, nil, &rep)
+	return rep, err
+}
+
+// TestCheckAuditOp: "record to policy" answers check-audit with the
+// grant's audit scope, only after the grant verifies and is not revoked,
+// and serves nothing else. Before, policy had no such route: the
+// recording helper's every call was refused, so no auditor saw a
+// recording.
+func TestCheckAuditOp(t *testing.T) {
+	f := setupPolicy(t, auditPolicy, nil)
+	dir := t.TempDir()
+	if err := revoke.Write(dir, revoke.List{}); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := policy.Parse(strings.NewReader(auditPolicy), "test.policy")
+	h := &policy.Handler{Key: f.key, Policy: p, Revoked: revoke.NewChecker(dir), Log: slog.New(slog.DiscardHandler)}
+	rec := listen(t, "record to policy", h.HandleRecord)
+
+	forged, expired, tampered, badName := f.badGrants(t)
+	for _, c := range []struct {
+		name   string
+		op     string
+		grant  msg.Grant
+		code   string
+		allow  bool
+		want   []string
+		covers map[string]bool
+	}{
+		{"auditor", msg.OpCheckAudit, f.grant(t, "carol"), "", true, []string{"*"}, map[string]bool{"web1": true, ".host": true}},
+		{"scoped auditor", msg.OpCheckAudit, f.grant(t, "erin"), "", true, []string{"web1"}, map[string]bool{"web1": true, ".host": false, "db": false}},
+		{"no audit rule", msg.OpCheckAudit, f.grant(t, "alice"), "", false, nil, map[string]bool{".host": false}},
+		{"forged", msg.OpCheckAudit, forged, msg.CodeBadGrant, false, nil, nil},
+		{"expired", msg.OpCheckAudit, expired, msg.CodeBadGrant, false, nil, nil},
+		{"tampered", msg.OpCheckAudit, tampered, msg.CodeBadGrant, false, nil, nil},
+		{"bad name", msg.OpCheckAudit, badName, msg.CodeBadGrant, false, nil, nil},
+		{"other op", msg.OpAuditScope, f.grant(t, "carol"), msg.CodeBadRequest, false, nil, nil},
+		{"create over record", msg.OpCreateShellSession, f.grant(t, "alice"), msg.CodeBadRequest, false, nil, nil},
+	} {
+		rep, err := checkAuditCall(rec, c.op, c.grant)
+		if got := remoteCode(err); got != c.code {
+			t.Errorf("%s: code %q (%v), want %q", c.name, got, err, c.code)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		if rep.Allow != c.allow || !slices.Equal(rep.Machines, c.want) || !c.allow && rep.Reason == "" {
+			t.Errorf("%s: %+v, want allow %v machines %q and a reason when not", c.name, rep, c.allow, c.want)
+		}
+		for m, want := range c.covers {
+			if rep.Covers(m) != want {
+				t.Errorf("%s: covers %s = %v", c.name, m, !want)
+			}
+		}
+	}
+
+	// A revoked auditor gets no scope.
+	g, err := grant.SignCredential(f.key, "carol", []byte{0xbe, 0xef}, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := checkAuditCall(rec, msg.OpCheckAudit, g); err != nil || !rep.Allow {
+		t.Fatalf("before revocation: %+v %v", rep, err)
+	}
+	if err := revoke.Write(dir, revoke.List{Users: map[string]revoke.User{"carol": {Disabled: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checkAuditCall(rec, msg.OpCheckAudit, g); remoteCode(err) != msg.CodeBadGrant {
+		t.Errorf("revoked auditor: %v, want %s", err, msg.CodeBadGrant)
+	}
+
+	// The other protocols do not answer check-audit.
+	web, pty := checkServer(t, h, rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}})
+	for proto, cl := range map[string]*rpc.Client{"web": web, "ptystore": pty} {
+		if _, err := checkAuditCall(cl, msg.OpCheckAudit, f.grant(t, "erin")); remoteCode(err) != msg.CodeBadRequest {
+			t.Errorf("check-audit over %s: %v, want %s", proto, err, msg.CodeBadRequest)
+		}
+	}
+}

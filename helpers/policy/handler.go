@@ -296,3 +296,35 @@ func (h *Handler) HandlePtyStore(ctx context.Context, call *rpc.Call) (rpc.Reply
 	h.log().Info("policy: sessions checked", "sessions", len(a.Sessions), "denied", denied)
 	return rpc.Reply{Body: rep}, nil
 }
+
+// HandleRecord serves "record to policy": msg.OpCheckAudit, the
+// recording helper asking, for an auditor's grant it was handed by the
+// frontend, whether and of which machines they may play recordings. The
+// route's allowlist (the recording helper's uid or group) is who may
+// ask; the grant is verified here again, so a recording helper given a
+// forged, expired or revoked grant gets bad-grant, never a scope.
+func (h *Handler) HandleRecord(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
+	var req msg.Request
+	if err := call.Decode(&req); err != nil {
+		return rpc.Reply{}, err
+	}
+	call.Label = req.Op
+	if req.Op != msg.OpCheckAudit {
+		call.Label = "unknown"
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	}
+	var a msg.CheckAudit
+	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+	}
+	if err := h.verify(call, a.Grant, h.now()); err != nil {
+		return rpc.Reply{}, err
+	}
+	machines, rules := h.Policy.AuditScope(a.Grant.User)
+	rep := msg.CheckAuditReply{Allow: len(machines) > 0, Machines: machines, Rules: rules}
+	if !rep.Allow {
+		_, rep.Reason = h.Policy.MayAudit(a.Grant.User)
+	}
+	h.log().Info("policy: check-audit", "user", a.Grant.User, "allow", rep.Allow, "machines", machines, "rules", rules)
+	return rpc.Reply{Body: rep}, nil
+}

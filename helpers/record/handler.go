@@ -234,10 +234,11 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
 			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 		}
-		if err := h.auditor(ctx, web, a.Grant); err != nil {
+		scope, err := h.auditor(ctx, web, a.Grant)
+		if err != nil {
 			return rpc.Reply{}, err
 		}
-		list, trunc, err := h.Store.List(a)
+		list, trunc, err := h.Store.List(a, scope)
 		if err != nil {
 			return rpc.Reply{}, err
 		}
@@ -247,10 +248,17 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
 			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 		}
-		if err := h.auditor(ctx, web, a.Grant); err != nil {
+		scope, err := h.auditor(ctx, web, a.Grant)
+		if err != nil {
 			return rpc.Reply{}, err
 		}
 		f, info, err := h.Store.Open(a.ID)
+		if err == nil && !scope(info.Machine) {
+			// Out of the auditor's scope reads as absent: ids cannot be
+			// probed (as ptystore's pty-audit-get).
+			f.Close()
+			err = ErrNotFound
+		}
 		if errors.Is(err, ErrNotFound) {
 			return rpc.Reply{}, rpc.Errorf(msg.CodeNotFound, "no recording %q", a.ID)
 		}
@@ -287,39 +295,40 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 }
 
 // auditor: on the web route, the grant must hold and policy must let its
-// user audit. Every failure is a refusal.
-func (h *Handler) auditor(ctx context.Context, web bool, g *msg.Grant) error {
+// user audit; the answer is which machines' recordings they may see.
+// Every failure is a refusal. The admin route sees every recording.
+func (h *Handler) auditor(ctx context.Context, web bool, g *msg.Grant) (func(machine string) bool, error) {
 	if !web {
-		return nil
+		return func(string) bool { return true }, nil
 	}
 	if g == nil {
-		return rpc.Errorf(msg.CodeBadGrant, "a grant is required")
+		return nil, rpc.Errorf(msg.CodeBadGrant, "a grant is required")
 	}
 	if len(h.GrantKey) == 0 {
-		return rpc.Errorf(msg.CodeDenied, "auditing is not set up (no grant key)")
+		return nil, rpc.Errorf(msg.CodeDenied, "auditing is not set up (no grant key)")
 	}
 	if err := grant.Verify(h.GrantKey, *g, time.Now()); err != nil {
-		return rpc.Errorf(msg.CodeBadGrant, "%v", err)
+		return nil, rpc.Errorf(msg.CodeBadGrant, "%v", err)
 	}
 	if h.Revoked != nil {
 		if err := h.Revoked.Check(*g); err != nil {
-			return rpc.Errorf(msg.CodeBadGrant, "%v", err)
+			return nil, rpc.Errorf(msg.CodeBadGrant, "%v", err)
 		}
 	}
 	if h.Audit == nil {
-		return rpc.Errorf(msg.CodeDenied, "%s may not audit recordings", g.User)
+		return nil, rpc.Errorf(msg.CodeDenied, "%s may not audit recordings", g.User)
 	}
 	rep, err := h.Audit(ctx, *g)
 	if err != nil {
 		h.log().Warn("record: check-audit", "user", g.User, "err", err)
-		return rpc.Errorf(msg.CodeDenied, "%s may not audit recordings (policy: %v)", g.User, err)
+		return nil, rpc.Errorf(msg.CodeDenied, "%s may not audit recordings (policy: %v)", g.User, err)
 	}
-	if !rep.Allow {
+	if !rep.Allow || len(rep.Machines) == 0 {
 		reason := rep.Reason
 		if reason == "" {
 			reason = g.User + " may not audit recordings"
 		}
-		return rpc.Errorf(msg.CodeDenied, "%s", reason)
+		return nil, rpc.Errorf(msg.CodeDenied, "%s", reason)
 	}
-	return nil
+	return rep.Covers, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -38,13 +39,27 @@ func TestWebRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewWriter(f, testKey, Header{Version: 2, Width: 80, Height: 24, Sluice: Meta{Requester: "alice"}}, time.Now(), 0); err != nil {
+	if _, err := NewWriter(f, testKey, Header{Version: 2, Width: 80, Height: 24, Sluice: Meta{Requester: "alice", Machine: ".host"}}, time.Now(), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	web1 := "1123456789abcdef0123456789abcdef"
+	if f, err = st.Create(web1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewWriter(f, testKey, Header{Version: 2, Width: 80, Height: 24, Sluice: Meta{Requester: "alice", Machine: "web1"}}, time.Now(), 0); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
 	good, _ := grant.Sign(key, "carol", time.Now(), time.Hour)
 	other, _ := grant.Sign(grant.NewKey(), "carol", time.Now(), time.Hour)
-	audit := map[string]msg.CheckAuditReply{"carol": {Allow: true}}
+	erin, _ := grant.Sign(key, "erin", time.Now(), time.Hour)
+	audit := map[string]msg.CheckAuditReply{
+		"carol": {Allow: true, Machines: []string{"*"}},
+		"erin":  {Allow: true, Machines: []string{"web1"}},
+		// A reply that says allow with an empty scope grants nothing.
+		"frank": {Allow: true},
+	}
 	h := &Handler{Store: st, Key: testKey, GrantKey: key, Audit: func(ctx context.Context, g msg.Grant) (msg.CheckAuditReply, error) {
 		if g.User == "policy-down" {
 			return msg.CheckAuditReply{}, errors.New("connection refused")
@@ -53,6 +68,7 @@ func TestWebRoute(t *testing.T) {
 	}}
 	down, _ := grant.Sign(key, "policy-down", time.Now(), time.Hour)
 	dave, _ := grant.Sign(key, "dave", time.Now(), time.Hour)
+	frank, _ := grant.Sign(key, "frank", time.Now(), time.Hour)
 	id := "0123456789abcdef0123456789abcdef"
 	for _, tc := range []struct {
 		name string
@@ -68,6 +84,9 @@ func TestWebRoute(t *testing.T) {
 		{"policy unreachable", true, msg.OpRecList, msg.RecList{Grant: &down}, msg.CodeDenied, 0},
 		{"auditor lists", true, msg.OpRecList, msg.RecList{Grant: &good}, "", 0},
 		{"auditor opens", true, msg.OpRecOpen, msg.RecOpen{Grant: &good, ID: id}, "", 1},
+		{"scoped auditor opens in scope", true, msg.OpRecOpen, msg.RecOpen{Grant: &erin, ID: web1}, "", 1},
+		{"scoped auditor out of scope", true, msg.OpRecOpen, msg.RecOpen{Grant: &erin, ID: id}, msg.CodeNotFound, 0},
+		{"empty scope", true, msg.OpRecList, msg.RecList{Grant: &frank}, msg.CodeDenied, 0},
 		{"auditor may not verify", true, msg.OpRecVerify, msg.RecVerify{ID: id}, msg.CodeBadRequest, 0},
 		{"unknown id", true, msg.OpRecOpen, msg.RecOpen{Grant: &good, ID: "ffffffffffffffffffffffffffffffff"}, msg.CodeNotFound, 0},
 		{"path in id", false, msg.OpRecOpen, msg.RecOpen{ID: "../../etc/shadow"}, msg.CodeNotFound, 0},
@@ -96,6 +115,22 @@ func TestWebRoute(t *testing.T) {
 				}
 			}
 		})
+	}
+
+	// An auditor lists only the recordings of the machines in scope.
+	for user, want := range map[*msg.Grant][]string{&good: {id, web1}, &erin: {web1}} {
+		rep, err := h.Web(context.Background(), call(t, msg.OpRecList, msg.RecList{Grant: user}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range rep.Body.(msg.RecListReply).Recordings {
+			got = append(got, r.ID)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s lists %v, want %v", user.User, got, want)
+		}
 	}
 }
 

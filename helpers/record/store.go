@@ -127,8 +127,9 @@ func isLive(f *os.File) bool {
 	return false
 }
 
-// List returns the recordings that match, newest first.
-func (s *Store) List(q msg.RecList) ([]msg.Recording, bool, error) {
+// List returns the recordings that match q and whose machine is in
+// scope (nil: every machine), newest first.
+func (s *Store) List(q msg.RecList, scope func(machine string) bool) ([]msg.Recording, bool, error) {
 	ents, err := os.ReadDir(s.Dir)
 	if err != nil {
 		return nil, false, fmt.Errorf("record: list: %w", err)
@@ -147,7 +148,7 @@ func (s *Store) List(q msg.RecList) ([]msg.Recording, bool, error) {
 		if q.User != "" && q.User != r.Requester && q.User != r.UnixUser ||
 			q.Machine != "" && q.Machine != r.Machine ||
 			q.Since != 0 && r.Started < q.Since || q.Until != 0 && r.Started > q.Until ||
-			q.Live && !r.Live {
+			q.Live && !r.Live || scope != nil && !scope(r.Machine) {
 			continue
 		}
 		out = append(out, r)
@@ -170,7 +171,7 @@ func (s *Store) Prune(now time.Time) error {
 	if s.MaxAge <= 0 && s.MaxTotal <= 0 {
 		return nil
 	}
-	all, _, err := s.List(msg.RecList{})
+	all, _, err := s.List(msg.RecList{}, nil)
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@ func main() {
 	maxUnauthSource := flag.Int("max-unauth-per-source", admit.DefaultMaxUnauthPerSource, "connections not signed in yet from one address (-1: no cap; behind a reverse proxy every connection is the proxy's)")
 	grace := flag.Duration("login-grace", frontend.DefaultLoginGrace, "a WebSocket not signed in this long after it opened is closed")
 	signInRate := flag.Int("signin-rate", admit.DefaultSignInsPerMinute, "sign-in and enrollment ceremonies per source address per minute (0: no limit)")
-	recDir := flag.String("recordings-dir", "", "serve the asciicast files of this directory to auditors (a development stand-in for the recording helper's read op; see docs/frontend.md)")
+	recDir := flag.String("recordings-dir", "", "development only: serve the asciicast files of this directory to auditors instead of asking the recording helper (see docs/frontend.md)")
 	flag.Parse()
 	log := helper.Logger(msg.Frontend)
 
@@ -151,11 +151,12 @@ func defaultOrigins(a net.Addr) []string {
 	return []string{"http://localhost:" + port}
 }
 
-// recordings is the page's source of recordings: the --recordings-dir
-// stand-in, which asks policy's audit scope for each call, or none.
+// recordings is the page's source of recordings: the recording helper,
+// or with --recordings-dir the development stand-in, which reads the
+// directory itself and asks policy's audit scope for each call.
 func recordings(dir string, b *frontend.Helpers) frontend.RecordingSource {
 	if dir == "" {
-		return nil
+		return b.Recordings()
 	}
 	return &frontend.DirRecordings{Dir: dir, Scope: func(ctx context.Context, g msg.Grant) (msg.AuditScopeReply, error) {
 		return b.AuditScope(ctx, msg.AuditScope{Grant: g})

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/helpers/confine"
+	"sluice/helpers/shell/pty"
 	"sluice/rpc"
 )
 
@@ -34,6 +35,7 @@ func main() {
 	read := flag.String("read", "", "directory the profile may read")
 	write := flag.String("write", "", "directory the profile may write")
 	spawn := flag.Bool("exec", false, "profile allows starting programs")
+	ptys := flag.Bool("pty", false, "profile allows opening new ptys")
 	die := flag.String("die", "", "after confining, make this killing call: mount, ptrace, unshare, setuid, execve")
 	flag.Parse()
 
@@ -53,7 +55,7 @@ func main() {
 		}}, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 		ul = func() error { return srv.Serve(context.Background(), lis) }
 	}
-	p := confine.Profile{Name: "confined", Exec: *spawn}
+	p := confine.Profile{Name: "confined", Exec: *spawn, Pty: *ptys}
 	if *read != "" {
 		p.Read = append(p.Read, *read)
 	}
@@ -140,6 +142,14 @@ func handle(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 			}()
 		}
 		wg.Wait()
+	case "pty":
+		// A new pty, slave included, and a terminal ioctl on each.
+		var m, s *os.File
+		if m, s, err = pty.Open(); err == nil {
+			_, err = unix.IoctlGetWinsize(int(s.Fd()), unix.TIOCGWINSZ)
+			m.Close()
+			s.Close()
+		}
 	case "prctl":
 		err = unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
 	case "pipe":

@@ -21,9 +21,10 @@ import (
 )
 
 const (
-	protocol      = "web to policy"
-	checkProtocol = "ptystore to policy"
-	shellProtocol = "policy to shell"
+	protocol       = "web to policy"
+	checkProtocol  = "ptystore to policy"
+	shellProtocol  = "policy to shell"
+	recordProtocol = "record to policy"
 )
 
 func main() {
@@ -77,7 +78,7 @@ func main() {
 	served := []struct {
 		proto string
 		h     rpc.HandlerFunc
-	}{{protocol, h.Handle}, {checkProtocol, h.HandlePtyStore}}
+	}{{protocol, h.Handle}, {checkProtocol, h.HandlePtyStore}, {recordProtocol, h.HandleRecord}}
 	ad, err := fleet.Adapter(key, gateway.PolicyOps, log)
 	if err != nil {
 		helper.Fatal(log, "fleet", err)

@@ -49,7 +49,9 @@ func main() {
 		// The embedded backend execs login shells, which would inherit
 		// the filter and no_new_privs (no sudo in them): only the machined
 		// backend, where machined starts the shell, confines itself.
-		confine.Helper(log, confine.Profile{Name: msg.Shell, Listen: f.Listen})
+		// Pty: a recorded session gets a second, outer pty, made here
+		// (docs/recording.md).
+		confine.Helper(log, confine.Profile{Name: msg.Shell, Pty: true, Listen: f.Listen})
 	}
 	ctx, cancel := helper.Context()
 	defer cancel()
