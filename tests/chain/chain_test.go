@@ -89,12 +89,13 @@ func run(m *testing.M) (int, error) {
 		}
 	}
 
-	// ptystore is built only for its build IDs: the policy helper serves
-	// "ptystore to policy" too and refuses to start without its peer in the
-	// manifest, as it would on a real machine.
+	// ptystore and record are built only for their build IDs: the policy
+	// helper serves "ptystore to policy" and "record to policy" too and
+	// refuses to start without its peers in the manifest, as it would on a
+	// real machine.
 	build := exec.Command("go", "build", "-o", bin+"/",
 		"sluice/helpers/policy/cmd/sluice-policy", "sluice/helpers/shell/cmd/sluice-shell",
-		"sluice/helpers/ptystore/cmd/sluice-ptystore")
+		"sluice/helpers/ptystore/cmd/sluice-ptystore", "sluice/helpers/record/cmd/sluice-record")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return 1, fmt.Errorf("go build: %v\n%s", err, out)

@@ -150,6 +150,9 @@ func setup() (int, error) {
 	for _, h := range helpers {
 		pkgs = append(pkgs, "sluice/helpers/"+h+"/cmd/sluice-"+h)
 	}
+	// Not sandboxed here, built for its build IDs: policy serves "record
+	// to policy" too and refuses to start without its peer in the manifest.
+	pkgs = append(pkgs, "sluice/helpers/record/cmd/sluice-record")
 	build := exec.Command(goTool(), append([]string{"build", "-trimpath", "-o", bin + "/"}, pkgs...)...)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -268,7 +268,9 @@ func helpers(t testing.TB) *helperSuite {
 		build := exec.Command(goTool(), "build", "-o", s.bin+"/",
 			"sluice/helpers/auth/cmd/sluice-auth", "sluice/helpers/policy/cmd/sluice-policy",
 			"sluice/helpers/shell/cmd/sluice-shell", "sluice/helpers/ptystore/cmd/sluice-ptystore",
-			"sluice/helpers/hangup/cmd/sluice-hangup")
+			"sluice/helpers/hangup/cmd/sluice-hangup",
+			// for its build IDs: policy serves "record to policy" too
+			"sluice/helpers/record/cmd/sluice-record")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			suiteErr = fmt.Errorf("go build: %v\n%s", err, out)
