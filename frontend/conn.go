@@ -721,6 +721,11 @@ func (a *attachment) sendOne(limit int) {
 		a.stopped = true
 		return
 	}
+	if err == nil && ev.Detached != "" {
+		c.sendLocked(outMsg{"t": "detached", "a": a.serial, "id": a.id, "message": ev.Detached})
+		a.stopped = true
+		return
+	}
 	if err == nil && ev.Exited {
 		c.sendLocked(outMsg{"t": "exit", "a": a.serial, "id": a.id})
 		a.stopped = true

@@ -23,12 +23,15 @@ func (h *Helpers) PtyViewers(ctx context.Context, a msg.PtyViewers) (r msg.PtyVi
 	return r, err
 }
 
-// limiter enforces the idle limit (the frontend is who sees input) and
-// keeps ptystore told which sessions have viewers.
+// limiter enforces the idle limit (the frontend is who sees input), keeps
+// ptystore told which sessions have viewers, and detaches the viewers of
+// sessions ptystore says the policy detached.
 type limiter struct {
 	s *Server
 	// tick is how often the idle limits are looked at; heartbeat how often
-	// ptystore hears which sessions have viewers (a third of its lease).
+	// ptystore hears which sessions have viewers: well within its lease,
+	// and as often as a policy detach must reach open pages (its answer
+	// names those sessions).
 	tick, heartbeat time.Duration
 
 	mu   sync.Mutex
@@ -39,7 +42,8 @@ type limiter struct {
 }
 
 func newLimiter(s *Server) *limiter {
-	return &limiter{s: s, tick: time.Second, heartbeat: msg.ViewerLeaseMs * time.Millisecond / 3,
+	every := msg.PolicyDetachPollMs * time.Millisecond
+	return &limiter{s: s, tick: every, heartbeat: every,
 		idle: map[string]time.Duration{}}
 }
 
@@ -131,11 +135,32 @@ func (l *limiter) reportAttached() {
 	for len(ids) > 0 {
 		n := min(len(ids), msg.MaxPtyViewers)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if _, err := vr.PtyViewers(ctx, msg.PtyViewers{Attached: ids[:n]}); err != nil {
+		rep, err := vr.PtyViewers(ctx, msg.PtyViewers{Attached: ids[:n]})
+		cancel()
+		if err != nil {
 			l.s.log.Warn("frontend: could not tell ptystore which sessions have viewers", "err", err)
 		}
-		cancel()
+		l.detachByPolicy(rep.Detached)
 		ids = ids[n:]
+	}
+}
+
+// policyDetachMsg is what a viewer of a session the policy detached sees.
+const policyDetachMsg = "the policy no longer allows this session: detached (the shell keeps running)"
+
+// detachByPolicy detaches the viewers of the sessions ptystore says the
+// policy detached (on-revoke detach). ptystore refuses their reattach; the
+// viewers stay signed in, for their other sessions.
+func (l *limiter) detachByPolicy(ids []string) {
+	for _, id := range ids {
+		hs := l.s.hub.Get(id)
+		if hs == nil {
+			continue
+		}
+		if n := hs.DetachPolicy(policyDetachMsg); n > 0 {
+			l.s.log.Info("frontend: the policy detached a session: viewers detached", "session", id, "viewers", n)
+			l.lastViewerGone(id)
+		}
 	}
 }
 

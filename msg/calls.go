@@ -530,7 +530,17 @@ const ViewerLeaseMs = 60_000
 
 type PtyViewersReply struct {
 	Unknown int `msgpack:"unknown,omitempty"` // IDs ptystore does not hold
+	// Detached are the Attached IDs whose sessions the policy detached
+	// (on-revoke detach): the frontend detaches their viewers. The
+	// frontend reports every PolicyDetachPollMs while any session has a
+	// viewer, so this is how fast a policy detach reaches open pages.
+	Detached []string `msgpack:"detached,omitempty"`
 }
+
+// PolicyDetachPollMs is how often the frontend reports its attached
+// sessions (msg.PtyViewers), and so the bound on how long a page streams
+// a session after the policy detached it.
+const PolicyDetachPollMs = 500
 
 // PtyRecheck (admin only) has ptystore ask policy about every live session
 // now, as it does when it sees the policy file change, and apply the

@@ -754,6 +754,7 @@ type Viewer struct {
 	pacing       bool
 	revoked      bool          // detached by a share change; Poll says so once
 	kicked       string        // detached by DetachAll, why; Poll says so once
+	policyOut    string        // detached by DetachPolicy, why; Poll says so once
 	modeDirty    bool          // mode lowered by a share change; Poll says so once
 	pos          int64         // next ring offset to send
 	delivered    int64         // bytes handed out by Next
@@ -805,6 +806,9 @@ type Event struct {
 	// Kicked: DetachAll detached this viewer, for this reason; nothing
 	// follows.
 	Kicked string
+	// Detached: DetachPolicy detached this viewer, for this reason;
+	// nothing follows. Unlike Kicked, the viewer stays signed in.
+	Detached string
 }
 
 // Next waits for something to send: output within the window, a viewer
@@ -812,7 +816,7 @@ type Event struct {
 func (v *Viewer) Next(ctx context.Context, dst []byte) (Event, error) {
 	for {
 		ev, err := v.Poll(dst)
-		if err != nil || ev.N > 0 || ev.Skipped > 0 || ev.Viewers || ev.Exited || ev.Mode != "" || ev.Revoked || ev.Kicked != "" {
+		if err != nil || ev.N > 0 || ev.Skipped > 0 || ev.Viewers || ev.Exited || ev.Mode != "" || ev.Revoked || ev.Kicked != "" || ev.Detached != "" {
 			return ev, err
 		}
 		select {
@@ -836,6 +840,10 @@ func (v *Viewer) Poll(dst []byte) (Event, error) {
 	}
 	if v.kicked != "" {
 		ev.Kicked, v.kicked = v.kicked, ""
+		return ev, nil
+	}
+	if v.policyOut != "" {
+		ev.Detached, v.policyOut = v.policyOut, ""
 		return ev, nil
 	}
 	if v.detached {

@@ -246,7 +246,8 @@ func (h *Handler) share(req msg.Request) (rpc.Reply, error) {
 }
 
 // viewers records which sessions the frontend has viewers for (the
-// detached limit). It takes no grant: see msg.PtyViewers.
+// detached limit) and answers which of them the policy detached. It takes
+// no grant: see msg.PtyViewers.
 func (h *Handler) viewers(req msg.Request) (rpc.Reply, error) {
 	var a msg.PtyViewers
 	if err := decodeArgs(req, &a); err != nil {
@@ -255,7 +256,10 @@ func (h *Handler) viewers(req msg.Request) (rpc.Reply, error) {
 	if n := len(a.Attached) + len(a.Left); n > msg.MaxPtyViewers {
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%d session ids, at most %d", n, msg.MaxPtyViewers)
 	}
-	return rpc.Reply{Body: msg.PtyViewersReply{Unknown: h.Store.Viewers(a.Attached, a.Left)}}, nil
+	return rpc.Reply{Body: msg.PtyViewersReply{
+		Unknown:  h.Store.Viewers(a.Attached, a.Left),
+		Detached: h.Store.Detached(a.Attached),
+	}}, nil
 }
 
 func ownedBy(user string) func(msg.SessionInfo) error {

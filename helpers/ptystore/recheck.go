@@ -58,14 +58,16 @@ func (h *Handler) checkAttach(ctx context.Context, g msg.Grant, info msg.Session
 		return msg.Limits{}, rpc.Errorf(msg.CodeDenied, "%s", v.Reason)
 	}
 	h.Store.SetLimits(info.ID, rep.Verdicts[0].Limits)
+	h.Store.setDetached(info.ID, false) // the file allows it again
 	return rep.Verdicts[0].Limits, nil
 }
 
 // Recheck asks policy about every live session and takes access away from
 // those it no longer allows, as the file's on-revoke says: "end" drops
-// them (the hangup helper ends the shell); "detach" keeps the shell, and
-// every attach is refused by the per-attach check until the policy allows
-// it again. One recheck runs at a time.
+// them (the hangup helper ends the shell); "detach" keeps the shell and
+// marks the session, so the frontend cuts off the pages streaming it
+// (detach.go), and every attach is refused by the per-attach check until
+// the policy allows it again. One recheck runs at a time.
 func (h *Handler) Recheck(ctx context.Context) (msg.PtyRecheckReply, error) {
 	if h.Policy == nil {
 		return msg.PtyRecheckReply{}, errors.New("ptystore: recheck: no policy helper configured")
@@ -99,6 +101,7 @@ func (h *Handler) Recheck(ctx context.Context) (msg.PtyRecheckReply, error) {
 		info := byID[a.Sessions[i].ID]
 		// The file's limits apply from now, to what it keeps too.
 		h.Store.SetLimits(info.ID, v.Limits)
+		h.Store.setDetached(info.ID, !v.Allow && action == msg.OnRevokeDetach)
 		if v.Allow {
 			continue
 		}

@@ -76,6 +76,9 @@ type session struct {
 	serial  uint64    // epoll key; never reused, unlike fd numbers
 	suspect time.Time // when a POLLHUP seen on the master is confirmed; zero: none seen
 	lim     sessionLimits
+	// detached: the policy no longer allows the session and the file
+	// says on-revoke detach (see detach.go).
+	detached bool
 }
 
 // Store holds the sessions. Its methods are safe for concurrent use.

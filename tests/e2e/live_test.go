@@ -63,6 +63,11 @@ func TestPolicyAppliesToLiveSessions(t *testing.T) {
 	if !procAlive(shellPID) {
 		t.Fatalf("shell %d ended under on-revoke detach", shellPID)
 	}
+	// The page streaming it was detached too (TestPolicyDetachCutsOffPages
+	// times it); once the rule is back it attaches again, for (b).
+	c.expect("detached")
+	writePolicy(t, policyFile)
+	c.attach(id, "")
 
 	// (b) check shows what a file would end, before it is applied.
 	next := filepath.Join(t.TempDir(), "policy")

@@ -514,6 +514,14 @@
           att = 0;
         }
         break;
+      case "detached":
+        if (m.a === att) {
+          term.options.disableStdin = true;
+          term.write("\r\n\x1b[33m[" + m.message + "]\x1b[0m\r\n");
+          status("Detached: " + m.message + ".", true);
+          att = 0;
+        }
+        break;
       case "idle":
         if (m.a === att) {
           term.options.disableStdin = true;
