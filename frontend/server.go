@@ -46,6 +46,9 @@ type Config struct {
 	// Recordings lists and reads recordings for auditors; nil: the page
 	// has none (see recordings.go).
 	Recordings RecordingSource
+	// Fleet reaches the fleet's hosts (fleet.go); nil: no fleet, and the
+	// page and this server are exactly the single host's.
+	Fleet FleetBackend
 	Hub        hub.Options
 	Log        *slog.Logger
 	// MaxMessage limits one client WebSocket message (default 64 KiB).
