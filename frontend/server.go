@@ -49,8 +49,8 @@ type Config struct {
 	// Fleet reaches the fleet's hosts (fleet.go); nil: no fleet, and the
 	// page and this server are exactly the single host's.
 	Fleet FleetBackend
-	Hub        hub.Options
-	Log        *slog.Logger
+	Hub   hub.Options
+	Log   *slog.Logger
 	// MaxMessage limits one client WebSocket message (default 64 KiB).
 	MaxMessage int64
 	// WriteTimeout drops a client that does not take a frame in this long
