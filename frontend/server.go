@@ -46,11 +46,8 @@ type Config struct {
 	// Recordings lists and reads recordings for auditors; nil: the page
 	// has none (see recordings.go).
 	Recordings RecordingSource
-	// Fleet reaches the fleet's hosts (fleet.go); nil: no fleet, and the
-	// page and this server are exactly the single host's.
-	Fleet FleetBackend
-	Hub   hub.Options
-	Log   *slog.Logger
+	Hub        hub.Options
+	Log        *slog.Logger
 	// MaxMessage limits one client WebSocket message (default 64 KiB).
 	MaxMessage int64
 	// WriteTimeout drops a client that does not take a frame in this long
@@ -72,6 +69,9 @@ type Config struct {
 	// SignInRate limits sign-in and enrollment ceremonies per source
 	// address; nil: no limit.
 	SignInRate *admit.Rate
+	// Fleet reaches the fleet's hosts (fleet.go); nil: no fleet, and the
+	// page and this server are exactly the single host's.
+	Fleet FleetBackend
 }
 
 // DefaultLoginGrace is Config.LoginGrace's default: time to read the
