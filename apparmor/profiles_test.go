@@ -133,6 +133,7 @@ var allow = map[string]struct {
 			"/run/sluice/policy.sock":                     "rw",
 			"/run/sluice/ptystore.sock":                   "rw",
 			"/run/sluice/record.sock":                     "rw", // auditors' rec-list and rec-open
+			"/run/sluice/fleet.sock":                      "rw", // a fleet's gateway (--fleet)
 			"/run/systemd/notify":                         "w",
 			"/var/lib/sluice-revocation/revocations.json": "r",
 			"/dev/ptmx":                                   "rw",
@@ -205,7 +206,7 @@ func profiles(t *testing.T) map[string]string {
 		out[h.Component] = h.Profile
 	}
 	m, _ := filepath.Glob("usr.libexec.sluice.*")
-	if len(m) != len(out) {
+	if len(m) != len(out)+len(fleetProfiles) {
 		t.Fatalf("profiles %v, want exactly one per helper", m)
 	}
 	return out

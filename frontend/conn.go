@@ -34,6 +34,7 @@ type inMsg struct {
 	ID         string          `json:"id,omitempty"`
 	Share      string          `json:"share,omitempty"` // base64url share token
 	Machine    string          `json:"machine,omitempty"`
+	Host       string          `json:"host,omitempty"` // a host of the fleet (fleet.go); "" is this one
 	User       string          `json:"user,omitempty"`
 	Mode       string          `json:"mode,omitempty"`
 	History    bool            `json:"history,omitempty"` // share: viewers see the scrollback from before
@@ -52,6 +53,7 @@ type Session struct {
 	Owner    string           `json:"owner"`
 	UnixUser string           `json:"unix_user"`
 	Machine  string           `json:"machine"`
+	Host     string           `json:"host,omitempty"` // the fleet host holding it; "" is this one
 	Created  int64            `json:"created"`
 	Sharing  string           `json:"sharing"`
 	Viewers  []hub.ViewerInfo `json:"viewers"`
@@ -136,7 +138,7 @@ func (c *conn) run() {
 	c.ws.SetReadLimit(c.s.cfg.MaxMessage)
 	grace := time.AfterFunc(c.s.cfg.LoginGrace, c.graceOver)
 	defer grace.Stop()
-	c.send(outMsg{"t": "hello", "version": 1})
+	c.send(c.hello())
 	for {
 		bp := msgBufs.Get().(*[]byte)
 		typ, data, err := c.readMessage((*bp)[:0])
@@ -306,6 +308,9 @@ func (c *conn) signedIn(op string) *msg.Grant {
 }
 
 func (c *conn) handle(m inMsg) {
+	if (m.Host != "" || m.T == "fleet") && c.fleetOp(m) {
+		return
+	}
 	switch m.T {
 	case "ack":
 		if a := c.att; a != nil && a.serial == m.A {
@@ -461,12 +466,19 @@ func (c *conn) list(m inMsg) {
 	c.send(outMsg{"t": "sessions", "sessions": out})
 }
 
-func (c *conn) describe(si msg.SessionInfo) Session {
+func (c *conn) describe(si msg.SessionInfo) Session { return c.describeOn("", si) }
+
+// describeOn describes a session of host ("" for this one).
+func (c *conn) describeOn(host string, si msg.SessionInfo) Session {
+	key := si.ID
+	if host != "" {
+		key = remoteKey(host, si.ID)
+	}
 	v := []hub.ViewerInfo{}
-	if hs := c.s.hub.Get(si.ID); hs != nil {
+	if hs := c.s.hub.Get(key); hs != nil {
 		v = hs.Viewers()
 	}
-	return Session{ID: si.ID, Owner: si.Owner, UnixUser: si.UnixUser, Machine: si.Machine, Created: si.Created, Sharing: si.Sharing, Viewers: v}
+	return Session{ID: si.ID, Host: host, Owner: si.Owner, UnixUser: si.UnixUser, Machine: si.Machine, Created: si.Created, Sharing: si.Sharing, Viewers: v}
 }
 
 // targets answers the new-session form: which shells the policy offers
@@ -559,8 +571,18 @@ func (c *conn) attachOp(m inMsg) {
 // attach makes this connection a viewer of the session whose pty (a
 // master the hub takes over) it just got, and starts its sender.
 func (c *conn) attach(op string, info msg.SessionInfo, j hub.Join, pty *os.File, cols, rows uint16) {
+	c.attachOn(op, "", info, j, pty, cols, rows)
+}
+
+// attachOn is attach for a session of host ("" for this one), which the
+// hub keys by host and ID.
+func (c *conn) attachOn(op, host string, info msg.SessionInfo, j hub.Join, pty *os.File, cols, rows uint16) {
 	c.detach()
-	hs, err := c.s.hub.Adopt(info.ID, pty)
+	key := info.ID
+	if host != "" {
+		key = remoteKey(host, info.ID)
+	}
+	hs, err := c.s.hub.Adopt(key, pty)
 	if err != nil {
 		c.log.Error("adopt", "session", info.ID, "err", err)
 		c.fail(op, msg.CodeInternal, "could not stream the session")
@@ -573,7 +595,7 @@ func (c *conn) attach(op string, info msg.SessionInfo, j hub.Join, pty *os.File,
 	}
 	j.User = c.grantUser()
 	c.serial++
-	a := &attachment{serial: c.serial, id: info.ID, c: c}
+	a := &attachment{serial: c.serial, id: key, c: c}
 	// Output that arrives before "attached" is out waits: kicks find the
 	// sender busy and leave it pending.
 	a.send.Lock()
@@ -590,7 +612,7 @@ func (c *conn) attach(op string, info msg.SessionInfo, j hub.Join, pty *os.File,
 		a.v.Resize(cols, rows)
 	}
 	c.att = a
-	c.send(outMsg{"t": "attached", "a": a.serial, "session": c.describe(info), "mode": mode, "window": c.s.hub.Window()})
+	c.send(outMsg{"t": "attached", "a": a.serial, "session": c.describeOn(host, info), "mode": mode, "window": c.s.hub.Window()})
 	a.send.Unlock()
 	a.kick()
 }
@@ -614,6 +636,10 @@ func (c *conn) detach() {
 	a.send.Lock()
 	a.stopped = true
 	a.send.Unlock()
+	if isRemote(a.id) {
+		c.remoteGone(a.id)
+		return
+	}
 	c.s.lim.lastViewerGone(a.id)
 }
 

@@ -128,7 +128,9 @@ func (l *limiter) reportAttached() {
 	}
 	var ids []string
 	for _, id := range l.s.hub.IDs() {
-		if hs := l.s.hub.Get(id); hs != nil && hs.Stats().Viewers > 0 {
+		// A remote session's viewers are its host's ptystore's to hear
+		// of, from its relay (fleet.go).
+		if hs := l.s.hub.Get(id); hs != nil && hs.Stats().Viewers > 0 && !isRemote(id) {
 			ids = append(ids, id)
 		}
 	}
@@ -168,7 +170,7 @@ func (l *limiter) detachByPolicy(ids []string) {
 // viewer: its detached limit runs from now.
 func (l *limiter) left(id string) {
 	vr, ok := l.s.cfg.Backend.(viewerReporter)
-	if !ok {
+	if !ok || isRemote(id) {
 		return
 	}
 	go func() {

@@ -69,6 +69,9 @@ type Config struct {
 	// SignInRate limits sign-in and enrollment ceremonies per source
 	// address; nil: no limit.
 	SignInRate *admit.Rate
+	// Fleet reaches the fleet's hosts (fleet.go); nil: no fleet, and the
+	// page and this server are exactly the single host's.
+	Fleet FleetBackend
 }
 
 // DefaultLoginGrace is Config.LoginGrace's default: time to read the

@@ -58,6 +58,14 @@ fi
 if [ -x "$bindir/sluice-login" ]; then
 	install -m 0755 "$bindir/sluice-login" "$libexec/sluice-login"
 fi
+# The fleet's two binaries (docs/fleet.md): inert unless a gateway enables
+# sluice-fleet.socket or a host's sshd names sluice-relay as a forced
+# command.
+for b in sluice-fleet sluice-relay; do
+	if [ -x "$bindir/$b" ]; then
+		install -m 0755 "$bindir/$b" "$libexec/$b"
+	fi
+done
 # sluicectl lives beside the helpers, so the manifest (which the helpers
 # need to accept its admin calls) covers it and it finds the manifest.
 install -m 0755 "$bindir/sluicectl" "$libexec/sluicectl"

@@ -19,6 +19,7 @@ import (
 	"sluice/helpers/hostgrant"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/tests/fleet/fleetenv"
 )
 
 // typeAndSee writes line to a session's pty and reads until want shows.
@@ -55,11 +56,11 @@ func TestFleet(t *testing.T) {
 	})
 	defer func() {
 		if t.Failed() {
-			t.Log(e.logs())
+			t.Log(e.Logs())
 		}
 	}()
 	ctx := context.Background()
-	g := e.signIn(ctx, "alice") // the one sign-in
+	g := e.SignIn(ctx, "alice") // the one sign-in
 
 	// The fleet helper lists the hosts, and each relay names itself.
 	var hs msg.FleetHostsReply
@@ -78,12 +79,12 @@ func TestFleet(t *testing.T) {
 	sessions := map[string]string{}
 	ptys := map[string]*os.File{}
 	for _, n := range []string{"h1", "h2"} {
-		hg := e.hostGrant(ctx, g, n)
+		hg := e.HostGrant(ctx, g, n)
 		var tg msg.AllowedTargetsReply
-		if err := e.call(ctx, n, hg, msg.Policy, msg.OpAllowedTargets, msg.AllowedTargets{}, &tg); err != nil || len(tg.Targets) != 1 {
+		if err := e.Call(ctx, n, hg, msg.Policy, msg.OpAllowedTargets, msg.AllowedTargets{}, &tg); err != nil || len(tg.Targets) != 1 {
 			t.Fatalf("%s allowed-targets: %v %+v", n, err, tg)
 		}
-		rep, f, err := e.open(ctx, n, hg, msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
+		rep, f, err := e.Open(ctx, n, hg, msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
 		if err != nil {
 			t.Fatalf("%s: open: %v", n, err)
 		}
@@ -95,18 +96,18 @@ func TestFleet(t *testing.T) {
 	}
 	// Each session is held by its own host's ptystore, and only there.
 	for _, n := range []string{"h1", "h2"} {
-		ss, err := e.hosts[n].suite.Sessions(ctx)
+		ss, err := e.Hosts[n].Suite.Sessions(ctx)
 		if err != nil || len(ss) != 1 || ss[0].ID != sessions[n] || ss[0].Owner != "alice" {
 			t.Fatalf("%s ptystore holds %+v (%v), want %s", n, ss, err, sessions[n])
 		}
 	}
-	if ss, _ := e.gw.Sessions(ctx); len(ss) != 0 {
+	if ss, _ := e.GW.Sessions(ctx); len(ss) != 0 {
 		t.Fatalf("the gateway's ptystore holds %+v", ss)
 	}
 
 	t.Run("denied by the host's own policy", func(t *testing.T) {
-		hg := e.hostGrant(ctx, g, "h3")
-		_, _, err := e.open(ctx, "h3", hg, msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
+		hg := e.HostGrant(ctx, g, "h3")
+		_, _, err := e.Open(ctx, "h3", hg, msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
 		if code(err) != msg.CodeDenied || !strings.Contains(err.Error(), "h3") {
 			t.Fatalf("h3: %v, want denied naming h3", err)
 		}
@@ -114,12 +115,12 @@ func TestFleet(t *testing.T) {
 
 	t.Run("reattach after the connection drops", func(t *testing.T) {
 		ptys["h1"].Close() // the gateway side goes away: ssh ends
-		hg := e.hostGrant(ctx, g, "h1")
+		hg := e.HostGrant(ctx, g, "h1")
 		var l msg.PtyListReply
-		if err := e.call(ctx, "h1", hg, msg.PtyStore, msg.OpPtyList, msg.PtyList{}, &l); err != nil || len(l.Sessions) != 1 {
+		if err := e.Call(ctx, "h1", hg, msg.PtyStore, msg.OpPtyList, msg.PtyList{}, &l); err != nil || len(l.Sessions) != 1 {
 			t.Fatalf("pty-list on h1: %v %+v", err, l)
 		}
-		rep, f, err := e.open(ctx, "h1", hg, msg.OpPtyGet, msg.PtyGet{ID: sessions["h1"]})
+		rep, f, err := e.Open(ctx, "h1", hg, msg.OpPtyGet, msg.PtyGet{ID: sessions["h1"]})
 		if err != nil {
 			t.Fatalf("reattach: %v", err)
 		}
@@ -161,24 +162,24 @@ func TestFleet(t *testing.T) {
 	})
 
 	t.Run("hostile: a grant for h1 presented to h2", func(t *testing.T) {
-		hg := e.hostGrant(ctx, g, "h1")
+		hg := e.HostGrant(ctx, g, "h1")
 		var l msg.PtyListReply
-		err := e.call(ctx, "h2", hg, msg.PtyStore, msg.OpPtyList, msg.PtyList{}, &l)
+		err := e.Call(ctx, "h2", hg, msg.PtyStore, msg.OpPtyList, msg.PtyList{}, &l)
 		if code(err) != msg.CodeBadGrant {
 			t.Fatalf("h1's grant on h2: %v, want bad-grant", err)
 		}
-		_, _, err = e.open(ctx, "h2", hg, msg.OpPtyGet, msg.PtyGet{ID: sessions["h2"]})
+		_, _, err = e.Open(ctx, "h2", hg, msg.OpPtyGet, msg.PtyGet{ID: sessions["h2"]})
 		if code(err) != msg.CodeBadGrant {
 			t.Fatalf("h1's grant attaching on h2: %v, want bad-grant", err)
 		}
 	})
 
 	t.Run("hostile: an expired host grant", func(t *testing.T) {
-		old, err := hostgrant.Sign(e.hostKey, "alice", nil, "h2", time.Now().Add(-3*time.Minute), time.Minute)
+		old, err := hostgrant.Sign(e.HostKey, "alice", nil, "h2", time.Now().Add(-3*time.Minute), time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, err = e.open(ctx, "h2", old, msg.OpPtyGet, msg.PtyGet{ID: sessions["h2"]})
+		_, _, err = e.Open(ctx, "h2", old, msg.OpPtyGet, msg.PtyGet{ID: sessions["h2"]})
 		if code(err) != msg.CodeBadGrant {
 			t.Fatalf("expired: %v, want bad-grant", err)
 		}
@@ -188,21 +189,21 @@ func TestFleet(t *testing.T) {
 		// What a compromised host could make: it holds no gateway key.
 		k, _ := hostgrant.LoadOrCreateKey(filepath.Join(t.TempDir(), "k"))
 		forged, _ := hostgrant.Sign(k, "alice", nil, "h2", time.Now(), time.Minute)
-		_, _, err := e.open(ctx, "h2", forged, msg.OpPtyGet, msg.PtyGet{ID: sessions["h2"]})
+		_, _, err := e.Open(ctx, "h2", forged, msg.OpPtyGet, msg.PtyGet{ID: sessions["h2"]})
 		if code(err) != msg.CodeBadGrant {
 			t.Fatalf("forged: %v, want bad-grant", err)
 		}
 	})
 
 	t.Run("hostile: an unpinned host key", func(t *testing.T) {
-		kh := filepath.Join(e.fleetDir, fleet.KnownHostsFile)
+		kh := filepath.Join(e.FleetDir, fleet.KnownHostsFile)
 		orig, _ := os.ReadFile(kh)
 		defer os.WriteFile(kh, orig, 0o644)
 		// h2's key pinned under h1's name: h1's real key is then unknown.
 		var lines []string
 		for _, l := range strings.Split(strings.TrimSpace(string(orig)), "\n") {
 			if strings.HasPrefix(l, "h1 ") {
-				f := strings.Fields(e.hosts["h2"].hostPub)
+				f := strings.Fields(e.Hosts["h2"].HostPub)
 				l = "h1 " + f[0] + " " + f[1]
 			}
 			lines = append(lines, l)
@@ -213,7 +214,7 @@ func TestFleet(t *testing.T) {
 		if code(err) != msg.CodeFailed || !strings.Contains(err.Error(), "host key") {
 			t.Fatalf("h1 with a wrong pinned key: %v, want failed: host key", err)
 		}
-		_, _, err = e.open(ctx, "h1", e.hostGrant(ctx, g, "h1"), msg.OpPtyGet, msg.PtyGet{ID: sessions["h1"]})
+		_, _, err = e.Open(ctx, "h1", e.HostGrant(ctx, g, "h1"), msg.OpPtyGet, msg.PtyGet{ID: sessions["h1"]})
 		if code(err) != msg.CodeFailed {
 			t.Fatalf("open with a wrong pinned key: %v", err)
 		}
@@ -225,18 +226,18 @@ func TestFleet(t *testing.T) {
 	})
 
 	t.Run("hostile: the relay account tries anything but its forced command", func(t *testing.T) {
-		h := e.hosts["h1"]
-		base := []string{"netns", "exec", e.gwNS, "ssh", "-F", "/dev/null", "-i", filepath.Join(e.fleetDir, fleet.KeyFile),
-			"-o", "IdentitiesOnly=yes", "-o", "UserKnownHostsFile=" + filepath.Join(e.fleetDir, fleet.KnownHostsFile),
-			"-o", "StrictHostKeyChecking=yes", "-o", "HostKeyAlias=h1", "-o", "BatchMode=yes", "-l", relayUser}
+		h := e.Hosts["h1"]
+		base := []string{"netns", "exec", e.GWNS, "ssh", "-F", "/dev/null", "-i", filepath.Join(e.FleetDir, fleet.KeyFile),
+			"-o", "IdentitiesOnly=yes", "-o", "UserKnownHostsFile=" + filepath.Join(e.FleetDir, fleet.KnownHostsFile),
+			"-o", "StrictHostKeyChecking=yes", "-o", "HostKeyAlias=h1", "-o", "BatchMode=yes", "-l", fleetenv.RelayUser}
 		for _, c := range []struct {
 			name string
 			args []string
 		}{
-			{"a command", []string{"-T", h.addr, "id; touch /tmp/sluice-relay-escaped"}},
-			{"a shell", []string{"-T", h.addr}},
-			{"sftp", []string{"-s", h.addr, "sftp"}},
-			{"a tcp forward", []string{"-W", "127.0.0.1:22", h.addr}},
+			{"a command", []string{"-T", h.Addr, "id; touch /tmp/sluice-relay-escaped"}},
+			{"a shell", []string{"-T", h.Addr}},
+			{"sftp", []string{"-s", h.Addr, "sftp"}},
+			{"a tcp forward", []string{"-W", "127.0.0.1:22", h.Addr}},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -266,15 +267,15 @@ func TestFleet(t *testing.T) {
 	})
 
 	t.Run("stopping a host leaves the others working", func(t *testing.T) {
-		h2 := e.hosts["h2"]
-		e.stopSSHD(h2)
-		h2.suite.Stop()
-		_, _, err := e.open(ctx, "h2", e.hostGrant(ctx, g, "h2"), msg.OpPtyGet, msg.PtyGet{ID: sessions["h2"]})
+		h2 := e.Hosts["h2"]
+		e.StopSSHD(h2)
+		h2.Suite.Stop()
+		_, _, err := e.Open(ctx, "h2", e.HostGrant(ctx, g, "h2"), msg.OpPtyGet, msg.PtyGet{ID: sessions["h2"]})
 		if code(err) != msg.CodeFailed {
 			t.Fatalf("h2 stopped: %v, want failed", err)
 		}
 		typeAndSee(t, ptys["h1"], "echo still-$((8*8))\n", "still-64")
-		_, f, err := e.open(ctx, "h1", e.hostGrant(ctx, g, "h1"), msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
+		_, f, err := e.Open(ctx, "h1", e.HostGrant(ctx, g, "h1"), msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
 		if err != nil {
 			t.Fatalf("new session on h1 with h2 down: %v", err)
 		}
@@ -284,7 +285,7 @@ func TestFleet(t *testing.T) {
 }
 
 func callFleet(ctx context.Context, e *env, proto, op string, args, reply any) ([]*os.File, error) {
-	cl := e.fleetClient(proto)
+	cl := e.FleetClient(proto)
 	raw, err := msgpackMarshal(args)
 	if err != nil {
 		return nil, err

@@ -43,6 +43,7 @@ func main() {
 	maxUnauthSource := flag.Int("max-unauth-per-source", admit.DefaultMaxUnauthPerSource, "connections not signed in yet from one address (-1: no cap; behind a reverse proxy every connection is the proxy's)")
 	grace := flag.Duration("login-grace", frontend.DefaultLoginGrace, "a WebSocket not signed in this long after it opened is closed")
 	signInRate := flag.Int("signin-rate", admit.DefaultSignInsPerMinute, "sign-in and enrollment ceremonies per source address per minute (0: no limit)")
+	fleetOn := flag.Bool("fleet", false, "this is a fleet's gateway: the page lists the hosts of the fleet helper (fleet.sock) and opens sessions on them (docs/fleet.md)")
 	recDir := flag.String("recordings-dir", "", "development only: serve the asciicast files of this directory to auditors instead of asking the recording helper (see docs/frontend.md)")
 	flag.Parse()
 	log := helper.Logger(msg.Frontend)
@@ -62,6 +63,14 @@ func main() {
 	if err != nil {
 		helper.Fatal(log, "helper clients", err)
 	}
+	var fleet frontend.FleetBackend
+	if *fleetOn {
+		fh, err := backend.Fleet()
+		if err != nil {
+			helper.Fatal(log, "fleet client", err)
+		}
+		fleet = fh
+	}
 	srv, err := frontend.New(frontend.Config{
 		Origins:    origins,
 		Backend:    backend,
@@ -73,6 +82,7 @@ func main() {
 
 		RevocationDir: *revocationDir,
 		Recordings:    recordings(*recDir, backend),
+		Fleet:         fleet,
 	})
 	if err != nil {
 		helper.Fatal(log, "frontend", err)

@@ -82,6 +82,7 @@
   let ws = null;
   let pending = null; // {types, op, resolve, reject}
   let user = "";
+  let fleetOn = false; // the server is a fleet's gateway (fleet.js)
 
   function send(m) {
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(m));
@@ -163,9 +164,13 @@
       const ok = await request({ t: "login-finish", assertion: credentialJSON(cred) }, "signed-in");
       user = ok.user;
       $("who").textContent = "signed in as " + user;
-      const join = /^#join=([^/]+)\/(.+)$/.exec(location.hash);
+      // #join=ID/TOKEN, or #join=ID/TOKEN/HOST for a session on a host
+      // of the fleet.
+      const join = /^#join=([^/]+)\/([^/]+)(?:\/([^/]+))?$/.exec(location.hash);
       if (join) {
-        await attach({ t: "attach", id: decodeURIComponent(join[1]), share: join[2] });
+        const m = { t: "attach", id: decodeURIComponent(join[1]), share: join[2] };
+        if (join[3]) m.host = decodeURIComponent(join[3]);
+        await attach(m);
       } else {
         await listSessions();
       }
@@ -218,6 +223,7 @@
     await loadTargets();
     await loadPasskeys();
     if (window.sluiceAudit) await window.sluiceAudit.refresh();
+    if (window.sluiceFleet) await window.sluiceFleet.refresh();
   }
 
   // viewerText names who watches a session; an auditor (whom the policy,
@@ -469,9 +475,10 @@
     term.reset();
     term.options.disableStdin = mode === "read-only";
     const s = m.session;
-    sessionTitle = s.unix_user + "@" + (s.machine === ".host" ? location.hostname : s.machine) + " — sluice";
+    const where = s.machine === ".host" ? (s.host || location.hostname) : (s.host ? s.host + ":" : "") + s.machine;
+    sessionTitle = s.unix_user + "@" + where + " — sluice";
     document.title = sessionTitle;
-    $("term-title").textContent = s.unix_user + " on " + s.machine + (s.owner !== user ? " (" + s.owner + "'s)" : "");
+    $("term-title").textContent = s.unix_user + " on " + (s.host ? s.host + " " : "") + s.machine + (s.owner !== user ? " (" + s.owner + "'s)" : "");
     $("term-mode").textContent = mode === "owner" ? "" : mode;
     viewers(s.viewers);
     status("");
@@ -487,6 +494,7 @@
   function control(m) {
     switch (m.t) {
       case "hello":
+        fleetOn = !!m.fleet;
         route();
         break;
       case "attached":
@@ -591,6 +599,7 @@
     $("passkey-last").hidden = true;
   });
   // What audit.js (the auditor's view and the player) uses of this page.
-  window.sluice = { $, request, attach, show, status, errText, viewerText };
+  window.sluice = { $, request, attach, show, status, errText, viewerText,
+    fleet: () => fleetOn, refresh: listSessions };
   connect();
 })();
