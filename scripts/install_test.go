@@ -70,10 +70,18 @@ func TestInstallTree(t *testing.T) {
 				"/" + p + "/share/doc/sluice/recording.md":          0o644,
 				"/etc/sluice/policy":                                0o644,
 			}
-			for _, opt := range []string{"sluice", "sluice-login"} {
+			for _, opt := range []string{"sluice", "sluice-login", "sluice-relay"} {
 				if _, err := os.Stat(filepath.Join(installtest.Build(t), opt)); err == nil {
 					want["/"+p+"/libexec/sluice/"+opt] = 0o755
 				}
+			}
+			// The fleet's gateway helper, when built: its binary, units and
+			// profile (docs/fleet.md); not part of sluice.target.
+			if _, err := os.Stat(filepath.Join(installtest.Build(t), "sluice-fleet")); err == nil {
+				want["/"+p+"/libexec/sluice/sluice-fleet"] = 0o755
+				want["/"+p+"/lib/systemd/system/sluice-fleet.service"] = 0o644
+				want["/"+p+"/lib/systemd/system/sluice-fleet.socket"] = 0o644
+				want["/etc/apparmor.d/"+strings.ReplaceAll(strings.TrimPrefix(p, "/"), "/", ".")+".libexec.sluice.sluice-fleet"] = 0o644
 			}
 			for _, h := range audit.Helpers() {
 				want["/"+p+"/lib/systemd/system/"+h.Socket] = 0o644
