@@ -16,7 +16,12 @@ import (
 	"sluice/suite"
 )
 
-const protocol = "ptystore to hangup"
+// The two callers: ptystore, with the master of a session it drops, and
+// the recording helper, with the master of the shell it records when
+// that session ends (the pty ptystore holds is then the recorder's, so
+// ptystore's hangup reaches the recorder, not the shell's session). Same
+// op, same handler: the caller names no process either way.
+var protocols = []string{"ptystore to hangup", "record to hangup"}
 
 func main() {
 	var f helper.Flags
@@ -26,14 +31,18 @@ func main() {
 	flag.Parse()
 	log := helper.Logger(msg.Hangup)
 
-	allow, err := f.Allow(protocol)
-	if err != nil {
-		helper.Fatal(log, "allow", err)
-	}
 	h := &hangup.Handler{Config: hangup.Config{Grace: *grace, Cgroups: *cgroups, Log: log}}
-	route, err := suite.Route(msg.Hangup, protocol, allow, 1, h.Handle)
-	if err != nil {
-		helper.Fatal(log, "route", err)
+	var routes []rpc.Route
+	for _, proto := range protocols {
+		allow, err := f.Allow(proto)
+		if err != nil {
+			helper.Fatal(log, "allow", err)
+		}
+		route, err := suite.Route(msg.Hangup, proto, allow, 1, h.Handle)
+		if err != nil {
+			helper.Fatal(log, "route", err)
+		}
+		routes = append(routes, route)
 	}
 	// /proc for who is in the session; logind's session records and the
 	// cgroup tree for the logind scope a shell under systemd sits in
@@ -48,7 +57,7 @@ func main() {
 	confine.Helper(log, p)
 	ctx, cancel := helper.Context()
 	defer cancel()
-	if err := f.Serve(ctx, f.Server(msg.Hangup, log, route), rpc.ActivationFiles()); err != nil {
+	if err := f.Serve(ctx, f.Server(msg.Hangup, log, routes...), rpc.ActivationFiles()); err != nil {
 		helper.Fatal(log, "serve", err)
 	}
 }
