@@ -249,9 +249,10 @@ func TestSpliceEndShell(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			var r *rig
+			rigc := make(chan *rig, 1) // the rig, to the recorder's goroutine
 			handed := make(chan string, 1)
 			endShell := func(ctx context.Context, inner *os.File) error {
+				r := <-rigc
 				// The shell's own pty, still open.
 				dev, err := pty.SlaveDev(inner)
 				var st unix.Stat_t
@@ -281,7 +282,8 @@ func TestSpliceEndShell(t *testing.T) {
 				handed <- v.State
 				return nil
 			}
-			r = newRigWith(t, ctx, false, false, c.max, endShell)
+			r := newRigWith(t, ctx, false, false, c.max, endShell)
+			rigc <- r
 			// A read blocked on the outer master would keep it open past
 			// Close: the terminal that hangs up reads nothing.
 			hangsUp := c.name == "the terminal hangs up"
