@@ -22,25 +22,35 @@ import (
 // the recording helper, with the master of the shell it records when
 // that session ends (the pty ptystore holds is then the recorder's, so
 // ptystore's hangup reaches the recorder, not the shell's session). Same
-// op, same handler: the caller names no process either way.
+// op, same handler: the caller names no process either way. Only the
+// grace differs: the recorder hands the shell over on ptystore's SIGHUP
+// and waits for it, and ptystore's hangup SIGKILLs the recorder after
+// --grace, so the shell's own SIGKILL must come first.
 var protocols = []string{"ptystore to hangup", "record to hangup"}
 
 func main() {
 	var f helper.Flags
 	f.Register(flag.CommandLine)
 	grace := flag.Duration("grace", 2*time.Second, "time between SIGHUP and SIGKILL")
+	recordGrace := flag.Duration("record-grace", time.Second, "time between SIGHUP and SIGKILL for a recorded shell (\"record to hangup\"); below --grace, so the shell's session is gone before ptystore's hangup SIGKILLs the recorder waiting for it")
 	cgroups := flag.String("session-cgroups", sessioncg.Root(), "directory of the per-session cgroups sluice makes (default $"+sessioncg.Env+"; empty: none)")
 	flag.Parse()
 	log := helper.Logger(msg.Hangup)
 
-	h := &hangup.Handler{Config: hangup.Config{Grace: *grace, Cgroups: *cgroups, Log: log}}
+	if *recordGrace >= *grace {
+		log.Warn("hangup: --record-grace is not below --grace: a recorded shell's processes that ignore SIGHUP may outlive `sessions end`", "grace", *grace, "record_grace", *recordGrace)
+	}
+	handlers := map[string]*hangup.Handler{
+		protocols[0]: {Config: hangup.Config{Grace: *grace, Cgroups: *cgroups, Log: log}},
+		protocols[1]: {Config: hangup.Config{Grace: *recordGrace, Cgroups: *cgroups, Log: log}},
+	}
 	var routes []rpc.Route
 	for _, proto := range protocols {
 		allow, err := f.Allow(proto)
 		if err != nil {
 			helper.Fatal(log, "allow", err)
 		}
-		route, err := suite.Route(msg.Hangup, proto, allow, 1, h.Handle)
+		route, err := suite.Route(msg.Hangup, proto, allow, 1, handlers[proto].Handle)
 		if errors.Is(err, buildid.ErrNotInManifest) && proto != protocols[0] {
 			// A suite built without the recording helper (its manifest
 			// has no build ID for it): ptystore's route alone.
