@@ -122,6 +122,7 @@ var allow = map[string]struct {
 			"/var/lib/sluice-revocation/revocations.json": "r",
 			"/run/sluice/record.sock":                     "rw",
 			"/run/sluice/policy.sock":                     "rw",
+			"/run/sluice/hangup.sock":                     "rw",
 			"/dev/ptmx":                                   "rw",
 			"/dev/pts/ptmx":                               "rw",
 			"/dev/pts/[0-9]*":                             "rw",

@@ -49,7 +49,7 @@ const (
 	OpPtyAuditGet  = "pty-audit-get"
 	// ptystore, "admin to ptystore" only
 	OpPtyRecheck = "pty-recheck"
-	// hangup, "ptystore to hangup"
+	// hangup, "ptystore to hangup" and "record to hangup"
 	OpHangup = "hangup"
 	// record, "shell to record"
 	OpRecordSession = "record-session"

@@ -48,6 +48,10 @@ var Protocols = []Protocol{
 	{Name: "admin to record", Client: Admin, Server: Record},
 	{Name: "web to record", Client: Frontend, Server: Record},
 	{Name: "record to policy", Client: Record, Server: Policy},
+	// The recorder hands over the master of the shell it records when that
+	// session ends, so the shell's own session is ended as ptystore's
+	// hangup ends an unrecorded one.
+	{Name: "record to hangup", Client: Record, Server: Hangup},
 }
 
 // Intent returns the intent line (without newline) for one side of p.

@@ -42,6 +42,8 @@ var callerGroup = map[string]string{
 	"record to policy":   "sluice-audit-checkers",
 	"web to record":      "sluice-web",
 	"shell to record":    "sluice-shell",
+	"ptystore to hangup": "sluice-session-enders",
+	"record to hangup":   "sluice-recorders",
 }
 
 // allowGroup is the group p's --allow must name.

@@ -9,9 +9,10 @@ import (
 	"sluice/rpc"
 )
 
-// Handler serves "ptystore to hangup". The route's allowlist (ptystore's
-// uid, from the kernel) is the whole authorization; what may be ended is
-// then decided by End from the pty alone.
+// Handler serves "ptystore to hangup" and "record to hangup". The
+// route's allowlist (ptystore's or the recording helper's uid or group,
+// from the kernel) is the whole authorization; what may be ended is then
+// decided by End from the pty alone, whoever passed it.
 type Handler struct {
 	Config Config
 }

@@ -167,12 +167,19 @@ func appendJSONString(dst, b []byte) []byte {
 	const hexd = "0123456789abcdef"
 	dst = append(dst, '"')
 	for i := 0; i < len(b); {
+		// A run of printable ASCII goes in one append: most output is.
+		j := i
+		for j < len(b) && b[j] >= 0x20 && b[j] < 0x7f && b[j] != '"' && b[j] != '\\' {
+			j++
+		}
+		if j > i {
+			dst = append(dst, b[i:j]...)
+			i = j
+			continue
+		}
 		c := b[i]
 		if c >= 0x20 && c < 0x7f {
-			if c == '"' || c == '\\' {
-				dst = append(dst, '\\')
-			}
-			dst = append(dst, c)
+			dst = append(dst, '\\', c)
 			i++
 			continue
 		}

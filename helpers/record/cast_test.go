@@ -167,3 +167,21 @@ func TestCompleteUTF8(t *testing.T) {
 		}
 	}
 }
+
+// appendJSONString is JSON that decodes to the bytes as text: each byte
+// that is not UTF-8 a U+FFFD, everything else as it was (the run of
+// printable ASCII goes in whole, the rest one by one).
+func TestAppendJSONString(t *testing.T) {
+	for _, in := range []string{
+		"", "plain ascii", `quote " and \ backslash`, "tab\tnl\ncr\r esc\x1b[0m del\x7f",
+		"ünïcödé €𝄞", "bad \xff\xfe byte", "split \xe2\x82", "c1 \u0085 next", `"\"`,
+	} {
+		var got string
+		if err := json.Unmarshal(appendJSONString(nil, []byte(in)), &got); err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if want := string([]rune(in)); got != want {
+			t.Errorf("%q: decoded %q, want %q", in, got, want)
+		}
+	}
+}

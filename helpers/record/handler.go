@@ -36,6 +36,9 @@ type Handler struct {
 	GrantKey grant.Key
 	Revoked  *revoke.Checker
 	Audit    func(ctx context.Context, g msg.Grant) (msg.CheckAuditReply, error)
+	// EndShell ends a recorded shell's own session from its master (the
+	// hangup helper, "record to hangup"); see Splice.EndShell.
+	EndShell func(ctx context.Context, inner *os.File) error
 
 	wg sync.WaitGroup
 }
@@ -128,7 +131,7 @@ func (h *Handler) start(a msg.RecordSession, inner, outer *os.File) (*started, e
 	}
 	w, err = NewWriter(f, h.Key, hdr, now, h.MaxSize)
 	if err == nil {
-		sp := &Splice{Inner: inner, Outer: outer, W: w, Input: a.Input, FailOpen: a.FailOpen, Log: h.log().With("id", a.Session)}
+		sp := &Splice{Inner: inner, Outer: outer, W: w, Input: a.Input, FailOpen: a.FailOpen, Log: h.log().With("id", a.Session), EndShell: h.EndShell}
 		if err = sp.Prepare(); err == nil {
 			h.takeTerminal(sp.Outer, a.Session)
 			return &started{Splice: sp, file: f}, nil

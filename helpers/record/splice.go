@@ -34,6 +34,15 @@ type Splice struct {
 	FailOpen   bool
 	ResizePoll time.Duration
 	Log        *slog.Logger
+	// EndShell, when set, is given the shell's master when the session
+	// is ended from outside (the outer pty hung up, the recorder told to
+	// stop, a fail-closed recording failure), after the end seal: the
+	// hangup helper ends the shell's own session with it, as ptystore's
+	// hangup ends an unrecorded one (its cgroup or logind scope, and
+	// SIGKILL after the grace). Without it, or when it fails, the shell
+	// gets only the pty hangup, which children that left its session
+	// with setsid or ignore SIGHUP survive.
+	EndShell func(ctx context.Context, inner *os.File) error
 
 	ready  bool
 	mu     sync.Mutex
@@ -71,9 +80,11 @@ func (s *Splice) Run(ctx context.Context) error {
 		s.tell(outer, "the recording helper is stopping")
 	}
 	close(stop)
-	// Closing interrupts the other side's read (the fds are in Go's
-	// poller); the shell sees its master close and gets SIGHUP.
-	inner.Close()
+	// Stop both copies without closing the shell's master yet: the outer
+	// side closed (nothing more reaches the page), the inner one past its
+	// deadline (the fds are in Go's poller, so blocked reads and writes
+	// return). No byte passes after this, so the end seal is the end.
+	inner.SetDeadline(time.Unix(1, 0))
 	outer.Close()
 	wg.Wait()
 	s.mu.Lock()
@@ -83,13 +94,99 @@ func (s *Splice) Run(ctx context.Context) error {
 		}
 	}
 	s.mu.Unlock()
-	if errors.Is(why, errHangup) {
+	if !errors.Is(why, errShellGone) {
+		s.endShell(inner)
+	}
+	// The shell sees its master close and gets SIGHUP, if it is still
+	// there.
+	inner.Close()
+	if errors.Is(why, errShellGone) || errors.Is(why, errOuterGone) {
 		return nil
 	}
 	return why
 }
 
-var errHangup = errors.New("hung up")
+// Why a copy ended: the shell's side hung up (it exited; its session is
+// left as an unrecorded one would be when its shell exits), or the
+// terminal's (every copy of the outer master closed).
+var (
+	errShellGone = errors.New("the shell hung up")
+	errOuterGone = errors.New("the terminal hung up")
+)
+
+// EndShellTimeout bounds the hand-over of the shell's master: the hangup
+// helper's grace (2 s) and the SIGKILL rounds that follow fit in it.
+const EndShellTimeout = 15 * time.Second
+
+// endShell hands the shell's master to EndShell while the shell's last
+// output is read and dropped (the page is gone, and a shell blocked
+// writing to a full pty would wait for SIGKILL instead of ending on
+// SIGHUP). EndShell gets a dup: passing an fd on (os.File.Fd) makes its
+// file description blocking, so the drain polls with a timeout instead
+// of relying on Go's poller.
+func (s *Splice) endShell(inner *os.File) {
+	if s.EndShell == nil {
+		return
+	}
+	rc, err := inner.SyscallConn()
+	if err != nil {
+		return
+	}
+	nfd := -1
+	rc.Control(func(fd uintptr) { nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+	if err != nil {
+		if s.Log != nil {
+			s.Log.Error("record: dup of the shell's master", "err", err)
+		}
+		return
+	}
+	dup := os.NewFile(uintptr(nfd), inner.Name())
+	defer dup.Close()
+	stop := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		drain(rc, stop)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), EndShellTimeout)
+	err = s.EndShell(ctx, dup)
+	cancel()
+	if err != nil && s.Log != nil {
+		s.Log.Error("record: the shell's session was not ended by the hangup helper; it gets the pty hangup only", "err", err)
+	}
+	close(stop)
+	<-drained
+}
+
+// drain reads and drops what the shell writes until its side hangs up or
+// stop is closed.
+func drain(rc syscall.RawConn, stop <-chan struct{}) {
+	b := make([]byte, 16<<10)
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		gone := false
+		rc.Control(func(fd uintptr) {
+			p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(p, 50)
+			if err != nil || n == 0 {
+				return
+			}
+			if p[0].Revents&unix.POLLIN != 0 {
+				if k, err := unix.Read(int(fd), b); k > 0 || err == unix.EAGAIN || err == unix.EINTR {
+					return
+				}
+			}
+			gone = p[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL|unix.POLLIN) != 0
+		})
+		if gone {
+			return
+		}
+	}
+}
 
 // Prepare puts both ends in Go's poller and the outer terminal in raw
 // mode. It must be done before the outer master reaches anyone: typed
@@ -162,11 +259,11 @@ func (s *Splice) output(inner, outer *os.File) error {
 				return fmt.Errorf("record: output: %w", rerr)
 			}
 			if _, werr := outer.Write(buf[:k]); werr != nil {
-				return errHangup
+				return errOuterGone
 			}
 		}
 		if err != nil {
-			return errHangup
+			return errShellGone
 		}
 		held = copy(buf, buf[k:n])
 	}
@@ -227,11 +324,11 @@ func (s *Splice) input(inner, outer *os.File) error {
 				}
 			}
 			if _, werr := inner.Write(buf[:n]); werr != nil {
-				return errHangup
+				return errShellGone
 			}
 		}
 		if err != nil {
-			return errHangup
+			return errOuterGone
 		}
 	}
 }

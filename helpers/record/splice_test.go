@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -34,6 +35,11 @@ type rig struct {
 
 func newRig(t *testing.T, input, failOpen bool, max int64) *rig {
 	t.Helper()
+	return newRigWith(t, context.Background(), input, failOpen, max, nil)
+}
+
+func newRigWith(t *testing.T, ctx context.Context, input, failOpen bool, max int64, endShell func(context.Context, *os.File) error) *rig {
+	t.Helper()
 	im, is, err := pty.Open()
 	if err != nil {
 		t.Fatal(err)
@@ -52,11 +58,11 @@ func newRig(t *testing.T, input, failOpen bool, max int64) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Splice{Inner: im, Outer: os_, W: w, Input: input, FailOpen: failOpen, ResizePoll: time.Hour}
+	s := &Splice{Inner: im, Outer: os_, W: w, Input: input, FailOpen: failOpen, ResizePoll: time.Hour, EndShell: endShell}
 	if err := s.Prepare(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { r.done <- s.Run(context.Background()); f.Close() }()
+	go func() { r.done <- s.Run(ctx); f.Close() }()
 	t.Cleanup(func() { is.Close(); om.Close() })
 	return r
 }
@@ -216,6 +222,123 @@ func TestSpliceFailOpen(t *testing.T) {
 	}
 	if !strings.Contains(string(got), "after") || strings.Contains(string(got), "recording failed") {
 		t.Fatalf("fail-open session cut: %q", got[max(0, len(got)-100):])
+	}
+}
+
+// TestSpliceEndShell: a session ended from outside (the terminal hung up,
+// the recorder told to stop, a fail-closed recording failure) hands the
+// shell's master, still open, to EndShell (the hangup helper, which ends
+// the shell's own session) after the end seal, while what the shell
+// still writes is read and dropped: it neither reaches the page nor the
+// recording, and does not block the shell. A shell that exits on its own
+// leaves its session as an unrecorded one would: no hand-over.
+func TestSpliceEndShell(t *testing.T) {
+	cases := []struct {
+		name   string
+		end    func(r *rig, cancel context.CancelFunc)
+		max    int64
+		handed bool
+		state  string // the recording when EndShell is called, or at the end
+	}{
+		{"the terminal hangs up", func(r *rig, _ context.CancelFunc) { r.front.Close() }, 0, true, msg.RecIntact},
+		{"the recorder is told to stop", func(_ *rig, cancel context.CancelFunc) { cancel() }, 0, true, msg.RecIntact},
+		{"the recording fails, fail-closed", func(r *rig, _ context.CancelFunc) { r.shell.WriteString(strings.Repeat("x", 5000)) }, 2048, true, msg.RecCut},
+		{"the shell exits", func(r *rig, _ context.CancelFunc) { r.shell.Close() }, 0, false, msg.RecIntact},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			rigc := make(chan *rig, 1) // the rig, to the recorder's goroutine
+			handed := make(chan string, 1)
+			endShell := func(ctx context.Context, inner *os.File) error {
+				r := <-rigc
+				// The shell's own pty, still open.
+				dev, err := pty.SlaveDev(inner)
+				var st unix.Stat_t
+				if err == nil {
+					err = unix.Fstat(int(r.shell.Fd()), &st)
+				}
+				if err != nil || dev != st.Rdev {
+					handed <- fmt.Sprintf("not the shell's master: %v", err)
+					return nil
+				}
+				b, _ := os.ReadFile(r.path)
+				v, _ := Verify(bytes.NewReader(b), testKey, false)
+				// The shell writes more than a pty holds: only a drain
+				// lets it finish.
+				wrote := make(chan error, 1)
+				go func() { _, err := r.shell.WriteString(strings.Repeat("late ", 40000)); wrote <- err }()
+				select {
+				case err := <-wrote:
+					if err != nil {
+						handed <- "shell write: " + err.Error()
+						return nil
+					}
+				case <-time.After(10 * time.Second):
+					handed <- "the shell's writes were not drained"
+					return nil
+				}
+				handed <- v.State
+				return nil
+			}
+			r := newRigWith(t, ctx, false, false, c.max, endShell)
+			rigc <- r
+			// A read blocked on the outer master would keep it open past
+			// Close: the terminal that hangs up reads nothing.
+			hangsUp := c.name == "the terminal hangs up"
+			var recv chan []byte
+			if !hangsUp {
+				recv = r.drain()
+			}
+			r.shell.WriteString("before\n")
+			for deadline := time.Now().Add(5 * time.Second); !strings.Contains(events(t, r.path)["o"], "before"); time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("output never recorded")
+				}
+			}
+			c.end(r, cancel)
+			select {
+			case err := <-r.done:
+				if c.max == 0 && err != nil && !errors.Is(err, context.Canceled) {
+					t.Fatalf("Run: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Run did not return")
+			}
+			select {
+			case got := <-handed:
+				if !c.handed {
+					t.Fatalf("EndShell called (%s) for a shell that exited", got)
+				}
+				if got != c.state {
+					t.Fatalf("at the hand-over: %s, want the recording %s", got, c.state)
+				}
+			default:
+				if c.handed {
+					t.Fatal("EndShell not called")
+				}
+			}
+			if !c.handed {
+				b, _ := os.ReadFile(r.path)
+				if v, _ := Verify(bytes.NewReader(b), testKey, false); v.State != c.state {
+					t.Fatalf("verify: %+v", v)
+				}
+			}
+			ev := events(t, r.path)
+			if strings.Contains(ev["o"], "late") {
+				t.Fatal("output after the end seal was recorded")
+			}
+			if !hangsUp {
+				if got := <-recv; strings.Contains(string(got), "late") {
+					t.Fatal("output after the end seal reached the terminal")
+				}
+			}
+			// The shell's side is hung up at the end.
+			if _, err := r.shell.Read(make([]byte, 10)); err == nil && c.handed {
+				t.Fatal("shell's pty still readable after the session ended")
+			}
+		})
 	}
 }
 

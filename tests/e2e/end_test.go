@@ -130,36 +130,39 @@ func TestAdminEndWhileAttached(t *testing.T) {
 }
 
 // TestHangupOnlyForPtystore: the hangup helper, reached by anyone but
-// ptystore's uid, even root with ptystore's public build IDs, refuses.
+// ptystore's uid ("ptystore to hangup") or the recording helper's ("record
+// to hangup"), even root with their public build IDs, refuses.
 func TestHangupOnlyForPtystore(t *testing.T) {
 	m, err := buildid.Load(filepath.Join(env.RunDir, "build-ids.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _ := msg.Lookup("ptystore to hangup")
-	mine := rpc.Hello{Intent: msg.Intent(p, "client")}
-	peer := rpc.Hello{Intent: msg.Intent(p, "server")}
-	for _, h := range []struct {
-		comp  string
-		hello *rpc.Hello
-	}{{msg.PtyStore, &mine}, {msg.Hangup, &peer}} {
-		e, err := m.Lookup(h.comp, h.hello.Intent)
+	for _, proto := range []string{"ptystore to hangup", "record to hangup"} {
+		p, _ := msg.Lookup(proto)
+		mine := rpc.Hello{Intent: msg.Intent(p, "client")}
+		peer := rpc.Hello{Intent: msg.Intent(p, "server")}
+		for _, h := range []struct {
+			comp  string
+			hello *rpc.Hello
+		}{{p.Client, &mine}, {msg.Hangup, &peer}} {
+			e, err := m.Lookup(h.comp, h.hello.Intent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.hello.BuildID = e.BuildID
+		}
+		master, slave, err := pty.Open()
 		if err != nil {
 			t.Fatal(err)
 		}
-		h.hello.BuildID = e.BuildID
-	}
-	master, slave, err := pty.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Close()
-	defer slave.Close()
-	cl := &rpc.Client{Path: filepath.Join(env.RunDir, "hangup.sock"), Hello: mine, Expect: peer}
-	var rep msg.HangupSessionReply
-	_, err = cl.Call(context.Background(), msg.Request{Op: msg.OpHangup}, []*os.File{master}, &rep)
-	var re *rpc.RemoteError
-	if !errors.As(err, &re) || re.Code != msg.CodeForbidden {
-		t.Fatalf("hangup called as uid %d: %v, want forbidden", unix.Getuid(), err)
+		cl := &rpc.Client{Path: filepath.Join(env.RunDir, "hangup.sock"), Hello: mine, Expect: peer}
+		var rep msg.HangupSessionReply
+		_, err = cl.Call(context.Background(), msg.Request{Op: msg.OpHangup}, []*os.File{master}, &rep)
+		master.Close()
+		slave.Close()
+		var re *rpc.RemoteError
+		if !errors.As(err, &re) || re.Code != msg.CodeForbidden {
+			t.Fatalf("%s called as uid %d: %v, want forbidden", proto, unix.Getuid(), err)
+		}
 	}
 }

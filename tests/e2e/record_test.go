@@ -400,21 +400,55 @@ func TestRecordingDiskFull(t *testing.T) {
 
 }
 
-// `sluicectl sessions end` of a recorded session ends its shell: the
-// hangup helper signals the session of the pty ptystore holds, whose
-// leader is the recorder, which hangs the shell up and seals the end.
-// Before the recorder took that pty as its terminal, the hangup found no
-// session there, ptystore forgot the session, and the shell went on
-// behind the frontend's copy of the pty.
+// `sluicectl sessions end` of a recorded session ends it completely: the
+// shell, a child, a child that left the session with setsid (which only
+// the shell session's cgroup catches) and a nohup child (SIGHUP ignored:
+// SIGKILL after the grace) are all gone when `end` returns, and the
+// recording is sealed with its end. The hangup helper
+// signals the session of the pty ptystore holds, whose leader is the
+// recorder; the recorder seals the end and hands the shell's master to
+// the hangup helper ("record to hangup"), which ends the shell's own
+// session as it would an unrecorded one. Before the hand-over the setsid
+// child survived: only the pty hangup reached the shell's session.
 func TestRecordedSessionEnd(t *testing.T) {
 	recording(t)
 	c := connect(t)
 	c.signIn(alice)
 	id := sessionID(c.create(80, 24))
-	c.typeText("echo up-$((1+1))\r")
+	n := 1_000_000 + 3*(os.Getpid()%3_000_000) + 1
+	a1, a2, a3 := strconv.Itoa(n), strconv.Itoa(n+1), strconv.Itoa(n+2)
+	c.typeText("sleep " + a1 + " & setsid sleep " + a2 + " </dev/null >/dev/null 2>&1 & nohup sleep " + a3 + " </dev/null >/dev/null 2>&1 & echo up-$((1+1))\r")
 	c.until("up-2")
+	var child, away, deaf int
+	for deadline := time.Now().Add(5 * time.Second); child == 0 || away == 0 || deaf == 0; time.Sleep(20 * time.Millisecond) {
+		child, away, deaf = findProc("sleep", a1), findProc("sleep", a2), findProc("sleep", a3)
+		if time.Now().After(deadline) {
+			t.Fatalf("children not found: sleep %d, setsid sleep %d, nohup sleep %d", child, away, deaf)
+		}
+	}
+	shellPID := 0
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(child) + "/stat"); err == nil {
+		f := strings.Fields(string(b)[strings.LastIndexByte(string(b), ')')+1:])
+		shellPID, _ = strconv.Atoi(f[3])
+	}
+	if shellPID <= 1 || !procAlive(shellPID) {
+		t.Fatalf("shell pid %d", shellPID)
+	}
+	t.Cleanup(func() {
+		for _, p := range []int{child, away, deaf} {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+	})
 	if out, err := sluicectl(t, "sessions", "end", id); err != nil || !strings.Contains(out, "ended "+id) {
 		t.Fatalf("sessions end: %v\n%s", err, out)
+	}
+	for _, p := range []struct {
+		what string
+		pid  int
+	}{{"shell", shellPID}, {"child", child}, {"setsid child", away}, {"nohup child", deaf}} {
+		if procAlive(p.pid) {
+			t.Errorf("%s %d still running after `sessions end` returned", p.what, p.pid)
+		}
 	}
 	for {
 		if m := c.next(); m["t"] == "exit" {

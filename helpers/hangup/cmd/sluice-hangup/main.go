@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"time"
 
@@ -13,27 +14,53 @@ import (
 	"sluice/helpers/sessioncg"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/rpc/buildid"
 	"sluice/suite"
 )
 
-const protocol = "ptystore to hangup"
+// The two callers: ptystore, with the master of a session it drops, and
+// the recording helper, with the master of the shell it records when
+// that session ends (the pty ptystore holds is then the recorder's, so
+// ptystore's hangup reaches the recorder, not the shell's session). Same
+// op, same handler: the caller names no process either way. Only the
+// grace differs: the recorder hands the shell over on ptystore's SIGHUP
+// and waits for it, and ptystore's hangup SIGKILLs the recorder after
+// --grace, so the shell's own SIGKILL must come first.
+var protocols = []string{"ptystore to hangup", "record to hangup"}
 
 func main() {
 	var f helper.Flags
 	f.Register(flag.CommandLine)
 	grace := flag.Duration("grace", 2*time.Second, "time between SIGHUP and SIGKILL")
+	recordGrace := flag.Duration("record-grace", time.Second, "time between SIGHUP and SIGKILL for a recorded shell (\"record to hangup\"); below --grace, so the shell's session is gone before ptystore's hangup SIGKILLs the recorder waiting for it")
 	cgroups := flag.String("session-cgroups", sessioncg.Root(), "directory of the per-session cgroups sluice makes (default $"+sessioncg.Env+"; empty: none)")
 	flag.Parse()
 	log := helper.Logger(msg.Hangup)
 
-	allow, err := f.Allow(protocol)
-	if err != nil {
-		helper.Fatal(log, "allow", err)
+	if *recordGrace >= *grace {
+		log.Warn("hangup: --record-grace is not below --grace: a recorded shell's processes that ignore SIGHUP may outlive `sessions end`", "grace", *grace, "record_grace", *recordGrace)
 	}
-	h := &hangup.Handler{Config: hangup.Config{Grace: *grace, Cgroups: *cgroups, Log: log}}
-	route, err := suite.Route(msg.Hangup, protocol, allow, 1, h.Handle)
-	if err != nil {
-		helper.Fatal(log, "route", err)
+	handlers := map[string]*hangup.Handler{
+		protocols[0]: {Config: hangup.Config{Grace: *grace, Cgroups: *cgroups, Log: log}},
+		protocols[1]: {Config: hangup.Config{Grace: *recordGrace, Cgroups: *cgroups, Log: log}},
+	}
+	var routes []rpc.Route
+	for _, proto := range protocols {
+		allow, err := f.Allow(proto)
+		if err != nil {
+			helper.Fatal(log, "allow", err)
+		}
+		route, err := suite.Route(msg.Hangup, proto, allow, 1, handlers[proto].Handle)
+		if errors.Is(err, buildid.ErrNotInManifest) && proto != protocols[0] {
+			// A suite built without the recording helper (its manifest
+			// has no build ID for it): ptystore's route alone.
+			log.Warn("hangup: no recording helper in the build manifest", "protocol", proto, "err", err)
+			continue
+		}
+		if err != nil {
+			helper.Fatal(log, "route", err)
+		}
+		routes = append(routes, route)
 	}
 	// /proc for who is in the session; logind's session records and the
 	// cgroup tree for the logind scope a shell under systemd sits in
@@ -48,7 +75,7 @@ func main() {
 	confine.Helper(log, p)
 	ctx, cancel := helper.Context()
 	defer cancel()
-	if err := f.Serve(ctx, f.Server(msg.Hangup, log, route), rpc.ActivationFiles()); err != nil {
+	if err := f.Serve(ctx, f.Server(msg.Hangup, log, routes...), rpc.ActivationFiles()); err != nil {
 		helper.Fatal(log, "serve", err)
 	}
 }

@@ -103,6 +103,25 @@ func main() {
 		_, err = cl.Call(ctx, msg.Request{Op: msg.OpCheckAudit, Args: args}, nil, &rep)
 		return rep, err
 	}
+	// When a recorded session is ended, the pty ptystore hands the hangup
+	// helper is the recorder's: the recorder passes the shell's master
+	// on, so the shell's own session is ended in full.
+	h.EndShell = func(ctx context.Context, inner *os.File) error {
+		cl, err := suite.Client(msg.Record, "record to hangup")
+		if err != nil {
+			return err
+		}
+		args, err := msgpack.Marshal(msg.HangupSession{})
+		if err != nil {
+			return err
+		}
+		var rep msg.HangupSessionReply
+		if _, err := cl.Call(ctx, msg.Request{Op: msg.OpHangup, Args: args}, []*os.File{inner}, &rep); err != nil {
+			return fmt.Errorf("record to hangup: %w", err)
+		}
+		log.Info("record: the shell's session ended", "sid", rep.SID, "hungup", rep.Hungup, "killed", rep.Killed, "cgroup", rep.Cgroup, "elapsed_ms", rep.Elapsed)
+		return nil
+	}
 	var routes []rpc.Route
 	for _, r := range []struct {
 		proto  string
@@ -119,7 +138,7 @@ func main() {
 		}
 		routes = append(routes, route)
 	}
-	// Policy's socket, for check-audit.
+	// Policy's socket, for check-audit; the hangup helper's.
 	read = append(read, suite.RuntimeDir())
 	confine.Helper(log, confine.Profile{Name: msg.Record, Read: read, Write: []string{*dir}, Listen: f.Listen})
 	err = f.Serve(ctx, f.Server(msg.Record, log, routes...), rpc.ActivationFiles())
