@@ -37,6 +37,7 @@ func main() {
 		"the only way that reaches a shell another process holds a copy of) or off (signal it ourselves where we may; development only)")
 	policyFile := flag.String("policy-file", "/etc/sluice/policy", "the policy file to watch: when it changes, every live session is checked again (\"\": only when sluicectl says so)")
 	policyPoll := flag.Duration("policy-poll", 500*time.Millisecond, "how often the policy file's identity is looked at")
+	verdictTTL := flag.Duration("verdict-ttl", ptystore.DefaultVerdictTTL, "how long policy's allow of an attach is reused while the --policy-file is unchanged (0: ask policy on every attach); the grant and the revocation list are checked on every call regardless")
 	limitsEvery := flag.Duration("limits-every", 500*time.Millisecond, "how often sessions are checked against their maximum length and detached limit")
 	flag.Parse()
 	log := helper.Logger(msg.PtyStore)
@@ -149,6 +150,11 @@ func main() {
 	ctx, cancel := helper.Context()
 	defer cancel()
 	if *policyFile != "" {
+		// Only with the file to watch: a verdict is kept only as long as
+		// the file policy decided on is unchanged.
+		if *verdictTTL > 0 {
+			h.Verdicts = &ptystore.VerdictCache{Path: *policyFile, TTL: *verdictTTL, Racy: ptystore.DefaultVerdictRacy}
+		}
 		go h.WatchPolicy(ctx, *policyFile, *policyPoll)
 	}
 	if *limitsEvery > 0 {
