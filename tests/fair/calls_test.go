@@ -23,7 +23,8 @@ type callers struct {
 }
 
 // startStandalone runs sluice-ptystore as an admin would without systemd
-// or the runner: --listen, its log on stderr into a file.
+// or the runner: a daemon in a session of its own (daemon), --listen, its
+// log on stderr into a file.
 func startStandalone(tb testing.TB) string {
 	tb.Helper()
 	dir := tb.TempDir()
@@ -37,6 +38,7 @@ func startStandalone(tb testing.TB) string {
 		"--hangup", "off", "--policy-file", "", "--max-conns", "1024",
 		"--allow", "admin to ptystore=uid:0", "--allow", "web to ptystore=uid:0")
 	cmd.Stderr = logf
+	cmd.SysProcAttr = daemon()
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
@@ -139,59 +141,53 @@ type errString string
 
 func (e errString) Error() string { return string(e) }
 
-// BenchmarkCall: one client, one call at a time. In each round the four
-// calls take turns, call by call, so load on the machine falls on all
-// alike; each round gives a p50 of each and the ratios to raw.
+// BenchmarkCall: one client, one call at a time. Each round times a
+// block of each kind of call in turn, the order rotating from round to
+// round: within a block every call follows one of its own kind, so each
+// pays for what its own server does after answering (the log line) and
+// for no other's. Each round gives a p50 of each and the ratios to raw.
 func BenchmarkCall(b *testing.B) {
 	c := newCallers(b)
 	buf := make([]byte, 4096)
-	const perRound = 400
+	perRound := envInt("SLUICE_FAIR_CALLS", 400) // more to profile a helper under perf
+	kinds := []struct {
+		name string
+		n    int
+		call func() error
+	}{
+		{"raw", perRound, func() error { return c.raw(buf) }},
+		{"standalone", perRound, c.standalone},
+		{"run", perRound, c.run},
+		{"get", perRound / 4, c.get},
+	}
 	r := rounds{}
 	for b.Loop() {
-		for i := range 50 { // warm both ends
-			c.raw(buf)
-			c.standalone()
-			c.run()
-			if i < 10 {
-				c.get()
+		for _, k := range kinds { // warm both ends
+			for range 50 {
+				k.call()
 			}
 		}
-		for range nRounds {
-			var raw, alone, run, get []time.Duration
-			for i := range perRound {
-				t0 := time.Now()
-				if err := c.raw(buf); err != nil {
-					b.Fatal(err)
-				}
-				t1 := time.Now()
-				if err := c.standalone(); err != nil {
-					b.Fatal(err)
-				}
-				t2 := time.Now()
-				if err := c.run(); err != nil {
-					b.Fatal(err)
-				}
-				t3 := time.Now()
-				raw, alone, run = append(raw, t1.Sub(t0)), append(alone, t2.Sub(t1)), append(run, t3.Sub(t2))
-				// An attach costs more (it asks policy): every fourth turn.
-				if i%4 == 0 {
-					t3 = time.Now()
-					if err := c.get(); err != nil {
-						b.Fatal(err)
+		for round := range nRounds {
+			lat := map[string][]time.Duration{}
+			for i := range kinds {
+				k := kinds[(i+round)%len(kinds)]
+				for range k.n {
+					t := time.Now()
+					if err := k.call(); err != nil {
+						b.Fatalf("%s: %v", k.name, err)
 					}
-					get = append(get, time.Since(t3))
+					lat[k.name] = append(lat[k.name], time.Since(t))
 				}
 			}
 			us := func(d time.Duration) float64 { return float64(d) / 1e3 }
-			rp := quantile(raw, .5)
+			rp, r99 := quantile(lat["raw"], .5), quantile(lat["raw"], .99)
 			r.add("raw-p50-us", us(rp))
-			r.add("standalone-p50-us", us(quantile(alone, .5)))
-			r.add("run-p50-us", us(quantile(run, .5)))
-			r.add("get-p50-us", us(quantile(get, .5)))
-			r.add("standalone-p50-ratio", float64(quantile(alone, .5))/float64(rp))
-			r.add("run-p50-ratio", float64(quantile(run, .5))/float64(rp))
-			r.add("get-p50-ratio", float64(quantile(get, .5))/float64(rp))
-			r.add("run-p99-ratio", float64(quantile(run, .99))/float64(quantile(raw, .99)))
+			for _, k := range kinds[1:] {
+				p := quantile(lat[k.name], .5)
+				r.add(k.name+"-p50-us", us(p))
+				r.add(k.name+"-p50-ratio", float64(p)/float64(rp))
+			}
+			r.add("run-p99-ratio", float64(quantile(lat["run"], .99))/float64(r99))
 		}
 	}
 	b.Logf("\n%s", r)

@@ -33,6 +33,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,6 +144,7 @@ func startRaw(tb testing.TB) string {
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
 	cmd.Env = append(os.Environ(), rawEnv+"="+path)
 	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = daemon()
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -154,6 +157,16 @@ func startRaw(tb testing.TB) string {
 	}
 	return path
 }
+
+// daemon starts a server as daemons are started, the runner's units and
+// systemd's services included: in a session of its own. Where the kernel
+// has CONFIG_SCHED_AUTOGROUP (outside cgroups: no systemd), a session is
+// also a scheduler group, and on a loaded machine a server in its
+// client's group is woken far sooner than one in its own (measured on the
+// 2-core VM at load 25: the same sluice-ptystore 1.05-1.5x raw in the
+// bench's group, 1.8-3.2x in its own). Baselines and helpers alike get
+// their own.
+func daemon() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setsid: true} }
 
 // rawCall is the baseline round trip: connect, write what an rpc client
 // writes, read to EOF, close.
@@ -220,6 +233,14 @@ func (r rounds) String() string {
 		out += fmt.Sprintf("%s %.4g\n", name, vs)
 	}
 	return out
+}
+
+// envInt is $name as a number, or def.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
 }
 
 // nRounds is the number of alternating rounds of every figure.

@@ -40,7 +40,9 @@ func main() {
 	verdictTTL := flag.Duration("verdict-ttl", ptystore.DefaultVerdictTTL, "how long policy's allow of an attach is reused while the --policy-file is unchanged (0: ask policy on every attach); the grant and the revocation list are checked on every call regardless")
 	limitsEvery := flag.Duration("limits-every", 500*time.Millisecond, "how often sessions are checked against their maximum length and detached limit")
 	flag.Parse()
-	log := helper.Logger(msg.PtyStore)
+	// A line per call: batched, so the runner is not woken per call.
+	log, flushLog := helper.BatchedLogger(msg.PtyStore, helper.DefaultLogDelay)
+	defer flushLog()
 
 	if *grantKey == "" {
 		helper.Fatal(log, "no grant key", errors.New("set --grant-key or $CREDENTIALS_DIRECTORY with grant.key"))
