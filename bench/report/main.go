@@ -140,6 +140,7 @@ func main() {
 	in := flag.String("in", "bench/raw.txt", "go test -bench output")
 	md := flag.String("md", "bench/REPORT.md", "report to write")
 	png := flag.String("png", "bench/ratios.png", "chart to write")
+	notes := flag.String("notes", "bench/NOTES.md", "hand-written notes appended to the report (where the time went, before and after); skipped if missing")
 	flag.Parse()
 	results, err := parse(*in)
 	if err != nil {
@@ -208,6 +209,9 @@ func main() {
 		fmt.Fprintf(&b, "| %s.%s | %s | %s |\n", r.pkg, r.name, r.iters, strings.Join(parts, ", "))
 	}
 	fmt.Fprintf(&b, "\n![ratios](ratios.png)\n")
+	if n, err := os.ReadFile(*notes); err == nil {
+		fmt.Fprintf(&b, "\n%s", n)
+	}
 	if err := os.WriteFile(*md, []byte(b.String()), 0o644); err != nil {
 		log.Fatalf("report: %v", err)
 	}
