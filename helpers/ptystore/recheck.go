@@ -42,6 +42,20 @@ func (h *Handler) checkAttach(ctx context.Context, g msg.Grant, info msg.Session
 		h.Store.SetLimits(info.ID, l)
 		return l, nil
 	}
+	// A waiter that finds no kept allow after the asking call asks itself.
+	if ch, leader := h.Verdicts.begin(key); !leader {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return msg.Limits{}, rpc.Errorf(msg.CodeFailed, "the policy could not be asked; try again")
+		}
+		if l, ok := h.Verdicts.get(key, h.now()); ok {
+			h.Store.SetLimits(info.ID, l)
+			return l, nil
+		}
+	} else {
+		defer h.Verdicts.end(key, ch)
+	}
 	var file fileID
 	if h.Verdicts != nil {
 		file = h.Verdicts.stat() // before asking: a change after it makes the verdict unusable

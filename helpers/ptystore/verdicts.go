@@ -31,8 +31,9 @@ type VerdictCache struct {
 	Racy time.Duration
 	Max  int // entries at most; a full cache starts over
 
-	mu sync.Mutex
-	m  map[verdictKey]verdictEntry
+	mu       sync.Mutex
+	m        map[verdictKey]verdictEntry
+	inflight map[verdictKey]chan struct{}
 }
 
 // DefaultVerdictTTL and DefaultVerdictRacy are sluice-ptystore's defaults.
@@ -117,6 +118,39 @@ func (c *VerdictCache) put(k verdictKey, f fileID, now time.Time, limits msg.Lim
 		c.m = make(map[verdictKey]verdictEntry)
 	}
 	c.m[k] = verdictEntry{file: f, until: now.Add(c.TTL), limits: limits}
+}
+
+// begin makes the caller the one to ask policy about k, or, when another
+// call is asking it already, returns that call's channel, closed when it
+// is done: a burst of attaches to one session (a thousand pages reloading)
+// then costs one policy process, not one each. A waiter still takes the
+// answer only through get, so only a kept allow on an unchanged file.
+func (c *VerdictCache) begin(k verdictKey) (wait chan struct{}, leader bool) {
+	if c == nil {
+		return nil, true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ch, ok := c.inflight[k]; ok {
+		return ch, false
+	}
+	if c.inflight == nil {
+		c.inflight = make(map[verdictKey]chan struct{})
+	}
+	ch := make(chan struct{})
+	c.inflight[k] = ch
+	return ch, true
+}
+
+// end is the asking call's: the answer is kept (or not), waiters go on.
+func (c *VerdictCache) end(k verdictKey, ch chan struct{}) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	delete(c.inflight, k)
+	c.mu.Unlock()
+	close(ch)
 }
 
 // clear forgets every verdict: a recheck is an admin saying "ask again".

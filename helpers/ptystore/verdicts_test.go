@@ -126,3 +126,51 @@ func TestVerdictCacheRacy(t *testing.T) {
 		t.Errorf("policy asked %d times for 3 attaches to a freshly written file, want 3", n)
 	}
 }
+
+// TestVerdictCacheBurst: attaches that arrive while policy is being asked
+// the same question wait for that answer instead of each starting a
+// policy process (tests/load: 1,000 concurrent pty-gets were 1,000
+// sluice-policy starts). The policy call is held until every attach has
+// asked or a moment has passed, so without the waiting all of them ask.
+func TestVerdictCacheBurst(t *testing.T) {
+	const n = 20
+	pf := newPolicyFile(t, bothAllowed)
+	var asked atomic.Int32
+	gate := make(chan struct{})
+	h := newHarnessPolicy(t, Config{}, func(k grant.Key) PolicyChecker {
+		inner := pf.checker(k)
+		return func(ctx context.Context, a msg.CheckSessions) (msg.CheckSessionsReply, error) {
+			if asked.Add(1) == n {
+				close(gate)
+			}
+			select {
+			case <-gate:
+			case <-time.After(300 * time.Millisecond):
+			}
+			return inner(ctx, a)
+		}
+	})
+	h.handler.Verdicts = &VerdictCache{Path: pf.path, TTL: time.Minute}
+	h.put(startShell(t), "s1", "alice")
+	g := h.grant("alice")
+	before := asked.Load()
+	codes := make(chan string, n)
+	for range n {
+		go func() {
+			var rep msg.PtyGetReply
+			fds, code := call(t, h.web, msg.OpPtyGet, msg.PtyGet{Grant: g, ID: "s1"}, nil, &rep)
+			for _, f := range fds {
+				f.Close()
+			}
+			codes <- code
+		}()
+	}
+	for range n {
+		if code := <-codes; code != "" {
+			t.Errorf("attach in a burst: %q", code)
+		}
+	}
+	if got := asked.Load() - before; got != 1 {
+		t.Errorf("policy asked %d times for a burst of %d attaches to one session, want 1", got, n)
+	}
+}
