@@ -39,7 +39,7 @@ type VerdictCache struct {
 // DefaultVerdictTTL and DefaultVerdictRacy are sluice-ptystore's defaults.
 const (
 	DefaultVerdictTTL   = 2 * time.Second
-	DefaultVerdictRacy  = time.Second
+	DefaultVerdictRacy  = 100 * time.Millisecond
 	defaultVerdictCache = 4096
 )
 
