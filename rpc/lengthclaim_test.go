@@ -94,6 +94,15 @@ func TestCheckMsgpack(t *testing.T) {
 		{append([]byte{}, make([]byte, 0)...), false},        // empty
 		{[]byte(strings.Repeat("\x91", 40) + "\xc0"), false}, // too deep
 		{[]byte(strings.Repeat("\x91", 20) + "\xc0"), true},
+		// The boundary, docs/protocol.md §2: 32 arrays and maps one inside
+		// another, empty or not, and no more.
+		{[]byte(strings.Repeat("\x91", 32) + "\xc0"), true},
+		{[]byte(strings.Repeat("\x91", 31) + "\x90"), true},
+		{[]byte(strings.Repeat("\x81\xc0", 31) + "\x80"), true},
+		{[]byte(strings.Repeat("\x91", 33) + "\xc0"), false},
+		{[]byte(strings.Repeat("\x91", 32) + "\x90"), false},
+		{[]byte(strings.Repeat("\x81\xc0", 32) + "\x80"), false},
+		{[]byte(strings.Repeat("\x91", 31) + "\x81\xc0\x90"), false},
 	} {
 		if err := checkMsgpack(tc.in); (err == nil) != tc.good {
 			t.Errorf("checkMsgpack(%x) = %v, want good=%v", tc.in, err, tc.good)

@@ -6,7 +6,8 @@ import (
 	"fmt"
 )
 
-// maxMsgpackDepth bounds nesting; sluice's messages nest four levels deep.
+// maxMsgpackDepth bounds nesting: at most this many arrays and maps one
+// inside another (docs/protocol.md §2); sluice's messages nest four deep.
 const maxMsgpackDepth = 32
 
 var errNotMsgpack = errors.New("not well-formed msgpack")
@@ -32,13 +33,11 @@ func checkMsgpack(b []byte) error {
 // frame (ptystore's fd-store names): check it before decoding it.
 func CheckMsgpack(b []byte) error { return checkMsgpack(b) }
 
-// skipValue returns the length of the value at the start of b.
+// skipValue returns the length of the value at the start of b, which sits
+// inside depth arrays and maps.
 func skipValue(b []byte, depth int) (int, error) {
 	if len(b) == 0 {
 		return 0, fmt.Errorf("%w: truncated", errNotMsgpack)
-	}
-	if depth > maxMsgpackDepth {
-		return 0, fmt.Errorf("%w: nested deeper than %d", errNotMsgpack, maxMsgpackDepth)
 	}
 	c := b[0]
 	switch {
@@ -123,7 +122,12 @@ func skipBytes(b []byte, hdr, l int) (int, error) {
 
 // skipItems skips count values; each takes at least one byte, so a count
 // above the bytes left is refused before any is looked at.
+// depth counts the containers around this one, so the check is on
+// entering a container: an empty one counts as much as a full one.
 func skipItems(b []byte, hdr, count, depth int) (int, error) {
+	if depth >= maxMsgpackDepth {
+		return 0, fmt.Errorf("%w: nested deeper than %d", errNotMsgpack, maxMsgpackDepth)
+	}
 	if count > len(b)-hdr {
 		return 0, fmt.Errorf("%w: %d items claimed, %d bytes left", errNotMsgpack, count, len(b)-hdr)
 	}

@@ -12,7 +12,9 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
+	"sluice/internal/batchlog"
 	"sluice/runner"
 	"sluice/suite"
 )
@@ -59,7 +61,11 @@ func run(args []string) int {
 	if *debug {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// Every unit's lines pass through here, one per helper call: batched,
+	// so whoever reads the runner's stderr is woken per batch, not per call.
+	logw := batchlog.New(os.Stderr, 20*time.Millisecond)
+	defer logw.Flush()
+	log := slog.New(batchlog.FlushOnWarn(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: level}), logw))
 
 	var cfg *runner.Config
 	var err error

@@ -25,6 +25,10 @@ type Handler struct {
 	// Policy is asked on every attach whether the session may go on, and
 	// by Recheck; nil (tests of other parts only) asks no one.
 	Policy PolicyChecker
+	// Verdicts, if not nil, keeps policy's allows for a short time, keyed
+	// by the policy file's identity and the whole question (see
+	// VerdictCache).
+	Verdicts *VerdictCache
 	// Audit is asked on every pty-audit-list and pty-audit-get which
 	// machines the grant's user may audit; nil refuses them all.
 	Audit AuditChecker

@@ -37,6 +37,29 @@ func (h *Handler) checkAttach(ctx context.Context, g msg.Grant, info msg.Session
 	if mode == msg.ShareReadWrite && g.User != info.Owner {
 		a.Sessions = append(a.Sessions, msg.SessionCheck{ID: info.ID, User: g.User, UnixUser: info.UnixUser, Machine: info.Machine})
 	}
+	key := newVerdictKey(g, info, mode)
+	if l, ok := h.Verdicts.get(key, h.now()); ok {
+		h.Store.SetLimits(info.ID, l)
+		return l, nil
+	}
+	// A waiter that finds no kept allow after the asking call asks itself.
+	if ch, leader := h.Verdicts.begin(key); !leader {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return msg.Limits{}, rpc.Errorf(msg.CodeFailed, "the policy could not be asked; try again")
+		}
+		if l, ok := h.Verdicts.get(key, h.now()); ok {
+			h.Store.SetLimits(info.ID, l)
+			return l, nil
+		}
+	} else {
+		defer h.Verdicts.end(key, ch)
+	}
+	var file fileID
+	if h.Verdicts != nil {
+		file = h.Verdicts.stat() // before asking: a change after it makes the verdict unusable
+	}
 	rep, err := h.Policy(ctx, a)
 	if err != nil {
 		h.Store.log.Warn("ptystore: attach refused: policy could not be asked", "id", info.ID, "user", g.User, "err", err)
@@ -59,6 +82,7 @@ func (h *Handler) checkAttach(ctx context.Context, g msg.Grant, info msg.Session
 	}
 	h.Store.SetLimits(info.ID, rep.Verdicts[0].Limits)
 	h.Store.setDetached(info.ID, false) // the file allows it again
+	h.Verdicts.put(key, file, h.now(), rep.Verdicts[0].Limits)
 	return rep.Verdicts[0].Limits, nil
 }
 
@@ -74,6 +98,7 @@ func (h *Handler) Recheck(ctx context.Context) (msg.PtyRecheckReply, error) {
 	}
 	h.recheckMu.Lock()
 	defer h.recheckMu.Unlock()
+	h.Verdicts.clear()
 	sessions := h.Store.List(nil)
 	var rep msg.PtyRecheckReply
 	rep.Checked = len(sessions)

@@ -40,9 +40,12 @@ func main() {
 	policyPoll := flag.Duration("policy-poll", 500*time.Millisecond, "how often the policy file's identity is looked at")
 	var fleet gateway.Flags
 	fleet.Register(flag.CommandLine)
+	verdictTTL := flag.Duration("verdict-ttl", ptystore.DefaultVerdictTTL, "how long policy's allow of an attach is reused while the --policy-file is unchanged (0: ask policy on every attach); the grant and the revocation list are checked on every call regardless")
 	limitsEvery := flag.Duration("limits-every", 500*time.Millisecond, "how often sessions are checked against their maximum length and detached limit")
 	flag.Parse()
-	log := helper.Logger(msg.PtyStore)
+	// A line per call: batched, so the runner is not woken per call.
+	log, flushLog := helper.BatchedLogger(msg.PtyStore, helper.DefaultLogDelay)
+	defer flushLog()
 
 	if *grantKey == "" {
 		helper.Fatal(log, "no grant key", errors.New("set --grant-key or $CREDENTIALS_DIRECTORY with grant.key"))
@@ -162,6 +165,11 @@ func main() {
 	ctx, cancel := helper.Context()
 	defer cancel()
 	if *policyFile != "" {
+		// Only with the file to watch: a verdict is kept only as long as
+		// the file policy decided on is unchanged.
+		if *verdictTTL > 0 {
+			h.Verdicts = &ptystore.VerdictCache{Path: *policyFile, TTL: *verdictTTL, Racy: ptystore.DefaultVerdictRacy}
+		}
 		go h.WatchPolicy(ctx, *policyFile, *policyPoll)
 	}
 	if *limitsEvery > 0 {

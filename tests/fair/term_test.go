@@ -1,0 +1,292 @@
+package fair
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"sluice/helpers/shell/pty"
+	"sluice/tests/softauthn"
+	"sluice/tests/suiterun"
+)
+
+// direct starts sh -c script on a fresh pty owned by this process and
+// returns the master, as the baseline of every terminal figure.
+func direct(tb testing.TB, script string) (*os.File, *exec.Cmd) {
+	tb.Helper()
+	m, s, err := pty.Open()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pty.SetSize(m, 40, 120); err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = s, s, s
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	err = cmd.Start()
+	s.Close()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m, cmd
+}
+
+// user enrolls a sluice user in suite s with a passkey.
+func user(tb testing.TB, s *suiterun.Suite, name string) *softauthn.Authenticator {
+	tb.Helper()
+	tok, err := s.Enroll(ctx(), name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b, err := s.Dial()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer b.Close()
+	a := softauthn.New("localhost", s.Origin)
+	if err := b.Register(a, tok); err != nil {
+		tb.Fatal(err)
+	}
+	return a
+}
+
+// page signs in with a and opens a root shell on the host, ready for
+// input.
+func page(tb testing.TB, s *suiterun.Suite, a *softauthn.Authenticator) *suiterun.Browser {
+	tb.Helper()
+	b, err := s.Dial()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { b.Close() })
+	if err := b.SignIn(a); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := b.Create(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := b.Ready(); err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// echoScript makes the shell a program that echoes each key itself, as
+// readline does; "R%sY" D prints RDY, which its own echo does not contain.
+const echoScript = `stty raw -echo; printf 'R%sY' D; exec cat`
+
+// BenchmarkEcho: one key through WebSocket, frontend, ptystore's pty and
+// the echoing program back to this process, against the same program on
+// a pty read directly; per round a block of each.
+func BenchmarkEcho(b *testing.B) {
+	const perRound = 1000
+	a := user(b, env.s, "echo")
+	br := page(b, env.s, a)
+	if err := br.Run(echoScript, "RDY"); err != nil {
+		b.Fatal(err)
+	}
+	m, cmd := direct(b, echoScript)
+	defer func() { m.Close(); cmd.Process.Kill(); cmd.Wait() }()
+	one := make([]byte, 3)
+	if _, err := io.ReadFull(m, one); err != nil {
+		b.Fatal(err)
+	}
+	key := []byte("k")
+	wsEcho := func() (time.Duration, error) {
+		t := time.Now()
+		if err := br.Type("k"); err != nil {
+			return 0, err
+		}
+		var d time.Duration
+		err := br.Stream(func(p []byte) bool { d = time.Since(t); return len(p) == 0 }, nil)
+		return d, err
+	}
+	ptyEcho := func() (time.Duration, error) {
+		t := time.Now()
+		if _, err := m.Write(key); err != nil {
+			return 0, err
+		}
+		_, err := io.ReadFull(m, one[:1])
+		return time.Since(t), err
+	}
+	r := rounds{}
+	for b.Loop() {
+		for range 200 {
+			wsEcho()
+			ptyEcho()
+		}
+		for range nRounds {
+			var dl, wl []time.Duration
+			for range perRound {
+				d, err := ptyEcho()
+				if err != nil {
+					b.Fatal(err)
+				}
+				dl = append(dl, d)
+			}
+			for range perRound {
+				d, err := wsEcho()
+				if err != nil {
+					b.Fatal(err)
+				}
+				wl = append(wl, d)
+			}
+			us := func(d time.Duration) float64 { return float64(d) / 1e3 }
+			d50, d99, w50, w99 := quantile(dl, .5), quantile(dl, .99), quantile(wl, .5), quantile(wl, .99)
+			r.add("direct-p50-us", us(d50))
+			r.add("direct-p99-us", us(d99))
+			r.add("echo-p50-us", us(w50))
+			r.add("echo-p99-us", us(w99))
+			r.add("echo-p50-ratio", float64(w50)/float64(d50))
+			r.add("echo-p99-ratio", float64(w99)/float64(d99))
+		}
+	}
+	b.Logf("\n%s", r)
+	r.report(b)
+}
+
+const catSize = 100 << 20
+
+// BenchmarkCat100MB: `cat` of a 100 MB file through the whole suite to a
+// page that acknowledges what it has read, against the same cat on a pty
+// read directly; a fresh session per round.
+func BenchmarkCat100MB(b *testing.B) {
+	const rounds5 = 5
+	file := filepath.Join(env.dir, "100MB")
+	line := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuvwxyz"), 2)
+	if err := os.WriteFile(file, bytes.Repeat(line, catSize/len(line)+1)[:catSize], 0o644); err != nil {
+		b.Fatal(err)
+	}
+	// head waits for one key so the clock starts with the reading.
+	script := fmt.Sprintf("stty raw -echo; printf 'R%%sY' D; head -c 1 >/dev/null; exec cat %s", file)
+	a := user(b, env.s, "cat")
+	catDirect := func() time.Duration {
+		m, cmd := direct(b, script)
+		defer func() { m.Close(); cmd.Wait() }()
+		buf := make([]byte, 64<<10)
+		if _, err := io.ReadFull(m, buf[:3]); err != nil {
+			b.Fatal(err)
+		}
+		t := time.Now()
+		m.Write([]byte("g"))
+		var n int
+		for n < catSize {
+			k, err := m.Read(buf)
+			n += k
+			if err != nil {
+				b.Fatalf("direct cat: %d bytes: %v", n, err)
+			}
+		}
+		return time.Since(t)
+	}
+	catSluice := func() time.Duration {
+		br := page(b, env.s, a)
+		defer br.Close()
+		if err := br.Run(script, "RDY"); err != nil {
+			b.Fatal(err)
+		}
+		t := time.Now()
+		if err := br.Type("g"); err != nil {
+			b.Fatal(err)
+		}
+		var n int
+		if err := br.Stream(func(p []byte) bool { n += len(p); return n < catSize }, nil); err != nil {
+			b.Fatalf("cat through sluice: %d bytes: %v", n, err)
+		}
+		return time.Since(t)
+	}
+	r := rounds{}
+	for b.Loop() {
+		catDirect() // the file into the page cache
+		for range rounds5 {
+			d := catDirect()
+			w := catSluice()
+			mbps := func(d time.Duration) float64 { return catSize / d.Seconds() / 1e6 }
+			r.add("direct-MB/s", mbps(d))
+			r.add("websocket-MB/s", mbps(w))
+			r.add("tput-ratio", d.Seconds()/w.Seconds())
+		}
+	}
+	b.Logf("\n%s", r)
+	r.report(b)
+}
+
+// rssKiB is a process's resident memory.
+func rssKiB(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb
+		}
+	}
+	tb.Fatal("no VmRSS")
+	return 0
+}
+
+// BenchmarkSessionMemory: the frontend's resident memory per idle
+// session (a page signed in, a shell with its prompt), from a fresh
+// frontend over its first 50 sessions; a fresh suite per round.
+func BenchmarkSessionMemory(b *testing.B) {
+	const sessions = 50
+	r := rounds{}
+	for b.Loop() {
+		for i := range 5 {
+			s, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(env.dir, fmt.Sprintf("mem%d", i)), Bin: env.s.Bin, FreshRootHome: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			pid, err := s.WaitChild("sluice-frontend")
+			if err != nil {
+				s.Stop()
+				b.Fatal(err)
+			}
+			// Enrolling goes through auth, not the frontend.
+			tok, err := s.Enroll(ctx(), "mem")
+			if err != nil {
+				s.Stop()
+				b.Fatal(err)
+			}
+			before := rssKiB(b, pid)
+			var pages []*suiterun.Browser
+			a := softauthn.New("localhost", s.Origin)
+			reg, err := s.Dial()
+			if err == nil {
+				err = reg.Register(a, tok)
+				reg.Close()
+			}
+			if err != nil {
+				s.Stop()
+				b.Fatal(err)
+			}
+			for range sessions {
+				pages = append(pages, page(b, s, a))
+			}
+			time.Sleep(500 * time.Millisecond) // let the last outputs settle
+			after := rssKiB(b, pid)
+			for _, p := range pages {
+				p.Close()
+			}
+			if err := s.Stop(); err != nil {
+				b.Fatal(err)
+			}
+			r.add("session-KiB", (after-before)/sessions)
+			r.add("frontend-start-KiB", before)
+		}
+	}
+	b.Logf("\n%s", r)
+	r.report(b)
+}
