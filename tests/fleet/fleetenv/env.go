@@ -107,6 +107,30 @@ func ensureRelayUser(t *testing.T) int {
 	return uid
 }
 
+// relayBin is sluice-relay as a host installs it, in a root-owned
+// directory every uid can traverse (/usr/libexec/sluice on a host): the
+// relay account cannot reach bin/ of a checkout in /root or a 0700 home,
+// and sshd runs the forced command as that account.
+func (e *Env) relayBin() string {
+	e.t.Helper()
+	dir := filepath.Join(e.Dir, "libexec")
+	dst := filepath.Join(dir, "sluice-relay")
+	if _, err := os.Stat(dst); err == nil {
+		return dst
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(e.Bin, "sluice-relay"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	return dst
+}
+
 // newEnv starts the gateway and hosts h1..hN with the given policies.
 func New(t *testing.T, o Options) *Env {
 	policies := o.Policies
@@ -301,7 +325,7 @@ func (e *Env) startSSHD(h *Host) {
 	os.Chown(relayLog, e.RelayUID, -1)
 	ak := filepath.Join(h.Dir, "authorized_keys")
 	line := fmt.Sprintf("restrict,pty,command=\"%s --host %s --runtime-dir %s --log %s\" %s",
-		filepath.Join(e.Bin, "sluice-relay"), h.Name, h.Suite.RunDir, relayLog, strings.TrimSpace(string(fleetPub)))
+		e.relayBin(), h.Name, h.Suite.RunDir, relayLog, strings.TrimSpace(string(fleetPub)))
 	if err := os.WriteFile(ak, []byte(line+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
