@@ -44,6 +44,9 @@ run: deps build
 test: deps build
 	$(GO) vet ./...
 	SLUICE_TEST_BIN=$(BIN) SLUICE_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 14m ./...
+	@# Tests that change the whole host (/etc/nologin), alone, one package at a time.
+	SLUICE_TEST_HOSTWIDE=1 SLUICE_TEST_BIN=$(BIN) SLUICE_BIN_DIR=$(BIN) $(GO) test -count=1 -p 1 -timeout 5m \
+		-run 'TestLoginRefusals|TestLoginRefusedOnPage' ./helpers/shell/ ./tests/e2e/
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 fuzz-smoke:

@@ -59,8 +59,16 @@ func run(t *testing.T, argv ...string) {
 
 // nologin puts text in /etc/nologin for one test. A host that has one
 // already is not a place to run this test: its own would be removed.
+//
+// /etc/nologin keeps every non-root login on the host out, sshd's and other
+// packages' tests' too, so this runs only alone: `go test ./...` runs
+// packages side by side, and `make test` runs the host-wide tests
+// afterwards, one package at a time, with SLUICE_TEST_HOSTWIDE=1.
 func nologin(t *testing.T, text string) {
 	t.Helper()
+	if os.Getenv("SLUICE_TEST_HOSTWIDE") != "1" {
+		t.Skip("writes /etc/nologin, which would refuse other packages' logins: make test runs it alone (SLUICE_TEST_HOSTWIDE=1, -p 1)")
+	}
 	const path = "/etc/nologin"
 	if _, err := os.Lstat(path); err == nil {
 		t.Skipf("%s exists on this host; not touching it", path)

@@ -51,6 +51,7 @@ func TestLoginRefusedOnPage(t *testing.T) {
 					t.Fatalf("%v: %v: %s", tc.setup, err, out)
 				}
 			} else {
+				hostWide(t)
 				if _, err := os.Lstat("/etc/nologin"); err == nil {
 					t.Skip("/etc/nologin exists on this host; not touching it")
 				}
@@ -91,4 +92,15 @@ func TestLoginSessionUnderRunner(t *testing.T) {
 	c.typeText("tmux -L e2e new -d -s t 'sleep 30' && tmux -L e2e ls | cut -c1-2 | sed 's/^/<tmux /;s/$/>/'; tmux -L e2e kill-server\r")
 	c.until("<tmux t:>")
 	c.typeText("exit\r")
+}
+
+// hostWide skips a test that changes the whole host (/etc/nologin keeps
+// every non-root login out, sshd's too) unless it runs alone: `go test
+// ./...` runs packages side by side, so `make test` runs these afterwards,
+// one package at a time, with SLUICE_TEST_HOSTWIDE=1.
+func hostWide(t *testing.T) {
+	t.Helper()
+	if os.Getenv("SLUICE_TEST_HOSTWIDE") != "1" {
+		t.Skip("writes /etc/nologin, which would refuse other packages' logins: make test runs it alone (SLUICE_TEST_HOSTWIDE=1, -p 1)")
+	}
 }
