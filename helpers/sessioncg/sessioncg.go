@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Env names the variable that carries ROOT to the helpers.
@@ -124,15 +126,30 @@ func New(root string) (*os.File, error) {
 	return f, nil
 }
 
-// Sweep removes the session cgroups below root that are empty: the
-// sessions that ended on their own. rmdir fails on a populated cgroup, so
-// a live one is never touched.
-func Sweep(root string) {
+// SweepAge is how old an empty session cgroup must be before Sweep removes
+// it. A cgroup is empty for a moment between New and the shell's clone into
+// it; another shell helper's (or runner's) Sweep in that moment removed it,
+// the shell started outside it, and ending that session left what had
+// setsid'd away running.
+const SweepAge = time.Minute
+
+// Sweep removes the session cgroups below root that are empty and older
+// than SweepAge: the sessions that ended on their own. rmdir fails on a
+// populated cgroup, so a live one is never touched.
+func Sweep(root string) { sweep(root, SweepAge, time.Now()) }
+
+func sweep(root string, age time.Duration, now time.Time) {
 	ents, _ := os.ReadDir(root)
 	for _, e := range ents {
-		if dir := filepath.Join(root, e.Name()); e.IsDir() && Owned(root, dir) {
-			os.Remove(dir)
+		dir := filepath.Join(root, e.Name())
+		if !e.IsDir() || !Owned(root, dir) {
+			continue
 		}
+		var st unix.Stat_t
+		if unix.Stat(dir, &st) != nil || now.Sub(time.Unix(st.Ctim.Unix())) < age {
+			continue
+		}
+		os.Remove(dir)
 	}
 }
 
