@@ -12,7 +12,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/grant"
-	"sluice/helpers/policy"
 	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
@@ -30,25 +29,8 @@ func (pf *policyFile) auditor(key grant.Key, revDir string) AuditChecker {
 	p, _ := msg.Lookup("ptystore to policy")
 	client := rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("e7", 32)}
 	server := rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("f8", 32)}
-	handle := func(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
-		pol, err := policy.Load(pf.path)
-		if err != nil {
-			return rpc.Reply{}, err
-		}
-		h := &policy.Handler{Key: key, Policy: pol, Revoked: revoke.NewChecker(revDir), Log: testLog(t)}
-		return h.HandlePtyStore(ctx, c)
-	}
-	srv := &rpc.Server{Name: "policy", Log: testLog(t), Routes: []rpc.Route{
-		{Client: client, Server: server, Allow: rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, Handle: handle}}}
 	path := filepath.Join(t.TempDir(), "policy.sock")
-	l, err := rpc.Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, l); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	pf.serve(path, 0o600, key, revDir, client, server, rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}})
 	cl := &rpc.Client{Path: path, Hello: client, Expect: server}
 	return func(ctx context.Context, a msg.AuditScope) (msg.AuditScopeReply, error) {
 		var rep msg.AuditScopeReply

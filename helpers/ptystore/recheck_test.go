@@ -12,6 +12,7 @@ import (
 
 	"sluice/helpers/grant"
 	"sluice/helpers/policy"
+	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
@@ -49,25 +50,8 @@ func (pf *policyFile) checker(key grant.Key) PolicyChecker {
 	p, _ := msg.Lookup("ptystore to policy")
 	client := rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("e5", 32)}
 	server := rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("f6", 32)}
-	handle := func(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
-		pol, err := policy.Load(pf.path)
-		if err != nil {
-			return rpc.Reply{}, err
-		}
-		h := &policy.Handler{Key: key, Policy: pol, Log: testLog(t)}
-		return h.HandlePtyStore(ctx, c)
-	}
-	srv := &rpc.Server{Name: "policy", Log: testLog(t), Routes: []rpc.Route{
-		{Client: client, Server: server, Allow: rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, Handle: handle}}}
 	path := filepath.Join(t.TempDir(), "policy.sock")
-	l, err := rpc.Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, l); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	pf.serve(path, 0o600, key, "", client, server, rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}})
 	cl := &rpc.Client{Path: path, Hello: client, Expect: server}
 	return func(ctx context.Context, a msg.CheckSessions) (msg.CheckSessionsReply, error) {
 		var rep msg.CheckSessionsReply
@@ -78,6 +62,35 @@ func (pf *policyFile) checker(key grant.Key) PolicyChecker {
 		_, err = cl.Call(ctx, msg.Request{Op: msg.OpCheckSessions, Args: raw}, nil, &rep)
 		return rep, err
 	}
+}
+
+// serve serves "ptystore to policy" at sock with the real policy handler,
+// which loads pf at each call as the Accept=yes helper does, and checks
+// revocations in revDir ("": none), for callers allow lets in.
+func (pf *policyFile) serve(sock string, mode uint32, key grant.Key, revDir string, client, server rpc.Hello, allow rpc.Allow) {
+	t := pf.t
+	t.Helper()
+	handle := func(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
+		pol, err := policy.Load(pf.path)
+		if err != nil {
+			return rpc.Reply{}, err
+		}
+		h := &policy.Handler{Key: key, Policy: pol, Log: testLog(t)}
+		if revDir != "" {
+			h.Revoked = revoke.NewChecker(revDir)
+		}
+		return h.HandlePtyStore(ctx, c)
+	}
+	srv := &rpc.Server{Name: "policy", Log: testLog(t), Routes: []rpc.Route{
+		{Client: client, Server: server, Allow: allow, Handle: handle}}}
+	l, err := rpc.Listen(sock, os.FileMode(mode))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, l); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
 
 // The owners' sessions run as u-OWNER (sessionInfo).
@@ -235,23 +248,6 @@ func servePolicyFor(t *testing.T, sock string, m *buildid.Manifest, key grant.Ke
 	} else {
 		m.Entries = append(m.Entries, buildid.Entry{Component: msg.Policy, Protocol: p.Name, Role: "server", Intent: server.Intent, BuildID: server.BuildID})
 	}
-	pf := newPolicyFile(t, bothAllowed)
-	handle := func(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
-		pol, err := policy.Load(pf.path)
-		if err != nil {
-			return rpc.Reply{}, err
-		}
-		return (&policy.Handler{Key: key, Policy: pol, Log: testLog(t)}).HandlePtyStore(ctx, c)
-	}
-	srv := &rpc.Server{Name: "policy", Log: testLog(t), Routes: []rpc.Route{{
-		Client: rpc.Hello{Intent: ce.Intent, BuildID: ce.BuildID}, Server: server,
-		Allow: rpc.Allow{UIDs: []uint32{0, 65534}}, Handle: handle}}}
-	l, err := rpc.Listen(sock, 0o666)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, l); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	newPolicyFile(t, bothAllowed).serve(sock, 0o666, key, "", rpc.Hello{Intent: ce.Intent, BuildID: ce.BuildID}, server,
+		rpc.Allow{UIDs: []uint32{0, 65534}})
 }
