@@ -36,9 +36,16 @@ const MaxRequest = 64 << 10
 // RequestTimeout bounds the wait for the request frame after the ready line.
 const RequestTimeout = 10 * time.Second
 
-// ViewerEvery is how often a streamed session is reported attached
-// (msg.ViewerLeaseMs / 3, as the frontend does).
-const ViewerEvery = 20 * time.Second
+// ReportEvery is how often a streamed session is reported attached: as
+// the frontend does for local sessions, every msg.PolicyDetachPollMs, so
+// the answer's detach mark (on-revoke detach) cuts the stream that soon;
+// the same report renews the viewer lease (msg.ViewerLeaseMs).
+const ReportEvery = msg.PolicyDetachPollMs * time.Millisecond
+
+// DetachedNotice is written to the channel, after the session's last
+// output, when the host's policy detached the session: the stream then
+// ends and the shell goes on.
+const DetachedNotice = "\r\n[sluice: the policy of this host no longer allows this session: detached (the shell keeps running)]\r\n"
 
 // Caller makes one call to a host helper; *rpc.Client is one.
 type Caller interface {
@@ -52,6 +59,10 @@ type Relay struct {
 	Policy   func() (Caller, error) // "gateway to policy"
 	PtyStore func() (Caller, error) // "gateway to ptystore"
 	Log      *slog.Logger
+	// ReportEvery overrides ReportEvery (tests).
+	ReportEvery time.Duration
+
+	user string // the host grant's user, for the log
 }
 
 // Run serves the session's one request.
@@ -72,6 +83,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		r.reply(msg.RelayReply{Error: msg.CodeBadRequest + ": " + err.Error()})
 		return err
 	}
+	r.user = grantUser(req.HostGrant)
 	r.Log.Info("relay: call", "host", r.Host, "service", req.Service, "op", req.Op, "stream", req.Stream,
 		"user", grantUser(req.HostGrant), "client", os.Getenv("SSH_CLIENT"))
 	if req.Op == msg.OpRelayPing {
@@ -203,7 +215,7 @@ func (r *Relay) stream(ctx context.Context, id string, master *os.File, tty bool
 	done := make(chan string, 2)
 	go func() { io.Copy(master, r.In); done <- "gateway closed" }()
 	go func() { io.Copy(r.Out, master); done <- "session ended" }()
-	tick := time.NewTicker(ViewerEvery)
+	tick := time.NewTicker(r.reportEvery())
 	defer tick.Stop()
 	var why string
 	for why == "" {
@@ -214,25 +226,54 @@ func (r *Relay) stream(ctx context.Context, id string, master *os.File, tty bool
 		case <-ctx.Done():
 			why = "stopped"
 		case <-tick.C:
-			r.viewers(ctx, []string{id}, nil)
+			if r.viewers(ctx, []string{id}, nil) {
+				why = "detached by the host's policy"
+				// Writes to the channel are whole (the fd's write lock),
+				// so the notice lands between two chunks of output; the
+				// copies end with this process, which ends the stream.
+				io.WriteString(r.Out, DetachedNotice)
+			}
 		}
 	}
 	r.viewers(context.Background(), nil, []string{id})
-	r.Log.Info("relay: stream ended", "host", r.Host, "session", id, "why", why)
+	r.Log.Info("relay: stream ended", "host", r.Host, "session", id, "why", why, "user", r.user)
 	return nil
 }
 
+func (r *Relay) reportEvery() time.Duration {
+	if r.ReportEvery > 0 {
+		return r.ReportEvery
+	}
+	return ReportEvery
+}
+
 // viewers tells ptystore whether the session has a viewer (its detached
-// limit), as the frontend does for local sessions.
-func (r *Relay) viewers(ctx context.Context, attached, left []string) {
+// limit), as the frontend does for local sessions, and says whether
+// ptystore answered that the policy detached one of attached. A report
+// that fails detaches nothing: the per-attach check still refuses.
+func (r *Relay) viewers(ctx context.Context, attached, left []string) bool {
 	args, _ := msgpack.Marshal(msg.PtyViewers{Attached: attached, Left: left})
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, fds, err := r.call(ctx, msg.PtyStore, msg.OpPtyViewers, nil, args, nil); err != nil {
+	payload, fds, err := r.call(ctx, msg.PtyStore, msg.OpPtyViewers, nil, args, nil)
+	closeAll(fds)
+	if err != nil {
 		r.Log.Warn("relay: pty-viewers", "err", err)
-	} else {
-		closeAll(fds)
+		return false
 	}
+	var rep msg.PtyViewersReply
+	if err := msgpack.Unmarshal(payload, &rep); err != nil {
+		r.Log.Warn("relay: pty-viewers answer", "err", err)
+		return false
+	}
+	for _, d := range rep.Detached {
+		for _, a := range attached {
+			if d == a {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (r *Relay) readRequest() (msg.RelayRequest, error) {
