@@ -10,9 +10,9 @@ import (
 )
 
 // fleetProfiles are the fleet's (docs/fleet.md), apart from the helpers
-// audit.Helpers lists: a gateway's fleet helper. The relay runs as its
-// host's relay account under sshd and has none (docs/fleet.md).
-var fleetProfiles = map[string]string{msg.Fleet: "usr.libexec.sluice.sluice-fleet"}
+// audit.Helpers lists: a gateway's fleet helper, and a host's relay
+// (sshd's forced command for the relay account, relay_test.go).
+var fleetProfiles = map[string]string{msg.Fleet: "usr.libexec.sluice.sluice-fleet", msg.Relay: "usr.libexec.sluice.sluice-relay"}
 
 // The fleet helper's allowlist: the helpers' own plus what ssh, which
 // runs under the helper's profile, reads and connects to.
