@@ -44,6 +44,11 @@ const (
 	OpFleetOpen = "fleet-open"
 	// fleet, "admin to fleet"
 	OpFleetCheck = "fleet-check"
+	// auth, "admin to auth": an admin host grant for the calling admin
+	OpHostAdminGrant = "host-admin-grant"
+	// fleet, "admin to fleet": one admin call (OpPtyList, OpPtyDrop) to a
+	// host's ptystore, carried with an admin host grant
+	OpFleetAdminCall = "fleet-admin-call"
 	// relay only: is the relay there, and which host is it
 	OpRelayPing = "relay-ping"
 )
@@ -61,6 +66,17 @@ type HostGrant struct {
 	Expires    int64  `msgpack:"expires"` // unix milliseconds
 	Nonce      []byte `msgpack:"nonce"`
 	Sig        []byte `msgpack:"sig"` // Ed25519, 64 bytes
+	// Admin: a gateway admin's grant (User is the admin's account name),
+	// good only for a host's admin ops its ptystore lets the gateway make
+	// (--gateway-admin), never for a user's; signed under a context of
+	// its own, so flipping the flag breaks the signature.
+	Admin bool `msgpack:"admin,omitempty"`
+}
+
+// HostAdminGrantRequest asks auth for an admin HostGrant on Host for the
+// admin the kernel names as the caller.
+type HostAdminGrantRequest struct {
+	Host string `msgpack:"host"`
 }
 
 // HostGrantRequest asks auth for a HostGrant for Grant.User on Host.

@@ -57,7 +57,7 @@ func every() []any {
 		new(msg.CheckSessions), new(msg.SessionCheck), new(msg.CheckSessionsReply), new(msg.Verdict),
 		new(msg.PtyRecheck), new(msg.PtyRecheckReply), new(msg.RevokedSession),
 		// the fleet (msg/fleet.go)
-		new(msg.HostGrant), new(msg.HostGrantRequest), new(msg.HostGrantReply),
+		new(msg.HostGrant), new(msg.HostGrantRequest), new(msg.HostGrantReply), new(msg.HostAdminGrantRequest),
 		new(msg.GatewayKey), new(msg.GatewayKeyReply), new(msg.GatewayArgs),
 		new(msg.FleetCall), new(msg.FleetOpenReply), new(msg.FleetHost), new(msg.FleetHosts), new(msg.FleetHostsReply),
 		new(msg.FleetCheck), new(msg.FleetCheckReply),
@@ -105,6 +105,8 @@ var argsOf = map[string]func() any{
 	msg.OpFleetCall:          func() any { return new(msg.FleetCall) },
 	msg.OpFleetOpen:          func() any { return new(msg.FleetCall) },
 	msg.OpFleetCheck:         func() any { return new(msg.FleetCheck) },
+	msg.OpHostAdminGrant:     func() any { return new(msg.HostAdminGrantRequest) },
+	msg.OpFleetAdminCall:     func() any { return new(msg.FleetCall) },
 	msg.OpRelayPing:          func() any { return new(msg.RelayPing) },
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -15,6 +16,23 @@ import (
 
 // request sends one admin request and decodes the reply.
 func request(ctx context.Context, g *globals, protocol, op string, args, reply any) ([]*fdInfo, error) {
+	fds, err := requestBare(ctx, g, protocol, op, args, reply)
+	var ce clientErr
+	if errors.As(err, &ce) {
+		return nil, explain(ce.error, ce.path)
+	}
+	return fds, err
+}
+
+// clientErr is a call's error with the socket it went to, for explain.
+type clientErr struct {
+	error
+	path string
+}
+
+// requestBare is request without explain's hints: for a call whose
+// refusal comes from further away (a fleet host) than the socket.
+func requestBare(ctx context.Context, g *globals, protocol, op string, args, reply any) ([]*fdInfo, error) {
 	cl, err := suite.Client(msg.Admin, protocol)
 	if err != nil {
 		return nil, err
@@ -26,7 +44,7 @@ func request(ctx context.Context, g *globals, protocol, op string, args, reply a
 	}
 	fds, err := cl.Call(ctx, msg.Request{Op: op, Args: raw}, nil, reply)
 	if err != nil {
-		return nil, explain(err, cl.Path)
+		return nil, clientErr{err, cl.Path}
 	}
 	return describeFDs(fds), nil
 }

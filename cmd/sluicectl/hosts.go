@@ -112,6 +112,8 @@ On %s, as root:
        --allow "gateway to policy=user:%s"   (policy)
        --allow "gateway to ptystore=user:%s" (ptystore)
      and %s may connect to policy.sock and ptystore.sock (docs/fleet.md).
+     Optional: ptystore's --gateway-admin lets this gateway's admins list
+     and end the host's sessions (sluicectl sessions, sessions end HOST/ID).
 Then: sluicectl hosts check %s
 `, h.Name, h.Address, h.Port, kf[0], h.Name, h.User, h.User, h.User, *relayPath, h.Name, strings.TrimSpace(string(sshPub)),
 			strings.TrimSpace(hostgrant.FormatPublic(pub)), h.Name, h.User, h.User, h.User, h.Name)

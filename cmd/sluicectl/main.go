@@ -26,8 +26,10 @@ const usage = `usage: sluicectl [global flags] COMMAND [flags] [args]
 Commands:
   enroll USER            create a one-time passkey enrollment link for USER
                          (--unless-enrolled: only if USER has no passkey yet)
-  sessions [list]        list live shell sessions
-  sessions end ID        end a session (hangs up its shell)
+  sessions [list]        list live shell sessions, on a fleet gateway every
+                         host's too (HOST column; --host NAME: one host)
+  sessions end [HOST/]ID end a session (hangs up its shell), on a fleet
+                         host through its relay (or --host NAME)
   users [list]           list sluice users: state, passkeys, last sign-in
   users disable USER     refuse USER's sign-ins and revoke their grants at once
   users enable USER      let USER sign in again (older grants stay revoked)

@@ -50,7 +50,7 @@ func TestUsage(t *testing.T) {
 		{args: []string{"enroll", "--help"}, code: 0, stdout: "usage: sluicectl enroll"},
 		{args: []string{"enroll", "--ttl", "soon", "alice"}, code: 2, stderr: "invalid value"},
 		{args: []string{"sessions", "frob"}, code: 2, stderr: `unknown sessions verb "frob"`},
-		{args: []string{"sessions", "end"}, code: 2, stderr: "want: sessions end ID"},
+		{args: []string{"sessions", "end"}, code: 2, stderr: "want: sessions end [--host NAME] [HOST/]ID"},
 		{args: []string{"call", "auth"}, code: 2, stderr: "want HELPER OP"},
 		{args: []string{"call", "nosuch", "op"}, code: 2, stderr: `no protocol is served by "nosuch"`},
 		{args: []string{"call", "auth", "enroll", "{not json"}, code: 2, stderr: "JSON-ARGS"},

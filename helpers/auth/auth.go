@@ -269,6 +269,11 @@ func (s *Service) HandleAdmin(ctx context.Context, call *rpc.Call) (rpc.Reply, e
 		}
 	case msg.OpGatewayKey:
 		reply, err = s.gatewayKey()
+	case msg.OpHostAdminGrant:
+		var a msg.HostAdminGrantRequest
+		if err = decodeArgs(req.Args, &a); err == nil {
+			reply, err = s.hostAdminGrant(a, call.Peer)
+		}
 	default:
 		call.Label = "unknown"
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q on admin to auth", req.Op)

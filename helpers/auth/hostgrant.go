@@ -2,7 +2,12 @@ package auth
 
 import (
 	"crypto/ed25519"
+	"fmt"
+	"os/user"
+	"strconv"
 	"time"
+
+	"sluice/helpers/names"
 
 	"sluice/helpers/hostgrant"
 	"sluice/msg"
@@ -40,4 +45,25 @@ func (s *Service) gatewayKey() (msg.GatewayKeyReply, error) {
 		return msg.GatewayKeyReply{}, rpc.Errorf(msg.CodeNotFound, "this gateway has no fleet key (sluice-auth --host-grant-key)")
 	}
 	return msg.GatewayKeyReply{Public: s.cfg.HostKey.Public().(ed25519.PublicKey)}, nil
+}
+
+// hostAdminGrant serves msg.OpHostAdminGrant (admins, as the kernel says:
+// the caller check before every admin op): an admin host grant for one
+// host, named after the calling admin's account, for sluicectl's
+// fleet-wide sessions. Only hosts whose ptystore takes admin calls from
+// the gateway (--gateway-admin) accept it, and only for list and end.
+func (s *Service) hostAdminGrant(a msg.HostAdminGrantRequest, p rpc.Peer) (msg.HostGrantReply, error) {
+	if s.cfg.HostKey == nil {
+		return msg.HostGrantReply{}, rpc.Errorf(msg.CodeFailed, "this gateway has no fleet key (sluice-auth --host-grant-key)")
+	}
+	name := fmt.Sprintf("uid%d", p.UID)
+	if u, err := user.LookupId(strconv.Itoa(int(p.UID))); err == nil && names.SluiceUser(u.Username) {
+		name = u.Username
+	}
+	hg, err := hostgrant.SignAdmin(s.cfg.HostKey, name, a.Host, s.cfg.Now(), hostgrant.DefaultLifetime)
+	if err != nil {
+		return msg.HostGrantReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+	}
+	s.log.Info("auth: admin host grant", "admin", name, "uid", p.UID, "pid", p.PID, "host", a.Host, "expires", hg.Expires)
+	return msg.HostGrantReply{HostGrant: hg}, nil
 }

@@ -256,7 +256,8 @@ func (f *Fleet) run(ctx context.Context, h msg.FleetHost, req msg.RelayRequest) 
 		f.Log.Warn("fleet: relay call failed", "host", h.Name, "op", req.Op, "err", err, "ssh", werr, "stderr", stderr.String())
 		return rep, rpc.Errorf(msg.CodeFailed, "%s: cannot reach the host's relay (%s)", h.Name, sshWhy(stderr.String(), err))
 	}
-	f.Log.Info("fleet: relay call", "host", h.Name, "service", req.Service, "op", req.Op, "user", userOf(req.HostGrant), "error", rep.Error)
+	f.Log.Info("fleet: relay call", "host", h.Name, "service", req.Service, "op", req.Op, "user", userOf(req.HostGrant),
+		"admin", req.HostGrant != nil && req.HostGrant.Admin, "error", rep.Error)
 	return rep, nil
 }
 

@@ -33,6 +33,10 @@ func (f *Fleet) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		if !names.Machine(a.Host) || a.Host == msg.HostMachine {
 			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "invalid host %q", a.Host)
 		}
+		if a.HostGrant.Admin {
+			// Admin grants go from sluicectl over "admin to fleet" only.
+			return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "an admin host grant on %s", msg.ProtoWebToFleet)
+		}
 		if req.Op == msg.OpFleetOpen {
 			out, master, err := f.Open(ctx, a)
 			if err != nil {
@@ -58,7 +62,11 @@ func (f *Fleet) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
 }
 
-// Admin serves "admin to fleet": the hosts, and checking one.
+// Admin serves "admin to fleet": the hosts, checking one, and carrying
+// one admin call to a host's ptystore. The kernel vouched for the caller
+// (the route's allowlist: root or the admin group); the host trusts the
+// admin host grant only, which gateway auth signs for admins alone, so
+// this helper checks shapes and carries.
 func (f *Fleet) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 	var req msg.Request
 	if err := c.Decode(&req); err != nil {
@@ -78,6 +86,26 @@ func (f *Fleet) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 			return rpc.Reply{}, err
 		}
 		return rpc.Reply{Body: rep}, nil
+	case msg.OpFleetAdminCall:
+		var a msg.FleetCall
+		if err := (&rpc.Call{Body: req.Args}).Decode(&a); err != nil {
+			return rpc.Reply{}, err
+		}
+		if !names.Machine(a.Host) || a.Host == msg.HostMachine {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "invalid host %q", a.Host)
+		}
+		if a.Op != msg.OpPtyList && a.Op != msg.OpPtyDrop {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%s is not an admin call a host takes from the gateway", a.Op)
+		}
+		if !a.HostGrant.Admin {
+			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%s wants an admin host grant (host-admin-grant)", req.Op)
+		}
+		a.Service = msg.PtyStore
+		payload, err := f.Call(ctx, a)
+		if err != nil {
+			return rpc.Reply{}, err
+		}
+		return rpc.Reply{Body: msgpack.RawMessage(payload)}, nil
 	}
 	c.Label = "unknown"
 	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)

@@ -36,9 +36,19 @@ type Adapter struct {
 	// Ops maps each op served to whether it needs a host grant; any op
 	// not listed is refused before the inner handler sees it.
 	Ops map[string]bool
-	Log *slog.Logger
-	Now func() time.Time
+	// Admin, when set, serves AdminOps to a gateway admin's host grant
+	// (msg.HostGrant.Admin): the host's admin handler, as sluicectl on the
+	// host would call it. Nil (the default) refuses every admin grant: a
+	// host lets the gateway's admins list and end its sessions only if
+	// its own admin said so (sluice-ptystore --gateway-admin).
+	Admin rpc.HandlerFunc
+	Log   *slog.Logger
+	Now   func() time.Time
 }
+
+// AdminOps are what an admin host grant may do on "gateway to ptystore"
+// when the host allows it: list every session and end one.
+var AdminOps = map[string]bool{msg.OpPtyList: true, msg.OpPtyDrop: true}
 
 // PolicyOps are served on "gateway to policy".
 var PolicyOps = map[string]bool{msg.OpCreateShellSession: true, msg.OpAllowedTargets: true}
@@ -73,6 +83,10 @@ func (a *Adapter) Wrap(inner rpc.HandlerFunc) rpc.HandlerFunc {
 			closeAll(c.FDs)
 			return rpc.Reply{}, err
 		}
+		if ga.HostGrant != nil && ga.HostGrant.Admin {
+			closeAll(c.FDs)
+			return a.admin(ctx, c, req.Op, ga)
+		}
 		args := ga.Args
 		if needGrant {
 			g, err := a.grantFor(ga.HostGrant)
@@ -99,21 +113,55 @@ func (a *Adapter) Wrap(inner rpc.HandlerFunc) rpc.HandlerFunc {
 	}
 }
 
+// admin serves one admin call: a verified admin host grant, a host that
+// takes them, an op in AdminOps; the arguments go to the host's admin
+// handler as the gateway sent them, with no fds.
+func (a *Adapter) admin(ctx context.Context, c *rpc.Call, op string, ga msg.GatewayArgs) (rpc.Reply, error) {
+	if err := a.verify(ga.HostGrant); err != nil {
+		a.log().Warn("gateway: bad admin host grant", "op", op, "host", a.Host, "pid", c.Peer.PID, "err", err)
+		return rpc.Reply{}, err
+	}
+	if a.Admin == nil {
+		a.log().Warn("gateway: admin call refused: this host takes none from the gateway", "op", op, "admin", ga.HostGrant.User, "host", a.Host)
+		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "this host takes no admin calls from the gateway (its ptystore has no --gateway-admin)")
+	}
+	if !AdminOps[op] {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "%s is not served to the gateway's admins", op)
+	}
+	a.log().Info("gateway: admin call", "op", op, "admin", ga.HostGrant.User, "host", a.Host, "pid", c.Peer.PID)
+	body, err := msgpack.Marshal(msg.Request{Op: op, Args: ga.Args})
+	if err != nil {
+		return rpc.Reply{}, err
+	}
+	in := &rpc.Call{Peer: c.Peer, Intent: c.Intent, Body: body}
+	rep, err := a.Admin(ctx, in)
+	c.Label = in.Label
+	return rep, err
+}
+
+// verify checks a host grant's signature, host and times, and says why
+// not in the caller's terms.
+func (a *Adapter) verify(hg *msg.HostGrant) error {
+	if hg == nil {
+		return rpc.Errorf(msg.CodeBadGrant, "no host grant")
+	}
+	if err := hostgrant.Verify(a.Gateway, a.Host, *hg, a.now()); err != nil {
+		if errors.Is(err, hostgrant.ErrExpired) || errors.Is(err, hostgrant.ErrNotYetValid) {
+			return rpc.Errorf(msg.CodeBadGrant, "host grant expired or not yet valid; sign in again")
+		}
+		if errors.Is(err, hostgrant.ErrWrongHost) {
+			return rpc.Errorf(msg.CodeBadGrant, "host grant is for another host")
+		}
+		return rpc.Errorf(msg.CodeBadGrant, "host grant not valid")
+	}
+	return nil
+}
+
 // grantFor verifies hg and returns a host-key grant for its user, good
 // no longer than hg.
 func (a *Adapter) grantFor(hg *msg.HostGrant) (msg.Grant, error) {
-	if hg == nil {
-		return msg.Grant{}, rpc.Errorf(msg.CodeBadGrant, "no host grant")
-	}
-	now := a.now()
-	if err := hostgrant.Verify(a.Gateway, a.Host, *hg, now); err != nil {
-		if errors.Is(err, hostgrant.ErrExpired) || errors.Is(err, hostgrant.ErrNotYetValid) {
-			return msg.Grant{}, rpc.Errorf(msg.CodeBadGrant, "host grant expired or not yet valid; sign in again")
-		}
-		if errors.Is(err, hostgrant.ErrWrongHost) {
-			return msg.Grant{}, rpc.Errorf(msg.CodeBadGrant, "host grant is for another host")
-		}
-		return msg.Grant{}, rpc.Errorf(msg.CodeBadGrant, "host grant not valid")
+	if err := a.verify(hg); err != nil {
+		return msg.Grant{}, err
 	}
 	issued := time.UnixMilli(hg.Issued)
 	g, err := grant.SignCredential(a.GrantKey, hg.User, hg.Credential, issued, time.UnixMilli(hg.Expires).Sub(issued))

@@ -37,8 +37,10 @@ const (
 	nonceSize = 16
 	maxUser   = 256
 	maxCred   = 1023
-	// context keeps these signatures apart from any other use of the key.
-	context = "sluice 2026-11-24 host grant v1"
+	// context keeps these signatures apart from any other use of the key,
+	// and adminContext an admin's grants apart from a user's.
+	context      = "sluice 2026-11-24 host grant v1"
+	adminContext = "sluice 2026-12-04 host admin grant v1"
 )
 
 // Errors Verify returns; test with errors.Is.
@@ -53,6 +55,17 @@ var (
 // Sign makes a host grant for user (and the passkey credential the grant
 // came from) on host, valid from issued for lifetime.
 func Sign(key ed25519.PrivateKey, user string, credential []byte, host string, issued time.Time, lifetime time.Duration) (msg.HostGrant, error) {
+	return sign(key, user, credential, host, issued, lifetime, false)
+}
+
+// SignAdmin makes an admin host grant for the gateway admin named admin
+// on host: what a host's ptystore, if it takes admin calls from the
+// gateway, needs to list and end its sessions.
+func SignAdmin(key ed25519.PrivateKey, admin, host string, issued time.Time, lifetime time.Duration) (msg.HostGrant, error) {
+	return sign(key, admin, nil, host, issued, lifetime, true)
+}
+
+func sign(key ed25519.PrivateKey, user string, credential []byte, host string, issued time.Time, lifetime time.Duration, admin bool) (msg.HostGrant, error) {
 	if !names.SluiceUser(user) {
 		return msg.HostGrant{}, fmt.Errorf("hostgrant: invalid user %q", user)
 	}
@@ -69,7 +82,7 @@ func Sign(key ed25519.PrivateKey, user string, credential []byte, host string, i
 		return msg.HostGrant{}, errors.New("hostgrant: no signing key")
 	}
 	g := msg.HostGrant{User: user, Credential: credential, Host: host,
-		Issued: issued.UnixMilli(), Expires: issued.Add(lifetime).UnixMilli(), Nonce: make([]byte, nonceSize)}
+		Issued: issued.UnixMilli(), Expires: issued.Add(lifetime).UnixMilli(), Nonce: make([]byte, nonceSize), Admin: admin}
 	rand.Read(g.Nonce)
 	g.Sig = ed25519.Sign(key, message(g))
 	return g, nil
@@ -109,7 +122,11 @@ func Verify(pub ed25519.PublicKey, host string, g msg.HostGrant, now time.Time) 
 // variable ones length-prefixed, so no two grants encode alike.
 func message(g msg.HostGrant) []byte {
 	b := make([]byte, 0, 128+len(g.User)+len(g.Credential)+len(g.Host))
-	b = appendBytes(b, []byte(context))
+	ctx := context
+	if g.Admin {
+		ctx = adminContext
+	}
+	b = appendBytes(b, []byte(ctx))
 	b = appendBytes(b, []byte(g.User))
 	b = appendBytes(b, g.Credential)
 	b = appendBytes(b, []byte(g.Host))

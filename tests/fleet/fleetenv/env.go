@@ -60,6 +60,9 @@ type Options struct {
 	// serves "web to fleet" to the frontend's uid, for a browser; else
 	// only root (the test) calls the fleet helper.
 	Page bool
+	// GatewayAdmin names the hosts whose ptystore takes the gateway
+	// admins' calls (--gateway-admin): sluicectl sessions fleet-wide.
+	GatewayAdmin map[string]bool
 }
 
 // Host is one host of the fleet.
@@ -205,7 +208,12 @@ func New(t *testing.T, o Options) *Env {
 		go func(h *Host, pol string) {
 			defer wg.Done()
 			s, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(h.Dir, "suite"), Bin: e.Bin, Policy: pol, FreshRootHome: true,
-				Tweak: func(c suiterun.RawConfig) { hostTweak(c, h.Name, pubPath, e.RelayUID) }})
+				Tweak: func(c suiterun.RawConfig) {
+					hostTweak(c, h.Name, pubPath, e.RelayUID)
+					if o.GatewayAdmin[h.Name] {
+						c.AppendExec(msg.PtyStore, "--gateway-admin")
+					}
+				}})
 			if err != nil {
 				errs <- fmt.Errorf("host %s: %w", h.Name, err)
 				return
@@ -504,6 +512,15 @@ func (e *Env) Call(ctx context.Context, host string, hg msg.HostGrant, service, 
 	_, err := suiterun.Call(ctx, e.FleetClient(msg.ProtoWebToFleet), msg.OpFleetCall,
 		msg.FleetCall{Host: host, Service: service, Op: op, Args: raw, HostGrant: hg}, nil, reply)
 	return err
+}
+
+// Sluicectl runs the gateway's sluicectl as root, as an admin there does.
+func (e *Env) Sluicectl(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(e.Bin, "sluicectl"), args...)
+	cmd.Env = []string{"SLUICE_RUNTIME_DIR=" + e.GW.RunDir, "SLUICE_MANIFEST=" + filepath.Join(e.GW.RunDir, "build-ids.json"),
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 func (e *Env) Logs() string {

@@ -40,6 +40,7 @@ func main() {
 	policyPoll := flag.Duration("policy-poll", 500*time.Millisecond, "how often the policy file's identity is looked at")
 	var fleet gateway.Flags
 	fleet.Register(flag.CommandLine)
+	gatewayAdmin := flag.Bool("gateway-admin", false, "with --fleet-host: let the fleet gateway's admins (an admin host grant from its auth) list this host's sessions and end one, as sluicectl sessions does here")
 	verdictTTL := flag.Duration("verdict-ttl", ptystore.DefaultVerdictTTL, "how long policy's allow of an attach is reused while the --policy-file is unchanged (0: ask policy on every attach); the grant and the revocation list are checked on every call regardless")
 	limitsEvery := flag.Duration("limits-every", 500*time.Millisecond, "how often sessions are checked against their maximum length and detached limit")
 	flag.Parse()
@@ -143,7 +144,13 @@ func main() {
 	if err != nil {
 		helper.Fatal(log, "fleet", err)
 	}
+	if *gatewayAdmin && ad == nil {
+		helper.Fatal(log, "fleet", errors.New("--gateway-admin goes with --fleet-host and --gateway-key"))
+	}
 	if ad != nil {
+		if *gatewayAdmin {
+			ad.Admin = h.Admin
+		}
 		// The relay puts the pty it got from policy, as the frontend does.
 		serves = append(serves, served{msg.ProtoGatewayToPtyStore, 1, ad.Wrap(h.Web)})
 	}
