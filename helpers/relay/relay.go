@@ -217,7 +217,9 @@ func (r *Relay) stream(ctx context.Context, id string, master *os.File, tty bool
 	go func() { io.Copy(r.Out, master); done <- "session ended" }()
 	tick := time.NewTicker(r.reportEvery())
 	defer tick.Stop()
+	rp := &reporter{r: r, id: id, every: r.reportEvery(), lastOK: time.Now()}
 	var why string
+	var cut reportVerdict
 	for why == "" {
 		select {
 		case why = <-done:
@@ -225,17 +227,26 @@ func (r *Relay) stream(ctx context.Context, id string, master *os.File, tty bool
 			why = "ssh session hung up"
 		case <-ctx.Done():
 			why = "stopped"
-		case <-tick.C:
-			if r.viewers(ctx, []string{id}, nil) {
-				why = "detached by the host's policy"
+		case now := <-tick.C:
+			// Fail closed (report.go): detached, gone, or unanswered
+			// for too long all end the stream.
+			if v, w := rp.report(ctx, now); v != keepStreaming {
+				why, cut = w, v
 				// Writes to the channel are whole (the fd's write lock),
 				// so the notice lands between two chunks of output; the
 				// copies end with this process, which ends the stream.
-				io.WriteString(r.Out, DetachedNotice)
+				io.WriteString(r.Out, v.notice())
 			}
 		}
 	}
-	r.viewers(context.Background(), nil, []string{id})
+	// The detached limit runs from now; if this report is lost, the
+	// lease runs out instead. Not asked of a ptystore that stopped
+	// answering: the stream ends with this process, not a deadline later.
+	if cut != cutUnanswered {
+		if _, err := r.report(context.Background(), nil, []string{id}, ReportTimeout); err != nil {
+			r.Log.Warn("relay: pty-viewers left", "host", r.Host, "session", id, "err", err)
+		}
+	}
 	r.Log.Info("relay: stream ended", "host", r.Host, "session", id, "why", why, "user", r.user)
 	return nil
 }
@@ -245,35 +256,6 @@ func (r *Relay) reportEvery() time.Duration {
 		return r.ReportEvery
 	}
 	return ReportEvery
-}
-
-// viewers tells ptystore whether the session has a viewer (its detached
-// limit), as the frontend does for local sessions, and says whether
-// ptystore answered that the policy detached one of attached. A report
-// that fails detaches nothing: the per-attach check still refuses.
-func (r *Relay) viewers(ctx context.Context, attached, left []string) bool {
-	args, _ := msgpack.Marshal(msg.PtyViewers{Attached: attached, Left: left})
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	payload, fds, err := r.call(ctx, msg.PtyStore, msg.OpPtyViewers, nil, args, nil)
-	closeAll(fds)
-	if err != nil {
-		r.Log.Warn("relay: pty-viewers", "err", err)
-		return false
-	}
-	var rep msg.PtyViewersReply
-	if err := msgpack.Unmarshal(payload, &rep); err != nil {
-		r.Log.Warn("relay: pty-viewers answer", "err", err)
-		return false
-	}
-	for _, d := range rep.Detached {
-		for _, a := range attached {
-			if d == a {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func (r *Relay) readRequest() (msg.RelayRequest, error) {
