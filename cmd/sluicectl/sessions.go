@@ -7,8 +7,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"text/tabwriter"
-	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -61,18 +59,7 @@ func runSessions(ctx context.Context, g *globals, args []string) error {
 				return err
 			}
 		} else {
-			tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tID\tOWNER\tUNIX USER\tMACHINE\tCREATED\tSHARING\tPID")
-			for _, r := range rows {
-				if r.Error != "" {
-					fmt.Fprintf(tw, "%s\t(no list: %s)\n", r.Host, r.Error)
-					continue
-				}
-				s := r.SessionInfo
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", r.Host, s.ID, s.Owner, s.UnixUser, s.Machine,
-					time.UnixMilli(s.Created).UTC().Format(time.RFC3339), s.Sharing, s.PID)
-			}
-			if err := tw.Flush(); err != nil {
+			if err := printSessions(g.out, rows); err != nil {
 				return err
 			}
 		}

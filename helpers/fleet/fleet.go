@@ -179,10 +179,10 @@ func waitReady(r io.Reader) error {
 // gateway's caller gets: the host helper's own code and message.
 func relayError(host, text string) error {
 	code, m, ok := bytes.Cut([]byte(text), []byte(": "))
-	if !ok {
-		return rpc.Errorf(msg.CodeFailed, "%s: %s", host, text)
+	if !ok || !isCode(string(code)) {
+		return rpc.Errorf(msg.CodeFailed, "%s: %s", host, inert(text))
 	}
-	return rpc.Errorf(string(code), "%s: %s", host, m)
+	return rpc.Errorf(string(code), "%s: %s", host, inert(string(m)))
 }
 
 // Call carries one non-streaming call to a host and returns the host
