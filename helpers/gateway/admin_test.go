@@ -21,7 +21,10 @@ func TestWrapAdmin(t *testing.T) {
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	now := time.Now()
 	var served string // which handler ran
-	web := func(ctx context.Context, c *rpc.Call) (rpc.Reply, error) { served = "web"; return rpc.Reply{Body: "web"}, nil }
+	web := func(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
+		served = "web"
+		return rpc.Reply{Body: "web"}, nil
+	}
 	admin := func(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		var req msg.Request
 		if err := c.Decode(&req); err != nil {
