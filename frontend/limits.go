@@ -37,6 +37,10 @@ type limiter struct {
 	mu   sync.Mutex
 	idle map[string]time.Duration // by session, as ptystore last gave it
 
+	// lastOK is when ptystore last answered a report (or there was nothing
+	// to report): only the reporting goroutine touches it.
+	lastOK time.Time
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -134,18 +138,39 @@ func (l *limiter) reportAttached() {
 			ids = append(ids, id)
 		}
 	}
+	now := time.Now()
+	if len(ids) == 0 || l.lastOK.IsZero() {
+		l.lastOK = now
+	}
+	var unanswered []string
 	for len(ids) > 0 {
 		n := min(len(ids), msg.MaxPtyViewers)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*l.heartbeat)
 		rep, err := vr.PtyViewers(ctx, msg.PtyViewers{Attached: ids[:n]})
 		cancel()
 		if err != nil {
-			l.s.log.Warn("frontend: could not tell ptystore which sessions have viewers", "err", err)
+			l.s.log.Warn("frontend: could not tell ptystore which sessions have viewers", "err", err, "unanswered", now.Sub(l.lastOK))
+			unanswered = append(unanswered, ids[:n]...)
 		}
-		l.detachByPolicy(rep.Detached)
+		l.detachByPolicy(rep.Detached, policyDetachMsg)
 		ids = ids[n:]
 	}
+	if len(unanswered) == 0 {
+		l.lastOK = now
+	} else if now.Sub(l.lastOK) >= missedReports*l.heartbeat {
+		// The report is how a policy detach reaches the page: a ptystore
+		// that does not answer must not leave a detached user typing for
+		// good (as the relay does for remote sessions).
+		l.detachByPolicy(unanswered, unansweredMsg)
+	}
 }
+
+// missedReports is how many heartbeats without ptystore's answer detach
+// the viewers: one slow answer or a ptystore restart's gap is not enough.
+const missedReports = 4
+
+// unansweredMsg is what viewers see when ptystore stopped answering.
+const unansweredMsg = "the session store did not answer: detached (the shell keeps running; reattach when it is back)"
 
 // policyDetachMsg is what a viewer of a session the policy detached sees.
 const policyDetachMsg = "the policy no longer allows this session: detached (the shell keeps running)"
@@ -153,14 +178,14 @@ const policyDetachMsg = "the policy no longer allows this session: detached (the
 // detachByPolicy detaches the viewers of the sessions ptystore says the
 // policy detached (on-revoke detach). ptystore refuses their reattach; the
 // viewers stay signed in, for their other sessions.
-func (l *limiter) detachByPolicy(ids []string) {
+func (l *limiter) detachByPolicy(ids []string, why string) {
 	for _, id := range ids {
 		hs := l.s.hub.Get(id)
 		if hs == nil {
 			continue
 		}
-		if n := hs.DetachPolicy(policyDetachMsg); n > 0 {
-			l.s.log.Info("frontend: the policy detached a session: viewers detached", "session", id, "viewers", n)
+		if n := hs.DetachPolicy(why); n > 0 {
+			l.s.log.Info("frontend: viewers detached", "session", id, "viewers", n, "why", why)
 			l.lastViewerGone(id)
 		}
 	}
