@@ -376,3 +376,17 @@ func checkStream(b *suiterun.Browser, gen string, seed uint64, size int) error {
 	}
 	return nil
 }
+
+// TestSessionsByteChecked is BenchmarkSessions100 at make test's size:
+// nine sessions, three on each host, 256 KiB each, every byte checked.
+func TestSessionsByteChecked(t *testing.T) {
+	allow := "allow alice as root on .host\n"
+	e := fleetenv.New(t, fleetenv.Options{Page: true, Policies: map[string]string{"h1": allow, "h2": allow, "h3": allow}})
+	defer func() {
+		if t.Failed() {
+			t.Log(e.Logs())
+		}
+	}()
+	open, streamed := manySessions(t, e, 9, 256<<10)
+	t.Logf("9 sessions opened in %v, streams of 256 KiB checked in %v", open, streamed)
+}
