@@ -64,13 +64,13 @@ type Env struct {
 type Options struct {
 	// Policies is each host's policy file, by host name.
 	Policies map[string]string
+	// Baseline: each host's sshd also lets PlainUser in with PlainKey,
+	// for plain `ssh -t host` (Env.PlainSSH) through the same sshd.
+	Baseline bool
 	// Page: the gateway's frontend runs with --fleet and the fleet helper
 	// serves "web to fleet" to the frontend's uid, for a browser; else
 	// only root (the test) calls the fleet helper.
 	Page bool
-	// Baseline: each host's sshd also lets PlainUser in with PlainKey,
-	// for plain `ssh -t host` (Env.PlainSSH) through the same sshd.
-	Baseline bool
 }
 
 // Host is one host of the fleet.
