@@ -24,6 +24,9 @@ export SLUICE_TEST_BIN=${SLUICE_TEST_BIN-$PWD/bin}
 # the runner and on their own, baselines in processes of their own, every
 # figure the median of alternating rounds with min-max.
 run tests/fair 'Bench' 1x
+# The fleet (issue 17): gateway -> host against `ssh -tt host` through the
+# same sshd, and 100 sessions over three hosts with every byte checked.
+run tests/fleet 'Bench' 1x
 # In-process figures, kept for finding where time goes.
 run rpc 'OneShot|Parallel8' 20000x
 run runner '^BenchmarkAcceptSpawnRatio$' 400x # interleaved call and fork+exec; ~35 ms an iteration

@@ -34,13 +34,18 @@ import (
 // every host of a real fleet; all hosts share this machine's passwd.
 const RelayUser = "sluice-relay-t"
 
+// PlainUser is the account Options.Baseline adds to every host's sshd: a
+// plain login with a key of the test's own (no forced command), for the
+// `ssh -t host` baselines of the fleet's benchmarks.
+const PlainUser = "sluice-plain-t"
+
 // Env is a gateway and its hosts: each host a network namespace with its
 // own sshd, and its own sluice suite under sluice run; the gateway's
 // fleet helper (and so its ssh) in a namespace of its own, linked to each
 // host by a veth pair. Nothing listens outside these namespaces but the
 // suites' own loopback frontends.
 type Env struct {
-	t        *testing.T
+	t        testing.TB
 	opt      Options
 	Dir, Bin string
 	GW       *suiterun.Suite
@@ -50,12 +55,18 @@ type Env struct {
 	fleetCmd *exec.Cmd
 	Hosts    map[string]*Host
 	RelayUID int
+	// PlainKey is the private key PlainUser logs in with (Options.Baseline).
+	PlainKey string
+	hostKey  string // the host grant key's file, which auth reads
 }
 
 // Options say what the fleet is for.
 type Options struct {
 	// Policies is each host's policy file, by host name.
 	Policies map[string]string
+	// Baseline: each host's sshd also lets PlainUser in with PlainKey,
+	// for plain `ssh -t host` (Env.PlainSSH) through the same sshd.
+	Baseline bool
 	// Page: the gateway's frontend runs with --fleet and the fleet helper
 	// serves "web to fleet" to the frontend's uid, for a browser; else
 	// only root (the test) calls the fleet helper.
@@ -75,7 +86,7 @@ type Host struct {
 	HostPub        string // the sshd's public host key line
 }
 
-func Need(t *testing.T) {
+func Need(t testing.TB) {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root: network namespaces, sshd, sluice run as root")
@@ -87,7 +98,7 @@ func Need(t *testing.T) {
 	}
 }
 
-func Run(t *testing.T, name string, args ...string) string {
+func Run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
@@ -96,13 +107,15 @@ func Run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-func ensureRelayUser(t *testing.T) int {
-	if _, err := user.Lookup(RelayUser); err != nil {
-		Run(t, "useradd", "--system", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh", RelayUser)
+func ensureRelayUser(t testing.TB) int { return ensureUser(t, RelayUser) }
+
+func ensureUser(t testing.TB, name string) int {
+	if _, err := user.Lookup(name); err != nil {
+		Run(t, "useradd", "--system", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh", name)
 	}
 	// No password, but not locked ("!"): sshd refuses locked accounts.
-	Run(t, "usermod", "-p", "*", RelayUser)
-	u, err := user.Lookup(RelayUser)
+	Run(t, "usermod", "-p", "*", name)
+	u, err := user.Lookup(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +148,7 @@ func (e *Env) relayBin() string {
 }
 
 // newEnv starts the gateway and hosts h1..hN with the given policies.
-func New(t *testing.T, o Options) *Env {
+func New(t testing.TB, o Options) *Env {
 	policies := o.Policies
 	Need(t)
 	d, err := os.MkdirTemp("", "sluice-fleet-")
@@ -167,13 +180,13 @@ func New(t *testing.T, o Options) *Env {
 	if err := os.WriteFile(pubPath, []byte(hostgrant.FormatPublic(e.HostKey.Public().(ed25519.PublicKey))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.GW, err = suiterun.Start(suiterun.Options{Dir: filepath.Join(e.Dir, "gw"), Bin: e.Bin, Tweak: func(c suiterun.RawConfig) {
-		c.AppendExec(msg.Auth, "--host-grant-key", keyPath)
-		if o.Page {
-			c.AppendExec(msg.Frontend, "--fleet")
-		}
-	}})
-	if err != nil {
+	e.hostKey = keyPath
+	if o.Baseline {
+		ensureUser(t, PlainUser)
+		e.PlainKey = filepath.Join(e.Dir, "plain_ed25519")
+		Run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", e.PlainKey)
+	}
+	if e.GW, err = e.startGateway(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.GW.Stop() })
@@ -256,6 +269,42 @@ func hostTweak(c suiterun.RawConfig, name, pub string, relayUID int) {
 	}
 }
 
+// startGateway starts the gateway's suite under its runner, in the same
+// directory each time: a restart keeps auth's state (passkeys, keys).
+func (e *Env) startGateway() (*suiterun.Suite, error) {
+	return suiterun.Start(suiterun.Options{Dir: filepath.Join(e.Dir, "gw"), Bin: e.Bin, Tweak: func(c suiterun.RawConfig) {
+		c.AppendExec(msg.Auth, "--host-grant-key", e.hostKey)
+		if e.opt.Page {
+			c.AppendExec(msg.Frontend, "--fleet")
+		}
+	}})
+}
+
+// StopGateway stops the gateway's whole suite: its fleet helper (and so
+// every ssh stream) and its runner (auth, frontend, ...). The hosts are
+// not touched. StartGateway starts both again with the same state.
+func (e *Env) StopGateway() {
+	t := e.t
+	t.Helper()
+	e.fleetCmd.Process.Signal(syscall.SIGTERM)
+	e.fleetCmd.Wait()
+	if err := e.GW.Stop(); err != nil {
+		t.Fatalf("gateway stop: %v", err)
+	}
+}
+
+// StartGateway starts what StopGateway stopped.
+func (e *Env) StartGateway() {
+	t := e.t
+	t.Helper()
+	gw, err := e.startGateway()
+	if err != nil {
+		t.Fatalf("gateway start: %v", err)
+	}
+	e.GW = gw
+	e.startFleet()
+}
+
 func (e *Env) startFleet() {
 	t := e.t
 	e.FleetDir = filepath.Join(e.Dir, "fleet")
@@ -272,9 +321,10 @@ func (e *Env) startFleet() {
 		"--listen", sock, "--mode", mode, "--dir", e.FleetDir,
 		"--allow", msg.ProtoWebToFleet+"="+web, "--allow", msg.ProtoAdminToFleet+"=uid:0")
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SLUICE_RUNTIME_DIR=" + e.GW.RunDir}
-	log, _ := os.Create(filepath.Join(e.Dir, "fleet.log"))
+	log, _ := os.OpenFile(filepath.Join(e.Dir, "fleet.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	os.Remove(sock) // a restart's: the new helper's is the one waited for
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +356,7 @@ func (e *Env) frontendUID() int {
 	return -1
 }
 
-func waitFile(t *testing.T, p string) {
+func waitFile(t testing.TB, p string) {
 	t.Helper()
 	deadline := time.Now().Add(suiterun.Wait)
 	for time.Now().Before(deadline) {
@@ -331,17 +381,30 @@ func (e *Env) startSSHD(h *Host) {
 	relayLog := filepath.Join(h.Dir, "relay.log")
 	os.WriteFile(relayLog, nil, 0o600)
 	os.Chown(relayLog, e.RelayUID, -1)
-	ak := filepath.Join(h.Dir, "authorized_keys")
+	// A file per account (%u): a key listed for PlainUser must not log
+	// in as the relay account without its forced command.
+	ak := func(user string) string { return filepath.Join(h.Dir, "authorized_keys."+user) }
 	line := fmt.Sprintf("restrict,pty,command=\"%s --host %s --runtime-dir %s --log %s\" %s",
 		e.relayBin(), h.Name, h.Suite.RunDir, relayLog, strings.TrimSpace(string(fleetPub)))
-	if err := os.WriteFile(ak, []byte(line+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(ak(RelayUser), []byte(line+"\n"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	users := RelayUser
+	if e.PlainKey != "" {
+		pub, err := os.ReadFile(e.PlainKey + ".pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(ak(PlainUser), pub, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		users += " " + PlainUser
 	}
 	h.sshdCfg = filepath.Join(h.Dir, "sshd_config")
 	cfg := strings.Join([]string{
 		"ListenAddress " + h.Addr, "Port 22", "HostKey " + hk, "PidFile " + filepath.Join(h.Dir, "sshd.pid"),
-		"AuthorizedKeysFile " + ak, "StrictModes no", "UsePAM no", "PasswordAuthentication no",
-		"KbdInteractiveAuthentication no", "PermitRootLogin no", "AllowUsers " + RelayUser,
+		"AuthorizedKeysFile " + ak("%u"), "StrictModes no", "UsePAM no", "PasswordAuthentication no",
+		"KbdInteractiveAuthentication no", "PermitRootLogin no", "AllowUsers " + users,
 		"PrintMotd no", "PrintLastLog no", "Subsystem sftp internal-sftp", "LogLevel VERBOSE", "",
 	}, "\n")
 	if err := os.WriteFile(h.sshdCfg, []byte(cfg), 0o644); err != nil {
@@ -371,6 +434,23 @@ func (e *Env) RunSSHD(h *Host) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("sshd of %s not up", h.Name)
+}
+
+// PlainSSH is `ssh -tt` from the gateway's namespace to h as PlainUser
+// running command: the same sshd, ssh binary and network path as the
+// fleet's own ssh, for baselines. The caller gives it a terminal.
+func (e *Env) PlainSSH(h *Host, command string) *exec.Cmd {
+	if e.PlainKey == "" {
+		e.t.Fatal("fleetenv: PlainSSH needs Options.Baseline")
+	}
+	cmd := exec.Command("ip", "netns", "exec", e.GWNS, "ssh", "-F", "/dev/null", "-tt",
+		"-i", e.PlainKey, "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+		"-o", "UserKnownHostsFile="+filepath.Join(e.FleetDir, fleet.KnownHostsFile), "-o", "GlobalKnownHostsFile=/dev/null",
+		"-o", "StrictHostKeyChecking=yes", "-o", "HostKeyAlias="+h.Name, "-o", "BatchMode=yes",
+		"-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "EscapeChar=none", "-o", "LogLevel=ERROR",
+		"-l", PlainUser, "--", h.Addr, command)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + e.Dir, "LANG=C"}
+	return cmd
 }
 
 // stopSSHD ends the host's sshd and every session it runs (its process
@@ -485,7 +565,7 @@ func (e *Env) Open(ctx context.Context, host string, hg msg.HostGrant, op string
 // pollable returns f as a non-blocking file in Go's poller, so read
 // deadlines work on it (a received fd is blocking, and a read on it
 // would wait past any deadline).
-func Pollable(t *testing.T, f *os.File) *os.File {
+func Pollable(t testing.TB, f *os.File) *os.File {
 	var nfd int
 	var derr error
 	rc, err := f.SyscallConn()

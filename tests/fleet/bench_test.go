@@ -1,0 +1,392 @@
+package fleet
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"sluice/tests/fleet/fleetenv"
+	"sluice/tests/suiterun"
+)
+
+// The fleet's figures (issue 17), run by `make bench`: gateway → host
+// through sluice against plain `ssh -tt host` on the same namespaced
+// hosts, the same sshd and the same ssh binary, in the same run. The
+// sluice side is the whole path a browser has: a WebSocket client (this
+// process) to the gateway's frontend (a process of its own, under its
+// runner), the fleet helper's ssh and pty, the host's sshd, sluice-relay
+// and the session's pty held by the host's ptystore. The baseline is
+// ssh on a pty this process reads, as a user's terminal runs `ssh -t`.
+// Every figure is the median of alternating rounds with min–max
+// (units NAME, NAME-min, NAME-max), as in tests/fair.
+
+const benchRounds = 7
+
+// benchFleet is three hosts that let alice be root, and the gateway's
+// page; each host's sshd also lets the baseline's plain account in.
+func benchFleet(b *testing.B) *env {
+	if testing.Short() {
+		b.Skip("the fleet benchmarks need a fleet of namespaces")
+	}
+	allow := "allow alice as root on .host\n"
+	e := fleetenv.New(b, fleetenv.Options{Page: true, Baseline: true,
+		Policies: map[string]string{"h1": allow, "h2": allow, "h3": allow}})
+	b.Cleanup(func() {
+		if b.Failed() {
+			b.Log(e.Logs())
+		}
+	})
+	return e
+}
+
+// rounds collects one figure per round and reports the median with the
+// minimum and maximum.
+type rounds map[string][]float64
+
+func (r rounds) add(name string, v float64) { r[name] = append(r[name], v) }
+
+func (r rounds) report(b *testing.B) {
+	for name, vs := range r {
+		s := slices.Clone(vs)
+		slices.Sort(s)
+		b.ReportMetric(s[len(s)/2], name)
+		if len(s) > 1 {
+			b.ReportMetric(s[0], name+"-min")
+			b.ReportMetric(s[len(s)-1], name+"-max")
+		}
+	}
+}
+
+func (r rounds) String() string {
+	var names []string
+	for n := range r {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := ""
+	for _, n := range names {
+		out += fmt.Sprintf("%s %.4g\n", n, r[n])
+	}
+	return out
+}
+
+func quantile(d []time.Duration, q float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*q))]
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// echoScript makes the shell a program that echoes each key itself, as
+// readline does; "R%sY" D prints RDY, which its own echo does not contain.
+const echoScript = `stty raw -echo; printf 'R%sY' D; exec cat`
+
+// BenchmarkEcho: one key at a time from a WebSocket client through the
+// gateway to `stty raw; cat` on h1 and back, against the same program
+// under `ssh -tt h1` on a pty this process reads; per round a block of
+// each, the order alternating.
+func BenchmarkEcho(b *testing.B) {
+	perRound := envInt("SLUICE_FLEET_ECHO_KEYS", 500)
+	e := benchFleet(b)
+	a := pageUser(b, e, "alice")
+	br, _, err := remotePage(e, a, "h1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	if err := br.Run(echoScript, "RDY"); err != nil {
+		b.Fatal(err)
+	}
+	m, stop := plainSSH(b, e, e.Hosts["h1"], echoScript)
+	defer stop()
+	if err := readUntil(m, "RDY"); err != nil {
+		b.Fatal(err)
+	}
+	one := make([]byte, 1)
+	wsEcho := func() (time.Duration, error) {
+		t := time.Now()
+		if err := br.Type("k"); err != nil {
+			return 0, err
+		}
+		var d time.Duration
+		err := br.Stream(func(p []byte) bool { d = time.Since(t); return len(p) == 0 }, nil)
+		return d, err
+	}
+	sshEcho := func() (time.Duration, error) {
+		t := time.Now()
+		if _, err := m.Write([]byte("k")); err != nil {
+			return 0, err
+		}
+		_, err := io.ReadFull(m, one)
+		if err == nil && one[0] != 'k' {
+			err = fmt.Errorf("ssh echoed %q", one)
+		}
+		return time.Since(t), err
+	}
+	block := func(f func() (time.Duration, error)) []time.Duration {
+		var ds []time.Duration
+		for range perRound {
+			d, err := f()
+			if err != nil {
+				b.Fatal(err)
+			}
+			ds = append(ds, d)
+		}
+		return ds
+	}
+	r := rounds{}
+	for b.Loop() {
+		for range 200 { // warm both paths up
+			wsEcho()
+			sshEcho()
+		}
+		for i := range benchRounds {
+			var sl, wl []time.Duration
+			if i%2 == 0 {
+				sl, wl = block(sshEcho), block(wsEcho)
+			} else {
+				wl, sl = block(wsEcho), block(sshEcho)
+			}
+			us := func(d time.Duration) float64 { return float64(d) / 1e3 }
+			s50, s99, w50, w99 := quantile(sl, .5), quantile(sl, .99), quantile(wl, .5), quantile(wl, .99)
+			r.add("ssh-p50-us", us(s50))
+			r.add("ssh-p99-us", us(s99))
+			r.add("echo-p50-us", us(w50))
+			r.add("echo-p99-us", us(w99))
+			r.add("echo-p50-added-us", us(w50-s50))
+			r.add("echo-p50-ratio", float64(w50)/float64(s50))
+			r.add("echo-p99-ratio", float64(w99)/float64(s99))
+		}
+	}
+	b.Logf("\n%s", r)
+	r.report(b)
+}
+
+// BenchmarkCat100MB: `cat` of a 100 MB file on h1 through the gateway to a
+// WebSocket client that acknowledges what it reads, against `ssh -tt h1`
+// running the same cat, read by this process through the same sshd; a
+// fresh session (and ssh connection) for each, alternating first.
+// SLUICE_FLEET_CAT_MB makes the file smaller.
+func BenchmarkCat100MB(b *testing.B) {
+	size := envInt("SLUICE_FLEET_CAT_MB", 100) << 20
+	nRounds := envInt("SLUICE_FLEET_CAT_ROUNDS", 5)
+	e := benchFleet(b)
+	file := filepath.Join(e.Dir, "cat-file")
+	line := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuvwxyz"), 2)
+	if err := os.WriteFile(file, bytes.Repeat(line, size/len(line)+1)[:size], 0o644); err != nil {
+		b.Fatal(err)
+	}
+	// head waits for one key so the clock starts with the reading.
+	script := fmt.Sprintf("stty raw -echo; printf 'R%%sY' D; head -c 1 >/dev/null; exec cat %s", file)
+	a := pageUser(b, e, "alice")
+	catSSH := func() time.Duration {
+		m, stop := plainSSH(b, e, e.Hosts["h1"], script)
+		defer stop()
+		if err := readUntil(m, "RDY"); err != nil {
+			b.Fatal(err)
+		}
+		buf := make([]byte, 64<<10)
+		t := time.Now()
+		m.Write([]byte("g"))
+		var n int
+		for n < size {
+			k, err := m.Read(buf)
+			n += k
+			if err != nil {
+				b.Fatalf("cat through ssh: %d bytes: %v", n, err)
+			}
+		}
+		return time.Since(t)
+	}
+	catSluice := func() time.Duration {
+		br, _, err := remotePage(e, a, "h1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer br.Close()
+		if err := br.Run(script, "RDY"); err != nil {
+			b.Fatal(err)
+		}
+		t := time.Now()
+		if err := br.Type("g"); err != nil {
+			b.Fatal(err)
+		}
+		var n int
+		if err := br.Stream(func(p []byte) bool { n += len(p); return n < size }, nil); err != nil {
+			b.Fatalf("cat through the gateway: %d bytes: %v", n, err)
+		}
+		return time.Since(t)
+	}
+	r := rounds{}
+	for b.Loop() {
+		catSSH() // the file into the page cache
+		for i := range nRounds {
+			var s, w time.Duration
+			if i%2 == 0 {
+				s, w = catSSH(), catSluice()
+			} else {
+				w, s = catSluice(), catSSH()
+			}
+			mbps := func(d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }
+			r.add("ssh-MB/s", mbps(s))
+			r.add("gateway-MB/s", mbps(w))
+			r.add("tput-ratio", s.Seconds()/w.Seconds())
+		}
+	}
+	b.Logf("\n%s", r)
+	r.report(b)
+}
+
+// BenchmarkSessions100: 100 sessions spread over the three hosts, opened
+// through the gateway 16 at a time, each from a page of its own (the
+// pages signed in first, one after another); once all are open
+// each prints its own seeded pseudo-random stream and every byte is
+// compared at its page. Figures: the time to open all, the time until
+// every stream has arrived, and sessions per second over both.
+// SLUICE_FLEET_SESSIONS and SLUICE_FLEET_SESSION_KB change the sizes.
+func BenchmarkSessions100(b *testing.B) {
+	n := envInt("SLUICE_FLEET_SESSIONS", 100)
+	size := envInt("SLUICE_FLEET_SESSION_KB", 1024) << 10
+	e := benchFleet(b)
+	r := rounds{}
+	for b.Loop() {
+		open, streamed := manySessions(b, e, n, size)
+		r.add("open-s", open.Seconds())
+		r.add("stream-s", streamed.Seconds())
+		r.add("sessions/s", float64(n)/(open+streamed).Seconds())
+		r.add("stream-MB/s", float64(n*size)/streamed.Seconds()/1e6)
+	}
+	b.Logf("\n%d sessions of %d bytes each:\n%s", n, size, r)
+	r.report(b)
+}
+
+// manySessions opens n sessions over the hosts through the gateway at
+// once, then has each print size bytes of its own stream and checks every
+// byte at its page. It fails tb on the first wrong, missing or extra byte.
+func manySessions(tb testing.TB, e *env, n, size int) (open, streamed time.Duration) {
+	tb.Helper()
+	hosts := []string{"h1", "h2", "h3"}
+	gen := genBin(tb, e)
+	a := pageUser(tb, e, "alice")
+	pages := make([]*suiterun.Browser, n)
+	errs := make([]error, n)
+	defer func() {
+		for _, p := range pages {
+			if p != nil {
+				p.Close()
+			}
+		}
+	}()
+	// Signed in one after another: one passkey's signature counter must
+	// reach auth in order (auth refuses a counter going backwards).
+	for i := range n {
+		var err error
+		if pages[i], err = signedIn(e, a); err != nil {
+			tb.Fatalf("sign-in %d: %v", i, err)
+		}
+	}
+	// At most openAtOnce opening at a time: each holds a connection to
+	// the fleet helper for its ssh handshake, and the helper refuses
+	// connections past its cap (64), which the page shows as an error.
+	const openAtOnce = 16
+	sem := make(chan struct{}, openAtOnce)
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			host := hosts[i%len(hosts)]
+			_, errs[i] = openOn(pages[i], host, "")
+			if errs[i] == nil {
+				errs[i] = pages[i].Ready()
+			}
+		}()
+	}
+	wg.Wait()
+	open = time.Since(t0)
+	for i, err := range errs {
+		if err != nil {
+			tb.Fatalf("session %d: %v", i, err)
+		}
+	}
+	t1 := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = checkStream(pages[i], gen, uint64(i)+1, size)
+		}()
+	}
+	wg.Wait()
+	streamed = time.Since(t1)
+	for i, err := range errs {
+		if err != nil {
+			tb.Fatalf("session %d on %s: %v", i, hosts[i%len(hosts)], err)
+		}
+	}
+	return open, streamed
+}
+
+// checkStream runs the generator for seed in the page's shell and
+// compares every byte it prints with the same stream made here: a wrong
+// or missing byte, or one more in the last frame, fails.
+func checkStream(b *suiterun.Browser, gen string, seed uint64, size int) error {
+	line := fmt.Sprintf("stty raw -echo; printf 'R%%sY' D; %s=%d,%d exec %s -test.run='^$'", genEnv, seed, size, gen)
+	if err := b.Run(line, "RDY"); err != nil {
+		return err
+	}
+	want := newStream(seed)
+	var got int
+	var bad error
+	err := b.Stream(func(p []byte) bool {
+		for _, c := range p {
+			if got >= size {
+				bad = fmt.Errorf("byte %q past the stream's %d", c, size)
+				return false
+			}
+			if w := want.next(); c != w {
+				bad = fmt.Errorf("byte %d is %q, want %q", got, c, w)
+				return false
+			}
+			got++
+		}
+		return got < size
+	}, nil)
+	if bad != nil {
+		return bad
+	}
+	if err != nil {
+		return fmt.Errorf("after %d of %d bytes: %w", got, size, err)
+	}
+	return nil
+}
+
+// TestSessionsByteChecked is BenchmarkSessions100 at make test's size:
+// nine sessions, three on each host, 256 KiB each, every byte checked.
+func TestSessionsByteChecked(t *testing.T) {
+	allow := "allow alice as root on .host\n"
+	e := fleetenv.New(t, fleetenv.Options{Page: true, Policies: map[string]string{"h1": allow, "h2": allow, "h3": allow}})
+	defer func() {
+		if t.Failed() {
+			t.Log(e.Logs())
+		}
+	}()
+	open, streamed := manySessions(t, e, 9, 256<<10)
+	t.Logf("9 sessions opened in %v, streams of 256 KiB checked in %v", open, streamed)
+}
