@@ -150,7 +150,7 @@ func TestHelperStopped(t *testing.T) {
 			if err := <-helperErr; err != nil {
 				t.Fatalf("helper side: %v", err)
 			}
-			want := map[string]any{"t": "error", "op": "login-begin", "code": msg.CodeInternal,
+			want := map[string]any{"t": "error", "op": "login-begin", "code": rpc.CodeInternal,
 				"message": "the auth helper stopped before answering; try again"}
 			if fmt.Sprint(m) != fmt.Sprint(want) {
 				t.Fatalf("page got %v, want %v", m, want)

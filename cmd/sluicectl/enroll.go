@@ -34,7 +34,7 @@ func request(ctx context.Context, g *globals, protocol, op string, args, reply a
 // explain turns the errors an admin meets most into what to do about them.
 func explain(err error, path string) error {
 	switch rpc.CodeOf(err) {
-	case msg.CodeForbidden:
+	case rpc.CodeForbidden:
 		return fmt.Errorf("%w (the helper's --allow list does not include you; try as root)", err)
 	case "":
 		if strings.Contains(err.Error(), "no such file") || strings.Contains(err.Error(), "connection refused") {

@@ -205,8 +205,8 @@ func TestBinary(t *testing.T) {
 
 	// A non-admin caller of another uid, through the allowlist.
 	t.Setenv(childHelloEnv, e.admin.Hello.Intent+"\n"+e.admin.Hello.BuildID+"\n"+e.admin.Expect.Intent+"\n"+e.admin.Expect.BuildID)
-	if got := asNobody(t, s.testExe, d.sock, nil); got != msg.CodeForbidden {
-		t.Fatalf("nobody's enroll: %q, want %q", got, msg.CodeForbidden)
+	if got := asNobody(t, s.testExe, d.sock, nil); got != rpc.CodeForbidden {
+		t.Fatalf("nobody's enroll: %q, want %q", got, rpc.CodeForbidden)
 	}
 
 	// Begin a login, restart the helper, finish: nothing was in memory.

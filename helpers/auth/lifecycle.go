@@ -10,6 +10,7 @@ import (
 
 	"sluice/helpers/auth/store"
 	"sluice/helpers/grant"
+	"sluice/helpers/names"
 	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
@@ -103,8 +104,8 @@ func (s *Service) userList() (msg.UserListReply, error) {
 }
 
 func (s *Service) userChange(op string, a msg.UserChange, p rpc.Peer) (msg.UserChangeReply, error) {
-	if err := ValidUserName(a.User); err != nil {
-		return msg.UserChangeReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+	if err := names.CheckSluiceUser(a.User); err != nil {
+		return msg.UserChangeReply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	now := s.cfg.Now()
 	var (
@@ -129,8 +130,8 @@ func (s *Service) userChange(op string, a msg.UserChange, p rpc.Peer) (msg.UserC
 
 // passkeyList lists user's passkeys; current, if set, is marked.
 func (s *Service) passkeyList(user string, current []byte) (msg.PasskeyListReply, error) {
-	if err := ValidUserName(user); err != nil {
-		return msg.PasskeyListReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+	if err := names.CheckSluiceUser(user); err != nil {
+		return msg.PasskeyListReply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	if _, err := s.store.User(user); err != nil {
 		return msg.PasskeyListReply{}, s.storeErr("list passkeys", err)
@@ -148,11 +149,11 @@ func (s *Service) passkeyList(user string, current []byte) (msg.PasskeyListReply
 }
 
 func (s *Service) passkeyRevoke(user string, id []byte, by string) (msg.PasskeyRevokeReply, error) {
-	if err := ValidUserName(user); err != nil {
-		return msg.PasskeyRevokeReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+	if err := names.CheckSluiceUser(user); err != nil {
+		return msg.PasskeyRevokeReply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	if len(id) == 0 || len(id) > grant.MaxCredential {
-		return msg.PasskeyRevokeReply{}, rpc.Errorf(msg.CodeBadRequest, "passkey ID of %d bytes, want 1..%d", len(id), grant.MaxCredential)
+		return msg.PasskeyRevokeReply{}, rpc.Errorf(rpc.CodeBadRequest, "passkey ID of %d bytes, want 1..%d", len(id), grant.MaxCredential)
 	}
 	left, l, err := s.store.RevokeCredential(user, id, s.cfg.Now())
 	if err != nil {

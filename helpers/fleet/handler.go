@@ -31,7 +31,7 @@ func (f *Fleet) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 			return rpc.Reply{}, err
 		}
 		if !names.Machine(a.Host) || a.Host == msg.HostMachine {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "invalid host %q", a.Host)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "invalid host %q", a.Host)
 		}
 		if req.Op == msg.OpFleetOpen {
 			out, master, err := f.Open(ctx, a)
@@ -43,10 +43,10 @@ func (f *Fleet) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		switch a.Op {
 		case msg.OpCreateShellSession, msg.OpPtyGet, msg.OpPtyPut:
 			// Their pty would be closed at the relay: streaming only.
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%s goes through %s", a.Op, msg.OpFleetOpen)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%s goes through %s", a.Op, msg.OpFleetOpen)
 		}
 		if a.Service != msg.Policy && a.Service != msg.PtyStore {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "no service %q on a host", a.Service)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "no service %q on a host", a.Service)
 		}
 		payload, err := f.Call(ctx, a)
 		if err != nil {
@@ -55,7 +55,7 @@ func (f *Fleet) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		return rpc.Reply{Body: msgpack.RawMessage(payload)}, nil
 	}
 	c.Label = "unknown"
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 // Admin serves "admin to fleet": the hosts, and checking one.
@@ -80,7 +80,7 @@ func (f *Fleet) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		return rpc.Reply{Body: rep}, nil
 	}
 	c.Label = "unknown"
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 func (f *Fleet) hosts() (rpc.Reply, error) {

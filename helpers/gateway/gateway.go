@@ -66,7 +66,7 @@ func (a *Adapter) Wrap(inner rpc.HandlerFunc) rpc.HandlerFunc {
 		if !ok {
 			closeAll(c.FDs)
 			c.Label = "unknown"
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 		}
 		var ga msg.GatewayArgs
 		if err := (&rpc.Call{Body: req.Args}).Decode(&ga); err != nil {
@@ -135,7 +135,7 @@ func withGrant(raw []byte, g msg.Grant) ([]byte, error) {
 	m["grant"] = g
 	b, err := msgpack.Marshal(m)
 	if err != nil {
-		return nil, rpc.Errorf(msg.CodeBadRequest, "re-encode args: %v", err)
+		return nil, rpc.Errorf(rpc.CodeBadRequest, "re-encode args: %v", err)
 	}
 	return b, nil
 }

@@ -135,8 +135,8 @@ func TestCheckSessions(t *testing.T) {
 		{Sessions: make([]msg.SessionCheck, msg.MaxCheckSessions+1)},
 	}
 	for i, a := range bad {
-		if _, err := checkCall(pty, a); remoteCode(err) != msg.CodeBadRequest {
-			t.Errorf("bad request %d: %v, want %s", i, err, msg.CodeBadRequest)
+		if _, err := checkCall(pty, a); remoteCode(err) != rpc.CodeBadRequest {
+			t.Errorf("bad request %d: %v, want %s", i, err, rpc.CodeBadRequest)
 		}
 	}
 }
@@ -152,11 +152,11 @@ func TestCheckSessionsCallers(t *testing.T) {
 	h := &policy.Handler{Key: f.key, Policy: p, Log: slog.New(slog.DiscardHandler)}
 	web, pty := checkServer(t, h, me, someoneElse)
 	a := msg.CheckSessions{Sessions: []msg.SessionCheck{{ID: "a", User: "alice", UnixUser: "root", Machine: ".host"}}}
-	if _, err := checkCall(pty, a); remoteCode(err) != msg.CodeForbidden {
-		t.Errorf("a caller that is not ptystore: %v, want %s", err, msg.CodeForbidden)
+	if _, err := checkCall(pty, a); remoteCode(err) != rpc.CodeForbidden {
+		t.Errorf("a caller that is not ptystore: %v, want %s", err, rpc.CodeForbidden)
 	}
-	if _, err := checkCall(web, a); remoteCode(err) != msg.CodeBadRequest {
-		t.Errorf("check-sessions over web to policy: %v, want %s (unknown op)", err, msg.CodeBadRequest)
+	if _, err := checkCall(web, a); remoteCode(err) != rpc.CodeBadRequest {
+		t.Errorf("check-sessions over web to policy: %v, want %s (unknown op)", err, rpc.CodeBadRequest)
 	}
 }
 

@@ -23,10 +23,6 @@ type ShellClient interface {
 	Call(ctx context.Context, req any, fds []*os.File, resp any) ([]*os.File, error)
 }
 
-// MaxArgs bounds a request's argv (an allowed one is in the policy file
-// anyway; this only bounds what is looked at before denying).
-const MaxArgs = 64
-
 // Handler serves "web to policy".
 type Handler struct {
 	Key grant.Key
@@ -59,7 +55,7 @@ func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error)
 	// The caller's string is in the reply, not in the label the log
 	// lines carry (as in auth).
 	call.Label = "unknown"
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 // verify checks a request's grant, the same way for every op: it must
@@ -99,7 +95,7 @@ func (h *Handler) verify(call *rpc.Call, g msg.Grant, now time.Time, logAttrs ..
 func (h *Handler) targets(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
 	var a msg.AllowedTargets
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	if err := h.verify(call, a.Grant, h.now()); err != nil {
 		return rpc.Reply{}, err
@@ -119,7 +115,7 @@ func (h *Handler) targets(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
 func (h *Handler) auditScope(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
 	var a msg.AuditScope
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	if err := h.verify(call, a.Grant, h.now()); err != nil {
 		return rpc.Reply{}, err
@@ -137,14 +133,14 @@ func (h *Handler) auditScope(call *rpc.Call, req msg.Request) (rpc.Reply, error)
 func (h *Handler) create(ctx context.Context, call *rpc.Call, req msg.Request) (rpc.Reply, error) {
 	var a msg.CreateShellSession
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	now := h.now()
 	if err := h.verify(call, a.Grant, now, "unix_user", a.User, "machine", a.Machine); err != nil {
 		return rpc.Reply{}, err
 	}
 	if err := validate(a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 
 	d := h.Policy.Decide(Request{User: a.Grant.User, UnixUser: a.User, Machine: a.Machine, Args: a.Args})
@@ -212,8 +208,8 @@ func validate(a msg.CreateShellSession) error {
 	if !names.Machine(a.Machine) {
 		return fmt.Errorf("invalid machine name %q", a.Machine)
 	}
-	if len(a.Args) > MaxArgs {
-		return fmt.Errorf("%d args, at most %d", len(a.Args), MaxArgs)
+	if len(a.Args) > msg.MaxArgs {
+		return fmt.Errorf("%d args, at most %d", len(a.Args), msg.MaxArgs)
 	}
 	for i, arg := range a.Args {
 		if strings.IndexByte(arg, 0) >= 0 {
@@ -253,18 +249,18 @@ func (h *Handler) HandlePtyStore(ctx context.Context, call *rpc.Call) (rpc.Reply
 	}
 	if req.Op != msg.OpCheckSessions {
 		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 	}
 	var a msg.CheckSessions
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	if len(a.Sessions) > msg.MaxCheckSessions {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%d sessions, at most %d", len(a.Sessions), msg.MaxCheckSessions)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%d sessions, at most %d", len(a.Sessions), msg.MaxCheckSessions)
 	}
 	for i, s := range a.Sessions {
 		if !names.SluiceUser(s.User) || !names.UnixUser(s.UnixUser) || !names.Machine(s.Machine) {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "session %d: invalid user, unix user or machine", i)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "session %d: invalid user, unix user or machine", i)
 		}
 	}
 	if a.Grant != nil {
@@ -311,11 +307,11 @@ func (h *Handler) HandleRecord(ctx context.Context, call *rpc.Call) (rpc.Reply, 
 	call.Label = req.Op
 	if req.Op != msg.OpCheckAudit {
 		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 	}
 	var a msg.CheckAudit
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	if err := h.verify(call, a.Grant, h.now()); err != nil {
 		return rpc.Reply{}, err

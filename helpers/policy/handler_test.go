@@ -191,9 +191,9 @@ func TestHandlerErrors(t *testing.T) {
 		{"invalid grant user", msg.CreateShellSession{Machine: ".host", User: "root", Grant: badName},
 			msg.CodeBadGrant, "invalid user name", "invalid user name"},
 		{"bad unix user", msg.CreateShellSession{Machine: ".host", User: "-root", Grant: f.grant(t, "alice")},
-			msg.CodeBadRequest, "invalid unix user name", ""},
+			rpc.CodeBadRequest, "invalid unix user name", ""},
 		{"bad machine", msg.CreateShellSession{Machine: "a/b", User: "root", Grant: f.grant(t, "alice")},
-			msg.CodeBadRequest, "invalid machine name", ""},
+			rpc.CodeBadRequest, "invalid machine name", ""},
 		// Allowed, but the embedded shell helper has no machined.
 		{"shell failed", msg.CreateShellSession{Machine: "web1", User: "root", Grant: f.grant(t, "alice")},
 			msg.CodeFailed, "no machined", "policy: shell helper failed"},
@@ -215,7 +215,7 @@ func TestHandlerErrors(t *testing.T) {
 
 	t.Run("unknown op", func(t *testing.T) {
 		_, err := f.web.Call(context.Background(), msg.Request{Op: msg.OpOpenShell}, nil, nil)
-		if rpc.CodeOf(err) != msg.CodeBadRequest {
+		if rpc.CodeOf(err) != rpc.CodeBadRequest {
 			t.Fatalf("err %v", err)
 		}
 	})

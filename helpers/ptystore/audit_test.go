@@ -149,7 +149,7 @@ func TestAudit(t *testing.T) {
 	}
 
 	// Admins have their own list; the audit ops are the web's.
-	if _, code := call(t, h.admin, msg.OpPtyAuditList, msg.PtyAuditList{Grant: carol}, nil, nil); code != msg.CodeForbidden {
+	if _, code := call(t, h.admin, msg.OpPtyAuditList, msg.PtyAuditList{Grant: carol}, nil, nil); code != rpc.CodeForbidden {
 		t.Errorf("audit list over admin to ptystore: %q", code)
 	}
 }

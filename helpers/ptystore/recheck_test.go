@@ -178,7 +178,7 @@ func TestRecheckEnds(t *testing.T) {
 		t.Error("bob's shell, still allowed, ended")
 	}
 	// The web protocol does not serve it.
-	if _, code := call(t, h.web, msg.OpPtyRecheck, msg.PtyRecheck{}, nil, &rr); code != msg.CodeBadRequest {
+	if _, code := call(t, h.web, msg.OpPtyRecheck, msg.PtyRecheck{}, nil, &rr); code != rpc.CodeBadRequest {
 		t.Errorf("recheck over web to ptystore: %q", code)
 	}
 }

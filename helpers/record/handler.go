@@ -71,16 +71,16 @@ func (h *Handler) Shell(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 	c.Label = req.Op
 	if req.Op != msg.OpRecordSession {
 		closeAll(c.FDs)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 	}
 	var a msg.RecordSession
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
 		closeAll(c.FDs)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	if err := validSession(a, c.FDs); err != nil {
 		closeAll(c.FDs)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	inner, outer := c.FDs[0], c.FDs[1]
 	sp, err := h.start(a, inner, outer)
@@ -235,7 +235,7 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 	case msg.OpRecList:
 		var a msg.RecList
 		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 		}
 		scope, err := h.auditor(ctx, web, a.Grant)
 		if err != nil {
@@ -249,7 +249,7 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 	case msg.OpRecOpen:
 		var a msg.RecOpen
 		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 		}
 		scope, err := h.auditor(ctx, web, a.Grant)
 		if err != nil {
@@ -278,7 +278,7 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 		}
 		var a msg.RecVerify
 		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 		}
 		f, info, err := h.Store.Open(a.ID)
 		if errors.Is(err, ErrNotFound) {
@@ -294,7 +294,7 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 		}
 		return rpc.Reply{Body: v}, nil
 	}
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 // auditor: on the web route, the grant must hold and policy must let its

@@ -87,7 +87,7 @@ func TestWebRoute(t *testing.T) {
 		{"scoped auditor opens in scope", true, msg.OpRecOpen, msg.RecOpen{Grant: &erin, ID: web1}, "", 1},
 		{"scoped auditor out of scope", true, msg.OpRecOpen, msg.RecOpen{Grant: &erin, ID: id}, msg.CodeNotFound, 0},
 		{"empty scope", true, msg.OpRecList, msg.RecList{Grant: &frank}, msg.CodeDenied, 0},
-		{"auditor may not verify", true, msg.OpRecVerify, msg.RecVerify{ID: id}, msg.CodeBadRequest, 0},
+		{"auditor may not verify", true, msg.OpRecVerify, msg.RecVerify{ID: id}, rpc.CodeBadRequest, 0},
 		{"unknown id", true, msg.OpRecOpen, msg.RecOpen{Grant: &good, ID: "ffffffffffffffffffffffffffffffff"}, msg.CodeNotFound, 0},
 		{"path in id", false, msg.OpRecOpen, msg.RecOpen{ID: "../../etc/shadow"}, msg.CodeNotFound, 0},
 		{"admin verifies", false, msg.OpRecVerify, msg.RecVerify{ID: id}, "", 0},

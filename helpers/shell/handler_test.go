@@ -91,10 +91,10 @@ func TestHandlerErrors(t *testing.T) {
 		code string
 		text string
 	}{
-		{"unknown op", request(t, "open-sesame", msg.OpenShell{}), msg.CodeBadRequest, `unknown op "open-sesame"`},
-		{"undecodable args", msg.Request{Op: msg.OpOpenShell, Args: []byte{0xc1}}, msg.CodeBadRequest, "undecodable"},
-		{"bad user", request(t, msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "-oops"}), msg.CodeBadRequest, "invalid unix user name"},
-		{"relative command", request(t, msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "root", Args: []string{"sh"}}), msg.CodeBadRequest, "absolute"},
+		{"unknown op", request(t, "open-sesame", msg.OpenShell{}), rpc.CodeBadRequest, `unknown op "open-sesame"`},
+		{"undecodable args", msg.Request{Op: msg.OpOpenShell, Args: []byte{0xc1}}, rpc.CodeBadRequest, "undecodable"},
+		{"bad user", request(t, msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "-oops"}), rpc.CodeBadRequest, "invalid unix user name"},
+		{"relative command", request(t, msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "root", Args: []string{"sh"}}), rpc.CodeBadRequest, "absolute"},
 		{"no machined", request(t, msg.OpOpenShell, msg.OpenShell{Machine: "web1", User: "root"}), msg.CodeFailed, "no machined"},
 		{"no such user", request(t, msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "no-such-user-sluice"}), msg.CodeFailed, "no such unix user"},
 	} {
@@ -136,7 +136,7 @@ func TestValidate(t *testing.T) {
 		{"relative command", with(func(r *msg.OpenShell) { r.Args = []string{"bash"} }), "absolute"},
 		{"NUL in arg", with(func(r *msg.OpenShell) { r.Args = []string{"/bin/sh", "a\x00b"} }), "NUL"},
 		{"long arg", with(func(r *msg.OpenShell) { r.Args = []string{"/bin/sh", long} }), "too long"},
-		{"too many args", with(func(r *msg.OpenShell) { r.Args = append([]string{"/bin/sh"}, make([]string, shell.MaxArgs)...) }), "args"},
+		{"too many args", with(func(r *msg.OpenShell) { r.Args = append([]string{"/bin/sh"}, make([]string, msg.MaxArgs)...) }), "args"},
 		{"env without =", with(func(r *msg.OpenShell) { r.Env = []string{"TERM"} }), "KEY=VALUE"},
 		{"env empty key", with(func(r *msg.OpenShell) { r.Env = []string{"=x"} }), "KEY=VALUE"},
 		{"env NUL", with(func(r *msg.OpenShell) { r.Env = []string{"A=\x00"} }), "KEY=VALUE"},

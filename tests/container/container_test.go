@@ -521,7 +521,7 @@ func check(t *testing.T, c Caller, cs CallSpec, send *os.File, want outcome) []*
 		// the helper, so it shows the translation.
 		p, _ := msg.Lookup(protoOf(cs))
 		text := fmt.Sprintf("uid %d gid %d may not call %q", want.seenUID, want.seenUID, msg.Intent(p, "client"))
-		if res.Code != msg.CodeForbidden || res.Msg != text {
+		if res.Code != rpc.CodeForbidden || res.Msg != text {
 			t.Fatalf("%s: %+v, want forbidden: %s", c.Name, res, text)
 		}
 	}

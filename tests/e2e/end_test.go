@@ -161,7 +161,7 @@ func TestHangupOnlyForPtystore(t *testing.T) {
 		master.Close()
 		slave.Close()
 		var re *rpc.RemoteError
-		if !errors.As(err, &re) || re.Code != msg.CodeForbidden {
+		if !errors.As(err, &re) || re.Code != rpc.CodeForbidden {
 			t.Fatalf("%s called as uid %d: %v, want forbidden", proto, unix.Getuid(), err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"sluice/helpers/record/recordtest"
 	"sluice/msg"
+	"sluice/rpc"
 )
 
 // Recorded sessions under `sluice run`: the policy says record, the
@@ -254,10 +255,10 @@ func TestRecordingOutOfFrontendReach(t *testing.T) {
 	}{
 		// As the shell: a second recording of the same id, or one of its
 		// own choosing.
-		{"shell to record", msg.OpRecordSession, msg.RecordSession{Session: id, UnixUser: "root", Machine: ".host"}, msg.CodeForbidden},
-		{"admin to record", msg.OpRecVerify, msg.RecVerify{ID: id}, msg.CodeForbidden},
-		{"admin to record", msg.OpRecList, msg.RecList{}, msg.CodeForbidden},
-		{"web to record", msg.OpRecVerify, msg.RecVerify{ID: id}, msg.CodeBadRequest},
+		{"shell to record", msg.OpRecordSession, msg.RecordSession{Session: id, UnixUser: "root", Machine: ".host"}, rpc.CodeForbidden},
+		{"admin to record", msg.OpRecVerify, msg.RecVerify{ID: id}, rpc.CodeForbidden},
+		{"admin to record", msg.OpRecList, msg.RecList{}, rpc.CodeForbidden},
+		{"web to record", msg.OpRecVerify, msg.RecVerify{ID: id}, rpc.CodeBadRequest},
 		{"web to record", msg.OpRecOpen, msg.RecOpen{ID: id}, msg.CodeBadGrant},
 		{"web to record", msg.OpRecList, msg.RecList{}, msg.CodeBadGrant},
 	} {

@@ -742,7 +742,7 @@ func TestKillPolicyMidCall(t *testing.T) {
 	_, err = b.Expect("attached")
 	t.Logf("page saw: %v", err)
 	var re *suiterun.RemoteError
-	if !errors.As(err, &re) || re.Op != "create" || re.Code != msg.CodeInternal || re.Message != "the policy helper stopped before answering; try again" {
+	if !errors.As(err, &re) || re.Op != "create" || re.Code != rpc.CodeInternal || re.Message != "the policy helper stopped before answering; try again" {
 		t.Errorf("page saw %v, want create: internal: the policy helper stopped before answering; try again", err)
 	}
 	release()

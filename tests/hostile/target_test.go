@@ -155,14 +155,14 @@ func inHandler(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		return rpc.Reply{Body: map[string]any{"op": "echo", "uid": c.Peer.UID}}, nil
 	case "put":
 		if len(c.FDs) != 1 {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "put takes one pty master, got %d fds", len(c.FDs))
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "put takes one pty master, got %d fds", len(c.FDs))
 		}
 		if _, err := unix.IoctlGetInt(int(c.FDs[0].Fd()), unix.TIOCGPTN); err != nil {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "put: not a pty master: %v", err)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "put: not a pty master: %v", err)
 		}
 		return rpc.Reply{Body: map[string]any{"op": "put"}}, nil
 	}
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 // inProcess starts an rpc.Server in this process on a socket every uid
