@@ -70,24 +70,41 @@ func (s *Service) PublishIfMissing() error {
 	return nil
 }
 
-// checkGrant is how auth checks a grant on the web ops: its MAC and times,
-// then the revocation list as stored (auth's own truth, not the published
-// copy).
+// checkGrant is how auth checks a grant on the web ops: grant.Verifier,
+// as every helper does, with the revocation list as stored (auth's own
+// truth, not the published copy).
 func (s *Service) checkGrant(g msg.Grant) error {
-	if err := grant.Verify(s.cfg.GrantKey, g, s.cfg.Now()); err != nil {
+	v := grant.Verifier{Key: s.cfg.GrantKey, Revoked: storedRevocations{s}, Now: s.cfg.Now}
+	if err := v.Verify(g); err != nil {
+		var se storeReadError
+		if errors.As(err, &se) {
+			return s.storeErr("check grant", se.err)
+		}
 		s.log.Warn("auth: bad grant", "user", g.User, "err", err)
-		return rpc.Errorf(msg.CodeBadGrant, "grant not valid or expired; sign in again")
-	}
-	l, err := s.store.Revocations()
-	if err != nil {
-		return s.storeErr("check grant", err)
-	}
-	if err := l.Check(g); err != nil {
-		s.log.Warn("auth: revoked grant", "user", g.User, "err", err)
-		return rpc.Errorf(msg.CodeBadGrant, "grant revoked; sign in again")
+		return grant.Refusal(err)
 	}
 	return nil
 }
+
+// storedRevocations is the revocation list in auth's store, for its
+// grant.Verifier.
+type storedRevocations struct{ s *Service }
+
+func (r storedRevocations) Check(g msg.Grant) error {
+	l, err := r.s.store.Revocations()
+	if err != nil {
+		return storeReadError{err}
+	}
+	return l.Check(g)
+}
+
+// storeReadError carries a store failure through grant.Verifier, so that
+// checkGrant reports it as any other store error (busy, failed) and not as
+// a bad grant.
+type storeReadError struct{ err error }
+
+func (e storeReadError) Error() string { return "auth: revocation list: " + e.err.Error() }
+func (e storeReadError) Unwrap() error { return e.err }
 
 // --- admin -------------------------------------------------------------------
 

@@ -58,35 +58,29 @@ func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error)
 	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
-// verify checks a request's grant, the same way for every op: it must
-// verify with the grant key and be valid now, and name a user auth's own
-// rules allow. logAttrs say what was asked, for the log line of a refusal.
+// verify checks a request's grant with grant.Verifier, the same way for
+// every op and as every other helper does. logAttrs say what was asked,
+// for the log line of a refusal.
 func (h *Handler) verify(call *rpc.Call, g msg.Grant, now time.Time, logAttrs ...any) error {
-	if err := grant.Verify(h.Key, g, now); err != nil {
-		h.log().Warn("policy: bad grant", append(append([]any{"op", call.Label, "user", g.User}, logAttrs...),
-			"pid", call.Peer.PID, "err", err)...)
-		if errors.Is(err, grant.ErrForged) {
-			return rpc.Errorf(msg.CodeBadGrant, "grant not valid")
-		}
-		return rpc.Errorf(msg.CodeBadGrant, "grant expired or not yet valid; sign in again")
-	}
+	v := grant.Verifier{Key: h.Key, Now: func() time.Time { return now }}
 	if h.Revoked != nil {
-		if err := h.Revoked.Check(g); err != nil {
-			h.log().Warn("policy: revoked grant", append(append([]any{"op", call.Label, "user", g.User}, logAttrs...),
-				"pid", call.Peer.PID, "err", err)...)
-			if errors.Is(err, revoke.ErrRevoked) {
-				return rpc.Errorf(msg.CodeBadGrant, "access revoked; sign in again")
-			}
-			return rpc.Errorf(msg.CodeBadGrant, "the revocation list cannot be read, so no grant is accepted; ask an admin")
-		}
+		v.Revoked = h.Revoked
 	}
-	if !names.SluiceUser(g.User) {
-		// Authentic, so auth signed it: a name outside auth's own rules
-		// means the two disagree, and no rule should guess.
-		h.log().Warn("policy: grant for an invalid user name", "op", call.Label, "user", g.User)
-		return rpc.Errorf(msg.CodeBadGrant, "grant for an invalid user name")
+	err := v.Verify(g)
+	if err == nil {
+		return nil
 	}
-	return nil
+	what := "policy: bad grant"
+	switch {
+	case errors.Is(err, revoke.ErrRevoked), errors.Is(err, revoke.ErrUnavailable):
+		what = "policy: revoked grant"
+	case errors.Is(err, grant.ErrBadUser):
+		// Authentic, so auth signed it: auth and policy disagree.
+		what = "policy: grant for an invalid user name"
+	}
+	h.log().Warn(what, append(append([]any{"op", call.Label, "user", g.User}, logAttrs...),
+		"pid", call.Peer.PID, "err", err)...)
+	return grant.Refusal(err)
 }
 
 // targets serves msg.OpAllowedTargets: the login shells the allow rules

@@ -54,14 +54,14 @@ func (h *Handler) now() time.Time {
 	return time.Now()
 }
 
+// verify checks a grant with grant.Verifier, as every helper does.
 func (h *Handler) verify(g msg.Grant) error {
-	if err := grant.Verify(h.GrantKey, g, h.now()); err != nil {
-		return rpc.Errorf(msg.CodeBadGrant, "%v", err)
-	}
+	v := grant.Verifier{Key: h.GrantKey, Now: h.now}
 	if h.Revoked != nil {
-		if err := h.Revoked.Check(g); err != nil {
-			return rpc.Errorf(msg.CodeBadGrant, "%v", err)
-		}
+		v.Revoked = h.Revoked
+	}
+	if err := v.Verify(g); err != nil {
+		return grant.Refusal(err)
 	}
 	return nil
 }

@@ -307,16 +307,16 @@ func (h *Handler) auditor(ctx context.Context, web bool, g *msg.Grant) (func(mac
 	if g == nil {
 		return nil, rpc.Errorf(msg.CodeBadGrant, "a grant is required")
 	}
-	if len(h.GrantKey) == 0 {
-		return nil, rpc.Errorf(msg.CodeDenied, "auditing is not set up (no grant key)")
-	}
-	if err := grant.Verify(h.GrantKey, *g, time.Now()); err != nil {
-		return nil, rpc.Errorf(msg.CodeBadGrant, "%v", err)
-	}
+	v := grant.Verifier{Key: h.GrantKey}
 	if h.Revoked != nil {
-		if err := h.Revoked.Check(*g); err != nil {
-			return nil, rpc.Errorf(msg.CodeBadGrant, "%v", err)
+		v.Revoked = h.Revoked
+	}
+	if err := v.Verify(*g); err != nil {
+		if errors.Is(err, grant.ErrNoKey) {
+			return nil, rpc.Errorf(msg.CodeDenied, "auditing is not set up (no grant key)")
 		}
+		h.log().Warn("record: bad grant", "user", g.User, "err", err)
+		return nil, grant.Refusal(err)
 	}
 	if h.Audit == nil {
 		return nil, rpc.Errorf(msg.CodeDenied, "%s may not audit recordings", g.User)
