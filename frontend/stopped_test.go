@@ -86,9 +86,9 @@ func TestHelperStopped(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			server := testHello("web to auth", "server")
+			server := testHello(msg.ProtoWebToAuth, "server")
 			h := &Helpers{auth: helperClient{name: msg.Auth, Client: &rpc.Client{Path: sock,
-				Hello: testHello("web to auth", "client"), Expect: server}}}
+				Hello: testHello(msg.ProtoWebToAuth, "client"), Expect: server}}}
 
 			helperErr := make(chan error, 1)
 			go func() {

@@ -68,7 +68,7 @@ func runEnroll(ctx context.Context, g *globals, args []string) error {
 		return usageErr("want exactly one USER")
 	}
 	var rep msg.EnrollReply
-	if _, err := request(ctx, g, "admin to auth", msg.OpEnroll,
+	if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpEnroll,
 		msg.Enroll{User: fs.Arg(0), TTLSeconds: int64(*ttl / time.Second), UnlessEnrolled: *unless}, &rep); err != nil {
 		return err
 	}

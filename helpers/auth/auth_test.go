@@ -98,9 +98,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	e.sock = filepath.Join(o.sockDir, "auth.sock")
 	srv := &rpc.Server{Name: "auth", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Routes: []rpc.Route{
-		{Client: hello("web to auth", "client"), Server: hello("web to auth", "server"),
+		{Client: hello(msg.ProtoWebToAuth, "client"), Server: hello(msg.ProtoWebToAuth, "server"),
 			Allow: rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, Handle: e.svc.HandleWeb},
-		{Client: hello("admin to auth", "client"), Server: hello("admin to auth", "server"),
+		{Client: hello(msg.ProtoAdminToAuth, "client"), Server: hello(msg.ProtoAdminToAuth, "server"),
 			Allow: o.adminAllow, Handle: e.svc.HandleAdmin},
 	}}
 	l, err := rpc.Listen(e.sock, 0o666)
@@ -111,8 +111,8 @@ func newEnv(t testing.TB, o envOpts) *env {
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, l); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	e.web = &rpc.Client{Path: e.sock, Hello: hello("web to auth", "client"), Expect: hello("web to auth", "server")}
-	e.admin = &rpc.Client{Path: e.sock, Hello: hello("admin to auth", "client"), Expect: hello("admin to auth", "server")}
+	e.web = &rpc.Client{Path: e.sock, Hello: hello(msg.ProtoWebToAuth, "client"), Expect: hello(msg.ProtoWebToAuth, "server")}
+	e.admin = &rpc.Client{Path: e.sock, Hello: hello(msg.ProtoAdminToAuth, "client"), Expect: hello(msg.ProtoAdminToAuth, "server")}
 	return e
 }
 
@@ -648,7 +648,7 @@ const (
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(childEnv); sock != "" {
 		// The child: one enroll call as whoever we were started as.
-		cl := &rpc.Client{Path: sock, Hello: hello("admin to auth", "client"), Expect: hello("admin to auth", "server")}
+		cl := &rpc.Client{Path: sock, Hello: hello(msg.ProtoAdminToAuth, "client"), Expect: hello(msg.ProtoAdminToAuth, "server")}
 		if h := strings.Split(os.Getenv(childHelloEnv), "\n"); len(h) == 4 {
 			cl.Hello = rpc.Hello{Intent: h[0], BuildID: h[1]}
 			cl.Expect = rpc.Hello{Intent: h[2], BuildID: h[3]}

@@ -198,7 +198,7 @@ func TestCheckAuditOp(t *testing.T) {
 	}
 	p, _ := policy.Parse(strings.NewReader(auditPolicy), "test.policy")
 	h := &policy.Handler{Key: f.key, Policy: p, Revoked: revoke.NewChecker(dir), Log: slog.New(slog.DiscardHandler)}
-	rec := listen(t, "record to policy", h.HandleRecord)
+	rec := listen(t, msg.ProtoRecordToPolicy, h.HandleRecord)
 
 	forged, expired, tampered, badName := f.badGrants(t)
 	for _, c := range []struct {

@@ -29,8 +29,8 @@ allow bob as root on .host command /usr/bin/systemctl status nginx
 // protocol.
 func checkServer(t *testing.T, h *policy.Handler, webAllow, ptyAllow rpc.Allow) (web, pty *rpc.Client) {
 	t.Helper()
-	wc, ws := hellos("web to policy")
-	pc, ps := hellos("ptystore to policy")
+	wc, ws := hellos(msg.ProtoWebToPolicy)
+	pc, ps := hellos(msg.ProtoPtyStoreToPolicy)
 	s := &rpc.Server{Name: "policy", Routes: []rpc.Route{
 		{Client: wc, Server: ws, Allow: webAllow, Handle: h.Handle},
 		{Client: pc, Server: ps, Allow: ptyAllow, Handle: h.HandlePtyStore},

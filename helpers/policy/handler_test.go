@@ -80,12 +80,12 @@ func setupPolicy(t *testing.T, text string, shellClient policy.ShellClient) *fix
 		// As root the embedded backend logs in through sluice-login.
 		login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
 		sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
-		shellClient = listen(t, "policy to shell", sh.Handle)
+		shellClient = listen(t, msg.ProtoPolicyToShell, sh.Handle)
 	}
 	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
 	h := &policy.Handler{Key: f.key, Policy: p, Shell: shellClient,
 		Log: slog.New(slog.NewTextHandler(f.logs, nil))}
-	f.web = listen(t, "web to policy", h.Handle)
+	f.web = listen(t, msg.ProtoWebToPolicy, h.Handle)
 	f.h = h
 	return f
 }
@@ -222,7 +222,7 @@ func TestHandlerErrors(t *testing.T) {
 }
 
 func TestHandlerShellUnreachable(t *testing.T) {
-	client, server := hellos("policy to shell")
+	client, server := hellos(msg.ProtoPolicyToShell)
 	f := setup(t, &rpc.Client{Path: filepath.Join(t.TempDir(), "absent.sock"), Hello: client, Expect: server})
 	_, _, err := f.create(t, msg.CreateShellSession{Machine: ".host", User: "root", Grant: f.grant(t, "alice")})
 	if rpc.CodeOf(err) != msg.CodeFailed || !strings.Contains(err.Error(), "could not be opened") {

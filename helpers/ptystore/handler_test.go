@@ -23,8 +23,8 @@ import (
 // Any valid build IDs do: the handler tests pair client and server hellos
 // directly, without a manifest.
 var (
-	webProto, _   = msg.Lookup("web to ptystore")
-	adminProto, _ = msg.Lookup("admin to ptystore")
+	webProto, _   = msg.Lookup(msg.ProtoWebToPtyStore)
+	adminProto, _ = msg.Lookup(msg.ProtoAdminToPtyStore)
 	webClient     = rpc.Hello{Intent: msg.Intent(webProto, "client"), BuildID: strings.Repeat("a1", 32)}
 	webServer     = rpc.Hello{Intent: msg.Intent(webProto, "server"), BuildID: strings.Repeat("b2", 32)}
 	adminClient   = rpc.Hello{Intent: msg.Intent(adminProto, "client"), BuildID: strings.Repeat("c3", 32)}

@@ -47,7 +47,7 @@ func (pf *policyFile) write(text string) {
 
 func (pf *policyFile) checker(key grant.Key) PolicyChecker {
 	t := pf.t
-	p, _ := msg.Lookup("ptystore to policy")
+	p, _ := msg.Lookup(msg.ProtoPtyStoreToPolicy)
 	client := rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("e5", 32)}
 	server := rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("f6", 32)}
 	path := filepath.Join(t.TempDir(), "policy.sock")
@@ -237,7 +237,7 @@ func TestWatchPolicy(t *testing.T) {
 // binary's). Callers: uid 0 and nobody, as those tests run ptystore.
 func servePolicyFor(t *testing.T, sock string, m *buildid.Manifest, key grant.Key) {
 	t.Helper()
-	p, _ := msg.Lookup("ptystore to policy")
+	p, _ := msg.Lookup(msg.ProtoPtyStoreToPolicy)
 	ce, err := m.Lookup(msg.PtyStore, msg.Intent(p, "client"))
 	if err != nil {
 		t.Fatal(err)

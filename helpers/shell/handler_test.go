@@ -24,7 +24,7 @@ func serve(t *testing.T, b shell.Backend) *rpc.Client {
 
 func serveHandler(t *testing.T, h *shell.Handler) *rpc.Client {
 	t.Helper()
-	p, _ := msg.Lookup("policy to shell")
+	p, _ := msg.Lookup(msg.ProtoPolicyToShell)
 	client := rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("c", 64)}
 	server := rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("5", 64)}
 	s := &rpc.Server{Name: "shell", Routes: []rpc.Route{{Client: client, Server: server,

@@ -113,7 +113,7 @@ func run(m *testing.M) (int, error) {
 	}
 	// This test binary is the frontend: add its own build ID for "web to
 	// policy", as BuildManifest would for a real sluice-frontend.
-	web, _ := msg.Lookup("web to policy")
+	web, _ := msg.Lookup(msg.ProtoWebToPolicy)
 	self, err := os.Executable()
 	if err != nil {
 		return 1, err
@@ -324,7 +324,7 @@ func TestRefusals(t *testing.T) {
 // TestShellTalksOnlyToPolicy: a process that is not the policy binary
 // cannot speak "policy to shell", even with the right intent.
 func TestShellTalksOnlyToPolicy(t *testing.T) {
-	p, _ := msg.Lookup("policy to shell")
+	p, _ := msg.Lookup(msg.ProtoPolicyToShell)
 	shellEntry, err := env.manifest.Lookup(msg.Shell, msg.Intent(p, "server"))
 	if err != nil {
 		t.Fatal(err)
@@ -362,7 +362,7 @@ func TestAcceptYesShellOutlivesHelper(t *testing.T) {
 
 	// Speak as the policy binary: build IDs name binaries, they do not
 	// authenticate; the kernel-checked uid (root here) does.
-	p, _ := msg.Lookup("policy to shell")
+	p, _ := msg.Lookup(msg.ProtoPolicyToShell)
 	ci, si := msg.Intent(p, "client"), msg.Intent(p, "server")
 	pe, err1 := env.manifest.Lookup(msg.Policy, ci)
 	se, err2 := env.manifest.Lookup(msg.Shell, si)

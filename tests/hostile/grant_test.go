@@ -206,8 +206,8 @@ func TestCeremonyReplay(t *testing.T) {
 	s := helpers(t)
 	web := targetNamed(t, "auth")
 	admin := &target{name: "auth admin", sock: web.sock, pid: web.pid,
-		client: s.hello(t, msg.Admin, "admin to auth", "client"),
-		server: s.hello(t, msg.Auth, "admin to auth", "server")}
+		client: s.hello(t, msg.Admin, msg.ProtoAdminToAuth, "client"),
+		server: s.hello(t, msg.Auth, msg.ProtoAdminToAuth, "server")}
 	decode := func(what string, r Reply, v any) {
 		t.Helper()
 		if r.Kind != OK {

@@ -438,32 +438,32 @@ func helperTargetList(t *testing.T) []*target {
 				maxConns: 64, timeout: helperTimeout}
 		}
 		auth := base("auth", authPID)
-		auth.client = s.hello(t, msg.Frontend, "web to auth", "client")
-		auth.server = s.hello(t, msg.Auth, "web to auth", "server")
-		auth.other = s.hello(t, msg.Frontend, "web to policy", "client")
+		auth.client = s.hello(t, msg.Frontend, msg.ProtoWebToAuth, "client")
+		auth.server = s.hello(t, msg.Auth, msg.ProtoWebToAuth, "server")
+		auth.other = s.hello(t, msg.Frontend, msg.ProtoWebToPolicy, "client")
 		auth.good, auth.goodOK = request(msg.OpLoginBegin, msg.LoginBegin{}), wantOK(0)
 
 		pol := base("policy", policyPID)
-		pol.client = s.hello(t, msg.Frontend, "web to policy", "client")
-		pol.server = s.hello(t, msg.Policy, "web to policy", "server")
-		pol.other = s.hello(t, msg.Frontend, "web to auth", "client")
+		pol.client = s.hello(t, msg.Frontend, msg.ProtoWebToPolicy, "client")
+		pol.server = s.hello(t, msg.Policy, msg.ProtoWebToPolicy, "server")
+		pol.other = s.hello(t, msg.Frontend, msg.ProtoWebToAuth, "client")
 		// bob may not: the handler verifies the grant, decides, and denies.
 		pol.good = request(msg.OpCreateShellSession, msg.CreateShellSession{
 			Machine: msg.HostMachine, User: "root", Args: []string{"/bin/true"}, Grant: bob})
 		pol.goodOK = wantCode(msg.CodeDenied)
 
 		sh := base("shell", shellPID)
-		sh.client = s.hello(t, msg.Policy, "policy to shell", "client")
-		sh.server = s.hello(t, msg.Shell, "policy to shell", "server")
-		sh.other = s.hello(t, msg.Frontend, "web to policy", "client")
+		sh.client = s.hello(t, msg.Policy, msg.ProtoPolicyToShell, "client")
+		sh.server = s.hello(t, msg.Shell, msg.ProtoPolicyToShell, "server")
+		sh.other = s.hello(t, msg.Frontend, msg.ProtoWebToPolicy, "client")
 		sh.good = request(msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "root",
 			Args: []string{"/bin/true"}, Requester: "hostile"})
 		sh.goodOK = wantOK(1)
 
 		pty := base("ptystore", ptyPID)
-		pty.client = s.hello(t, msg.Frontend, "web to ptystore", "client")
-		pty.server = s.hello(t, msg.PtyStore, "web to ptystore", "server")
-		pty.other = s.hello(t, msg.Admin, "admin to auth", "client")
+		pty.client = s.hello(t, msg.Frontend, msg.ProtoWebToPtyStore, "client")
+		pty.server = s.hello(t, msg.PtyStore, msg.ProtoWebToPtyStore, "server")
+		pty.other = s.hello(t, msg.Admin, msg.ProtoAdminToAuth, "client")
 		pty.maxFDs = 1
 		pty.good, pty.goodOK = request(msg.OpPtyList, msg.PtyList{Grant: alice}), wantOK(0)
 		pty.ptyPut = request(msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: msg.SessionInfo{

@@ -366,7 +366,7 @@ func (s *Suite) publishRevocations(cfg RawConfig) error {
 	if dir == "" {
 		return nil
 	}
-	cl, err := s.Client(msg.Frontend, "web to auth")
+	cl, err := s.Client(msg.Frontend, msg.ProtoWebToAuth)
 	if err != nil {
 		return err
 	}
@@ -439,7 +439,7 @@ func Call(ctx context.Context, cl *rpc.Client, op string, args any, fds []*os.Fi
 
 // Enroll makes a registration token for user over "admin to auth".
 func (s *Suite) Enroll(ctx context.Context, user string) (string, error) {
-	cl, err := s.Client(msg.Admin, "admin to auth")
+	cl, err := s.Client(msg.Admin, msg.ProtoAdminToAuth)
 	if err != nil {
 		return "", err
 	}
@@ -454,7 +454,7 @@ func (s *Suite) Enroll(ctx context.Context, user string) (string, error) {
 
 // Sessions lists every held session over "admin to ptystore".
 func (s *Suite) Sessions(ctx context.Context) ([]msg.SessionInfo, error) {
-	cl, err := s.Client(msg.Admin, "admin to ptystore")
+	cl, err := s.Client(msg.Admin, msg.ProtoAdminToPtyStore)
 	if err != nil {
 		return nil, err
 	}
