@@ -26,6 +26,7 @@ import (
 	"sluice/helpers/names"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/rpc/rpctest"
 	"sluice/tests/softauthn"
 )
 
@@ -103,14 +104,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		{Client: hello(msg.ProtoAdminToAuth, "client"), Server: hello(msg.ProtoAdminToAuth, "server"),
 			Allow: o.adminAllow, Handle: e.svc.HandleAdmin},
 	}}
-	l, err := rpc.Listen(e.sock, 0o666)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, l); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	rpctest.Serve(t, srv, e.sock, 0o666)
 	e.web = &rpc.Client{Path: e.sock, Hello: hello(msg.ProtoWebToAuth, "client"), Expect: hello(msg.ProtoWebToAuth, "server")}
 	e.admin = &rpc.Client{Path: e.sock, Hello: hello(msg.ProtoAdminToAuth, "client"), Expect: hello(msg.ProtoAdminToAuth, "server")}
 	return e

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,6 +13,7 @@ import (
 	"sluice/helpers/policy"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/rpc/rpctest"
 )
 
 const checkPolicy = `on-revoke detach
@@ -29,22 +29,10 @@ allow bob as root on .host command /usr/bin/systemctl status nginx
 // protocol.
 func checkServer(t *testing.T, h *policy.Handler, webAllow, ptyAllow rpc.Allow) (web, pty *rpc.Client) {
 	t.Helper()
-	wc, ws := hellos(msg.ProtoWebToPolicy)
-	pc, ps := hellos(msg.ProtoPtyStoreToPolicy)
-	s := &rpc.Server{Name: "policy", Routes: []rpc.Route{
-		{Client: wc, Server: ws, Allow: webAllow, Handle: h.Handle},
-		{Client: pc, Server: ps, Allow: ptyAllow, Handle: h.HandlePtyStore},
-	}}
-	path := filepath.Join(t.TempDir(), "policy.sock")
-	l, err := rpc.Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return &rpc.Client{Path: path, Hello: wc, Expect: ws}, &rpc.Client{Path: path, Hello: pc, Expect: ps}
+	w := rpctest.Route(msg.ProtoWebToPolicy, webAllow, 0, h.Handle)
+	p := rpctest.Route(msg.ProtoPtyStoreToPolicy, ptyAllow, 0, h.HandlePtyStore)
+	path := rpctest.Serve(t, &rpc.Server{Name: "policy", Routes: []rpc.Route{w, p}}, "", 0)
+	return rpctest.Client(path, w), rpctest.Client(path, p)
 }
 
 func checkCall(c *rpc.Client, a msg.CheckSessions) (msg.CheckSessionsReply, error) {

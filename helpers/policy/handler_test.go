@@ -18,36 +18,15 @@ import (
 	"sluice/internal/installtest"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/rpc/rpctest"
 	"sluice/tests/ptytest"
 )
-
-func hellos(name string) (client, server rpc.Hello) {
-	p, _ := msg.Lookup(name)
-	return rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("c", 64)},
-		rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("5", 64)}
-}
 
 // listen serves h for protocol name on a real socket and returns a client.
 func listen(t *testing.T, name string, h rpc.HandlerFunc) *rpc.Client {
 	t.Helper()
-	client, server := hellos(name)
-	s := &rpc.Server{Name: name, Routes: []rpc.Route{{Client: client, Server: server,
-		Allow: rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, Handle: h}}}
-	path := filepath.Join(t.TempDir(), "s.sock")
-	l, err := rpc.Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return &rpc.Client{Path: path, Hello: client, Expect: server}
+	r := rpctest.Route(name, rpctest.Me(), 0, h)
+	return rpctest.Client(rpctest.Serve(t, &rpc.Server{Name: name, Routes: []rpc.Route{r}}, "", 0), r)
 }
 
 const handlerPolicy = `allow alice as root on .host
@@ -222,7 +201,7 @@ func TestHandlerErrors(t *testing.T) {
 }
 
 func TestHandlerShellUnreachable(t *testing.T) {
-	client, server := hellos(msg.ProtoPolicyToShell)
+	client, server := rpctest.Hellos(msg.ProtoPolicyToShell)
 	f := setup(t, &rpc.Client{Path: filepath.Join(t.TempDir(), "absent.sock"), Hello: client, Expect: server})
 	_, _, err := f.create(t, msg.CreateShellSession{Machine: ".host", User: "root", Grant: f.grant(t, "alice")})
 	if rpc.CodeOf(err) != msg.CodeFailed || !strings.Contains(err.Error(), "could not be opened") {

@@ -17,6 +17,7 @@ import (
 	"sluice/helpers/grant"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/rpc/rpctest"
 	"sluice/sdnotify"
 )
 
@@ -75,15 +76,7 @@ func newHarnessPolicy(t testing.TB, cfg Config, pc func(grant.Key) PolicyChecker
 		{Client: webClient, Server: webServer, Allow: me, MaxFDs: 1, Handle: hd.Web},
 		{Client: adminClient, Server: adminServer, Allow: me, Handle: hd.Admin},
 	}}
-	path := filepath.Join(t.TempDir(), "ptystore.sock")
-	l, err := rpc.Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, l); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	path := rpctest.Serve(t, srv, "", 0o600)
 	h.web = &rpc.Client{Path: path, Hello: webClient, Expect: webServer}
 	h.admin = &rpc.Client{Path: path, Hello: adminClient, Expect: adminServer}
 	return h

@@ -16,6 +16,7 @@ import (
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
+	"sluice/rpc/rpctest"
 )
 
 // policyFile is a policy file the test rewrites, and a checker that asks a
@@ -83,14 +84,7 @@ func (pf *policyFile) serve(sock string, mode uint32, key grant.Key, revDir stri
 	}
 	srv := &rpc.Server{Name: "policy", Log: testLog(t), Routes: []rpc.Route{
 		{Client: client, Server: server, Allow: allow, Handle: handle}}}
-	l, err := rpc.Listen(sock, os.FileMode(mode))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, l); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	rpctest.Serve(t, srv, sock, os.FileMode(mode))
 }
 
 // The owners' sessions run as u-OWNER (sessionInfo).

@@ -12,6 +12,7 @@ import (
 	"sluice/helpers/shell"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/rpc/rpctest"
 	"sluice/tests/ptytest"
 )
 
@@ -24,26 +25,8 @@ func serve(t *testing.T, b shell.Backend) *rpc.Client {
 
 func serveHandler(t *testing.T, h *shell.Handler) *rpc.Client {
 	t.Helper()
-	p, _ := msg.Lookup(msg.ProtoPolicyToShell)
-	client := rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("c", 64)}
-	server := rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("5", 64)}
-	s := &rpc.Server{Name: "shell", Routes: []rpc.Route{{Client: client, Server: server,
-		Allow: rpc.Allow{UIDs: []uint32{0}}, Handle: h.Handle}}}
-	path := filepath.Join(t.TempDir(), "shell.sock")
-	l, err := rpc.Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return &rpc.Client{Path: path, Hello: client, Expect: server}
+	r := rpctest.Route(msg.ProtoPolicyToShell, rpc.Allow{UIDs: []uint32{0}}, 0, h.Handle)
+	return rpctest.Client(rpctest.Serve(t, &rpc.Server{Name: "shell", Routes: []rpc.Route{r}}, "", 0), r)
 }
 
 func request(t *testing.T, op string, args any) msg.Request {

@@ -23,6 +23,7 @@ import (
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
+	"sluice/rpc/rpctest"
 	"sluice/suite"
 )
 
@@ -175,11 +176,8 @@ func inProcess(t testing.TB, mod func(*rpc.Server)) *target {
 		t.Fatal(err)
 	}
 	os.Chmod(sockDir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(sockDir) }) // after the server stops (cleanups run last first)
 	sock := filepath.Join(sockDir, "s.sock")
-	l, err := rpc.Listen(sock, 0o666)
-	if err != nil {
-		t.Fatal(err)
-	}
 	allow := rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}
 	s := &rpc.Server{
 		// The helpers' deadline: at 300 ms a good call on a loaded
@@ -198,16 +196,7 @@ func inProcess(t testing.TB, mod func(*rpc.Server)) *target {
 	if maxConns == 0 {
 		maxConns = 64
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		os.RemoveAll(sockDir)
-	})
+	rpctest.Serve(t, s, sock, 0o666)
 	return &target{
 		name: "in-process", sock: sock, pid: "self",
 		client: inClient, server: inServer, other: inOther,
