@@ -24,9 +24,18 @@ import (
 
 const root = "../.."
 
-// servers are the components with a socket: the suite's helpers and the
-// fleet's gateway helper. The frontend listens on TCP, not here.
-var servers = []string{msg.Auth, msg.Policy, msg.Shell, msg.PtyStore, msg.Hangup, msg.Record, msg.Fleet}
+// servers are the components with a socket, read from msg: the suite's
+// helpers and the fleet's gateway helper, so a helper added to msg must
+// have its unit, runner entry and profile. The frontend listens on TCP.
+var servers = func() []string {
+	var s []string
+	for _, p := range append(slices.Clone(msg.Protocols), msg.FleetProtocols...) {
+		if !slices.Contains(s, p.Server) {
+			s = append(s, p.Server)
+		}
+	}
+	return s
+}()
 
 // graph is one spelling: protocol name -> "client -> server".
 type graph map[string]string
