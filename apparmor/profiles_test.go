@@ -72,6 +72,7 @@ var allow = map[string]struct {
 	msg.Shell: {
 		files: map[string]string{
 			"/run/sluice/shell.sock":      "rw",
+			"/run/sluice/record.sock":     "rw", // "shell to record"
 			"/run/dbus/system_bus_socket": "rw",
 			"/dev/ptmx":                   "rw",
 			"/dev/pts/ptmx":               "rw",

@@ -6,6 +6,7 @@ import (
 
 	"sluice/frontend/hub"
 	"sluice/msg"
+	"sluice/rpc"
 )
 
 // AuditBackend is what an auditor's page asks of the helpers: policy's
@@ -94,7 +95,7 @@ func (c *conn) auditOp(m inMsg) bool {
 			// is a helper out of step, and gets no view at all.
 			pty.Close()
 			c.log.Error("audit-get answered with another mode", "session", m.ID, "mode", rep.Mode)
-			c.fail(m.T, msg.CodeInternal, "the server could not do that; see its log")
+			c.fail(m.T, rpc.CodeInternal, "the server could not do that; see its log")
 			return true
 		}
 		c.log.Info("auditor attached", "session", m.ID, "owner", rep.Session.Owner)

@@ -77,7 +77,7 @@ func NewHelpers() (*Helpers, error) {
 	for _, c := range []struct {
 		hc          *helperClient
 		name, proto string
-	}{{&h.auth, msg.Auth, "web to auth"}, {&h.policy, msg.Policy, "web to policy"}, {&h.ptystore, msg.PtyStore, "web to ptystore"}, {&h.record, msg.Record, "web to record"}} {
+	}{{&h.auth, msg.Auth, msg.ProtoWebToAuth}, {&h.policy, msg.Policy, msg.ProtoWebToPolicy}, {&h.ptystore, msg.PtyStore, msg.ProtoWebToPtyStore}, {&h.record, msg.Record, msg.ProtoWebToRecord}} {
 		cl, err := suite.Client(msg.Frontend, c.proto)
 		if err != nil {
 			return nil, fmt.Errorf("frontend: client for %q: %w", c.proto, err)

@@ -152,7 +152,7 @@ func (c *conn) run() {
 		case websocket.TextMessage:
 			var m inMsg
 			if err := json.Unmarshal(data, &m); err != nil {
-				c.fail("", msg.CodeBadRequest, "undecodable control message")
+				c.fail("", rpc.CodeBadRequest, "undecodable control message")
 				break
 			}
 			c.handle(m)
@@ -271,11 +271,11 @@ func (c *conn) failErr(op string, err error) {
 	var se *StoppedError
 	if errors.As(err, &se) {
 		c.log.Warn("helper stopped mid-call", "op", op, "helper", se.Helper, "err", err)
-		c.fail(op, msg.CodeInternal, "the "+se.Helper+" helper stopped before answering; try again")
+		c.fail(op, rpc.CodeInternal, "the "+se.Helper+" helper stopped before answering; try again")
 		return
 	}
 	switch code {
-	case msg.CodeDenied, msg.CodeFailed, msg.CodeBadGrant, msg.CodeNotFound, msg.CodeBadRequest, msg.CodeBusy, msg.CodeForbidden:
+	case msg.CodeDenied, msg.CodeFailed, msg.CodeBadGrant, msg.CodeNotFound, rpc.CodeBadRequest, msg.CodeBusy, rpc.CodeForbidden:
 		text := err.Error()
 		if errors.As(err, &re) {
 			text = re.Msg
@@ -284,7 +284,7 @@ func (c *conn) failErr(op string, err error) {
 		c.fail(op, code, text)
 	default:
 		c.log.Error("helper call failed", "op", op, "err", err)
-		c.fail(op, msg.CodeInternal, "the server could not do that; see its log")
+		c.fail(op, rpc.CodeInternal, "the server could not do that; see its log")
 	}
 }
 
@@ -319,7 +319,7 @@ func (c *conn) handle(m inMsg) {
 	case "resize":
 		if a := c.att; a != nil && a.v.Mode() != hub.ModeReadOnly {
 			if err := a.v.Resize(m.Cols, m.Rows); err != nil {
-				c.fail(m.T, msg.CodeBadRequest, err.Error())
+				c.fail(m.T, rpc.CodeBadRequest, err.Error())
 			}
 		}
 	case "register-begin":
@@ -347,7 +347,7 @@ func (c *conn) handle(m inMsg) {
 		c.end(m)
 	default:
 		if !c.passkeyOp(m) && !c.auditOp(m) {
-			c.fail(m.T, msg.CodeBadRequest, "unknown message type")
+			c.fail(m.T, rpc.CodeBadRequest, "unknown message type")
 		}
 	}
 }
@@ -391,7 +391,7 @@ func (c *conn) registerBegin(m inMsg) {
 
 func (c *conn) registerFinish(m inMsg) {
 	if c.regState == nil {
-		c.fail(m.T, msg.CodeBadRequest, "no registration in progress")
+		c.fail(m.T, rpc.CodeBadRequest, "no registration in progress")
 		return
 	}
 	ctx, cancel := c.call()
@@ -423,7 +423,7 @@ func (c *conn) loginBegin(m inMsg) {
 
 func (c *conn) loginFinish(m inMsg) {
 	if c.loginSt == nil {
-		c.fail(m.T, msg.CodeBadRequest, "no sign-in in progress")
+		c.fail(m.T, rpc.CodeBadRequest, "no sign-in in progress")
 		return
 	}
 	ctx, cancel := c.call()
@@ -551,7 +551,7 @@ func (c *conn) attachOp(m inMsg) {
 	if m.Share != "" {
 		var err error
 		if tok, err = base64.RawURLEncoding.DecodeString(m.Share); err != nil {
-			c.fail(m.T, msg.CodeBadRequest, "share token is not base64url")
+			c.fail(m.T, rpc.CodeBadRequest, "share token is not base64url")
 			return
 		}
 	}
@@ -585,7 +585,7 @@ func (c *conn) attachOn(op, host string, info msg.SessionInfo, j hub.Join, pty *
 	hs, err := c.s.hub.Adopt(key, pty)
 	if err != nil {
 		c.log.Error("adopt", "session", info.ID, "err", err)
-		c.fail(op, msg.CodeInternal, "could not stream the session")
+		c.fail(op, rpc.CodeInternal, "could not stream the session")
 		return
 	}
 	switch j.Mode {
@@ -779,11 +779,11 @@ func (c *conn) input(p []byte) {
 	c.lastRefus = time.Now()
 	switch {
 	case errors.Is(err, hub.ErrRevoked):
-		c.fail("input", msg.CodeForbidden, "the owner stopped sharing this session")
+		c.fail("input", rpc.CodeForbidden, "the owner stopped sharing this session")
 	case errors.Is(err, hub.ErrDetached):
 		c.fail("input", msg.CodeFailed, "not attached to a session")
 	case errors.Is(err, hub.ErrReadOnly):
-		c.fail("input", msg.CodeForbidden, "this session is shared with you read-only")
+		c.fail("input", rpc.CodeForbidden, "this session is shared with you read-only")
 	case errors.Is(err, hub.ErrInputFull):
 		c.fail("input", msg.CodeBusy, "the shell is not reading its input; keystrokes dropped")
 	default:
@@ -800,7 +800,7 @@ func (c *conn) share(m inMsg) {
 	switch m.Mode {
 	case msg.SharePrivate, msg.ShareReadOnly, msg.ShareReadWrite:
 	default:
-		c.fail(m.T, msg.CodeBadRequest, "mode is private, read-only or read-write")
+		c.fail(m.T, rpc.CodeBadRequest, "mode is private, read-only or read-write")
 		return
 	}
 	ctx, cancel := c.call()

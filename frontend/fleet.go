@@ -138,7 +138,7 @@ func (c *conn) fleetOp(m inMsg) bool {
 	switch m.T {
 	case "fleet", "create", "attach", "share", "end":
 	default:
-		c.fail(m.T, msg.CodeBadRequest, m.T+" is not available for a host")
+		c.fail(m.T, rpc.CodeBadRequest, m.T+" is not available for a host")
 		return true
 	}
 	g := c.signedIn(m.T)
@@ -150,7 +150,7 @@ func (c *conn) fleetOp(m inMsg) bool {
 		return true
 	}
 	if !names.Machine(m.Host) || m.Host == msg.HostMachine {
-		c.fail(m.T, msg.CodeBadRequest, "invalid host name")
+		c.fail(m.T, rpc.CodeBadRequest, "invalid host name")
 		return true
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, FleetCallTimeout+5*time.Second)
@@ -206,7 +206,7 @@ func (c *conn) hostView(ctx context.Context, fb FleetBackend, g msg.Grant, host 
 		return v
 	}
 	if !names.Machine(host) || host == msg.HostMachine {
-		v.Code, v.Error = msg.CodeBadRequest, "invalid host name in the fleet's list"
+		v.Code, v.Error = rpc.CodeBadRequest, "invalid host name in the fleet's list"
 		return v
 	}
 	hg, err := fb.HostGrant(ctx, msg.HostGrantRequest{Grant: g, Host: host})
@@ -261,7 +261,7 @@ func (c *conn) fleetOpen(ctx context.Context, fb FleetBackend, m inMsg, hg msg.H
 		if m.Share != "" {
 			var err error
 			if tok, err = base64.RawURLEncoding.DecodeString(m.Share); err != nil {
-				c.fail(m.T, msg.CodeBadRequest, "share token is not base64url")
+				c.fail(m.T, rpc.CodeBadRequest, "share token is not base64url")
 				return
 			}
 		}
@@ -269,7 +269,7 @@ func (c *conn) fleetOpen(ctx context.Context, fb FleetBackend, m inMsg, hg msg.H
 	}
 	raw, err := msgpack.Marshal(args)
 	if err != nil {
-		c.fail(m.T, msg.CodeInternal, "could not encode the request")
+		c.fail(m.T, rpc.CodeInternal, "could not encode the request")
 		return
 	}
 	a.Args = raw
@@ -281,7 +281,7 @@ func (c *conn) fleetOpen(ctx context.Context, fb FleetBackend, m inMsg, hg msg.H
 	if rep.Host != m.Host || !validRemoteID(rep.Session.ID) {
 		pty.Close()
 		c.log.Error("fleet-open answered for another host or with an invalid session ID", "host", m.Host, "answered", rep.Host, "session", rep.Session.ID)
-		c.fail(m.T, msg.CodeInternal, "the server could not do that; see its log")
+		c.fail(m.T, rpc.CodeInternal, "the server could not do that; see its log")
 		return
 	}
 	key := remoteKey(m.Host, rep.Session.ID)
@@ -294,7 +294,7 @@ func (c *conn) fleetShare(ctx context.Context, fb FleetBackend, m inMsg, hg msg.
 	switch m.Mode {
 	case msg.SharePrivate, msg.ShareReadOnly, msg.ShareReadWrite:
 	default:
-		c.fail(m.T, msg.CodeBadRequest, "mode is private, read-only or read-write")
+		c.fail(m.T, rpc.CodeBadRequest, "mode is private, read-only or read-write")
 		return
 	}
 	var rep msg.PtyShareReply
@@ -334,10 +334,10 @@ func (c *conn) userError(op string, err error) (code, text string) {
 	var se *StoppedError
 	if errors.As(err, &se) {
 		c.log.Warn("helper stopped mid-call", "op", op, "helper", se.Helper, "err", err)
-		return msg.CodeInternal, "the " + se.Helper + " helper stopped before answering; try again"
+		return rpc.CodeInternal, "the " + se.Helper + " helper stopped before answering; try again"
 	}
 	switch code {
-	case msg.CodeDenied, msg.CodeFailed, msg.CodeBadGrant, msg.CodeNotFound, msg.CodeBadRequest, msg.CodeBusy, msg.CodeForbidden:
+	case msg.CodeDenied, msg.CodeFailed, msg.CodeBadGrant, msg.CodeNotFound, rpc.CodeBadRequest, msg.CodeBusy, rpc.CodeForbidden:
 		text = err.Error()
 		if errors.As(err, &re) {
 			text = re.Msg
@@ -346,7 +346,7 @@ func (c *conn) userError(op string, err error) (code, text string) {
 		return code, text
 	}
 	c.log.Error("helper call failed", "op", op, "err", err)
-	return msg.CodeInternal, "the server could not do that; see its log"
+	return rpc.CodeInternal, "the server could not do that; see its log"
 }
 
 // remoteGone closes a remote session's stream once nobody here watches

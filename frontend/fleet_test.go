@@ -74,7 +74,7 @@ func (f *fakeFleet) FleetCall(_ context.Context, a msg.FleetCall, reply any) err
 	case msg.OpPtyShare:
 		out = msg.PtyShareReply{Token: []byte("tok"), Epoch: 2}
 	default:
-		return &rpc.RemoteError{Code: msg.CodeBadRequest, Msg: "unknown op"}
+		return &rpc.RemoteError{Code: rpc.CodeBadRequest, Msg: "unknown op"}
 	}
 	b, _ := msgpack.Marshal(out)
 	return msgpack.Unmarshal(b, reply)
@@ -303,11 +303,11 @@ func TestFleetSession(t *testing.T) {
 		t.Fatalf("create on a denying host: %v", r)
 	}
 	for _, bad := range []string{".host", "../h1", "h1/x", strings.Repeat("h", 300)} {
-		if r := sendJSON(t, ws, map[string]any{"t": "create", "host": bad}); r["t"] != "error" || r["code"] != msg.CodeBadRequest {
+		if r := sendJSON(t, ws, map[string]any{"t": "create", "host": bad}); r["t"] != "error" || r["code"] != rpc.CodeBadRequest {
 			t.Fatalf("create on host %q: %v", bad, r)
 		}
 	}
-	if r := sendJSON(t, ws, map[string]any{"t": "passkey-list", "host": "h1"}); r["t"] != "error" || r["code"] != msg.CodeBadRequest {
+	if r := sendJSON(t, ws, map[string]any{"t": "passkey-list", "host": "h1"}); r["t"] != "error" || r["code"] != rpc.CodeBadRequest {
 		t.Fatalf("an op the fleet does not carry, with a host: %v", r)
 	}
 }
@@ -361,7 +361,7 @@ func TestFleetHostCannotJoinLocalSession(t *testing.T) {
 
 	// An answer for another host than asked is refused outright.
 	f.answerID, f.answerHost = "", "h2"
-	if r := sendJSON(t, ws, map[string]any{"t": "create", "host": "h1"}); r["t"] != "error" || r["code"] != msg.CodeInternal {
+	if r := sendJSON(t, ws, map[string]any{"t": "create", "host": "h1"}); r["t"] != "error" || r["code"] != rpc.CodeInternal {
 		t.Fatalf("an answer naming another host: %v", r)
 	}
 }

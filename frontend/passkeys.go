@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 
 	"sluice/msg"
+	"sluice/rpc"
 )
 
 // PasskeyBackend is the auth helper's passkey ops on behalf of a grant's
@@ -62,7 +63,7 @@ func (c *conn) passkeyOp(m inMsg) bool {
 	}
 	pb, ok := c.s.cfg.Backend.(PasskeyBackend)
 	if !ok {
-		c.fail(m.T, msg.CodeInternal, "this server cannot manage passkeys")
+		c.fail(m.T, rpc.CodeInternal, "this server cannot manage passkeys")
 		return true
 	}
 	ctx, cancel := c.call()
@@ -113,7 +114,7 @@ func (c *conn) passkeyAdd(ctx context.Context, pb PasskeyBackend, g msg.Grant) {
 func (c *conn) passkeyRevoke(ctx context.Context, pb PasskeyBackend, g msg.Grant, m inMsg) {
 	id, err := base64.RawURLEncoding.DecodeString(m.ID)
 	if err != nil || len(id) == 0 {
-		c.fail(m.T, msg.CodeBadRequest, "passkey id is not base64url")
+		c.fail(m.T, rpc.CodeBadRequest, "passkey id is not base64url")
 		return
 	}
 	rep, err := pb.PasskeyRevoke(ctx, msg.PasskeyRevoke{Grant: g, ID: id, Last: m.Last})

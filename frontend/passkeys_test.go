@@ -11,6 +11,7 @@ import (
 
 	"sluice/frontend/hub"
 	"sluice/msg"
+	"sluice/rpc"
 )
 
 // passkeyBackend is the local backend with passkey ops that record what
@@ -109,7 +110,7 @@ func TestPasskeyMessages(t *testing.T) {
 
 	for _, bad := range []string{"", "not base64!", "AQ=="} {
 		c.send(t, map[string]any{"t": "passkey-revoke", "id": bad})
-		if e := c.expect(t, "error"); e["code"] != msg.CodeBadRequest {
+		if e := c.expect(t, "error"); e["code"] != rpc.CodeBadRequest {
 			t.Fatalf("revoke id %q: %v", bad, e)
 		}
 	}

@@ -86,9 +86,9 @@ func TestHelperStopped(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			server := testHello("web to auth", "server")
+			server := testHello(msg.ProtoWebToAuth, "server")
 			h := &Helpers{auth: helperClient{name: msg.Auth, Client: &rpc.Client{Path: sock,
-				Hello: testHello("web to auth", "client"), Expect: server}}}
+				Hello: testHello(msg.ProtoWebToAuth, "client"), Expect: server}}}
 
 			helperErr := make(chan error, 1)
 			go func() {
@@ -150,7 +150,7 @@ func TestHelperStopped(t *testing.T) {
 			if err := <-helperErr; err != nil {
 				t.Fatalf("helper side: %v", err)
 			}
-			want := map[string]any{"t": "error", "op": "login-begin", "code": msg.CodeInternal,
+			want := map[string]any{"t": "error", "op": "login-begin", "code": rpc.CodeInternal,
 				"message": "the auth helper stopped before answering; try again"}
 			if fmt.Sprint(m) != fmt.Sprint(want) {
 				t.Fatalf("page got %v, want %v", m, want)

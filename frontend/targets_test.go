@@ -97,7 +97,7 @@ func TestTargets(t *testing.T) {
 		{name: "bad grant", err: &rpc.RemoteError{Code: msg.CodeBadGrant, Msg: "grant expired or not yet valid; sign in again"},
 			code: msg.CodeBadGrant, text: "grant expired or not yet valid; sign in again"},
 		{name: "policy stopped", err: &StoppedError{Helper: msg.Policy, Err: rpc.ErrTruncated},
-			code: msg.CodeInternal, text: "the policy helper stopped before answering; try again"},
+			code: rpc.CodeInternal, text: "the policy helper stopped before answering; try again"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := startLocal(t, hub.Options{}, func(string) []string { return []string{"cat"} })

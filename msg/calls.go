@@ -64,15 +64,16 @@ const (
 
 // Error codes a caller can act on. They are the first word of an rpc error
 // frame ("denied: alice may not be root on web1"); see docs/protocol.md.
+// The codes the rpc layer itself sends are rpc's: rpc.CodeBadRequest
+// (undecodable or invalid arguments), rpc.CodeForbidden (the
+// kernel-reported caller may not use this socket or op) and
+// rpc.CodeInternal (the helper failed; details are in its log).
 const (
-	CodeDenied     = "denied"      // policy said no; the text is fit for the user
-	CodeFailed     = "failed"      // allowed, but the shell could not be opened
-	CodeBadGrant   = "bad-grant"   // grant or share token forged, expired or for someone else
-	CodeNotFound   = "not-found"   // no such session, user, credential or token
-	CodeBadRequest = "bad-request" // undecodable or invalid arguments
-	CodeForbidden  = "forbidden"   // the kernel-reported caller may not use this socket or op
-	CodeBusy       = "busy"        // server at its connection cap
-	CodeInternal   = "internal"    // the helper failed; details are in its log
+	CodeDenied   = "denied"    // policy said no; the text is fit for the user
+	CodeFailed   = "failed"    // allowed, but the shell could not be opened
+	CodeBadGrant = "bad-grant" // grant or share token forged, expired or for someone else
+	CodeNotFound = "not-found" // no such session, user, credential or token
+	CodeBusy     = "busy"      // a limit of the helper's was reached (streams, store lock); try again
 )
 
 // Grant is what a successful passkey login yields: proof, checkable by any
@@ -262,6 +263,11 @@ type CreateShellSessionReply struct {
 type AllowedTargets struct {
 	Grant Grant `msgpack:"grant"`
 }
+
+// MaxArgs bounds the argv of a shell request (CreateShellSession.Args,
+// OpenShell.Args), far above any sane use: policy refuses more before it
+// looks at a rule, and the shell helper again before it builds an argv.
+const MaxArgs = 64
 
 // MaxTargets bounds AllowedTargetsReply.Targets, so a policy of thousands
 // of rules cannot make a reply past a client's limit: 256 targets of

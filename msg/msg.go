@@ -33,25 +33,45 @@ type Protocol struct {
 	Server string // component that listens
 }
 
+// Protocol names: the words of an intent line, and the name --allow flags,
+// routes and clients use. Every spelling of the peer graph (units, runner
+// config, AppArmor) is checked against Protocols by systemd's and
+// apparmor's tests.
+const (
+	ProtoWebToAuth        = "web to auth"
+	ProtoAdminToAuth      = "admin to auth"
+	ProtoWebToPolicy      = "web to policy"
+	ProtoPolicyToShell    = "policy to shell"
+	ProtoWebToPtyStore    = "web to ptystore"
+	ProtoAdminToPtyStore  = "admin to ptystore"
+	ProtoPtyStoreToHangup = "ptystore to hangup"
+	ProtoPtyStoreToPolicy = "ptystore to policy"
+	ProtoShellToRecord    = "shell to record"
+	ProtoAdminToRecord    = "admin to record"
+	ProtoWebToRecord      = "web to record"
+	ProtoRecordToPolicy   = "record to policy"
+	ProtoRecordToHangup   = "record to hangup"
+)
+
 // Protocols is every conversation the suite has. A socket only answers the
 // client intents of protocols whose Server is its component.
 var Protocols = []Protocol{
-	{Name: "web to auth", Client: Frontend, Server: Auth},
-	{Name: "admin to auth", Client: Admin, Server: Auth},
-	{Name: "web to policy", Client: Frontend, Server: Policy},
-	{Name: "policy to shell", Client: Policy, Server: Shell},
-	{Name: "web to ptystore", Client: Frontend, Server: PtyStore},
-	{Name: "admin to ptystore", Client: Admin, Server: PtyStore},
-	{Name: "ptystore to hangup", Client: PtyStore, Server: Hangup},
-	{Name: "ptystore to policy", Client: PtyStore, Server: Policy},
-	{Name: "shell to record", Client: Shell, Server: Record},
-	{Name: "admin to record", Client: Admin, Server: Record},
-	{Name: "web to record", Client: Frontend, Server: Record},
-	{Name: "record to policy", Client: Record, Server: Policy},
+	{Name: ProtoWebToAuth, Client: Frontend, Server: Auth},
+	{Name: ProtoAdminToAuth, Client: Admin, Server: Auth},
+	{Name: ProtoWebToPolicy, Client: Frontend, Server: Policy},
+	{Name: ProtoPolicyToShell, Client: Policy, Server: Shell},
+	{Name: ProtoWebToPtyStore, Client: Frontend, Server: PtyStore},
+	{Name: ProtoAdminToPtyStore, Client: Admin, Server: PtyStore},
+	{Name: ProtoPtyStoreToHangup, Client: PtyStore, Server: Hangup},
+	{Name: ProtoPtyStoreToPolicy, Client: PtyStore, Server: Policy},
+	{Name: ProtoShellToRecord, Client: Shell, Server: Record},
+	{Name: ProtoAdminToRecord, Client: Admin, Server: Record},
+	{Name: ProtoWebToRecord, Client: Frontend, Server: Record},
+	{Name: ProtoRecordToPolicy, Client: Record, Server: Policy},
 	// The recorder hands over the master of the shell it records when that
 	// session ends, so the shell's own session is ended as ptystore's
 	// hangup ends an unrecorded one.
-	{Name: "record to hangup", Client: Record, Server: Hangup},
+	{Name: ProtoRecordToHangup, Client: Record, Server: Hangup},
 }
 
 // Intent returns the intent line (without newline) for one side of p.

@@ -89,9 +89,10 @@ func ServeFiles(ctx context.Context, s *Server, files []*os.File) error {
 }
 
 // ServeMain is the serve step of a helper's main: with a non-empty listen
-// path it listens there itself (development), otherwise it serves the
-// activation fds whose names are not excluded by skip (for example fds a
-// service stored in its fd store, which are not sockets to serve).
+// path it listens there itself (development; see Listen), otherwise it
+// serves files, the activation sockets (ServeFiles). A service that also
+// gets other fds (those it stored in its fd store) leaves them out of
+// files first, with SplitFiles.
 func ServeMain(ctx context.Context, s *Server, listen string, mode os.FileMode, files []*os.File) error {
 	if listen != "" {
 		l, err := Listen(listen, mode)

@@ -26,6 +26,9 @@ var (
 	// ErrForbidden matches a RemoteError with code "forbidden": the server's
 	// peer policy refused the kernel-reported caller.
 	ErrForbidden = errors.New("rpc: forbidden by peer policy")
+	// ErrInUse: Listen found a live socket, or something other than a
+	// socket, at its path, and left it there.
+	ErrInUse = errors.New("rpc: socket path in use")
 )
 
 // Code words with a meaning at the rpc layer. Helpers add their own (see

@@ -80,12 +80,22 @@ type testServer struct {
 
 func startServer(t testing.TB, mod func(*Server)) *testServer {
 	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "s.sock")
+	return startServerAt(t, filepath.Join(t.TempDir(), "s.sock"), mod)
+}
+
+// startServerAt is startServer at a path of the test's choosing.
+func startServerAt(t testing.TB, path string, mod ...func(*Server)) *testServer {
+	t.Helper()
 	l, err := Listen(path, 0o666)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, path, l, mod...)
+}
+
+// serveOn serves the echo route on l until the test ends.
+func serveOn(t testing.TB, path string, l *net.UnixListener, mod ...func(*Server)) *testServer {
+	t.Helper()
 	s := &Server{
 		Name: "test",
 		Log:  quietLog(),
@@ -95,8 +105,10 @@ func startServer(t testing.TB, mod func(*Server)) *testServer {
 			Handle: echoHandler,
 		}},
 	}
-	if mod != nil {
-		mod(s)
+	for _, m := range mod {
+		if m != nil {
+			m(s)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -136,8 +137,14 @@ func (s *Server) init() error {
 // Listen creates a unix stream socket at path with the given mode, and with
 // SO_PASSCRED set before any connection can be accepted, so every byte a
 // client sends arrives with its kernel credentials.
+//
+// Whatever is at path is dialed first: a socket someone answers on is left
+// alone and Listen fails with ErrInUse (a second helper started with
+// --listen must not take a running one's socket), as it does for a path
+// that is not a socket. Only a socket file nobody listens on (the kernel
+// refuses the connection: its server is gone) is removed and replaced.
 func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := clearStale(path); err != nil {
 		return nil, fmt.Errorf("rpc: listen %s: %w", path, err)
 	}
 	// Bind under a umask that leaves the socket unreachable until chmod.
@@ -157,6 +164,35 @@ func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("rpc: listen %s: %w", path, err)
 	}
 	return l, nil
+}
+
+// clearStale removes a socket file at path that nobody listens on, and
+// refuses anything else that is there.
+func clearStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("%w: %s is not a socket", ErrInUse, fi.Mode().Type())
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%w: a server answers there", ErrInUse)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		// EACCES, EAGAIN (a live server's full backlog), a timeout: not
+		// proof that the socket is dead, so it stays.
+		return fmt.Errorf("%w: %v", ErrInUse, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // Serve accepts until ctx is done or the listener is closed. Accept errors

@@ -2,7 +2,6 @@ package runner
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"sluice/internal/testbuf"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
 	"sluice/runner/internal/testwire"
@@ -62,30 +62,12 @@ type (
 	info    = testwire.Info
 )
 
-// syncBuffer collects the runner's log for assertions.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	t      testing.TB
 	r      *Runner
 	rt     string
 	state  string
-	log    *syncBuffer
+	log    *testbuf.Buffer
 	stdout *os.File // what the runner printed, to read after Stop
 }
 
@@ -100,7 +82,7 @@ func start(t testing.TB, unitsJSON string, extra ...func(*Config)) *harness {
 		f(cfg)
 	}
 	base := openTempDir(t)
-	h := &harness{t: t, rt: filepath.Join(base, "run"), state: filepath.Join(base, "state"), log: &syncBuffer{}}
+	h := &harness{t: t, rt: filepath.Join(base, "run"), state: filepath.Join(base, "state"), log: &testbuf.Buffer{}}
 	out, err := os.Create(filepath.Join(base, "stdout"))
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"sluice/internal/testbuf"
 	"strings"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func TestUnitRecord(t *testing.T) {
 // the runner's handler as fields of their own, with unit=NAME, not as one
 // quoted string.
 func TestUnitLogStructured(t *testing.T) {
-	var out syncBuffer
+	var out testbuf.Buffer
 	ul := newUnitLogger(slog.New(slog.NewJSONHandler(&out, nil)), "ptystore")
 	ul.line([]byte(`time=2026-12-04T10:00:00.5Z level=INFO msg="ptystore: serving" helper=ptystore conns=3`))
 	var m map[string]any

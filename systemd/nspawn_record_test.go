@@ -173,7 +173,7 @@ func recordClientRole(args []string) error {
 			return err
 		}
 		var rep msg.CreateShellSessionReply
-		fds, err := call("web to policy", msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, &rep)
+		fds, err := call(msg.ProtoWebToPolicy, msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, &rep)
 		if err != nil {
 			return fmt.Errorf("create-shell-session: %w", err)
 		}
@@ -209,7 +209,7 @@ func recordClientRole(args []string) error {
 			return err
 		}
 		var list msg.RecListReply
-		if _, err := call("web to record", msg.OpRecList, msg.RecList{Grant: &g}, &list); err != nil {
+		if _, err := call(msg.ProtoWebToRecord, msg.OpRecList, msg.RecList{Grant: &g}, &list); err != nil {
 			return fmt.Errorf("rec-list: %w", err)
 		}
 		found := false
@@ -220,7 +220,7 @@ func recordClientRole(args []string) error {
 			return fmt.Errorf("rec-list lacks %s: %+v", args[2], list.Recordings)
 		}
 		var open msg.RecOpenReply
-		fds, err := call("web to record", msg.OpRecOpen, msg.RecOpen{Grant: &g, ID: args[2]}, &open)
+		fds, err := call(msg.ProtoWebToRecord, msg.OpRecOpen, msg.RecOpen{Grant: &g, ID: args[2]}, &open)
 		if err != nil {
 			return fmt.Errorf("rec-open: %w", err)
 		}

@@ -87,7 +87,7 @@ func (d *drv) do(f []string) (string, error) {
 	switch {
 	case len(f) == 2 && f[0] == "register":
 		var begin msg.RegisterBeginReply
-		if _, err := d.call("web to auth", msg.OpRegisterBegin, msg.RegisterBegin{Token: f[1]}, nil, &begin); err != nil {
+		if _, err := d.call(msg.ProtoWebToAuth, msg.OpRegisterBegin, msg.RegisterBegin{Token: f[1]}, nil, &begin); err != nil {
 			return "", fmt.Errorf("register-begin: %w", err)
 		}
 		cred, err := d.dev.Register(begin.Options)
@@ -95,14 +95,14 @@ func (d *drv) do(f []string) (string, error) {
 			return "", err
 		}
 		var fin msg.RegisterFinishReply
-		if _, err := d.call("web to auth", msg.OpRegisterFinish,
+		if _, err := d.call(msg.ProtoWebToAuth, msg.OpRegisterFinish,
 			msg.RegisterFinish{Token: f[1], State: begin.State, Credential: cred, Name: "nspawn"}, nil, &fin); err != nil {
 			return "", fmt.Errorf("register-finish: %w", err)
 		}
 		return fmt.Sprintf("OK %s %x", fin.User, fin.CredentialID), nil
 	case len(f) == 2 && f[0] == "login":
 		var begin msg.LoginBeginReply
-		if _, err := d.call("web to auth", msg.OpLoginBegin, msg.LoginBegin{}, nil, &begin); err != nil {
+		if _, err := d.call(msg.ProtoWebToAuth, msg.OpLoginBegin, msg.LoginBegin{}, nil, &begin); err != nil {
 			return "", fmt.Errorf("login-begin: %w", err)
 		}
 		as, err := d.dev.Login(begin.Options)
@@ -110,7 +110,7 @@ func (d *drv) do(f []string) (string, error) {
 			return "", err
 		}
 		var fin msg.LoginFinishReply
-		if _, err := d.call("web to auth", msg.OpLoginFinish, msg.LoginFinish{State: begin.State, Assertion: as}, nil, &fin); err != nil {
+		if _, err := d.call(msg.ProtoWebToAuth, msg.OpLoginFinish, msg.LoginFinish{State: begin.State, Assertion: as}, nil, &fin); err != nil {
 			if c := code(err); c != "" {
 				return "REFUSED " + c, nil
 			}
@@ -132,7 +132,7 @@ func (d *drv) do(f []string) (string, error) {
 			return "", fmt.Errorf("no grant %q", f[1])
 		}
 		var rep msg.CreateShellSessionReply
-		fds, err := d.call("web to policy", msg.OpCreateShellSession,
+		fds, err := d.call(msg.ProtoWebToPolicy, msg.OpCreateShellSession,
 			msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, nil, &rep)
 		if err != nil {
 			return "", fmt.Errorf("create-shell-session: %w", err)
@@ -142,7 +142,7 @@ func (d *drv) do(f []string) (string, error) {
 		}
 		defer fds[0].Close()
 		var put msg.PtyPutReply
-		if _, err := d.call("web to ptystore", msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session}, fds, &put); err != nil {
+		if _, err := d.call(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session}, fds, &put); err != nil {
 			return "", fmt.Errorf("pty-put: %w", err)
 		}
 		if err := answers(fds[0], true); err != nil {
@@ -167,7 +167,7 @@ func (d *drv) do(f []string) (string, error) {
 			return "", err
 		}
 		// A shell nobody keeps: closing the only master hangs it up.
-		fds, err := d.call("web to policy", msg.OpCreateShellSession,
+		fds, err := d.call(msg.ProtoWebToPolicy, msg.OpCreateShellSession,
 			msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, nil, &msg.CreateShellSessionReply{})
 		for _, fd := range fds {
 			fd.Close()
@@ -177,12 +177,12 @@ func (d *drv) do(f []string) (string, error) {
 			return "", fmt.Errorf("create-shell-session: %w", err)
 		}
 		var list msg.PtyListReply
-		_, err = d.call("web to ptystore", msg.OpPtyList, msg.PtyList{Grant: g}, nil, &list)
+		_, err = d.call(msg.ProtoWebToPtyStore, msg.OpPtyList, msg.PtyList{Grant: g}, nil, &list)
 		listed, err := res(err, slices.ContainsFunc(list.Sessions, func(s msg.SessionInfo) bool { return s.ID == id }), "not-listed")
 		if err != nil {
 			return "", fmt.Errorf("pty-list: %w", err)
 		}
-		fds, err = d.call("web to ptystore", msg.OpPtyGet, msg.PtyGet{Grant: g, ID: id}, nil, &msg.PtyGetReply{})
+		fds, err = d.call(msg.ProtoWebToPtyStore, msg.OpPtyGet, msg.PtyGet{Grant: g, ID: id}, nil, &msg.PtyGetReply{})
 		for _, fd := range fds {
 			fd.Close()
 		}

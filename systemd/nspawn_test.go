@@ -347,7 +347,7 @@ func clientRole(args []string) error {
 	switch {
 	case len(args) == 1 && args[0] == "open":
 		var rep msg.CreateShellSessionReply
-		fds, err := call("web to policy", msg.OpCreateShellSession,
+		fds, err := call(msg.ProtoWebToPolicy, msg.OpCreateShellSession,
 			msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, nil, &rep)
 		if err != nil {
 			return fmt.Errorf("create-shell-session: %w", err)
@@ -357,14 +357,14 @@ func clientRole(args []string) error {
 		}
 		master = fds[0]
 		var put msg.PtyPutReply
-		if _, err := call("web to ptystore", msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session},
+		if _, err := call(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session},
 			[]*os.File{master}, &put); err != nil {
 			return fmt.Errorf("pty-put: %w", err)
 		}
 		defer fmt.Printf("SESSION %s\n", put.Session.ID)
 	case len(args) == 2 && (args[0] == "get" || args[0] == "hold"):
 		var rep msg.PtyGetReply
-		fds, err := call("web to ptystore", msg.OpPtyGet, msg.PtyGet{Grant: g, ID: args[1]}, nil, &rep)
+		fds, err := call(msg.ProtoWebToPtyStore, msg.OpPtyGet, msg.PtyGet{Grant: g, ID: args[1]}, nil, &rep)
 		if err != nil {
 			return fmt.Errorf("pty-get: %w", err)
 		}

@@ -37,13 +37,13 @@ var socketGroup = map[string]string{
 // socket admits more than that protocol's client: the socket's group lets
 // all of them connect, this group tells the one client apart.
 var callerGroup = map[string]string{
-	"web to policy":      "sluice-web",
-	"ptystore to policy": "sluice-session-checkers",
-	"record to policy":   "sluice-audit-checkers",
-	"web to record":      "sluice-web",
-	"shell to record":    "sluice-shell",
-	"ptystore to hangup": "sluice-session-enders",
-	"record to hangup":   "sluice-recorders",
+	msg.ProtoWebToPolicy:      "sluice-web",
+	msg.ProtoPtyStoreToPolicy: "sluice-session-checkers",
+	msg.ProtoRecordToPolicy:   "sluice-audit-checkers",
+	msg.ProtoWebToRecord:      "sluice-web",
+	msg.ProtoShellToRecord:    "sluice-shell",
+	msg.ProtoPtyStoreToHangup: "sluice-session-enders",
+	msg.ProtoRecordToHangup:   "sluice-recorders",
 }
 
 // allowGroup is the group p's --allow must name.

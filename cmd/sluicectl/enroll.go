@@ -52,7 +52,7 @@ func requestBare(ctx context.Context, g *globals, protocol, op string, args, rep
 // explain turns the errors an admin meets most into what to do about them.
 func explain(err error, path string) error {
 	switch rpc.CodeOf(err) {
-	case msg.CodeForbidden:
+	case rpc.CodeForbidden:
 		return fmt.Errorf("%w (the helper's --allow list does not include you; try as root)", err)
 	case "":
 		if strings.Contains(err.Error(), "no such file") || strings.Contains(err.Error(), "connection refused") {
@@ -86,7 +86,7 @@ func runEnroll(ctx context.Context, g *globals, args []string) error {
 		return usageErr("want exactly one USER")
 	}
 	var rep msg.EnrollReply
-	if _, err := request(ctx, g, "admin to auth", msg.OpEnroll,
+	if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpEnroll,
 		msg.Enroll{User: fs.Arg(0), TTLSeconds: int64(*ttl / time.Second), UnlessEnrolled: *unless}, &rep); err != nil {
 		return err
 	}

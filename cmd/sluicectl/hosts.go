@@ -168,7 +168,7 @@ func gatewayKey(ctx context.Context, g *globals, file string) (ed25519.PublicKey
 		return hostgrant.LoadPublic(file)
 	}
 	var rep msg.GatewayKeyReply
-	if _, err := request(ctx, g, "admin to auth", msg.OpGatewayKey, msg.GatewayKey{}, &rep); err != nil {
+	if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpGatewayKey, msg.GatewayKey{}, &rep); err != nil {
 		return nil, fmt.Errorf("the gateway's key from auth (sluice-auth --host-grant-key): %w", err)
 	}
 	if len(rep.Public) != ed25519.PublicKeySize {

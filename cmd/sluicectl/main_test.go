@@ -54,7 +54,7 @@ func TestUsage(t *testing.T) {
 		{args: []string{"call", "auth"}, code: 2, stderr: "want HELPER OP"},
 		{args: []string{"call", "nosuch", "op"}, code: 2, stderr: `no protocol is served by "nosuch"`},
 		{args: []string{"call", "auth", "enroll", "{not json"}, code: 2, stderr: "JSON-ARGS"},
-		{args: []string{"call", "--protocol", "web to policy", "auth", "enroll"}, code: 2, stderr: "does not serve"},
+		{args: []string{"call", "--protocol", msg.ProtoWebToPolicy, "auth", "enroll"}, code: 2, stderr: "does not serve"},
 		{args: []string{"keygen"}, code: 2, stderr: "want FILE"},
 		{args: []string{"audit", "--root", "/nonexistent"}, code: 1, stderr: "no sluice units found"},
 		// A helper that is not running is a failure, not a usage error.
@@ -171,7 +171,7 @@ func TestEnrollAndCall(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || rep.User != "carol" {
 		t.Fatalf("call enroll: %d %v %q %s", code, err, out, errs)
 	}
-	out, errs, code = sluicectl(t, env, "call", "--protocol", "web to auth", "auth", "register-begin",
+	out, errs, code = sluicectl(t, env, "call", "--protocol", msg.ProtoWebToAuth, "auth", "register-begin",
 		`{"token":"`+rep.Token+`"}`)
 	if code != 0 || !strings.Contains(out, `"user": "carol"`) || !strings.Contains(out, `"challenge"`) {
 		t.Errorf("call register-begin: %d %q %s", code, out, errs)
@@ -185,7 +185,7 @@ func TestEnrollAndCall(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, "bad-request") {
 		t.Errorf("unknown op: %d %q", code, errs)
 	}
-	_, errs, code = sluicectl(t, env, "call", "--protocol", "web to auth", "auth", "register-begin", `{"token":"forged"}`)
+	_, errs, code = sluicectl(t, env, "call", "--protocol", msg.ProtoWebToAuth, "auth", "register-begin", `{"token":"forged"}`)
 	if code != 1 || !strings.Contains(errs, "remote") {
 		t.Errorf("forged token: %d %q", code, errs)
 	}
@@ -271,7 +271,7 @@ func TestSessions(t *testing.T) {
 	// Hand the store a real pty, as the frontend does.
 	t.Setenv("SLUICE_RUNTIME_DIR", run)
 	t.Setenv("SLUICE_MANIFEST", filepath.Join(run, "build-ids.json"))
-	mine, peer, err := hellosFromManifest(m, "web to ptystore")
+	mine, peer, err := hellosFromManifest(m, msg.ProtoWebToPtyStore)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func runRecordings(ctx context.Context, g *globals, args []string) error {
 			return usageErr("--until: %v", err)
 		}
 		var rep msg.RecListReply
-		if _, err := request(ctx, g, "admin to record", msg.OpRecList, q, &rep); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToRecord, msg.OpRecList, q, &rep); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -85,7 +85,7 @@ func runRecordings(ctx context.Context, g *globals, args []string) error {
 			return err
 		}
 		var v msg.RecVerifyReply
-		if _, err := request(ctx, g, "admin to record", msg.OpRecVerify, msg.RecVerify{ID: id}, &v); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToRecord, msg.OpRecVerify, msg.RecVerify{ID: id}, &v); err != nil {
 			return err
 		}
 		var info msg.Recording
@@ -166,7 +166,7 @@ func runRecordings(ctx context.Context, g *globals, args []string) error {
 // recording.
 func openRecording(ctx context.Context, g *globals, id string) (*os.File, msg.Recording, error) {
 	var rep msg.RecOpenReply
-	cl, err := suite.Client(msg.Admin, "admin to record")
+	cl, err := suite.Client(msg.Admin, msg.ProtoAdminToRecord)
 	if err != nil {
 		return nil, rep.Recording, err
 	}

@@ -83,7 +83,7 @@ func runSessions(ctx context.Context, g *globals, args []string) error {
 		}
 		if on == "" || on == localHost {
 			var rep msg.PtyDropReply
-			if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyDrop, msg.PtyDrop{ID: id}, &rep); err != nil {
+			if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyDrop, msg.PtyDrop{ID: id}, &rep); err != nil {
 				return err
 			}
 		} else if err := remoteAdmin(ctx, g, on, msg.OpPtyDrop, msg.PtyDrop{ID: id}, &msg.PtyDropReply{}); err != nil {
@@ -109,7 +109,7 @@ func runSessions(ctx context.Context, g *globals, args []string) error {
 func listSessions(ctx context.Context, g *globals, host string) (rows []hostSession, failed int, err error) {
 	if host == "" || host == localHost {
 		var rep msg.PtyListReply
-		if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyList, msg.PtyList{}, &rep); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyList, msg.PtyList{}, &rep); err != nil {
 			return nil, 0, err
 		}
 		for i := range rep.Sessions {
@@ -189,7 +189,7 @@ func fleetHosts(ctx context.Context, g *globals) ([]string, error) {
 // The host decides: its ptystore takes it only with --gateway-admin.
 func remoteAdmin(ctx context.Context, g *globals, host, op string, args, reply any) error {
 	var hg msg.HostGrantReply
-	if _, err := request(ctx, g, "admin to auth", msg.OpHostAdminGrant, msg.HostAdminGrantRequest{Host: host}, &hg); err != nil {
+	if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpHostAdminGrant, msg.HostAdminGrantRequest{Host: host}, &hg); err != nil {
 		return fmt.Errorf("an admin host grant for %s: %w", host, err)
 	}
 	raw, err := msgpack.Marshal(args)

@@ -104,7 +104,7 @@ func TestUsersPasskeys(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &enr); err != nil || code != 0 {
 		t.Fatalf("enroll: %d %q %s", code, out, errs)
 	}
-	mine, peer, err := hellosFromManifest(m, "web to auth")
+	mine, peer, err := hellosFromManifest(m, msg.ProtoWebToAuth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestUsersPasskeys(t *testing.T) {
 	}
 
 	// A session of alice's in ptystore, to see the grant refused there.
-	ptyMine, ptyPeer, err := hellosFromManifest(m, "web to ptystore")
+	ptyMine, ptyPeer, err := hellosFromManifest(m, msg.ProtoWebToPtyStore)
 	if err != nil {
 		t.Fatal(err)
 	}

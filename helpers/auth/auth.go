@@ -40,6 +40,7 @@ import (
 	"sluice/helpers/auth/seal"
 	"sluice/helpers/auth/store"
 	"sluice/helpers/grant"
+	"sluice/helpers/names"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -49,7 +50,6 @@ const (
 	DefaultEnrollTTL   = 24 * time.Hour
 	MaxEnrollTTL       = 30 * 24 * time.Hour
 	DefaultCeremonyTTL = 5 * time.Minute
-	MaxUserName        = 32
 	maxState           = 8 << 10  // a sealed state we made is well under 2 KiB
 	maxCredentialJSON  = 48 << 10 // attestation with certificates fits; the rpc frame is 64 KiB
 	tokenBytes         = 32
@@ -151,25 +151,6 @@ func New(cfg Config, st *store.Lazy) (*Service, error) {
 	return &Service{cfg: cfg, wa: wa, store: st, sealer: sealer, log: cfg.Log}, nil
 }
 
-// ValidUserName reports whether name is acceptable as a sluice user name:
-// 1 to 32 of [a-z0-9_.-], starting with a letter or underscore. That is
-// safe in logs, file names and links, and a subset of portable unix names.
-func ValidUserName(name string) error {
-	if len(name) == 0 || len(name) > MaxUserName {
-		return fmt.Errorf("user name of %d bytes, want 1..%d", len(name), MaxUserName)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c == '_':
-		case i > 0 && (c >= '0' && c <= '9' || c == '.' || c == '-'):
-		default:
-			return fmt.Errorf("user name %q: byte %d (%q) not allowed; use [a-z_][a-z0-9_.-]*", name, i, c)
-		}
-	}
-	return nil
-}
-
 // HandleWeb serves "web to auth".
 func (s *Service) HandleWeb(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
 	var req msg.Request
@@ -222,7 +203,7 @@ func (s *Service) HandleWeb(ctx context.Context, call *rpc.Call) (rpc.Reply, err
 		}
 	default:
 		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q on web to auth", req.Op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q on web to auth", req.Op)
 	}
 	if err != nil {
 		return rpc.Reply{}, err
@@ -240,7 +221,7 @@ func (s *Service) HandleAdmin(ctx context.Context, call *rpc.Call) (rpc.Reply, e
 	if !s.isAdmin(call.Peer) {
 		s.log.Warn("auth: admin op refused: caller is not an admin", "op", req.Op,
 			"pid", call.Peer.PID, "uid", call.Peer.UID, "gid", call.Peer.GID, "groups", call.Peer.Groups)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "uid %d is not a sluice admin", call.Peer.UID)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeForbidden, "uid %d is not a sluice admin", call.Peer.UID)
 	}
 	var reply any
 	var err error
@@ -276,7 +257,7 @@ func (s *Service) HandleAdmin(ctx context.Context, call *rpc.Call) (rpc.Reply, e
 		}
 	default:
 		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q on admin to auth", req.Op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q on admin to auth", req.Op)
 	}
 	if err != nil {
 		return rpc.Reply{}, err
@@ -286,7 +267,7 @@ func (s *Service) HandleAdmin(ctx context.Context, call *rpc.Call) (rpc.Reply, e
 
 func decodeArgs(raw []byte, v any) error {
 	if err := msgpack.Unmarshal(raw, v); err != nil {
-		return rpc.Errorf(msg.CodeBadRequest, "undecodable %T: %v", v, err)
+		return rpc.Errorf(rpc.CodeBadRequest, "undecodable %T: %v", v, err)
 	}
 	return nil
 }
@@ -307,12 +288,12 @@ func (s *Service) isAdmin(p rpc.Peer) bool {
 // --- enroll ----------------------------------------------------------------
 
 func (s *Service) enroll(a msg.Enroll, p rpc.Peer) (msg.EnrollReply, error) {
-	if err := ValidUserName(a.User); err != nil {
-		return msg.EnrollReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+	if err := names.CheckSluiceUser(a.User); err != nil {
+		return msg.EnrollReply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	ttl := s.cfg.EnrollTTL
 	if a.TTLSeconds < 0 || a.TTLSeconds > int64(MaxEnrollTTL/time.Second) {
-		return msg.EnrollReply{}, rpc.Errorf(msg.CodeBadRequest, "ttl of %d seconds, want 0 (default) to %d", a.TTLSeconds, int64(MaxEnrollTTL/time.Second))
+		return msg.EnrollReply{}, rpc.Errorf(rpc.CodeBadRequest, "ttl of %d seconds, want 0 (default) to %d", a.TTLSeconds, int64(MaxEnrollTTL/time.Second))
 	}
 	if a.TTLSeconds > 0 {
 		ttl = time.Duration(a.TTLSeconds) * time.Second
@@ -358,10 +339,10 @@ func hashToken(tok string) []byte {
 
 func checkToken(tok string) error {
 	if len(tok) != base64.RawURLEncoding.EncodedLen(tokenBytes) {
-		return rpc.Errorf(msg.CodeBadRequest, "enrollment token of %d characters, want %d", len(tok), base64.RawURLEncoding.EncodedLen(tokenBytes))
+		return rpc.Errorf(rpc.CodeBadRequest, "enrollment token of %d characters, want %d", len(tok), base64.RawURLEncoding.EncodedLen(tokenBytes))
 	}
 	if _, err := base64.RawURLEncoding.DecodeString(tok); err != nil {
-		return rpc.Errorf(msg.CodeBadRequest, "enrollment token is not base64url")
+		return rpc.Errorf(rpc.CodeBadRequest, "enrollment token is not base64url")
 	}
 	return nil
 }
@@ -392,7 +373,7 @@ func (s *Service) openState(kind string, box []byte, now time.Time) (ceremony, w
 	var c ceremony
 	var sd webauthn.SessionData
 	if len(box) > maxState {
-		return c, sd, time.Time{}, rpc.Errorf(msg.CodeBadRequest, "state of %d bytes, limit %d", len(box), maxState)
+		return c, sd, time.Time{}, rpc.Errorf(rpc.CodeBadRequest, "state of %d bytes, limit %d", len(box), maxState)
 	}
 	raw, expires, err := s.sealer.Open(kind, box, now)
 	if err != nil {
@@ -477,10 +458,10 @@ func (s *Service) registerFinish(a msg.RegisterFinish) (msg.RegisterFinishReply,
 		return msg.RegisterFinishReply{}, err
 	}
 	if len(a.Credential) == 0 || len(a.Credential) > maxCredentialJSON {
-		return msg.RegisterFinishReply{}, rpc.Errorf(msg.CodeBadRequest, "credential of %d bytes, want 1..%d", len(a.Credential), maxCredentialJSON)
+		return msg.RegisterFinishReply{}, rpc.Errorf(rpc.CodeBadRequest, "credential of %d bytes, want 1..%d", len(a.Credential), maxCredentialJSON)
 	}
 	if err := ValidPasskeyName(a.Name); err != nil {
-		return msg.RegisterFinishReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+		return msg.RegisterFinishReply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	now := s.cfg.Now()
 	c, sd, _, err := s.openState(kindRegister, a.State, now)
@@ -504,7 +485,7 @@ func (s *Service) registerFinish(a msg.RegisterFinish) (msg.RegisterFinishReply,
 	}
 	parsed, err := protocol.ParseCredentialCreationResponseBytes(a.Credential)
 	if err != nil {
-		return msg.RegisterFinishReply{}, rpc.Errorf(msg.CodeBadRequest, "credential: %s", describe(err))
+		return msg.RegisterFinishReply{}, rpc.Errorf(rpc.CodeBadRequest, "credential: %s", describe(err))
 	}
 	cred, err := s.wa.CreateCredential(wu, sd, parsed)
 	if err != nil {
@@ -536,8 +517,8 @@ func (s *Service) loginBegin(a msg.LoginBegin) (msg.LoginBeginReply, error) {
 		err       error
 	)
 	if a.User != "" {
-		if err := ValidUserName(a.User); err != nil {
-			return msg.LoginBeginReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+		if err := names.CheckSluiceUser(a.User); err != nil {
+			return msg.LoginBeginReply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 		}
 		u, err := s.store.User(a.User)
 		if err != nil {
@@ -573,7 +554,7 @@ func (s *Service) loginBegin(a msg.LoginBegin) (msg.LoginBeginReply, error) {
 
 func (s *Service) loginFinish(a msg.LoginFinish) (msg.LoginFinishReply, error) {
 	if len(a.Assertion) == 0 || len(a.Assertion) > maxCredentialJSON {
-		return msg.LoginFinishReply{}, rpc.Errorf(msg.CodeBadRequest, "assertion of %d bytes, want 1..%d", len(a.Assertion), maxCredentialJSON)
+		return msg.LoginFinishReply{}, rpc.Errorf(rpc.CodeBadRequest, "assertion of %d bytes, want 1..%d", len(a.Assertion), maxCredentialJSON)
 	}
 	now := s.cfg.Now()
 	c, sd, expires, err := s.openState(kindLogin, a.State, now)
@@ -589,7 +570,7 @@ func (s *Service) loginFinish(a msg.LoginFinish) (msg.LoginFinishReply, error) {
 	}
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(a.Assertion)
 	if err != nil {
-		return msg.LoginFinishReply{}, rpc.Errorf(msg.CodeBadRequest, "assertion: %s", describe(err))
+		return msg.LoginFinishReply{}, rpc.Errorf(rpc.CodeBadRequest, "assertion: %s", describe(err))
 	}
 
 	var user *waUser

@@ -171,7 +171,7 @@ func TestBinary(t *testing.T) {
 	}()
 
 	e := &env{t: t, grantKey: key, now: time.Now(),
-		web: s.client(t, d.sock, "web to auth", msg.Frontend), admin: s.client(t, d.sock, "admin to auth", msg.Admin)}
+		web: s.client(t, d.sock, msg.ProtoWebToAuth, msg.Frontend), admin: s.client(t, d.sock, msg.ProtoAdminToAuth, msg.Admin)}
 
 	// A client with a stale build ID is refused at the handshake.
 	stale := *e.web
@@ -205,8 +205,8 @@ func TestBinary(t *testing.T) {
 
 	// A non-admin caller of another uid, through the allowlist.
 	t.Setenv(childHelloEnv, e.admin.Hello.Intent+"\n"+e.admin.Hello.BuildID+"\n"+e.admin.Expect.Intent+"\n"+e.admin.Expect.BuildID)
-	if got := asNobody(t, s.testExe, d.sock, nil); got != msg.CodeForbidden {
-		t.Fatalf("nobody's enroll: %q, want %q", got, msg.CodeForbidden)
+	if got := asNobody(t, s.testExe, d.sock, nil); got != rpc.CodeForbidden {
+		t.Fatalf("nobody's enroll: %q, want %q", got, rpc.CodeForbidden)
 	}
 
 	// Begin a login, restart the helper, finish: nothing was in memory.
@@ -303,7 +303,7 @@ func TestAcceptYes(t *testing.T) {
 	}()
 
 	e := &env{t: t, grantKey: s.key, now: time.Now(),
-		web: s.client(t, sock, "web to auth", msg.Frontend), admin: s.client(t, sock, "admin to auth", msg.Admin)}
+		web: s.client(t, sock, msg.ProtoWebToAuth, msg.Frontend), admin: s.client(t, sock, msg.ProtoAdminToAuth, msg.Admin)}
 	alice := softauthn.New(rpID, origin)
 	if _, err := e.register(alice, e.enroll("alice")); err != nil { // 3 calls
 		t.Fatal(err)
@@ -350,7 +350,7 @@ func TestInstancesShareStore(t *testing.T) {
 		d.start()
 		t.Cleanup(d.stop)
 		return d, &env{t: t, grantKey: s.key, now: time.Now(),
-			web: s.client(t, sock, "web to auth", msg.Frontend), admin: s.client(t, sock, "admin to auth", msg.Admin)}
+			web: s.client(t, sock, msg.ProtoWebToAuth, msg.Frontend), admin: s.client(t, sock, msg.ProtoAdminToAuth, msg.Admin)}
 	}
 	_, a := instance("a")
 	_, b := instance("b")

@@ -9,6 +9,7 @@ import (
 
 	"sluice/helpers/hostgrant"
 	"sluice/msg"
+	"sluice/rpc"
 )
 
 // An admin (here root, the kernel's word) gets an admin host grant named
@@ -34,7 +35,7 @@ func TestHostAdminGrant(t *testing.T) {
 	if !r.HostGrant.Admin || r.HostGrant.User != me.Username {
 		t.Fatalf("admin host grant %+v, want admin %s", r.HostGrant, me.Username)
 	}
-	wantCode(t, call(e.admin, msg.OpHostAdminGrant, msg.HostAdminGrantRequest{Host: ".host"}, &msg.HostGrantReply{}), msg.CodeBadRequest)
+	wantCode(t, call(e.admin, msg.OpHostAdminGrant, msg.HostAdminGrantRequest{Host: ".host"}, &msg.HostGrantReply{}), rpc.CodeBadRequest)
 	// Not on the web protocol: the frontend cannot ask for one.
-	wantCode(t, call(e.web, msg.OpHostAdminGrant, msg.HostAdminGrantRequest{Host: "web1"}, &msg.HostGrantReply{}), msg.CodeBadRequest)
+	wantCode(t, call(e.web, msg.OpHostAdminGrant, msg.HostAdminGrantRequest{Host: "web1"}, &msg.HostGrantReply{}), rpc.CodeBadRequest)
 }

@@ -32,7 +32,7 @@ func (s *Service) hostGrant(a msg.HostGrantRequest) (msg.HostGrantReply, error) 
 	}
 	hg, err := hostgrant.Sign(s.cfg.HostKey, a.Grant.User, a.Grant.Credential, a.Host, now, life)
 	if err != nil {
-		return msg.HostGrantReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+		return msg.HostGrantReply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	s.log.Info("auth: host grant", "user", a.Grant.User, "host", a.Host, "expires", hg.Expires)
 	return msg.HostGrantReply{HostGrant: hg}, nil
@@ -62,7 +62,7 @@ func (s *Service) hostAdminGrant(a msg.HostAdminGrantRequest, p rpc.Peer) (msg.H
 	}
 	hg, err := hostgrant.SignAdmin(s.cfg.HostKey, name, a.Host, s.cfg.Now(), hostgrant.DefaultLifetime)
 	if err != nil {
-		return msg.HostGrantReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+		return msg.HostGrantReply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	s.log.Info("auth: admin host grant", "admin", name, "uid", p.UID, "pid", p.PID, "host", a.Host, "expires", hg.Expires)
 	return msg.HostGrantReply{HostGrant: hg}, nil

@@ -8,6 +8,7 @@ import (
 
 	"sluice/helpers/hostgrant"
 	"sluice/msg"
+	"sluice/rpc"
 )
 
 func TestHostGrant(t *testing.T) {
@@ -48,7 +49,7 @@ func TestHostGrant(t *testing.T) {
 	forged := g
 	forged.User = "root"
 	wantCode(t, call(e.web, msg.OpHostGrant, msg.HostGrantRequest{Grant: forged, Host: "web1"}, &msg.HostGrantReply{}), msg.CodeBadGrant)
-	wantCode(t, call(e.web, msg.OpHostGrant, msg.HostGrantRequest{Grant: g, Host: ".host"}, &msg.HostGrantReply{}), msg.CodeBadRequest)
+	wantCode(t, call(e.web, msg.OpHostGrant, msg.HostGrantRequest{Grant: g, Host: ".host"}, &msg.HostGrantReply{}), rpc.CodeBadRequest)
 	// A grant about to expire yields a host grant that expires with it.
 	e.advance(time.Duration(g.Expires-e.clock().UnixMilli())*time.Millisecond - 10*time.Second)
 	if err := call(e.web, msg.OpHostGrant, msg.HostGrantRequest{Grant: g, Host: "web1"}, &r); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"sluice/helpers/auth/store"
 	"sluice/helpers/grant"
+	"sluice/helpers/names"
 	"sluice/helpers/revoke"
 	"sluice/msg"
 	"sluice/rpc"
@@ -69,24 +70,41 @@ func (s *Service) PublishIfMissing() error {
 	return nil
 }
 
-// checkGrant is how auth checks a grant on the web ops: its MAC and times,
-// then the revocation list as stored (auth's own truth, not the published
-// copy).
+// checkGrant is how auth checks a grant on the web ops: grant.Verifier,
+// as every helper does, with the revocation list as stored (auth's own
+// truth, not the published copy).
 func (s *Service) checkGrant(g msg.Grant) error {
-	if err := grant.Verify(s.cfg.GrantKey, g, s.cfg.Now()); err != nil {
+	v := grant.Verifier{Key: s.cfg.GrantKey, Revoked: storedRevocations{s}, Now: s.cfg.Now}
+	if err := v.Verify(g); err != nil {
+		var se storeReadError
+		if errors.As(err, &se) {
+			return s.storeErr("check grant", se.err)
+		}
 		s.log.Warn("auth: bad grant", "user", g.User, "err", err)
-		return rpc.Errorf(msg.CodeBadGrant, "grant not valid or expired; sign in again")
-	}
-	l, err := s.store.Revocations()
-	if err != nil {
-		return s.storeErr("check grant", err)
-	}
-	if err := l.Check(g); err != nil {
-		s.log.Warn("auth: revoked grant", "user", g.User, "err", err)
-		return rpc.Errorf(msg.CodeBadGrant, "grant revoked; sign in again")
+		return grant.Refusal(err)
 	}
 	return nil
 }
+
+// storedRevocations is the revocation list in auth's store, for its
+// grant.Verifier.
+type storedRevocations struct{ s *Service }
+
+func (r storedRevocations) Check(g msg.Grant) error {
+	l, err := r.s.store.Revocations()
+	if err != nil {
+		return storeReadError{err}
+	}
+	return l.Check(g)
+}
+
+// storeReadError carries a store failure through grant.Verifier, so that
+// checkGrant reports it as any other store error (busy, failed) and not as
+// a bad grant.
+type storeReadError struct{ err error }
+
+func (e storeReadError) Error() string { return "auth: revocation list: " + e.err.Error() }
+func (e storeReadError) Unwrap() error { return e.err }
 
 // --- admin -------------------------------------------------------------------
 
@@ -103,8 +121,8 @@ func (s *Service) userList() (msg.UserListReply, error) {
 }
 
 func (s *Service) userChange(op string, a msg.UserChange, p rpc.Peer) (msg.UserChangeReply, error) {
-	if err := ValidUserName(a.User); err != nil {
-		return msg.UserChangeReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+	if err := names.CheckSluiceUser(a.User); err != nil {
+		return msg.UserChangeReply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	now := s.cfg.Now()
 	var (
@@ -129,8 +147,8 @@ func (s *Service) userChange(op string, a msg.UserChange, p rpc.Peer) (msg.UserC
 
 // passkeyList lists user's passkeys; current, if set, is marked.
 func (s *Service) passkeyList(user string, current []byte) (msg.PasskeyListReply, error) {
-	if err := ValidUserName(user); err != nil {
-		return msg.PasskeyListReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+	if err := names.CheckSluiceUser(user); err != nil {
+		return msg.PasskeyListReply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	if _, err := s.store.User(user); err != nil {
 		return msg.PasskeyListReply{}, s.storeErr("list passkeys", err)
@@ -148,11 +166,11 @@ func (s *Service) passkeyList(user string, current []byte) (msg.PasskeyListReply
 }
 
 func (s *Service) passkeyRevoke(user string, id []byte, by string) (msg.PasskeyRevokeReply, error) {
-	if err := ValidUserName(user); err != nil {
-		return msg.PasskeyRevokeReply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+	if err := names.CheckSluiceUser(user); err != nil {
+		return msg.PasskeyRevokeReply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	if len(id) == 0 || len(id) > grant.MaxCredential {
-		return msg.PasskeyRevokeReply{}, rpc.Errorf(msg.CodeBadRequest, "passkey ID of %d bytes, want 1..%d", len(id), grant.MaxCredential)
+		return msg.PasskeyRevokeReply{}, rpc.Errorf(rpc.CodeBadRequest, "passkey ID of %d bytes, want 1..%d", len(id), grant.MaxCredential)
 	}
 	left, l, err := s.store.RevokeCredential(user, id, s.cfg.Now())
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"sluice/helpers/grant"
 	"sluice/helpers/revoke"
 	"sluice/msg"
+	"sluice/rpc"
 	"sluice/tests/softauthn"
 )
 
@@ -139,8 +140,8 @@ func TestAdminLifecycle(t *testing.T) {
 	wantCode(t, call(e.admin, msg.OpPasskeyRevoke, msg.PasskeyRevoke{User: "bob", ID: credID(as[0])}, &pr), msg.CodeNotFound)
 	wantCode(t, call(e.admin, msg.OpUserDisable, msg.UserChange{User: "nobody"}, &uc), msg.CodeNotFound)
 	wantCode(t, call(e.admin, msg.OpPasskeyList, msg.PasskeyList{User: "nobody"}, &pl), msg.CodeNotFound)
-	wantCode(t, call(e.admin, msg.OpUserRemove, msg.UserChange{User: "Bad\x1b]0;x"}, &uc), msg.CodeBadRequest)
-	wantCode(t, call(e.admin, msg.OpPasskeyRevoke, msg.PasskeyRevoke{User: "alice"}, &pr), msg.CodeBadRequest)
+	wantCode(t, call(e.admin, msg.OpUserRemove, msg.UserChange{User: "Bad\x1b]0;x"}, &uc), rpc.CodeBadRequest)
+	wantCode(t, call(e.admin, msg.OpPasskeyRevoke, msg.PasskeyRevoke{User: "alice"}, &pr), rpc.CodeBadRequest)
 
 	// Remove: every grant of hers fails, the user is gone.
 	if err := call(e.admin, msg.OpUserRemove, msg.UserChange{User: "alice"}, &uc); err != nil {

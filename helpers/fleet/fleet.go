@@ -267,7 +267,7 @@ func (f *Fleet) run(ctx context.Context, h msg.FleetHost, req msg.RelayRequest) 
 func (f *Fleet) Open(ctx context.Context, c msg.FleetCall) (msg.FleetOpenReply, *os.File, error) {
 	var out msg.FleetOpenReply
 	if c.Op != msg.OpCreateShellSession && c.Op != msg.OpPtyGet {
-		return out, nil, rpc.Errorf(msg.CodeBadRequest, "%s does not stream", c.Op)
+		return out, nil, rpc.Errorf(rpc.CodeBadRequest, "%s does not stream", c.Op)
 	}
 	h, err := f.host(c.Host)
 	if err != nil {

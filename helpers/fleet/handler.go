@@ -31,11 +31,11 @@ func (f *Fleet) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 			return rpc.Reply{}, err
 		}
 		if !names.Machine(a.Host) || a.Host == msg.HostMachine {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "invalid host %q", a.Host)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "invalid host %q", a.Host)
 		}
 		if a.HostGrant.Admin {
 			// Admin grants go from sluicectl over "admin to fleet" only.
-			return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "an admin host grant on %s", msg.ProtoWebToFleet)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeForbidden, "an admin host grant on %s", msg.ProtoWebToFleet)
 		}
 		if req.Op == msg.OpFleetOpen {
 			out, master, err := f.Open(ctx, a)
@@ -47,10 +47,10 @@ func (f *Fleet) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		switch a.Op {
 		case msg.OpCreateShellSession, msg.OpPtyGet, msg.OpPtyPut:
 			// Their pty would be closed at the relay: streaming only.
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%s goes through %s", a.Op, msg.OpFleetOpen)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%s goes through %s", a.Op, msg.OpFleetOpen)
 		}
 		if a.Service != msg.Policy && a.Service != msg.PtyStore {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "no service %q on a host", a.Service)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "no service %q on a host", a.Service)
 		}
 		payload, err := f.Call(ctx, a)
 		if err != nil {
@@ -59,7 +59,7 @@ func (f *Fleet) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		return rpc.Reply{Body: msgpack.RawMessage(payload)}, nil
 	}
 	c.Label = "unknown"
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 // Admin serves "admin to fleet": the hosts, checking one, and carrying
@@ -92,13 +92,13 @@ func (f *Fleet) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 			return rpc.Reply{}, err
 		}
 		if !names.Machine(a.Host) || a.Host == msg.HostMachine {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "invalid host %q", a.Host)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "invalid host %q", a.Host)
 		}
 		if a.Op != msg.OpPtyList && a.Op != msg.OpPtyDrop {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%s is not an admin call a host takes from the gateway", a.Op)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%s is not an admin call a host takes from the gateway", a.Op)
 		}
 		if !a.HostGrant.Admin {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%s wants an admin host grant (host-admin-grant)", req.Op)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%s wants an admin host grant (host-admin-grant)", req.Op)
 		}
 		a.Service = msg.PtyStore
 		payload, err := f.Call(ctx, a)
@@ -108,7 +108,7 @@ func (f *Fleet) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		return rpc.Reply{Body: msgpack.RawMessage(payload)}, nil
 	}
 	c.Label = "unknown"
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 func (f *Fleet) hosts() (rpc.Reply, error) {

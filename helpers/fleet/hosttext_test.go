@@ -16,7 +16,7 @@ func TestRelayErrorIsInert(t *testing.T) {
 		text, code, want string
 	}{
 		{"denied: no rule allows alice", msg.CodeDenied, "h1: no rule allows alice"},
-		{"forbidden: x\x1b]0;owned\x07\r\n.host  s1", msg.CodeForbidden, `h1: x\x1b]0;owned\a\r\n.host  s1`},
+		{"forbidden: x\x1b]0;owned\x07\r\n.host  s1", rpc.CodeForbidden, `h1: x\x1b]0;owned\a\r\n.host  s1`},
 		{"\x1b[2J: gone", msg.CodeFailed, `h1: \x1b[2J: gone`},
 		{"not-found: \u009b2J", msg.CodeNotFound, `h1: \u009b2J`},
 		{"no code at all", msg.CodeFailed, "h1: no code at all"},

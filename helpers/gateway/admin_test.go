@@ -53,9 +53,9 @@ func TestWrapAdmin(t *testing.T) {
 	}{
 		{"list, host allows", true, msg.OpPtyList, adminGrant("web1"), "", "admin " + msg.OpPtyList},
 		{"end, host allows", true, msg.OpPtyDrop, adminGrant("web1"), "", "admin " + msg.OpPtyDrop},
-		{"list, host does not allow", false, msg.OpPtyList, adminGrant("web1"), msg.CodeForbidden, ""},
-		{"attach as admin", true, msg.OpPtyGet, adminGrant("web1"), msg.CodeForbidden, ""},
-		{"share as admin", true, msg.OpPtyShare, adminGrant("web1"), msg.CodeForbidden, ""},
+		{"list, host does not allow", false, msg.OpPtyList, adminGrant("web1"), rpc.CodeForbidden, ""},
+		{"attach as admin", true, msg.OpPtyGet, adminGrant("web1"), rpc.CodeForbidden, ""},
+		{"share as admin", true, msg.OpPtyShare, adminGrant("web1"), rpc.CodeForbidden, ""},
 		{"admin grant for another host", true, msg.OpPtyList, adminGrant("web2"), msg.CodeBadGrant, ""},
 		{"a user's grant made admin", true, msg.OpPtyList, &flipped, msg.CodeBadGrant, ""},
 		{"a user's grant lists their own", true, msg.OpPtyList, &userGrant, "", "web"},

@@ -76,7 +76,7 @@ func (a *Adapter) Wrap(inner rpc.HandlerFunc) rpc.HandlerFunc {
 		if !ok {
 			closeAll(c.FDs)
 			c.Label = "unknown"
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 		}
 		var ga msg.GatewayArgs
 		if err := (&rpc.Call{Body: req.Args}).Decode(&ga); err != nil {
@@ -123,10 +123,10 @@ func (a *Adapter) admin(ctx context.Context, c *rpc.Call, op string, ga msg.Gate
 	}
 	if a.Admin == nil {
 		a.log().Warn("gateway: admin call refused: this host takes none from the gateway", "op", op, "admin", ga.HostGrant.User, "host", a.Host)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "this host takes no admin calls from the gateway (its ptystore has no --gateway-admin)")
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeForbidden, "this host takes no admin calls from the gateway (its ptystore has no --gateway-admin)")
 	}
 	if !AdminOps[op] {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "%s is not served to the gateway's admins", op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeForbidden, "%s is not served to the gateway's admins", op)
 	}
 	a.log().Info("gateway: admin call", "op", op, "admin", ga.HostGrant.User, "host", a.Host, "pid", c.Peer.PID)
 	body, err := msgpack.Marshal(msg.Request{Op: op, Args: ga.Args})
@@ -183,7 +183,7 @@ func withGrant(raw []byte, g msg.Grant) ([]byte, error) {
 	m["grant"] = g
 	b, err := msgpack.Marshal(m)
 	if err != nil {
-		return nil, rpc.Errorf(msg.CodeBadRequest, "re-encode args: %v", err)
+		return nil, rpc.Errorf(rpc.CodeBadRequest, "re-encode args: %v", err)
 	}
 	return b, nil
 }

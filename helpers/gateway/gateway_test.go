@@ -59,7 +59,7 @@ func TestWrap(t *testing.T) {
 		{"signed by a host", msg.OpAllowedTargets, sign(hostPriv, "web1", now), msg.CodeBadGrant},
 		{"expired", msg.OpAllowedTargets, sign(priv, "web1", now.Add(-2*time.Minute)), msg.CodeBadGrant},
 		{"none", msg.OpAllowedTargets, nil, msg.CodeBadGrant},
-		{"op not served", msg.OpAuditScope, sign(priv, "web1", now), msg.CodeBadRequest},
+		{"op not served", msg.OpAuditScope, sign(priv, "web1", now), rpc.CodeBadRequest},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			seen = msg.AllowedTargets{}

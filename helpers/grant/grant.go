@@ -1,8 +1,12 @@
 // Package grant signs and verifies sign-in grants: the proof, checkable by
-// every holder of the grant key (auth, policy, ptystore), that a user
-// completed a passkey login. A grant is a keyed BLAKE3 MAC over a canonical
-// encoding of its fields; nothing about it is kept server side, so any
-// helper process, however short-lived, can check one.
+// every holder of the grant key (auth, policy, ptystore, record), that a
+// user completed a passkey login. A grant is a keyed BLAKE3 MAC over a
+// canonical encoding of its fields; nothing about it is kept server side, so
+// any helper process, however short-lived, can check one.
+//
+// Every helper that takes a grant checks it with a Verifier (MAC, times,
+// revocation list, user name) and answers a refusal with Refusal, so the
+// rules and their order live here once.
 package grant
 
 import (

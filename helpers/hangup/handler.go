@@ -26,16 +26,16 @@ func (h *Handler) Handle(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 	}
 	c.Label = req.Op
 	if req.Op != msg.OpHangup {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 	}
 	if len(c.FDs) != 1 {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "hangup takes exactly one fd, got %d", len(c.FDs))
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "hangup takes exactly one fd, got %d", len(c.FDs))
 	}
 	res, err := End(ctx, c.FDs[0], h.Config)
 	switch {
 	case errors.Is(err, ErrRefused):
 		h.Config.Log.Warn("hangup: refused", "peer", c.Peer.Creds.String(), "err", err)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "%v", err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeForbidden, "%v", err)
 	case errors.Is(err, ErrSurvived):
 		return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "%v", err)
 	case err != nil:

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"sluice/helpers/grant"
 	"sluice/helpers/names"
 	"sluice/msg"
 )
@@ -30,15 +31,14 @@ const DefaultLifetime = 2 * time.Minute
 // signer wrote.
 const MaxLifetime = 5 * time.Minute
 
-// MaxSkew is how far in the future Issued may lie (hosts' clocks differ).
-const MaxSkew = time.Minute
+// The nonce size, the bounds on user and credential and the clock skew
+// allowed are a grant's (grant.NonceSize, grant.MaxUser,
+// grant.MaxCredential, grant.MaxSkew): a host grant carries what a grant
+// does, for one host.
 
+// context keeps these signatures apart from any other use of the key,
+// and adminContext an admin's grants apart from a user's.
 const (
-	nonceSize = 16
-	maxUser   = 256
-	maxCred   = 1023
-	// context keeps these signatures apart from any other use of the key,
-	// and adminContext an admin's grants apart from a user's.
 	context      = "sluice 2026-11-24 host grant v1"
 	adminContext = "sluice 2026-12-04 host admin grant v1"
 )
@@ -72,7 +72,7 @@ func sign(key ed25519.PrivateKey, user string, credential []byte, host string, i
 	if !names.Machine(host) || host == msg.HostMachine {
 		return msg.HostGrant{}, fmt.Errorf("hostgrant: invalid host name %q", host)
 	}
-	if len(credential) > maxCred {
+	if len(credential) > grant.MaxCredential {
 		return msg.HostGrant{}, fmt.Errorf("hostgrant: credential of %d bytes", len(credential))
 	}
 	if lifetime <= 0 || lifetime > MaxLifetime {
@@ -82,7 +82,7 @@ func sign(key ed25519.PrivateKey, user string, credential []byte, host string, i
 		return msg.HostGrant{}, errors.New("hostgrant: no signing key")
 	}
 	g := msg.HostGrant{User: user, Credential: credential, Host: host,
-		Issued: issued.UnixMilli(), Expires: issued.Add(lifetime).UnixMilli(), Nonce: make([]byte, nonceSize), Admin: admin}
+		Issued: issued.UnixMilli(), Expires: issued.Add(lifetime).UnixMilli(), Nonce: make([]byte, grant.NonceSize), Admin: admin}
 	rand.Read(g.Nonce)
 	g.Sig = ed25519.Sign(key, message(g))
 	return g, nil
@@ -92,8 +92,8 @@ func sign(key ed25519.PrivateKey, user string, credential []byte, host string, i
 // is valid at now. The signature is checked first: nothing about a
 // forged grant is reported beyond that.
 func Verify(pub ed25519.PublicKey, host string, g msg.HostGrant, now time.Time) error {
-	if len(pub) != ed25519.PublicKeySize || len(g.Sig) != ed25519.SignatureSize || len(g.Nonce) != nonceSize ||
-		g.User == "" || len(g.User) > maxUser || len(g.Credential) > maxCred || len(g.Host) > 256 {
+	if len(pub) != ed25519.PublicKeySize || len(g.Sig) != ed25519.SignatureSize || len(g.Nonce) != grant.NonceSize ||
+		g.User == "" || len(g.User) > grant.MaxUser || len(g.Credential) > grant.MaxCredential || len(g.Host) > 256 {
 		return ErrForged
 	}
 	if !ed25519.Verify(pub, message(g), g.Sig) {
@@ -109,7 +109,7 @@ func Verify(pub ed25519.PublicKey, host string, g msg.HostGrant, now time.Time) 
 		return fmt.Errorf("%w: %v", ErrTooLong, time.Duration(g.Expires-g.Issued)*time.Millisecond)
 	}
 	n := now.UnixMilli()
-	if g.Issued > n+MaxSkew.Milliseconds() {
+	if g.Issued > n+grant.MaxSkew.Milliseconds() {
 		return ErrNotYetValid
 	}
 	if n >= g.Expires {

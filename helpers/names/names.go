@@ -4,15 +4,17 @@
 // ':' as a path or a passwd field separator.
 package names
 
-import "strings"
+import (
+	"fmt"
+	"strings"
 
-// Host is the machine name of the host itself, as in machinectl.
-const Host = ".host"
+	"sluice/msg"
+)
 
 // MaxLen bounds unix user and machine names.
 const MaxLen = 64
 
-// MaxSluiceUser bounds sluice user names (as the auth helper does).
+// MaxSluiceUser bounds sluice user names.
 const MaxSluiceUser = 32
 
 // UnixUser accepts what useradd's default NAME_REGEX and most directories
@@ -38,10 +40,10 @@ func UnixUser(s string) bool {
 	return true
 }
 
-// Machine accepts ".host" and hostname-like machine names as machined
+// Machine accepts msg.HostMachine and hostname-like machine names as machined
 // does: labels of letters, digits, '-' and '_' joined by single dots.
 func Machine(s string) bool {
-	if s == Host {
+	if s == msg.HostMachine {
 		return true
 	}
 	if s == "" || len(s) > MaxLen {
@@ -62,10 +64,16 @@ func Machine(s string) bool {
 }
 
 // SluiceUser accepts sluice user names as the auth helper issues them:
-// 1 to 32 of [a-z0-9_.-], starting with a letter or underscore.
-func SluiceUser(s string) bool {
+// 1 to MaxSluiceUser of [a-z0-9_.-], starting with a letter or underscore.
+// That is safe in logs, file names and links, and a subset of portable unix
+// names. CheckSluiceUser says why a name is refused.
+func SluiceUser(s string) bool { return CheckSluiceUser(s) == nil }
+
+// CheckSluiceUser is SluiceUser with the reason, for errors a person reads
+// (auth's enrollment and admin ops).
+func CheckSluiceUser(s string) error {
 	if s == "" || len(s) > MaxSluiceUser {
-		return false
+		return fmt.Errorf("user name of %d bytes, want 1..%d", len(s), MaxSluiceUser)
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -73,8 +81,8 @@ func SluiceUser(s string) bool {
 		case c >= 'a' && c <= 'z', c == '_':
 		case i > 0 && (c >= '0' && c <= '9' || c == '.' || c == '-'):
 		default:
-			return false
+			return fmt.Errorf("user name %q: byte %d (%q) not allowed; use [a-z_][a-z0-9_.-]*", s, i, c)
 		}
 	}
-	return true
+	return nil
 }

@@ -46,3 +46,20 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckSluiceUser: the names auth refuses at enrollment, each with a
+// reason (this was auth's ValidUserName, the same rule as SluiceUser).
+func TestCheckSluiceUser(t *testing.T) {
+	for _, ok := range []string{"a", "_", "alice", "a.b-c_d9", strings.Repeat("z", names.MaxSluiceUser)} {
+		if err := names.CheckSluiceUser(ok); err != nil || !names.SluiceUser(ok) {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "A", "é", "a b", "a:b", "a\n", ".a", "9", strings.Repeat("z", names.MaxSluiceUser+1)} {
+		if err := names.CheckSluiceUser(bad); err == nil || names.SluiceUser(bad) {
+			t.Errorf("%q accepted", bad)
+		} else if !strings.Contains(err.Error(), "user name") {
+			t.Errorf("%q: error %q does not say what was wrong", bad, err)
+		}
+	}
+}

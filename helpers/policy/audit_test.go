@@ -198,7 +198,7 @@ func TestCheckAuditOp(t *testing.T) {
 	}
 	p, _ := policy.Parse(strings.NewReader(auditPolicy), "test.policy")
 	h := &policy.Handler{Key: f.key, Policy: p, Revoked: revoke.NewChecker(dir), Log: slog.New(slog.DiscardHandler)}
-	rec := listen(t, "record to policy", h.HandleRecord)
+	rec := listen(t, msg.ProtoRecordToPolicy, h.HandleRecord)
 
 	forged, expired, tampered, badName := f.badGrants(t)
 	for _, c := range []struct {
@@ -217,8 +217,8 @@ func TestCheckAuditOp(t *testing.T) {
 		{"expired", msg.OpCheckAudit, expired, msg.CodeBadGrant, false, nil, nil},
 		{"tampered", msg.OpCheckAudit, tampered, msg.CodeBadGrant, false, nil, nil},
 		{"bad name", msg.OpCheckAudit, badName, msg.CodeBadGrant, false, nil, nil},
-		{"other op", msg.OpAuditScope, f.grant(t, "carol"), msg.CodeBadRequest, false, nil, nil},
-		{"create over record", msg.OpCreateShellSession, f.grant(t, "alice"), msg.CodeBadRequest, false, nil, nil},
+		{"other op", msg.OpAuditScope, f.grant(t, "carol"), rpc.CodeBadRequest, false, nil, nil},
+		{"create over record", msg.OpCreateShellSession, f.grant(t, "alice"), rpc.CodeBadRequest, false, nil, nil},
 	} {
 		rep, err := checkAuditCall(rec, c.op, c.grant)
 		if got := remoteCode(err); got != c.code {
@@ -256,8 +256,8 @@ func TestCheckAuditOp(t *testing.T) {
 	// The other protocols do not answer check-audit.
 	web, pty := checkServer(t, h, rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}})
 	for proto, cl := range map[string]*rpc.Client{"web": web, "ptystore": pty} {
-		if _, err := checkAuditCall(cl, msg.OpCheckAudit, f.grant(t, "erin")); remoteCode(err) != msg.CodeBadRequest {
-			t.Errorf("check-audit over %s: %v, want %s", proto, err, msg.CodeBadRequest)
+		if _, err := checkAuditCall(cl, msg.OpCheckAudit, f.grant(t, "erin")); remoteCode(err) != rpc.CodeBadRequest {
+			t.Errorf("check-audit over %s: %v, want %s", proto, err, rpc.CodeBadRequest)
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,6 +13,7 @@ import (
 	"sluice/helpers/policy"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/rpc/rpctest"
 )
 
 const checkPolicy = `on-revoke detach
@@ -29,22 +29,10 @@ allow bob as root on .host command /usr/bin/systemctl status nginx
 // protocol.
 func checkServer(t *testing.T, h *policy.Handler, webAllow, ptyAllow rpc.Allow) (web, pty *rpc.Client) {
 	t.Helper()
-	wc, ws := hellos("web to policy")
-	pc, ps := hellos("ptystore to policy")
-	s := &rpc.Server{Name: "policy", Routes: []rpc.Route{
-		{Client: wc, Server: ws, Allow: webAllow, Handle: h.Handle},
-		{Client: pc, Server: ps, Allow: ptyAllow, Handle: h.HandlePtyStore},
-	}}
-	path := filepath.Join(t.TempDir(), "policy.sock")
-	l, err := rpc.Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return &rpc.Client{Path: path, Hello: wc, Expect: ws}, &rpc.Client{Path: path, Hello: pc, Expect: ps}
+	w := rpctest.Route(msg.ProtoWebToPolicy, webAllow, 0, h.Handle)
+	p := rpctest.Route(msg.ProtoPtyStoreToPolicy, ptyAllow, 0, h.HandlePtyStore)
+	path := rpctest.Serve(t, &rpc.Server{Name: "policy", Routes: []rpc.Route{w, p}}, "", 0)
+	return rpctest.Client(path, w), rpctest.Client(path, p)
 }
 
 func checkCall(c *rpc.Client, a msg.CheckSessions) (msg.CheckSessionsReply, error) {
@@ -135,8 +123,8 @@ func TestCheckSessions(t *testing.T) {
 		{Sessions: make([]msg.SessionCheck, msg.MaxCheckSessions+1)},
 	}
 	for i, a := range bad {
-		if _, err := checkCall(pty, a); remoteCode(err) != msg.CodeBadRequest {
-			t.Errorf("bad request %d: %v, want %s", i, err, msg.CodeBadRequest)
+		if _, err := checkCall(pty, a); remoteCode(err) != rpc.CodeBadRequest {
+			t.Errorf("bad request %d: %v, want %s", i, err, rpc.CodeBadRequest)
 		}
 	}
 }
@@ -152,11 +140,11 @@ func TestCheckSessionsCallers(t *testing.T) {
 	h := &policy.Handler{Key: f.key, Policy: p, Log: slog.New(slog.DiscardHandler)}
 	web, pty := checkServer(t, h, me, someoneElse)
 	a := msg.CheckSessions{Sessions: []msg.SessionCheck{{ID: "a", User: "alice", UnixUser: "root", Machine: ".host"}}}
-	if _, err := checkCall(pty, a); remoteCode(err) != msg.CodeForbidden {
-		t.Errorf("a caller that is not ptystore: %v, want %s", err, msg.CodeForbidden)
+	if _, err := checkCall(pty, a); remoteCode(err) != rpc.CodeForbidden {
+		t.Errorf("a caller that is not ptystore: %v, want %s", err, rpc.CodeForbidden)
 	}
-	if _, err := checkCall(web, a); remoteCode(err) != msg.CodeBadRequest {
-		t.Errorf("check-sessions over web to policy: %v, want %s (unknown op)", err, msg.CodeBadRequest)
+	if _, err := checkCall(web, a); remoteCode(err) != rpc.CodeBadRequest {
+		t.Errorf("check-sessions over web to policy: %v, want %s (unknown op)", err, rpc.CodeBadRequest)
 	}
 }
 

@@ -23,10 +23,6 @@ type ShellClient interface {
 	Call(ctx context.Context, req any, fds []*os.File, resp any) ([]*os.File, error)
 }
 
-// MaxArgs bounds a request's argv (an allowed one is in the policy file
-// anyway; this only bounds what is looked at before denying).
-const MaxArgs = 64
-
 // Handler serves "web to policy".
 type Handler struct {
 	Key grant.Key
@@ -59,38 +55,32 @@ func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error)
 	// The caller's string is in the reply, not in the label the log
 	// lines carry (as in auth).
 	call.Label = "unknown"
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
-// verify checks a request's grant, the same way for every op: it must
-// verify with the grant key and be valid now, and name a user auth's own
-// rules allow. logAttrs say what was asked, for the log line of a refusal.
+// verify checks a request's grant with grant.Verifier, the same way for
+// every op and as every other helper does. logAttrs say what was asked,
+// for the log line of a refusal.
 func (h *Handler) verify(call *rpc.Call, g msg.Grant, now time.Time, logAttrs ...any) error {
-	if err := grant.Verify(h.Key, g, now); err != nil {
-		h.log().Warn("policy: bad grant", append(append([]any{"op", call.Label, "user", g.User}, logAttrs...),
-			"pid", call.Peer.PID, "err", err)...)
-		if errors.Is(err, grant.ErrForged) {
-			return rpc.Errorf(msg.CodeBadGrant, "grant not valid")
-		}
-		return rpc.Errorf(msg.CodeBadGrant, "grant expired or not yet valid; sign in again")
-	}
+	v := grant.Verifier{Key: h.Key, Now: func() time.Time { return now }}
 	if h.Revoked != nil {
-		if err := h.Revoked.Check(g); err != nil {
-			h.log().Warn("policy: revoked grant", append(append([]any{"op", call.Label, "user", g.User}, logAttrs...),
-				"pid", call.Peer.PID, "err", err)...)
-			if errors.Is(err, revoke.ErrRevoked) {
-				return rpc.Errorf(msg.CodeBadGrant, "access revoked; sign in again")
-			}
-			return rpc.Errorf(msg.CodeBadGrant, "the revocation list cannot be read, so no grant is accepted; ask an admin")
-		}
+		v.Revoked = h.Revoked
 	}
-	if !names.SluiceUser(g.User) {
-		// Authentic, so auth signed it: a name outside auth's own rules
-		// means the two disagree, and no rule should guess.
-		h.log().Warn("policy: grant for an invalid user name", "op", call.Label, "user", g.User)
-		return rpc.Errorf(msg.CodeBadGrant, "grant for an invalid user name")
+	err := v.Verify(g)
+	if err == nil {
+		return nil
 	}
-	return nil
+	what := "policy: bad grant"
+	switch {
+	case errors.Is(err, revoke.ErrRevoked), errors.Is(err, revoke.ErrUnavailable):
+		what = "policy: revoked grant"
+	case errors.Is(err, grant.ErrBadUser):
+		// Authentic, so auth signed it: auth and policy disagree.
+		what = "policy: grant for an invalid user name"
+	}
+	h.log().Warn(what, append(append([]any{"op", call.Label, "user", g.User}, logAttrs...),
+		"pid", call.Peer.PID, "err", err)...)
+	return grant.Refusal(err)
 }
 
 // targets serves msg.OpAllowedTargets: the login shells the allow rules
@@ -99,7 +89,7 @@ func (h *Handler) verify(call *rpc.Call, g msg.Grant, now time.Time, logAttrs ..
 func (h *Handler) targets(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
 	var a msg.AllowedTargets
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	if err := h.verify(call, a.Grant, h.now()); err != nil {
 		return rpc.Reply{}, err
@@ -119,7 +109,7 @@ func (h *Handler) targets(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
 func (h *Handler) auditScope(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
 	var a msg.AuditScope
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	if err := h.verify(call, a.Grant, h.now()); err != nil {
 		return rpc.Reply{}, err
@@ -137,14 +127,14 @@ func (h *Handler) auditScope(call *rpc.Call, req msg.Request) (rpc.Reply, error)
 func (h *Handler) create(ctx context.Context, call *rpc.Call, req msg.Request) (rpc.Reply, error) {
 	var a msg.CreateShellSession
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	now := h.now()
 	if err := h.verify(call, a.Grant, now, "unix_user", a.User, "machine", a.Machine); err != nil {
 		return rpc.Reply{}, err
 	}
 	if err := validate(a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 
 	d := h.Policy.Decide(Request{User: a.Grant.User, UnixUser: a.User, Machine: a.Machine, Args: a.Args})
@@ -212,8 +202,8 @@ func validate(a msg.CreateShellSession) error {
 	if !names.Machine(a.Machine) {
 		return fmt.Errorf("invalid machine name %q", a.Machine)
 	}
-	if len(a.Args) > MaxArgs {
-		return fmt.Errorf("%d args, at most %d", len(a.Args), MaxArgs)
+	if len(a.Args) > msg.MaxArgs {
+		return fmt.Errorf("%d args, at most %d", len(a.Args), msg.MaxArgs)
 	}
 	for i, arg := range a.Args {
 		if strings.IndexByte(arg, 0) >= 0 {
@@ -253,18 +243,18 @@ func (h *Handler) HandlePtyStore(ctx context.Context, call *rpc.Call) (rpc.Reply
 	}
 	if req.Op != msg.OpCheckSessions {
 		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 	}
 	var a msg.CheckSessions
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	if len(a.Sessions) > msg.MaxCheckSessions {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%d sessions, at most %d", len(a.Sessions), msg.MaxCheckSessions)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%d sessions, at most %d", len(a.Sessions), msg.MaxCheckSessions)
 	}
 	for i, s := range a.Sessions {
 		if !names.SluiceUser(s.User) || !names.UnixUser(s.UnixUser) || !names.Machine(s.Machine) {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "session %d: invalid user, unix user or machine", i)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "session %d: invalid user, unix user or machine", i)
 		}
 	}
 	if a.Grant != nil {
@@ -311,11 +301,11 @@ func (h *Handler) HandleRecord(ctx context.Context, call *rpc.Call) (rpc.Reply, 
 	call.Label = req.Op
 	if req.Op != msg.OpCheckAudit {
 		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 	}
 	var a msg.CheckAudit
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	if err := h.verify(call, a.Grant, h.now()); err != nil {
 		return rpc.Reply{}, err

@@ -18,36 +18,15 @@ import (
 	"sluice/internal/installtest"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/rpc/rpctest"
 	"sluice/tests/ptytest"
 )
-
-func hellos(name string) (client, server rpc.Hello) {
-	p, _ := msg.Lookup(name)
-	return rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("c", 64)},
-		rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("5", 64)}
-}
 
 // listen serves h for protocol name on a real socket and returns a client.
 func listen(t *testing.T, name string, h rpc.HandlerFunc) *rpc.Client {
 	t.Helper()
-	client, server := hellos(name)
-	s := &rpc.Server{Name: name, Routes: []rpc.Route{{Client: client, Server: server,
-		Allow: rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, Handle: h}}}
-	path := filepath.Join(t.TempDir(), "s.sock")
-	l, err := rpc.Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return &rpc.Client{Path: path, Hello: client, Expect: server}
+	r := rpctest.Route(name, rpctest.Me(), 0, h)
+	return rpctest.Client(rpctest.Serve(t, &rpc.Server{Name: name, Routes: []rpc.Route{r}}, "", 0), r)
 }
 
 const handlerPolicy = `allow alice as root on .host
@@ -80,12 +59,12 @@ func setupPolicy(t *testing.T, text string, shellClient policy.ShellClient) *fix
 		// As root the embedded backend logs in through sluice-login.
 		login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
 		sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
-		shellClient = listen(t, "policy to shell", sh.Handle)
+		shellClient = listen(t, msg.ProtoPolicyToShell, sh.Handle)
 	}
 	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
 	h := &policy.Handler{Key: f.key, Policy: p, Shell: shellClient,
 		Log: slog.New(slog.NewTextHandler(f.logs, nil))}
-	f.web = listen(t, "web to policy", h.Handle)
+	f.web = listen(t, msg.ProtoWebToPolicy, h.Handle)
 	f.h = h
 	return f
 }
@@ -191,9 +170,9 @@ func TestHandlerErrors(t *testing.T) {
 		{"invalid grant user", msg.CreateShellSession{Machine: ".host", User: "root", Grant: badName},
 			msg.CodeBadGrant, "invalid user name", "invalid user name"},
 		{"bad unix user", msg.CreateShellSession{Machine: ".host", User: "-root", Grant: f.grant(t, "alice")},
-			msg.CodeBadRequest, "invalid unix user name", ""},
+			rpc.CodeBadRequest, "invalid unix user name", ""},
 		{"bad machine", msg.CreateShellSession{Machine: "a/b", User: "root", Grant: f.grant(t, "alice")},
-			msg.CodeBadRequest, "invalid machine name", ""},
+			rpc.CodeBadRequest, "invalid machine name", ""},
 		// Allowed, but the embedded shell helper has no machined.
 		{"shell failed", msg.CreateShellSession{Machine: "web1", User: "root", Grant: f.grant(t, "alice")},
 			msg.CodeFailed, "no machined", "policy: shell helper failed"},
@@ -215,14 +194,14 @@ func TestHandlerErrors(t *testing.T) {
 
 	t.Run("unknown op", func(t *testing.T) {
 		_, err := f.web.Call(context.Background(), msg.Request{Op: msg.OpOpenShell}, nil, nil)
-		if rpc.CodeOf(err) != msg.CodeBadRequest {
+		if rpc.CodeOf(err) != rpc.CodeBadRequest {
 			t.Fatalf("err %v", err)
 		}
 	})
 }
 
 func TestHandlerShellUnreachable(t *testing.T) {
-	client, server := hellos("policy to shell")
+	client, server := rpctest.Hellos(msg.ProtoPolicyToShell)
 	f := setup(t, &rpc.Client{Path: filepath.Join(t.TempDir(), "absent.sock"), Hello: client, Expect: server})
 	_, _, err := f.create(t, msg.CreateShellSession{Machine: ".host", User: "root", Grant: f.grant(t, "alice")})
 	if rpc.CodeOf(err) != msg.CodeFailed || !strings.Contains(err.Error(), "could not be opened") {

@@ -313,7 +313,7 @@ func TestHandlerTargetsBadGrant(t *testing.T) {
 	}
 	t.Run("undecodable args", func(t *testing.T) {
 		_, err := f.web.Call(context.Background(), msg.Request{Op: msg.OpAllowedTargets, Args: []byte{0xc1}}, nil, nil)
-		if rpc.CodeOf(err) != msg.CodeBadRequest {
+		if rpc.CodeOf(err) != rpc.CodeBadRequest {
 			t.Fatalf("err %v", err)
 		}
 	})

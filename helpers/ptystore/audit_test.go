@@ -26,7 +26,7 @@ audit dave on web1
 // the AuditChecker ptystore's main makes, over that socket.
 func (pf *policyFile) auditor(key grant.Key, revDir string) AuditChecker {
 	t := pf.t
-	p, _ := msg.Lookup("ptystore to policy")
+	p, _ := msg.Lookup(msg.ProtoPtyStoreToPolicy)
 	client := rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("e7", 32)}
 	server := rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("f8", 32)}
 	path := filepath.Join(t.TempDir(), "policy.sock")
@@ -149,7 +149,7 @@ func TestAudit(t *testing.T) {
 	}
 
 	// Admins have their own list; the audit ops are the web's.
-	if _, code := call(t, h.admin, msg.OpPtyAuditList, msg.PtyAuditList{Grant: carol}, nil, nil); code != msg.CodeForbidden {
+	if _, code := call(t, h.admin, msg.OpPtyAuditList, msg.PtyAuditList{Grant: carol}, nil, nil); code != rpc.CodeForbidden {
 		t.Errorf("audit list over admin to ptystore: %q", code)
 	}
 }

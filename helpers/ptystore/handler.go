@@ -54,14 +54,14 @@ func (h *Handler) now() time.Time {
 	return time.Now()
 }
 
+// verify checks a grant with grant.Verifier, as every helper does.
 func (h *Handler) verify(g msg.Grant) error {
-	if err := grant.Verify(h.GrantKey, g, h.now()); err != nil {
-		return rpc.Errorf(msg.CodeBadGrant, "%v", err)
-	}
+	v := grant.Verifier{Key: h.GrantKey, Now: h.now}
 	if h.Revoked != nil {
-		if err := h.Revoked.Check(g); err != nil {
-			return rpc.Errorf(msg.CodeBadGrant, "%v", err)
-		}
+		v.Revoked = h.Revoked
+	}
+	if err := v.Verify(g); err != nil {
+		return grant.Refusal(err)
 	}
 	return nil
 }
@@ -82,7 +82,7 @@ func (h *Handler) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 	c.Label = req.Op
 	if req.Op != msg.OpPtyPut && len(c.FDs) > 0 {
 		closeAll(c.FDs)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%s takes no fds, got %d", req.Op, len(c.FDs))
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%s takes no fds, got %d", req.Op, len(c.FDs))
 	}
 	switch req.Op {
 	case msg.OpPtyPut:
@@ -118,7 +118,7 @@ func (h *Handler) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 	case msg.OpPtyAuditGet:
 		return h.auditGet(ctx, req)
 	}
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 // Admin serves sluicectl: every session, and dropping any of them. The
@@ -147,15 +147,15 @@ func (h *Handler) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		}
 		return rpc.Reply{Body: rep}, nil
 	case msg.OpPtyPut, msg.OpPtyGet, msg.OpPtyShare, msg.OpPtyViewers, msg.OpPtyAuditList, msg.OpPtyAuditGet:
-		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "%s is not served to admins", req.Op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeForbidden, "%s is not served to admins", req.Op)
 	}
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 func (h *Handler) put(ctx context.Context, req msg.Request, fds []*os.File) (rpc.Reply, error) {
 	if len(fds) != 1 {
 		closeAll(fds)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "put takes exactly one fd, got %d", len(fds))
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "put takes exactly one fd, got %d", len(fds))
 	}
 	f := fds[0]
 	var a msg.PtyPut
@@ -258,7 +258,7 @@ func (h *Handler) viewers(req msg.Request) (rpc.Reply, error) {
 		return rpc.Reply{}, err
 	}
 	if n := len(a.Attached) + len(a.Left); n > msg.MaxPtyViewers {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%d session ids, at most %d", n, msg.MaxPtyViewers)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%d session ids, at most %d", n, msg.MaxPtyViewers)
 	}
 	return rpc.Reply{Body: msg.PtyViewersReply{
 		Unknown:  h.Store.Viewers(a.Attached, a.Left),
@@ -286,7 +286,7 @@ func storeErr(op, id string, err error) error {
 	case errors.Is(err, ErrBadToken):
 		return rpc.Errorf(msg.CodeBadGrant, "%v", err)
 	case errors.Is(err, ErrNotPTY), errors.Is(err, ErrInvalid), errors.Is(err, ErrExists):
-		return rpc.Errorf(msg.CodeBadRequest, "%s %s: %v", op, id, err)
+		return rpc.Errorf(rpc.CodeBadRequest, "%s %s: %v", op, id, err)
 	case errors.Is(err, ErrUserFull):
 		return rpc.Errorf(msg.CodeDenied, "too many sessions: %v", err)
 	case errors.Is(err, ErrFull), errors.Is(err, ErrEnding):

@@ -17,14 +17,15 @@ import (
 	"sluice/helpers/grant"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/rpc/rpctest"
 	"sluice/sdnotify"
 )
 
 // Any valid build IDs do: the handler tests pair client and server hellos
 // directly, without a manifest.
 var (
-	webProto, _   = msg.Lookup("web to ptystore")
-	adminProto, _ = msg.Lookup("admin to ptystore")
+	webProto, _   = msg.Lookup(msg.ProtoWebToPtyStore)
+	adminProto, _ = msg.Lookup(msg.ProtoAdminToPtyStore)
 	webClient     = rpc.Hello{Intent: msg.Intent(webProto, "client"), BuildID: strings.Repeat("a1", 32)}
 	webServer     = rpc.Hello{Intent: msg.Intent(webProto, "server"), BuildID: strings.Repeat("b2", 32)}
 	adminClient   = rpc.Hello{Intent: msg.Intent(adminProto, "client"), BuildID: strings.Repeat("c3", 32)}
@@ -75,15 +76,7 @@ func newHarnessPolicy(t testing.TB, cfg Config, pc func(grant.Key) PolicyChecker
 		{Client: webClient, Server: webServer, Allow: me, MaxFDs: 1, Handle: hd.Web},
 		{Client: adminClient, Server: adminServer, Allow: me, Handle: hd.Admin},
 	}}
-	path := filepath.Join(t.TempDir(), "ptystore.sock")
-	l, err := rpc.Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, l); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	path := rpctest.Serve(t, srv, "", 0o600)
 	h.web = &rpc.Client{Path: path, Hello: webClient, Expect: webServer}
 	h.admin = &rpc.Client{Path: path, Hello: adminClient, Expect: adminServer}
 	return h
@@ -305,7 +298,7 @@ func TestShareTokens(t *testing.T) {
 	if _, code := share(bob, "s1", msg.ShareReadWrite); code != msg.CodeNotFound {
 		t.Fatalf("bob sharing alice's session: %q", code)
 	}
-	if _, code := share(alice, "s1", "public"); code != msg.CodeBadRequest {
+	if _, code := share(alice, "s1", "public"); code != rpc.CodeBadRequest {
 		t.Fatalf("unknown mode: %q", code)
 	}
 
@@ -458,20 +451,20 @@ func TestPutRefused(t *testing.T) {
 			r, w, _ := os.Pipe()
 			t.Cleanup(func() { r.Close() })
 			return offer{w, func() bool { return isClosedPipe(t, r) }}
-		}, sessionInfo("p", "alice"), msg.CodeBadRequest},
+		}, sessionInfo("p", "alice"), rpc.CodeBadRequest},
 		{"pty slave", func(t *testing.T) offer {
 			m, s := openPTY(t)
 			t.Cleanup(func() { m.Close() })
 			return offer{s, func() bool { return hungUp(int(m.Fd())) }}
-		}, sessionInfo("p", "alice"), msg.CodeBadRequest},
+		}, sessionInfo("p", "alice"), rpc.CodeBadRequest},
 		{"/dev/null", func(t *testing.T) offer {
 			f, _ := os.Open("/dev/null")
 			return offer{f, nil}
-		}, sessionInfo("p", "alice"), msg.CodeBadRequest},
+		}, sessionInfo("p", "alice"), rpc.CodeBadRequest},
 		{"regular file", func(t *testing.T) offer {
 			f, _ := os.Create(filepath.Join(t.TempDir(), "f"))
 			return offer{f, nil}
-		}, sessionInfo("p", "alice"), msg.CodeBadRequest},
+		}, sessionInfo("p", "alice"), rpc.CodeBadRequest},
 		{"someone else's session", func(t *testing.T) offer {
 			m, s := openPTY(t)
 			t.Cleanup(func() { s.Close() })
@@ -481,12 +474,12 @@ func TestPutRefused(t *testing.T) {
 			m, s := openPTY(t)
 			t.Cleanup(func() { s.Close() })
 			return offer{m, nil}
-		}, sessionInfo("", "alice"), msg.CodeBadRequest},
+		}, sessionInfo("", "alice"), rpc.CodeBadRequest},
 		{"metadata too long for an fd name", func(t *testing.T) offer {
 			m, s := openPTY(t)
 			t.Cleanup(func() { s.Close() })
 			return offer{m, nil}
-		}, msg.SessionInfo{ID: strings.Repeat("i", 64), Owner: "alice", UnixUser: strings.Repeat("u", 64), Machine: strings.Repeat("m", 64)}, msg.CodeBadRequest},
+		}, msg.SessionInfo{ID: strings.Repeat("i", 64), Owner: "alice", UnixUser: strings.Repeat("u", 64), Machine: strings.Repeat("m", 64)}, rpc.CodeBadRequest},
 	}
 	// A compromised frontend's terminal escapes, bound for `sluicectl
 	// sessions` on a root terminal: refused as policy refuses them.
@@ -506,7 +499,7 @@ func TestPutRefused(t *testing.T) {
 			m, s := openPTY(t)
 			t.Cleanup(func() { s.Close() })
 			return offer{m, nil}
-		}, msg.SessionInfo{ID: "esc", Owner: "alice", UnixUser: bad.user, Machine: bad.machine}, msg.CodeBadRequest})
+		}, msg.SessionInfo{ID: "esc", Owner: "alice", UnixUser: bad.user, Machine: bad.machine}, rpc.CodeBadRequest})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -523,19 +516,19 @@ func TestPutRefused(t *testing.T) {
 	}
 
 	// Zero fds and a get with an fd attached are refused too.
-	if _, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("z", "alice")}, nil, nil); code != msg.CodeBadRequest {
+	if _, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("z", "alice")}, nil, nil); code != rpc.CodeBadRequest {
 		t.Fatalf("put without fd: %q", code)
 	}
 	r, w, _ := os.Pipe()
 	defer r.Close()
-	if _, code := call(t, h.web, msg.OpPtyGet, msg.PtyGet{Grant: alice, ID: "z"}, []*os.File{w}, nil); code != msg.CodeBadRequest {
+	if _, code := call(t, h.web, msg.OpPtyGet, msg.PtyGet{Grant: alice, ID: "z"}, []*os.File{w}, nil); code != rpc.CodeBadRequest {
 		t.Fatalf("get with an fd: %q", code)
 	}
 	w.Close()
 	if !isClosedPipe(t, r) {
 		t.Fatal("fd sent with a get was kept")
 	}
-	if _, code := call(t, h.web, "pty-steal", msg.PtyList{Grant: alice}, nil, nil); code != msg.CodeBadRequest {
+	if _, code := call(t, h.web, "pty-steal", msg.PtyList{Grant: alice}, nil, nil); code != rpc.CodeBadRequest {
 		t.Fatalf("unknown op: %q", code)
 	}
 	if n := h.fds.names(); len(n) != 0 || h.store.Len() != 0 {
@@ -548,7 +541,7 @@ func TestDuplicateIDRefused(t *testing.T) {
 	h.put(startShell(t), "s1", "alice")
 	sh := startShell(t)
 	_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: sessionInfo("s1", "alice")}, []*os.File{sh.master}, nil)
-	if code != msg.CodeBadRequest {
+	if code != rpc.CodeBadRequest {
 		t.Fatalf("second put of s1: %q", code)
 	}
 }
@@ -657,7 +650,7 @@ func TestAdmin(t *testing.T) {
 		t.Fatalf("admin lists %q", got)
 	}
 	for _, op := range []string{msg.OpPtyGet, msg.OpPtyShare, msg.OpPtyPut} {
-		if _, code := call(t, h.admin, op, msg.PtyGet{ID: "s1"}, nil, nil); code != msg.CodeForbidden {
+		if _, code := call(t, h.admin, op, msg.PtyGet{ID: "s1"}, nil, nil); code != rpc.CodeForbidden {
 			t.Errorf("admin %s: %q, want forbidden", op, code)
 		}
 	}

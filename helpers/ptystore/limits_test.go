@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"sluice/msg"
+	"sluice/rpc"
 )
 
 // enforce runs the limits loop for the test's life.
@@ -175,10 +176,10 @@ func TestPtyViewersBounded(t *testing.T) {
 	for i := range ids {
 		ids[i] = "x"
 	}
-	if _, code := call(t, h.web, msg.OpPtyViewers, msg.PtyViewers{Attached: ids}, nil, nil); code != msg.CodeBadRequest {
-		t.Errorf("too many ids: %q, want %s", code, msg.CodeBadRequest)
+	if _, code := call(t, h.web, msg.OpPtyViewers, msg.PtyViewers{Attached: ids}, nil, nil); code != rpc.CodeBadRequest {
+		t.Errorf("too many ids: %q, want %s", code, rpc.CodeBadRequest)
 	}
-	if _, code := call(t, h.admin, msg.OpPtyViewers, msg.PtyViewers{}, nil, nil); code != msg.CodeForbidden {
-		t.Errorf("over admin: %q, want %s", code, msg.CodeForbidden)
+	if _, code := call(t, h.admin, msg.OpPtyViewers, msg.PtyViewers{}, nil, nil); code != rpc.CodeForbidden {
+		t.Errorf("over admin: %q, want %s", code, rpc.CodeForbidden)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
+	"sluice/rpc/rpctest"
 )
 
 // policyFile is a policy file the test rewrites, and a checker that asks a
@@ -47,7 +48,7 @@ func (pf *policyFile) write(text string) {
 
 func (pf *policyFile) checker(key grant.Key) PolicyChecker {
 	t := pf.t
-	p, _ := msg.Lookup("ptystore to policy")
+	p, _ := msg.Lookup(msg.ProtoPtyStoreToPolicy)
 	client := rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("e5", 32)}
 	server := rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("f6", 32)}
 	path := filepath.Join(t.TempDir(), "policy.sock")
@@ -83,14 +84,7 @@ func (pf *policyFile) serve(sock string, mode uint32, key grant.Key, revDir stri
 	}
 	srv := &rpc.Server{Name: "policy", Log: testLog(t), Routes: []rpc.Route{
 		{Client: client, Server: server, Allow: allow, Handle: handle}}}
-	l, err := rpc.Listen(sock, os.FileMode(mode))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, l); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	rpctest.Serve(t, srv, sock, os.FileMode(mode))
 }
 
 // The owners' sessions run as u-OWNER (sessionInfo).
@@ -178,7 +172,7 @@ func TestRecheckEnds(t *testing.T) {
 		t.Error("bob's shell, still allowed, ended")
 	}
 	// The web protocol does not serve it.
-	if _, code := call(t, h.web, msg.OpPtyRecheck, msg.PtyRecheck{}, nil, &rr); code != msg.CodeBadRequest {
+	if _, code := call(t, h.web, msg.OpPtyRecheck, msg.PtyRecheck{}, nil, &rr); code != rpc.CodeBadRequest {
 		t.Errorf("recheck over web to ptystore: %q", code)
 	}
 }
@@ -237,7 +231,7 @@ func TestWatchPolicy(t *testing.T) {
 // binary's). Callers: uid 0 and nobody, as those tests run ptystore.
 func servePolicyFor(t *testing.T, sock string, m *buildid.Manifest, key grant.Key) {
 	t.Helper()
-	p, _ := msg.Lookup("ptystore to policy")
+	p, _ := msg.Lookup(msg.ProtoPtyStoreToPolicy)
 	ce, err := m.Lookup(msg.PtyStore, msg.Intent(p, "client"))
 	if err != nil {
 		t.Fatal(err)

@@ -74,3 +74,18 @@ func TestRevokedGrants(t *testing.T) {
 		t.Fatalf("get after the list is clear again: %s", code)
 	}
 }
+
+// An authentic grant for a name auth never issues is refused, as policy
+// refuses it (grant.Verifier): ptystore used to serve it.
+func TestGrantForInvalidUser(t *testing.T) {
+	h := newHarness(t, Config{})
+	for _, user := range []string{"Alice", "-alice", "a:b"} {
+		g, err := grant.Sign(h.key, user, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, code := call(t, h.web, msg.OpPtyList, msg.PtyList{Grant: g}, nil, &msg.PtyListReply{}); code != msg.CodeBadGrant {
+			t.Errorf("list with a grant for %q = %q, want %s", user, code, msg.CodeBadGrant)
+		}
+	}
+}

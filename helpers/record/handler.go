@@ -71,16 +71,16 @@ func (h *Handler) Shell(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 	c.Label = req.Op
 	if req.Op != msg.OpRecordSession {
 		closeAll(c.FDs)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 	}
 	var a msg.RecordSession
 	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
 		closeAll(c.FDs)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	if err := validSession(a, c.FDs); err != nil {
 		closeAll(c.FDs)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	inner, outer := c.FDs[0], c.FDs[1]
 	sp, err := h.start(a, inner, outer)
@@ -235,7 +235,7 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 	case msg.OpRecList:
 		var a msg.RecList
 		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 		}
 		scope, err := h.auditor(ctx, web, a.Grant)
 		if err != nil {
@@ -249,7 +249,7 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 	case msg.OpRecOpen:
 		var a msg.RecOpen
 		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 		}
 		scope, err := h.auditor(ctx, web, a.Grant)
 		if err != nil {
@@ -278,7 +278,7 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 		}
 		var a msg.RecVerify
 		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 		}
 		f, info, err := h.Store.Open(a.ID)
 		if errors.Is(err, ErrNotFound) {
@@ -294,7 +294,7 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 		}
 		return rpc.Reply{Body: v}, nil
 	}
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 // auditor: on the web route, the grant must hold and policy must let its
@@ -307,16 +307,16 @@ func (h *Handler) auditor(ctx context.Context, web bool, g *msg.Grant) (func(mac
 	if g == nil {
 		return nil, rpc.Errorf(msg.CodeBadGrant, "a grant is required")
 	}
-	if len(h.GrantKey) == 0 {
-		return nil, rpc.Errorf(msg.CodeDenied, "auditing is not set up (no grant key)")
-	}
-	if err := grant.Verify(h.GrantKey, *g, time.Now()); err != nil {
-		return nil, rpc.Errorf(msg.CodeBadGrant, "%v", err)
-	}
+	v := grant.Verifier{Key: h.GrantKey}
 	if h.Revoked != nil {
-		if err := h.Revoked.Check(*g); err != nil {
-			return nil, rpc.Errorf(msg.CodeBadGrant, "%v", err)
+		v.Revoked = h.Revoked
+	}
+	if err := v.Verify(*g); err != nil {
+		if errors.Is(err, grant.ErrNoKey) {
+			return nil, rpc.Errorf(msg.CodeDenied, "auditing is not set up (no grant key)")
 		}
+		h.log().Warn("record: bad grant", "user", g.User, "err", err)
+		return nil, grant.Refusal(err)
 	}
 	if h.Audit == nil {
 		return nil, rpc.Errorf(msg.CodeDenied, "%s may not audit recordings", g.User)

@@ -59,6 +59,8 @@ func TestWebRoute(t *testing.T) {
 		"erin":  {Allow: true, Machines: []string{"web1"}},
 		// A reply that says allow with an empty scope grants nothing.
 		"frank": {Allow: true},
+		// Policy would allow it; the grant check refuses the name first.
+		"Carol": {Allow: true, Machines: []string{"*"}},
 	}
 	h := &Handler{Store: st, Key: testKey, GrantKey: key, Audit: func(ctx context.Context, g msg.Grant) (msg.CheckAuditReply, error) {
 		if g.User == "policy-down" {
@@ -69,6 +71,7 @@ func TestWebRoute(t *testing.T) {
 	down, _ := grant.Sign(key, "policy-down", time.Now(), time.Hour)
 	dave, _ := grant.Sign(key, "dave", time.Now(), time.Hour)
 	frank, _ := grant.Sign(key, "frank", time.Now(), time.Hour)
+	badName, _ := grant.Sign(key, "Carol", time.Now(), time.Hour)
 	id := "0123456789abcdef0123456789abcdef"
 	for _, tc := range []struct {
 		name string
@@ -80,6 +83,7 @@ func TestWebRoute(t *testing.T) {
 	}{
 		{"no grant", true, msg.OpRecList, msg.RecList{}, msg.CodeBadGrant, 0},
 		{"forged grant", true, msg.OpRecOpen, msg.RecOpen{Grant: &other, ID: id}, msg.CodeBadGrant, 0},
+		{"grant for an invalid user name", true, msg.OpRecList, msg.RecList{Grant: &badName}, msg.CodeBadGrant, 0},
 		{"not an auditor", true, msg.OpRecOpen, msg.RecOpen{Grant: &dave, ID: id}, msg.CodeDenied, 0},
 		{"policy unreachable", true, msg.OpRecList, msg.RecList{Grant: &down}, msg.CodeDenied, 0},
 		{"auditor lists", true, msg.OpRecList, msg.RecList{Grant: &good}, "", 0},
@@ -87,7 +91,7 @@ func TestWebRoute(t *testing.T) {
 		{"scoped auditor opens in scope", true, msg.OpRecOpen, msg.RecOpen{Grant: &erin, ID: web1}, "", 1},
 		{"scoped auditor out of scope", true, msg.OpRecOpen, msg.RecOpen{Grant: &erin, ID: id}, msg.CodeNotFound, 0},
 		{"empty scope", true, msg.OpRecList, msg.RecList{Grant: &frank}, msg.CodeDenied, 0},
-		{"auditor may not verify", true, msg.OpRecVerify, msg.RecVerify{ID: id}, msg.CodeBadRequest, 0},
+		{"auditor may not verify", true, msg.OpRecVerify, msg.RecVerify{ID: id}, rpc.CodeBadRequest, 0},
 		{"unknown id", true, msg.OpRecOpen, msg.RecOpen{Grant: &good, ID: "ffffffffffffffffffffffffffffffff"}, msg.CodeNotFound, 0},
 		{"path in id", false, msg.OpRecOpen, msg.RecOpen{ID: "../../etc/shadow"}, msg.CodeNotFound, 0},
 		{"admin verifies", false, msg.OpRecVerify, msg.RecVerify{ID: id}, "", 0},
@@ -131,6 +135,23 @@ func TestWebRoute(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%s lists %v, want %v", user.User, got, want)
 		}
+	}
+}
+
+// A recorder started without a grant key file (sluice-record tolerates a
+// missing one) refuses every grant on the web route; it used to check
+// MACs with the all-zero key, which a compromised frontend can compute.
+func TestWebRouteWithoutGrantKey(t *testing.T) {
+	h := &Handler{Store: &Store{Dir: t.TempDir()}, Key: testKey, Audit: func(context.Context, msg.Grant) (msg.CheckAuditReply, error) {
+		return msg.CheckAuditReply{Allow: true, Machines: []string{"*"}}, nil
+	}}
+	forged, err := grant.Sign(grant.Key{}, "alice", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.Web(context.Background(), call(t, msg.OpRecList, msg.RecList{Grant: &forged}))
+	if got := rpc.CodeOf(err); got != msg.CodeDenied {
+		t.Fatalf("list with a zero-key grant: code %q (%v), want %q", got, err, msg.CodeDenied)
 	}
 }
 

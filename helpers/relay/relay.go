@@ -80,7 +80,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	req, err := r.readRequest()
 	if err != nil {
-		r.reply(msg.RelayReply{Error: msg.CodeBadRequest + ": " + err.Error()})
+		r.reply(msg.RelayReply{Error: rpc.CodeBadRequest + ": " + err.Error()})
 		return err
 	}
 	r.user = grantUser(req.HostGrant)
@@ -97,7 +97,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			return r.replyErr(err)
 		}
 		if len(fds) > 0 {
-			return r.replyErr(rpc.Errorf(msg.CodeInternal, "%s answered with %d fds", req.Op, len(fds)))
+			return r.replyErr(rpc.Errorf(rpc.CodeInternal, "%s answered with %d fds", req.Op, len(fds)))
 		}
 		return r.reply(msg.RelayReply{Payload: payload})
 	}
@@ -165,7 +165,7 @@ func (r *Relay) open(ctx context.Context, req msg.RelayRequest) (msg.FleetOpenRe
 		}
 		return msg.FleetOpenReply{Host: r.Host, Session: gr.Session, Mode: gr.Mode, Epoch: gr.Epoch, Limits: gr.Limits}, master, nil
 	}
-	return out, nil, rpc.Errorf(msg.CodeBadRequest, "%s does not stream", req.Op)
+	return out, nil, rpc.Errorf(rpc.CodeBadRequest, "%s does not stream", req.Op)
 }
 
 // call makes one call to a host helper on the gateway protocol.
@@ -177,7 +177,7 @@ func (r *Relay) call(ctx context.Context, service, op string, hg *msg.HostGrant,
 	case msg.PtyStore:
 		mk = r.PtyStore
 	default:
-		return nil, nil, rpc.Errorf(msg.CodeBadRequest, "no service %q", service)
+		return nil, nil, rpc.Errorf(rpc.CodeBadRequest, "no service %q", service)
 	}
 	cl, err := mk()
 	if err != nil {

@@ -39,7 +39,7 @@ func (s *store) CallRaw(ctx context.Context, body []byte, fds []*os.File) ([]byt
 		return nil, nil, err
 	}
 	if req.Op != msg.OpPtyViewers || ga.HostGrant != nil {
-		return nil, nil, rpc.Errorf(msg.CodeBadRequest, "unexpected %s", req.Op)
+		return nil, nil, rpc.Errorf(rpc.CodeBadRequest, "unexpected %s", req.Op)
 	}
 	if len(a.Attached) == 0 { // the last report: left
 		b, _ := msgpack.Marshal(msg.PtyViewersReply{})

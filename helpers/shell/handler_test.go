@@ -12,6 +12,7 @@ import (
 	"sluice/helpers/shell"
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/rpc/rpctest"
 	"sluice/tests/ptytest"
 )
 
@@ -24,26 +25,8 @@ func serve(t *testing.T, b shell.Backend) *rpc.Client {
 
 func serveHandler(t *testing.T, h *shell.Handler) *rpc.Client {
 	t.Helper()
-	p, _ := msg.Lookup("policy to shell")
-	client := rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("c", 64)}
-	server := rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("5", 64)}
-	s := &rpc.Server{Name: "shell", Routes: []rpc.Route{{Client: client, Server: server,
-		Allow: rpc.Allow{UIDs: []uint32{0}}, Handle: h.Handle}}}
-	path := filepath.Join(t.TempDir(), "shell.sock")
-	l, err := rpc.Listen(path, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return &rpc.Client{Path: path, Hello: client, Expect: server}
+	r := rpctest.Route(msg.ProtoPolicyToShell, rpc.Allow{UIDs: []uint32{0}}, 0, h.Handle)
+	return rpctest.Client(rpctest.Serve(t, &rpc.Server{Name: "shell", Routes: []rpc.Route{r}}, "", 0), r)
 }
 
 func request(t *testing.T, op string, args any) msg.Request {
@@ -91,10 +74,10 @@ func TestHandlerErrors(t *testing.T) {
 		code string
 		text string
 	}{
-		{"unknown op", request(t, "open-sesame", msg.OpenShell{}), msg.CodeBadRequest, `unknown op "open-sesame"`},
-		{"undecodable args", msg.Request{Op: msg.OpOpenShell, Args: []byte{0xc1}}, msg.CodeBadRequest, "undecodable"},
-		{"bad user", request(t, msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "-oops"}), msg.CodeBadRequest, "invalid unix user name"},
-		{"relative command", request(t, msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "root", Args: []string{"sh"}}), msg.CodeBadRequest, "absolute"},
+		{"unknown op", request(t, "open-sesame", msg.OpenShell{}), rpc.CodeBadRequest, `unknown op "open-sesame"`},
+		{"undecodable args", msg.Request{Op: msg.OpOpenShell, Args: []byte{0xc1}}, rpc.CodeBadRequest, "undecodable"},
+		{"bad user", request(t, msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "-oops"}), rpc.CodeBadRequest, "invalid unix user name"},
+		{"relative command", request(t, msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "root", Args: []string{"sh"}}), rpc.CodeBadRequest, "absolute"},
 		{"no machined", request(t, msg.OpOpenShell, msg.OpenShell{Machine: "web1", User: "root"}), msg.CodeFailed, "no machined"},
 		{"no such user", request(t, msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "no-such-user-sluice"}), msg.CodeFailed, "no such unix user"},
 	} {
@@ -136,7 +119,7 @@ func TestValidate(t *testing.T) {
 		{"relative command", with(func(r *msg.OpenShell) { r.Args = []string{"bash"} }), "absolute"},
 		{"NUL in arg", with(func(r *msg.OpenShell) { r.Args = []string{"/bin/sh", "a\x00b"} }), "NUL"},
 		{"long arg", with(func(r *msg.OpenShell) { r.Args = []string{"/bin/sh", long} }), "too long"},
-		{"too many args", with(func(r *msg.OpenShell) { r.Args = append([]string{"/bin/sh"}, make([]string, shell.MaxArgs)...) }), "args"},
+		{"too many args", with(func(r *msg.OpenShell) { r.Args = append([]string{"/bin/sh"}, make([]string, msg.MaxArgs)...) }), "args"},
 		{"env without =", with(func(r *msg.OpenShell) { r.Env = []string{"TERM"} }), "KEY=VALUE"},
 		{"env empty key", with(func(r *msg.OpenShell) { r.Env = []string{"=x"} }), "KEY=VALUE"},
 		{"env NUL", with(func(r *msg.OpenShell) { r.Env = []string{"A=\x00"} }), "KEY=VALUE"},

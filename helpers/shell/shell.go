@@ -44,9 +44,9 @@ type Backend interface {
 var ErrRefused = errors.New("shell: refused")
 
 // Limits on a request, far above any sane use, so that a bad caller cannot
-// make the helper build huge argv or environment blocks.
+// make the helper build huge argv or environment blocks. The argv count is
+// msg.MaxArgs, which policy checks too.
 const (
-	MaxArgs   = 64
 	MaxEnv    = 64
 	MaxArgLen = 4096
 )
@@ -70,14 +70,14 @@ func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error)
 	}
 	call.Label = req.Op
 	if req.Op != msg.OpOpenShell {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 	}
 	var open msg.OpenShell
 	if err := msgpack.Unmarshal(req.Args, &open); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
 	}
 	if err := Validate(open); err != nil {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
+		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	id, err := NewSessionID()
 	if err != nil {
@@ -175,8 +175,8 @@ func Validate(r msg.OpenShell) error {
 	if !names.Machine(r.Machine) {
 		return fmt.Errorf("invalid machine name %q", r.Machine)
 	}
-	if len(r.Args) > MaxArgs {
-		return fmt.Errorf("%d args, at most %d", len(r.Args), MaxArgs)
+	if len(r.Args) > msg.MaxArgs {
+		return fmt.Errorf("%d args, at most %d", len(r.Args), msg.MaxArgs)
 	}
 	if len(r.Args) > 0 && !strings.HasPrefix(r.Args[0], "/") {
 		return fmt.Errorf("command %q is not an absolute path", r.Args[0])

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/helpers/grant"
+	"sluice/internal/testbuf"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
@@ -43,24 +43,7 @@ var env struct {
 	key      grant.Key
 	manifest *buildid.Manifest
 	web      *rpc.Client // this process as the frontend, calling policy
-	logs     map[string]*syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs     map[string]*testbuf.Buffer
 }
 
 func TestMain(m *testing.M) {
@@ -113,7 +96,7 @@ func run(m *testing.M) (int, error) {
 	}
 	// This test binary is the frontend: add its own build ID for "web to
 	// policy", as BuildManifest would for a real sluice-frontend.
-	web, _ := msg.Lookup("web to policy")
+	web, _ := msg.Lookup(msg.ProtoWebToPolicy)
 	self, err := os.Executable()
 	if err != nil {
 		return 1, err
@@ -150,7 +133,7 @@ func run(m *testing.M) (int, error) {
 	}
 
 	helperEnv := []string{"SLUICE_RUNTIME_DIR=" + runDir, "SLUICE_MANIFEST=" + manPath, "PATH=/usr/bin:/bin"}
-	env.logs = map[string]*syncBuffer{}
+	env.logs = map[string]*testbuf.Buffer{}
 	type proc struct {
 		cmd    *exec.Cmd
 		exited chan struct{}
@@ -172,7 +155,7 @@ func run(m *testing.M) (int, error) {
 		sock := filepath.Join(runDir, h.name+".sock")
 		cmd := exec.Command(filepath.Join(bin, suite.BinaryName(h.name)), append([]string{"--listen", sock}, h.args...)...)
 		cmd.Env = helperEnv
-		env.logs[h.name] = &syncBuffer{}
+		env.logs[h.name] = &testbuf.Buffer{}
 		cmd.Stderr = env.logs[h.name]
 		if err := cmd.Start(); err != nil {
 			return 1, err
@@ -324,7 +307,7 @@ func TestRefusals(t *testing.T) {
 // TestShellTalksOnlyToPolicy: a process that is not the policy binary
 // cannot speak "policy to shell", even with the right intent.
 func TestShellTalksOnlyToPolicy(t *testing.T) {
-	p, _ := msg.Lookup("policy to shell")
+	p, _ := msg.Lookup(msg.ProtoPolicyToShell)
 	shellEntry, err := env.manifest.Lookup(msg.Shell, msg.Intent(p, "server"))
 	if err != nil {
 		t.Fatal(err)
@@ -362,7 +345,7 @@ func TestAcceptYesShellOutlivesHelper(t *testing.T) {
 
 	// Speak as the policy binary: build IDs name binaries, they do not
 	// authenticate; the kernel-checked uid (root here) does.
-	p, _ := msg.Lookup("policy to shell")
+	p, _ := msg.Lookup(msg.ProtoPolicyToShell)
 	ci, si := msg.Intent(p, "client"), msg.Intent(p, "server")
 	pe, err1 := env.manifest.Lookup(msg.Policy, ci)
 	se, err2 := env.manifest.Lookup(msg.Shell, si)

@@ -521,7 +521,7 @@ func check(t *testing.T, c Caller, cs CallSpec, send *os.File, want outcome) []*
 		// the helper, so it shows the translation.
 		p, _ := msg.Lookup(protoOf(cs))
 		text := fmt.Sprintf("uid %d gid %d may not call %q", want.seenUID, want.seenUID, msg.Intent(p, "client"))
-		if res.Code != msg.CodeForbidden || res.Msg != text {
+		if res.Code != rpc.CodeForbidden || res.Msg != text {
 			t.Fatalf("%s: %+v, want forbidden: %s", c.Name, res, text)
 		}
 	}
@@ -631,14 +631,14 @@ func hostPID(t *testing.T, inNS, nsPID int) int {
 // as forbidden callers, and checks which way each call went.
 func TestCalls(t *testing.T) {
 	need(t)
-	loginBegin := spec(t, "web to auth", msg.OpLoginBegin, msg.LoginBegin{})
-	enroll := spec(t, "admin to auth", msg.OpEnroll, msg.Enroll{User: "alice"})
-	create := spec(t, "web to policy", msg.OpCreateShellSession,
+	loginBegin := spec(t, msg.ProtoWebToAuth, msg.OpLoginBegin, msg.LoginBegin{})
+	enroll := spec(t, msg.ProtoAdminToAuth, msg.OpEnroll, msg.Enroll{User: "alice"})
+	create := spec(t, msg.ProtoWebToPolicy, msg.OpCreateShellSession,
 		msg.CreateShellSession{Machine: msg.HostMachine, User: "sh-user", Grant: signIn(t, "alice")})
-	openShell := spec(t, "policy to shell", msg.OpOpenShell,
+	openShell := spec(t, msg.ProtoPolicyToShell, msg.OpOpenShell,
 		msg.OpenShell{Machine: msg.HostMachine, User: "sh-user", Requester: "alice"})
-	webList := spec(t, "web to ptystore", msg.OpPtyList, msg.PtyList{Grant: signIn(t, "alice")})
-	adminList := spec(t, "admin to ptystore", msg.OpPtyList, msg.PtyList{})
+	webList := spec(t, msg.ProtoWebToPtyStore, msg.OpPtyList, msg.PtyList{Grant: signIn(t, "alice")})
+	adminList := spec(t, msg.ProtoAdminToPtyStore, msg.OpPtyList, msg.PtyList{})
 
 	for _, tc := range []struct {
 		name   string
@@ -721,7 +721,7 @@ func TestPtyStoreHoldsAPty(t *testing.T) {
 	defer master.Close()
 	info := msg.SessionInfo{ID: "c0ffee00c0ffee00c0ffee00c0ffee00", Owner: "bob", UnixUser: "sh-user",
 		Machine: msg.HostMachine, Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}
-	put := spec(t, "web to ptystore", msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "bob"), Session: info})
+	put := spec(t, msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "bob"), Session: info})
 	put.SendFD = true
 	check(t, impostor, put, master, forbiddenAs(65534))
 	check(t, web, put, master, allowed(nil))
@@ -735,9 +735,9 @@ func TestPtyStoreHoldsAPty(t *testing.T) {
 		}
 		t.Errorf("session %s not listed: %+v", info.ID, r.Sessions)
 	}
-	check(t, web, spec(t, "web to ptystore", msg.OpPtyList, msg.PtyList{Grant: signIn(t, "bob")}), nil, allowed(has))
-	check(t, admin, spec(t, "admin to ptystore", msg.OpPtyList, msg.PtyList{}), nil, allowed(has))
-	check(t, admin, spec(t, "admin to ptystore", msg.OpPtyDrop, msg.PtyDrop{ID: info.ID}), nil, allowed(nil))
+	check(t, web, spec(t, msg.ProtoWebToPtyStore, msg.OpPtyList, msg.PtyList{Grant: signIn(t, "bob")}), nil, allowed(has))
+	check(t, admin, spec(t, msg.ProtoAdminToPtyStore, msg.OpPtyList, msg.PtyList{}), nil, allowed(has))
+	check(t, admin, spec(t, msg.ProtoAdminToPtyStore, msg.OpPtyDrop, msg.PtyDrop{ID: info.ID}), nil, allowed(nil))
 }
 
 // TestInside looks around from inside each sandbox, with a probe that
@@ -855,7 +855,7 @@ func TestHangupCallers(t *testing.T) {
 	}
 	defer slave.Close()
 	defer master.Close()
-	hang := spec(t, "ptystore to hangup", msg.OpHangup, msg.HangupSession{})
+	hang := spec(t, msg.ProtoPtyStoreToHangup, msg.OpHangup, msg.HangupSession{})
 	hang.SendFD = true
 	for _, tc := range []struct {
 		name   string
@@ -888,7 +888,7 @@ func TestHangupCallers(t *testing.T) {
 // a pid namespace of their own, hangup has to run in it.
 func TestDropAcrossPidNamespaces(t *testing.T) {
 	need(t)
-	fds := check(t, web, spec(t, "web to policy", msg.OpCreateShellSession,
+	fds := check(t, web, spec(t, msg.ProtoWebToPolicy, msg.OpCreateShellSession,
 		msg.CreateShellSession{Machine: msg.HostMachine, User: "sh-user", Grant: signIn(t, "alice")}), nil, allowed(nil))
 	defer closeAll(fds)
 	if len(fds) != 1 {
@@ -896,11 +896,11 @@ func TestDropAcrossPidNamespaces(t *testing.T) {
 	}
 	info := msg.SessionInfo{ID: "d00dd00dd00dd00dd00dd00dd00dd00d", Owner: "alice", UnixUser: "sh-user",
 		Machine: msg.HostMachine, Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}
-	put := spec(t, "web to ptystore", msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "alice"), Session: info})
+	put := spec(t, msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "alice"), Session: info})
 	put.SendFD = true
 	check(t, web, put, fds[0], allowed(nil))
 
-	res, got, err := admin.Call(env.exe, spec(t, "admin to ptystore", msg.OpPtyDrop, msg.PtyDrop{ID: info.ID}), nil)
+	res, got, err := admin.Call(env.exe, spec(t, msg.ProtoAdminToPtyStore, msg.OpPtyDrop, msg.PtyDrop{ID: info.ID}), nil)
 	closeAll(got)
 	if err != nil {
 		t.Fatal(err)
@@ -908,7 +908,7 @@ func TestDropAcrossPidNamespaces(t *testing.T) {
 	if res.Code != msg.CodeFailed || !strings.Contains(res.Msg, "the session is kept") || !strings.Contains(res.Msg, "the pty's session is 0") {
 		t.Fatalf("drop: %+v, want failed: the session is kept, hangup refused session 0", res)
 	}
-	check(t, admin, spec(t, "admin to ptystore", msg.OpPtyList, msg.PtyList{}), nil, allowed(func(t *testing.T, b []byte, _ []*os.File) {
+	check(t, admin, spec(t, msg.ProtoAdminToPtyStore, msg.OpPtyList, msg.PtyList{}), nil, allowed(func(t *testing.T, b []byte, _ []*os.File) {
 		for _, s := range decode[msg.PtyListReply](t, b).Sessions {
 			if s.ID == info.ID {
 				return

@@ -60,6 +60,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sluice/internal/testbuf"
 	"strconv"
 	"strings"
 	"syscall"
@@ -122,7 +123,7 @@ type Sandbox struct {
 	// HelperNS is the helper's pid in its own pid namespace. It is not 2:
 	// the init's threads take pid numbers too.
 	HelperNS int
-	Log      *lockedBuffer
+	Log      *testbuf.Buffer
 	ctl      io.WriteCloser
 	replies  *bufio.Reader
 	exited   chan struct{}
@@ -164,7 +165,7 @@ func Start(exe string, spec Spec) (*Sandbox, error) {
 		Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: spec.InitGroups},
 		Pdeathsig:  syscall.SIGKILL,
 	}
-	s := &Sandbox{Spec: spec, Init: cmd, Log: &lockedBuffer{}, exited: make(chan struct{})}
+	s := &Sandbox{Spec: spec, Init: cmd, Log: &testbuf.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = s.Log
 	if s.ctl, err = cmd.StdinPipe(); err != nil {
 		return nil, err
@@ -424,7 +425,7 @@ func runProbe(probe *os.File, spec Spec) (*ProbeReport, error) {
 	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", probe.Fd()))
 	cmd.Args[0] = "probe"
 	cmd.Env = []string{"PROBE_SELF=" + spec.Argv[0]}
-	var stdout lockedBuffer
+	var stdout testbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
 	if err := startAs(cmd, spec); err != nil {
 		return nil, fmt.Errorf("start probe: %w", err)

@@ -137,7 +137,7 @@ func TestHangupOnlyForPtystore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, proto := range []string{"ptystore to hangup", "record to hangup"} {
+	for _, proto := range []string{msg.ProtoPtyStoreToHangup, msg.ProtoRecordToHangup} {
 		p, _ := msg.Lookup(proto)
 		mine := rpc.Hello{Intent: msg.Intent(p, "client")}
 		peer := rpc.Hello{Intent: msg.Intent(p, "server")}
@@ -161,7 +161,7 @@ func TestHangupOnlyForPtystore(t *testing.T) {
 		master.Close()
 		slave.Close()
 		var re *rpc.RemoteError
-		if !errors.As(err, &re) || re.Code != msg.CodeForbidden {
+		if !errors.As(err, &re) || re.Code != rpc.CodeForbidden {
 			t.Fatalf("%s called as uid %d: %v, want forbidden", proto, unix.Getuid(), err)
 		}
 	}

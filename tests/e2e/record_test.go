@@ -16,6 +16,7 @@ import (
 
 	"sluice/helpers/record/recordtest"
 	"sluice/msg"
+	"sluice/rpc"
 )
 
 // Recorded sessions under `sluice run`: the policy says record, the
@@ -254,12 +255,12 @@ func TestRecordingOutOfFrontendReach(t *testing.T) {
 	}{
 		// As the shell: a second recording of the same id, or one of its
 		// own choosing.
-		{"shell to record", msg.OpRecordSession, msg.RecordSession{Session: id, UnixUser: "root", Machine: ".host"}, msg.CodeForbidden},
-		{"admin to record", msg.OpRecVerify, msg.RecVerify{ID: id}, msg.CodeForbidden},
-		{"admin to record", msg.OpRecList, msg.RecList{}, msg.CodeForbidden},
-		{"web to record", msg.OpRecVerify, msg.RecVerify{ID: id}, msg.CodeBadRequest},
-		{"web to record", msg.OpRecOpen, msg.RecOpen{ID: id}, msg.CodeBadGrant},
-		{"web to record", msg.OpRecList, msg.RecList{}, msg.CodeBadGrant},
+		{msg.ProtoShellToRecord, msg.OpRecordSession, msg.RecordSession{Session: id, UnixUser: "root", Machine: ".host"}, rpc.CodeForbidden},
+		{msg.ProtoAdminToRecord, msg.OpRecVerify, msg.RecVerify{ID: id}, rpc.CodeForbidden},
+		{msg.ProtoAdminToRecord, msg.OpRecList, msg.RecList{}, rpc.CodeForbidden},
+		{msg.ProtoWebToRecord, msg.OpRecVerify, msg.RecVerify{ID: id}, rpc.CodeBadRequest},
+		{msg.ProtoWebToRecord, msg.OpRecOpen, msg.RecOpen{ID: id}, msg.CodeBadGrant},
+		{msg.ProtoWebToRecord, msg.OpRecList, msg.RecList{}, msg.CodeBadGrant},
 	} {
 		if _, code := asFrontend(t, call.proto, call.op, call.args, nil); code != call.want {
 			t.Errorf("%s %s as the frontend: %q, want %q", call.proto, call.op, code, call.want)

@@ -179,7 +179,7 @@ func asFrontend(t *testing.T, proto, op string, args, reply any) (int, string) {
 func directGrant(t *testing.T, a *softauthn.Authenticator) msg.Grant {
 	t.Helper()
 	var begin msg.LoginBeginReply
-	if _, code := asFrontend(t, "web to auth", msg.OpLoginBegin, msg.LoginBegin{}, &begin); code != "" {
+	if _, code := asFrontend(t, msg.ProtoWebToAuth, msg.OpLoginBegin, msg.LoginBegin{}, &begin); code != "" {
 		t.Fatalf("login-begin: %s", code)
 	}
 	as, err := a.Login(begin.Options)
@@ -187,7 +187,7 @@ func directGrant(t *testing.T, a *softauthn.Authenticator) msg.Grant {
 		t.Fatal(err)
 	}
 	var fin msg.LoginFinishReply
-	if _, code := asFrontend(t, "web to auth", msg.OpLoginFinish, msg.LoginFinish{State: begin.State, Assertion: as}, &fin); code != "" {
+	if _, code := asFrontend(t, msg.ProtoWebToAuth, msg.OpLoginFinish, msg.LoginFinish{State: begin.State, Assertion: as}, &fin); code != "" {
 		t.Fatalf("login-finish: %s", code)
 	}
 	return fin.Grant
@@ -200,19 +200,19 @@ func grantWorks(t *testing.T, g msg.Grant, id string) map[string]string {
 	codes := map[string]string{}
 	// A shell nobody keeps: the child's copy of its master is its only
 	// one, and closing it hangs the shell up.
-	fds, code := asFrontend(t, "web to policy", msg.OpCreateShellSession,
+	fds, code := asFrontend(t, msg.ProtoWebToPolicy, msg.OpCreateShellSession,
 		msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, nil)
 	if code == "" && fds != 1 {
 		code = fmt.Sprintf("%d fds", fds)
 	}
 	codes["create"] = code
 	var list msg.PtyListReply
-	_, code = asFrontend(t, "web to ptystore", msg.OpPtyList, msg.PtyList{Grant: g}, &list)
+	_, code = asFrontend(t, msg.ProtoWebToPtyStore, msg.OpPtyList, msg.PtyList{Grant: g}, &list)
 	if code == "" && !slices.ContainsFunc(list.Sessions, func(s msg.SessionInfo) bool { return s.ID == id }) {
 		code = "session not listed"
 	}
 	codes["pty-list"] = code
-	fds, code = asFrontend(t, "web to ptystore", msg.OpPtyGet, msg.PtyGet{Grant: g, ID: id}, nil)
+	fds, code = asFrontend(t, msg.ProtoWebToPtyStore, msg.OpPtyGet, msg.PtyGet{Grant: g, ID: id}, nil)
 	if code == "" && fds != 1 {
 		code = fmt.Sprintf("%d fds", fds)
 	}

@@ -70,10 +70,10 @@ func session(tb testing.TB) string {
 	tb.Helper()
 	sessOnce.Do(func() {
 		var pol, pt *rpc.Client
-		if pol, sessErr = env.s.Client(msg.Frontend, "web to policy"); sessErr != nil {
+		if pol, sessErr = env.s.Client(msg.Frontend, msg.ProtoWebToPolicy); sessErr != nil {
 			return
 		}
-		if pt, sessErr = env.s.Client(msg.Frontend, "web to ptystore"); sessErr != nil {
+		if pt, sessErr = env.s.Client(msg.Frontend, msg.ProtoWebToPtyStore); sessErr != nil {
 			return
 		}
 		pol.Timeout, pt.Timeout = suiterun.Wait, suiterun.Wait
@@ -99,11 +99,11 @@ func session(tb testing.TB) string {
 func newCallers(tb testing.TB) callers {
 	tb.Helper()
 	rawPath := startRaw(tb)
-	admin, err := env.s.Client(msg.Admin, "admin to ptystore")
+	admin, err := env.s.Client(msg.Admin, msg.ProtoAdminToPtyStore)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	web, err := env.s.Client(msg.Frontend, "web to ptystore")
+	web, err := env.s.Client(msg.Frontend, msg.ProtoWebToPtyStore)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -41,11 +41,11 @@ func reaped(tb testing.TB, name string) {
 // the same binary (-h: the Go runtime and the binary's init, then exit).
 // Rounds alternate baseline and calls.
 func BenchmarkSpawn(b *testing.B) {
-	auth, err := env.s.Client(msg.Frontend, "web to auth")
+	auth, err := env.s.Client(msg.Frontend, msg.ProtoWebToAuth)
 	if err != nil {
 		b.Fatal(err)
 	}
-	pol, err := env.s.Client(msg.Frontend, "web to policy")
+	pol, err := env.s.Client(msg.Frontend, msg.ProtoWebToPolicy)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -430,7 +430,7 @@ func TestKillPtyStore(t *testing.T) {
 	if err := answers(viewer, rec.mark); err != nil {
 		t.Errorf("attached page while ptystore is stopped: %v", err)
 	}
-	admin, err := env.s.Client(msg.Admin, "admin to ptystore")
+	admin, err := env.s.Client(msg.Admin, msg.ProtoAdminToPtyStore)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +463,7 @@ func TestKillPtyStore(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cl, _ := env.s.Client(msg.Admin, "admin to ptystore")
+			cl, _ := env.s.Client(msg.Admin, msg.ProtoAdminToPtyStore)
 			r := &results[w]
 			for i := 0; i < 100000; i++ {
 				select {
@@ -526,7 +526,7 @@ func TestKillPtyStore(t *testing.T) {
 func TestKillAuthMidCall(t *testing.T) {
 	unlock := lockAuthDB(t)
 	defer unlock()
-	web, err := env.s.Client(msg.Frontend, "web to auth")
+	web, err := env.s.Client(msg.Frontend, msg.ProtoWebToAuth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -579,7 +579,7 @@ func lockAuthDB(t *testing.T) func() {
 // must come out intact: every passkey signs in, a new user registers.
 func TestAuthKillStorm(t *testing.T) {
 	ctx := context.Background()
-	admin, err := env.s.Client(msg.Admin, "admin to auth")
+	admin, err := env.s.Client(msg.Admin, msg.ProtoAdminToAuth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -742,7 +742,7 @@ func TestKillPolicyMidCall(t *testing.T) {
 	_, err = b.Expect("attached")
 	t.Logf("page saw: %v", err)
 	var re *suiterun.RemoteError
-	if !errors.As(err, &re) || re.Op != "create" || re.Code != msg.CodeInternal || re.Message != "the policy helper stopped before answering; try again" {
+	if !errors.As(err, &re) || re.Op != "create" || re.Code != rpc.CodeInternal || re.Message != "the policy helper stopped before answering; try again" {
 		t.Errorf("page saw %v, want create: internal: the policy helper stopped before answering; try again", err)
 	}
 	release()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"sluice/msg"
+	"sluice/rpc"
 	"sluice/tests/fleet/fleetenv"
 )
 
@@ -71,7 +72,7 @@ func TestFleetAdminPathHostile(t *testing.T) {
 		// fleet-admin-call is no op of "web to fleet".
 		_, err := callFleet(ctx, e, msg.ProtoWebToFleet, msg.OpFleetAdminCall,
 			msg.FleetCall{Host: "h1", Op: msg.OpPtyDrop, Args: raw}, &msg.PtyDropReply{})
-		if code(err) != msg.CodeBadRequest {
+		if code(err) != rpc.CodeBadRequest {
 			t.Errorf("fleet-admin-call on web to fleet: %v, want bad-request", err)
 		}
 		// pty-drop with no grant, and with bob's (whose session it is not).

@@ -78,7 +78,7 @@ func TestFleetPolicyRevokesRemoteSessions(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		cl, err := h.Suite.Client(msg.Admin, "admin to ptystore")
+		cl, err := h.Suite.Client(msg.Admin, msg.ProtoAdminToPtyStore)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"sluice/msg"
+	"sluice/rpc"
 	"sluice/tests/fleet/fleetenv"
 )
 
@@ -118,7 +119,7 @@ func TestFleetAdminSessions(t *testing.T) {
 
 	t.Run("a host that does not take the gateway's admins", func(t *testing.T) {
 		out, err := e.Sluicectl("sessions", "end", "h3/"+ids["h3"])
-		if exitCode(err) != 1 || !strings.Contains(out, msg.CodeForbidden) {
+		if exitCode(err) != 1 || !strings.Contains(out, rpc.CodeForbidden) {
 			t.Fatalf("end on h3: %v\n%s", err, out)
 		}
 		if ss, _ := e.Hosts["h3"].Suite.Sessions(ctx); len(ss) != 1 {
@@ -132,7 +133,7 @@ func TestFleetAdminSessions(t *testing.T) {
 		// As sent: the fleet helper wants an admin grant.
 		_, err := callFleet(ctx, e, msg.ProtoAdminToFleet, msg.OpFleetAdminCall,
 			msg.FleetCall{Host: "h2", Op: msg.OpPtyList, Args: raw, HostGrant: hg}, &msg.PtyListReply{})
-		if code(err) != msg.CodeBadRequest {
+		if code(err) != rpc.CodeBadRequest {
 			t.Fatalf("a user's grant on fleet-admin-call: %v, want bad-request", err)
 		}
 		// Flagged admin (what a compromised frontend or fleet helper
@@ -147,7 +148,7 @@ func TestFleetAdminSessions(t *testing.T) {
 
 	t.Run("hostile: admin grants on the web protocol or another host", func(t *testing.T) {
 		var ag msg.HostGrantReply
-		cl, err := e.GW.Client(msg.Admin, "admin to auth")
+		cl, err := e.GW.Client(msg.Admin, msg.ProtoAdminToAuth)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +157,7 @@ func TestFleetAdminSessions(t *testing.T) {
 			t.Fatal(err)
 		}
 		var l msg.PtyListReply
-		if err := e.Call(ctx, "h2", ag.HostGrant, msg.PtyStore, msg.OpPtyList, msg.PtyList{}, &l); code(err) != msg.CodeForbidden {
+		if err := e.Call(ctx, "h2", ag.HostGrant, msg.PtyStore, msg.OpPtyList, msg.PtyList{}, &l); code(err) != rpc.CodeForbidden {
 			t.Fatalf("an admin grant on web to fleet: %v, want forbidden", err)
 		}
 		pl, _ := msgpackMarshal(msg.PtyList{})
@@ -169,7 +170,7 @@ func TestFleetAdminSessions(t *testing.T) {
 		get, _ := msgpackMarshal(msg.PtyGet{ID: ids["h2"]})
 		_, err = callFleet(ctx, e, msg.ProtoAdminToFleet, msg.OpFleetAdminCall,
 			msg.FleetCall{Host: "h1", Op: msg.OpPtyGet, Args: get, HostGrant: ag.HostGrant}, &l)
-		if code(err) != msg.CodeBadRequest {
+		if code(err) != rpc.CodeBadRequest {
 			t.Fatalf("pty-get with an admin grant: %v, want bad-request", err)
 		}
 	})

@@ -23,6 +23,7 @@ import (
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
+	"sluice/rpc/rpctest"
 	"sluice/suite"
 )
 
@@ -155,14 +156,14 @@ func inHandler(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		return rpc.Reply{Body: map[string]any{"op": "echo", "uid": c.Peer.UID}}, nil
 	case "put":
 		if len(c.FDs) != 1 {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "put takes one pty master, got %d fds", len(c.FDs))
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "put takes one pty master, got %d fds", len(c.FDs))
 		}
 		if _, err := unix.IoctlGetInt(int(c.FDs[0].Fd()), unix.TIOCGPTN); err != nil {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "put: not a pty master: %v", err)
+			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "put: not a pty master: %v", err)
 		}
 		return rpc.Reply{Body: map[string]any{"op": "put"}}, nil
 	}
-	return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 // inProcess starts an rpc.Server in this process on a socket every uid
@@ -175,11 +176,8 @@ func inProcess(t testing.TB, mod func(*rpc.Server)) *target {
 		t.Fatal(err)
 	}
 	os.Chmod(sockDir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(sockDir) }) // after the server stops (cleanups run last first)
 	sock := filepath.Join(sockDir, "s.sock")
-	l, err := rpc.Listen(sock, 0o666)
-	if err != nil {
-		t.Fatal(err)
-	}
 	allow := rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}
 	s := &rpc.Server{
 		// The helpers' deadline: at 300 ms a good call on a loaded
@@ -198,16 +196,7 @@ func inProcess(t testing.TB, mod func(*rpc.Server)) *target {
 	if maxConns == 0 {
 		maxConns = 64
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		os.RemoveAll(sockDir)
-	})
+	rpctest.Serve(t, s, sock, 0o666)
 	return &target{
 		name: "in-process", sock: sock, pid: "self",
 		client: inClient, server: inServer, other: inOther,
@@ -438,32 +427,32 @@ func helperTargetList(t *testing.T) []*target {
 				maxConns: 64, timeout: helperTimeout}
 		}
 		auth := base("auth", authPID)
-		auth.client = s.hello(t, msg.Frontend, "web to auth", "client")
-		auth.server = s.hello(t, msg.Auth, "web to auth", "server")
-		auth.other = s.hello(t, msg.Frontend, "web to policy", "client")
+		auth.client = s.hello(t, msg.Frontend, msg.ProtoWebToAuth, "client")
+		auth.server = s.hello(t, msg.Auth, msg.ProtoWebToAuth, "server")
+		auth.other = s.hello(t, msg.Frontend, msg.ProtoWebToPolicy, "client")
 		auth.good, auth.goodOK = request(msg.OpLoginBegin, msg.LoginBegin{}), wantOK(0)
 
 		pol := base("policy", policyPID)
-		pol.client = s.hello(t, msg.Frontend, "web to policy", "client")
-		pol.server = s.hello(t, msg.Policy, "web to policy", "server")
-		pol.other = s.hello(t, msg.Frontend, "web to auth", "client")
+		pol.client = s.hello(t, msg.Frontend, msg.ProtoWebToPolicy, "client")
+		pol.server = s.hello(t, msg.Policy, msg.ProtoWebToPolicy, "server")
+		pol.other = s.hello(t, msg.Frontend, msg.ProtoWebToAuth, "client")
 		// bob may not: the handler verifies the grant, decides, and denies.
 		pol.good = request(msg.OpCreateShellSession, msg.CreateShellSession{
 			Machine: msg.HostMachine, User: "root", Args: []string{"/bin/true"}, Grant: bob})
 		pol.goodOK = wantCode(msg.CodeDenied)
 
 		sh := base("shell", shellPID)
-		sh.client = s.hello(t, msg.Policy, "policy to shell", "client")
-		sh.server = s.hello(t, msg.Shell, "policy to shell", "server")
-		sh.other = s.hello(t, msg.Frontend, "web to policy", "client")
+		sh.client = s.hello(t, msg.Policy, msg.ProtoPolicyToShell, "client")
+		sh.server = s.hello(t, msg.Shell, msg.ProtoPolicyToShell, "server")
+		sh.other = s.hello(t, msg.Frontend, msg.ProtoWebToPolicy, "client")
 		sh.good = request(msg.OpOpenShell, msg.OpenShell{Machine: msg.HostMachine, User: "root",
 			Args: []string{"/bin/true"}, Requester: "hostile"})
 		sh.goodOK = wantOK(1)
 
 		pty := base("ptystore", ptyPID)
-		pty.client = s.hello(t, msg.Frontend, "web to ptystore", "client")
-		pty.server = s.hello(t, msg.PtyStore, "web to ptystore", "server")
-		pty.other = s.hello(t, msg.Admin, "admin to auth", "client")
+		pty.client = s.hello(t, msg.Frontend, msg.ProtoWebToPtyStore, "client")
+		pty.server = s.hello(t, msg.PtyStore, msg.ProtoWebToPtyStore, "server")
+		pty.other = s.hello(t, msg.Admin, msg.ProtoAdminToAuth, "client")
 		pty.maxFDs = 1
 		pty.good, pty.goodOK = request(msg.OpPtyList, msg.PtyList{Grant: alice}), wantOK(0)
 		pty.ptyPut = request(msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: msg.SessionInfo{

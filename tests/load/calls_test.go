@@ -32,10 +32,10 @@ func loadSession(tb testing.TB) string {
 	tb.Helper()
 	sessOnce.Do(func() {
 		var pol, pt *rpc.Client
-		if pol, sessErr = env.s.Client(msg.Frontend, "web to policy"); sessErr != nil {
+		if pol, sessErr = env.s.Client(msg.Frontend, msg.ProtoWebToPolicy); sessErr != nil {
 			return
 		}
-		if pt, sessErr = env.s.Client(msg.Frontend, "web to ptystore"); sessErr != nil {
+		if pt, sessErr = env.s.Client(msg.Frontend, msg.ProtoWebToPtyStore); sessErr != nil {
 			return
 		}
 		g := signed(tb, "load")
@@ -62,11 +62,11 @@ func loadSession(tb testing.TB) string {
 func ptystoreBursts(tb testing.TB) (list, get Stats) {
 	tb.Helper()
 	id := loadSession(tb)
-	admin, err := env.s.Client(msg.Admin, "admin to ptystore")
+	admin, err := env.s.Client(msg.Admin, msg.ProtoAdminToPtyStore)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	web, err := env.s.Client(msg.Frontend, "web to ptystore")
+	web, err := env.s.Client(msg.Frontend, msg.ProtoWebToPtyStore)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func rawBurst(tb testing.TB, n int) Stats {
 // socket: each one is a fresh sluice-auth process the runner starts.
 func spawnBurstAuth(tb testing.TB) Stats {
 	tb.Helper()
-	web, err := env.s.Client(msg.Frontend, "web to auth")
+	web, err := env.s.Client(msg.Frontend, msg.ProtoWebToAuth)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func spawnBurstAuth(tb testing.TB) Stats {
 // the expected answer.
 func spawnBurstPolicy(tb testing.TB) Stats {
 	tb.Helper()
-	web, err := env.s.Client(msg.Frontend, "web to policy")
+	web, err := env.s.Client(msg.Frontend, msg.ProtoWebToPolicy)
 	if err != nil {
 		tb.Fatal(err)
 	}

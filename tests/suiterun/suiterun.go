@@ -13,7 +13,6 @@ package suiterun
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/helpers/revoke"
+	"sluice/internal/testbuf"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
@@ -142,30 +142,12 @@ type Suite struct {
 	URL                        string // ws://127.0.0.1:PORT/ws
 	PolicyPath                 string // the policy file the policy helper reads and ptystore watches
 	Manifest                   *buildid.Manifest
-	Log                        *SyncBuffer // the runner's stderr: its own log and every unit's
-	Stdout                     *SyncBuffer // the runner's stdout: what `make run` shows a person
+	Log                        *testbuf.Buffer // the runner's stderr: its own log and every unit's
+	Stdout                     *testbuf.Buffer // the runner's stdout: what `make run` shows a person
 
 	ownDir bool
 	cmd    *exec.Cmd
 	exited chan struct{}
-}
-
-// SyncBuffer is a bytes.Buffer safe for concurrent use.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // freePort asks the kernel for a free loopback port; the runner binds it
@@ -252,7 +234,7 @@ func Config(port int, policyPath string) (RawConfig, error) {
 // runner has printed the URL, which it does after every notify unit said
 // READY=1.
 func Start(o Options) (*Suite, error) {
-	s := &Suite{Dir: o.Dir, Bin: o.Bin, Log: &SyncBuffer{}, Stdout: &SyncBuffer{}}
+	s := &Suite{Dir: o.Dir, Bin: o.Bin, Log: &testbuf.Buffer{}, Stdout: &testbuf.Buffer{}}
 	if s.Dir == "" {
 		d, err := os.MkdirTemp("", "sluice-suiterun-")
 		if err != nil {
@@ -366,7 +348,7 @@ func (s *Suite) publishRevocations(cfg RawConfig) error {
 	if dir == "" {
 		return nil
 	}
-	cl, err := s.Client(msg.Frontend, "web to auth")
+	cl, err := s.Client(msg.Frontend, msg.ProtoWebToAuth)
 	if err != nil {
 		return err
 	}
@@ -439,7 +421,7 @@ func Call(ctx context.Context, cl *rpc.Client, op string, args any, fds []*os.Fi
 
 // Enroll makes a registration token for user over "admin to auth".
 func (s *Suite) Enroll(ctx context.Context, user string) (string, error) {
-	cl, err := s.Client(msg.Admin, "admin to auth")
+	cl, err := s.Client(msg.Admin, msg.ProtoAdminToAuth)
 	if err != nil {
 		return "", err
 	}
@@ -454,7 +436,7 @@ func (s *Suite) Enroll(ctx context.Context, user string) (string, error) {
 
 // Sessions lists every held session over "admin to ptystore".
 func (s *Suite) Sessions(ctx context.Context) ([]msg.SessionInfo, error) {
-	cl, err := s.Client(msg.Admin, "admin to ptystore")
+	cl, err := s.Client(msg.Admin, msg.ProtoAdminToPtyStore)
 	if err != nil {
 		return nil, err
 	}

@@ -494,7 +494,7 @@ func (e *Env) SignIn(ctx context.Context, name string) msg.Grant {
 	if err != nil {
 		t.Fatal(err)
 	}
-	web, err := e.GW.Client(msg.Frontend, "web to auth")
+	web, err := e.GW.Client(msg.Frontend, msg.ProtoWebToAuth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -527,7 +527,7 @@ func (e *Env) SignIn(ctx context.Context, name string) msg.Grant {
 
 // hostGrant asks the gateway's auth, as the frontend does.
 func (e *Env) HostGrant(ctx context.Context, g msg.Grant, host string) msg.HostGrant {
-	web, err := e.GW.Client(msg.Frontend, "web to auth")
+	web, err := e.GW.Client(msg.Frontend, msg.ProtoWebToAuth)
 	if err != nil {
 		e.t.Fatal(err)
 	}

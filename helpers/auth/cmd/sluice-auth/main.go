@@ -105,7 +105,7 @@ func main() {
 	for _, r := range []struct {
 		proto string
 		h     rpc.HandlerFunc
-	}{{"web to auth", svc.HandleWeb}, {"admin to auth", svc.HandleAdmin}} {
+	}{{msg.ProtoWebToAuth, svc.HandleWeb}, {msg.ProtoAdminToAuth, svc.HandleAdmin}} {
 		allow, err := f.Allow(r.proto)
 		if err != nil {
 			helper.Fatal(log, "--allow", err)
@@ -145,7 +145,7 @@ func loadSealKey(flagValue, dir string) ([]byte, error) {
 func init() {
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: sluice-auth [flags]\n\nServes %q and %q on activation fds or --listen.\n\n",
-			"web to auth", "admin to auth")
+			msg.ProtoWebToAuth, msg.ProtoAdminToAuth)
 		flag.PrintDefaults()
 	}
 }

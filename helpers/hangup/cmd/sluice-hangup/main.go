@@ -26,7 +26,7 @@ import (
 // grace differs: the recorder hands the shell over on ptystore's SIGHUP
 // and waits for it, and ptystore's hangup SIGKILLs the recorder after
 // --grace, so the shell's own SIGKILL must come first.
-var protocols = []string{"ptystore to hangup", "record to hangup"}
+var protocols = []string{msg.ProtoPtyStoreToHangup, msg.ProtoRecordToHangup}
 
 func main() {
 	var f helper.Flags

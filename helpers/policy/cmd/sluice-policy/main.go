@@ -21,10 +21,10 @@ import (
 )
 
 const (
-	protocol       = "web to policy"
-	checkProtocol  = "ptystore to policy"
-	shellProtocol  = "policy to shell"
-	recordProtocol = "record to policy"
+	protocol       = msg.ProtoWebToPolicy
+	checkProtocol  = msg.ProtoPtyStoreToPolicy
+	shellProtocol  = msg.ProtoPolicyToShell
+	recordProtocol = msg.ProtoRecordToPolicy
 )
 
 func main() {

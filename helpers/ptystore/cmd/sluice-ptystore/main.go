@@ -71,7 +71,7 @@ func main() {
 		// The client is made per drop, so a suite without the hangup
 		// helper still starts, and its drops fail, saying why.
 		hang = func(ctx context.Context, master *os.File) error {
-			cl, err := suite.Client(msg.PtyStore, "ptystore to hangup")
+			cl, err := suite.Client(msg.PtyStore, msg.ProtoPtyStoreToHangup)
 			if err != nil {
 				return err
 			}
@@ -109,7 +109,7 @@ func main() {
 	// policy helper still starts, and refuses every attach, saying why.
 	h.Policy = func(ctx context.Context, a msg.CheckSessions) (msg.CheckSessionsReply, error) {
 		var rep msg.CheckSessionsReply
-		cl, err := suite.Client(msg.PtyStore, "ptystore to policy")
+		cl, err := suite.Client(msg.PtyStore, msg.ProtoPtyStoreToPolicy)
 		if err != nil {
 			return rep, err
 		}
@@ -122,7 +122,7 @@ func main() {
 	}
 	h.Audit = func(ctx context.Context, a msg.AuditScope) (msg.AuditScopeReply, error) {
 		var rep msg.AuditScopeReply
-		cl, err := suite.Client(msg.PtyStore, "ptystore to policy")
+		cl, err := suite.Client(msg.PtyStore, msg.ProtoPtyStoreToPolicy)
 		if err != nil {
 			return rep, err
 		}
@@ -139,7 +139,7 @@ func main() {
 		maxFDs int
 		h      rpc.HandlerFunc
 	}
-	serves := []served{{"web to ptystore", 1, h.Web}, {"admin to ptystore", 0, h.Admin}}
+	serves := []served{{msg.ProtoWebToPtyStore, 1, h.Web}, {msg.ProtoAdminToPtyStore, 0, h.Admin}}
 	ad, err := fleet.Adapter(key, gateway.PtyStoreOps, log)
 	if err != nil {
 		helper.Fatal(log, "fleet", err)

@@ -92,7 +92,7 @@ func main() {
 	}
 	h.Audit = func(ctx context.Context, g msg.Grant) (msg.CheckAuditReply, error) {
 		var rep msg.CheckAuditReply
-		cl, err := suite.Client(msg.Record, "record to policy")
+		cl, err := suite.Client(msg.Record, msg.ProtoRecordToPolicy)
 		if err != nil {
 			return rep, err
 		}
@@ -107,7 +107,7 @@ func main() {
 	// helper is the recorder's: the recorder passes the shell's master
 	// on, so the shell's own session is ended in full.
 	h.EndShell = func(ctx context.Context, inner *os.File) error {
-		cl, err := suite.Client(msg.Record, "record to hangup")
+		cl, err := suite.Client(msg.Record, msg.ProtoRecordToHangup)
 		if err != nil {
 			return err
 		}
@@ -127,7 +127,7 @@ func main() {
 		proto  string
 		maxFDs int
 		h      rpc.HandlerFunc
-	}{{"shell to record", 2, h.Shell}, {"admin to record", 0, h.Admin}, {"web to record", 0, h.Web}} {
+	}{{msg.ProtoShellToRecord, 2, h.Shell}, {msg.ProtoAdminToRecord, 0, h.Admin}, {msg.ProtoWebToRecord, 0, h.Web}} {
 		allow, err := f.Allow(r.proto)
 		if err != nil {
 			helper.Fatal(log, "--allow", err)

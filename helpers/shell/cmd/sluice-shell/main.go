@@ -17,7 +17,7 @@ import (
 	"sluice/suite"
 )
 
-const protocol = "policy to shell"
+const protocol = msg.ProtoPolicyToShell
 
 func main() {
 	var f helper.Flags
@@ -63,7 +63,7 @@ func main() {
 // recorder calls the recording helper; the client is made per call, so a
 // suite without one starts, and a rule that records fails closed.
 func recorder(ctx context.Context, a msg.RecordSession, inner, outer *os.File) error {
-	cl, err := suite.Client(msg.Shell, "shell to record")
+	cl, err := suite.Client(msg.Shell, msg.ProtoShellToRecord)
 	if err != nil {
 		return err
 	}
