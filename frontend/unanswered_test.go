@@ -35,7 +35,7 @@ func (b *flakyBackend) PtyViewers(_ context.Context, a msg.PtyViewers) (msg.PtyV
 
 // TestUnansweredReportsDetach: the report is how a policy detach reaches
 // the page, so a ptystore that stops answering detaches the viewers after
-// 4 heartbeats instead of leaving them typing for good. Before,
+// missedReports heartbeats instead of leaving them typing for good. Before,
 // a failed report only logged, and the page went on forever.
 func TestUnansweredReportsDetach(t *testing.T) {
 	l := startLocal(t, hub.Options{}, func(string) []string { return []string{"/bin/cat"} })
@@ -54,11 +54,11 @@ func TestUnansweredReportsDetach(t *testing.T) {
 	took := time.Since(start)
 	beat := msg.PolicyDetachPollMs * time.Millisecond
 	t.Logf("detached %v after ptystore stopped answering (heartbeat %v)", took, beat)
-	if m["message"] != "x" {
+	if m["message"] != unansweredMsg {
 		t.Errorf("detached message %v", m)
 	}
-	if took < (4-1)*beat || took > (4+3)*beat {
-		t.Errorf("detached after %v; want about %v", took, 4*beat)
+	if took < (missedReports-1)*beat || took > (missedReports+3)*beat {
+		t.Errorf("detached after %v; want about %v", took, missedReports*beat)
 	}
 	c.ws.WriteMessage(websocket.BinaryMessage, []byte("after\n"))
 	if e := c.expect(t, "error"); e["op"] != "input" {
@@ -74,7 +74,7 @@ func TestOccasionalMissedReportKeepsViewers(t *testing.T) {
 	l.srv.cfg.Backend = be
 	c := l.dial(t)
 	c.create(t, "u")
-	deadline := time.Now().Add(time.Duration(3*4) * msg.PolicyDetachPollMs * time.Millisecond)
+	deadline := time.Now().Add(time.Duration(3*missedReports) * msg.PolicyDetachPollMs * time.Millisecond)
 	for i := 0; time.Now().Before(deadline); i++ {
 		line := []byte("still" + string(rune('a'+i%26)) + "\n")
 		c.ws.WriteMessage(websocket.BinaryMessage, line)
@@ -84,7 +84,7 @@ func TestOccasionalMissedReportKeepsViewers(t *testing.T) {
 	be.mu.Lock()
 	n := be.reports
 	be.mu.Unlock()
-	if n < 2*4 {
+	if n < 2*missedReports {
 		t.Errorf("only %d reports in the window", n)
 	}
 }
