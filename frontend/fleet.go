@@ -14,7 +14,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/frontend/hub"
-	"sluice/helpers/names"
+	"sluice/internal/names"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"

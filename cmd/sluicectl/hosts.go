@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 
 	"sluice/helpers/fleet"
-	"sluice/helpers/hostgrant"
+	"sluice/internal/hostgrant"
 	"sluice/msg"
 )
 

@@ -14,9 +14,9 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/audit"
-	"sluice/helpers/grant"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/grant"
 	"sluice/internal/installtest"
+	"sluice/internal/pty"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"

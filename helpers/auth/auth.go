@@ -39,7 +39,7 @@ import (
 
 	"sluice/helpers/auth/seal"
 	"sluice/helpers/auth/store"
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/msg"
 	"sluice/rpc"
 )

@@ -22,7 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/helpers/auth/store"
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/tests/softauthn"

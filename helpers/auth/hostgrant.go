@@ -4,7 +4,7 @@ import (
 	"crypto/ed25519"
 	"time"
 
-	"sluice/helpers/hostgrant"
+	"sluice/internal/hostgrant"
 	"sluice/msg"
 	"sluice/rpc"
 )

@@ -9,8 +9,8 @@ import (
 	"unicode/utf8"
 
 	"sluice/helpers/auth/store"
-	"sluice/helpers/grant"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 )

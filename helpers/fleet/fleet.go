@@ -24,7 +24,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/relay"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 	"sluice/msg"
 	"sluice/rpc"
 )

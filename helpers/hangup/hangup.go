@@ -28,8 +28,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/sessioncg"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
+	"sluice/internal/sessioncg"
 )
 
 // Errors of End; the handler maps them to rpc codes.

@@ -12,7 +12,7 @@ import (
 	"slices"
 	"strings"
 
-	"sluice/helpers/names"
+	"sluice/internal/names"
 	"sluice/msg"
 )
 

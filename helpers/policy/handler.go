@@ -11,9 +11,9 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/names"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/names"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 )

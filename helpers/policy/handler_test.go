@@ -12,9 +12,9 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
 	"sluice/helpers/policy"
 	"sluice/helpers/shell"
+	"sluice/internal/grant"
 	"sluice/internal/installtest"
 	"sluice/msg"
 	"sluice/rpc"

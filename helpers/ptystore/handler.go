@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 )

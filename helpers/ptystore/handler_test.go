@@ -14,7 +14,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/sdnotify"

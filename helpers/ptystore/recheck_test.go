@@ -10,9 +10,9 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
 	"sluice/helpers/policy"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"

@@ -12,10 +12,10 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/names"
-	"sluice/helpers/revoke"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/grant"
+	"sluice/internal/names"
+	"sluice/internal/pty"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 )

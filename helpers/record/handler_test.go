@@ -10,7 +10,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/msg"
 	"sluice/rpc"
 )

@@ -18,8 +18,8 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/names"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/names"
+	"sluice/internal/pty"
 	"sluice/msg"
 	"sluice/rpc"
 )

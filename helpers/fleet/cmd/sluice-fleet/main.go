@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"sluice/helpers/fleet"
-	"sluice/helpers/helper"
+	"sluice/internal/helper"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"

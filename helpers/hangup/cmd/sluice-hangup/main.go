@@ -8,10 +8,10 @@ import (
 	"flag"
 	"time"
 
-	"sluice/helpers/confine"
 	"sluice/helpers/hangup"
-	"sluice/helpers/helper"
-	"sluice/helpers/sessioncg"
+	"sluice/internal/confine"
+	"sluice/internal/helper"
+	"sluice/internal/sessioncg"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"

@@ -14,12 +14,12 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/confine"
-	"sluice/helpers/gateway"
-	"sluice/helpers/grant"
-	"sluice/helpers/helper"
 	"sluice/helpers/ptystore"
-	"sluice/helpers/revoke"
+	"sluice/internal/confine"
+	"sluice/internal/gateway"
+	"sluice/internal/grant"
+	"sluice/internal/helper"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/sdnotify"

@@ -19,11 +19,11 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/confine"
-	"sluice/helpers/grant"
-	"sluice/helpers/helper"
 	"sluice/helpers/record"
-	"sluice/helpers/revoke"
+	"sluice/internal/confine"
+	"sluice/internal/grant"
+	"sluice/internal/helper"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"

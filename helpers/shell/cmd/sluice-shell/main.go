@@ -9,9 +9,9 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/confine"
-	"sluice/helpers/helper"
 	"sluice/helpers/shell"
+	"sluice/internal/confine"
+	"sluice/internal/helper"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"

@@ -19,8 +19,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/confine"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/confine"
+	"sluice/internal/pty"
 	"sluice/rpc"
 )
 

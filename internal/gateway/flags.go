@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/hostgrant"
+	"sluice/internal/grant"
+	"sluice/internal/hostgrant"
 )
 
 // Flags are a host helper's fleet flags: with neither set the helper

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"sluice/helpers/names"
+	"sluice/internal/names"
 	"sluice/msg"
 )
 

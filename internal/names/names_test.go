@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"sluice/helpers/names"
+	"sluice/internal/names"
 )
 
 func TestNames(t *testing.T) {

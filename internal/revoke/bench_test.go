@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/revoke"
 )
 
 // BenchmarkCheckRatio: what the revocation check adds to a grant check, as

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"testing"
 
-	"sluice/helpers/confine"
+	"sluice/internal/confine"
 	"sluice/rpc"
 )
 

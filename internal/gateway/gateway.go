@@ -22,8 +22,8 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/hostgrant"
+	"sluice/internal/grant"
+	"sluice/internal/hostgrant"
 	"sluice/msg"
 	"sluice/rpc"
 )
