@@ -19,7 +19,6 @@ package auth
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -30,7 +29,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
@@ -168,135 +166,6 @@ func ValidUserName(name string) error {
 		}
 	}
 	return nil
-}
-
-// HandleWeb serves "web to auth".
-func (s *Service) HandleWeb(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
-	var req msg.Request
-	if err := call.Decode(&req); err != nil {
-		return rpc.Reply{}, err
-	}
-	call.Label = req.Op
-	var reply any
-	var err error
-	switch req.Op {
-	case msg.OpRegisterBegin:
-		var a msg.RegisterBegin
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.registerBegin(a)
-		}
-	case msg.OpRegisterFinish:
-		var a msg.RegisterFinish
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.registerFinish(a)
-		}
-	case msg.OpLoginBegin:
-		var a msg.LoginBegin
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.loginBegin(a)
-		}
-	case msg.OpLoginFinish:
-		var a msg.LoginFinish
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.loginFinish(a)
-		}
-	case msg.OpPasskeyList:
-		var a msg.PasskeyList
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.webPasskeyList(a)
-		}
-	case msg.OpPasskeyRevoke:
-		var a msg.PasskeyRevoke
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.webPasskeyRevoke(a)
-		}
-	case msg.OpPasskeyAdd:
-		var a msg.PasskeyAdd
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.webPasskeyAdd(a)
-		}
-	case msg.OpHostGrant:
-		var a msg.HostGrantRequest
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.hostGrant(a)
-		}
-	default:
-		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q on web to auth", req.Op)
-	}
-	if err != nil {
-		return rpc.Reply{}, err
-	}
-	return rpc.Reply{Body: reply}, nil
-}
-
-// HandleAdmin serves "admin to auth".
-func (s *Service) HandleAdmin(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
-	var req msg.Request
-	if err := call.Decode(&req); err != nil {
-		return rpc.Reply{}, err
-	}
-	call.Label = req.Op
-	if !s.isAdmin(call.Peer) {
-		s.log.Warn("auth: admin op refused: caller is not an admin", "op", req.Op,
-			"pid", call.Peer.PID, "uid", call.Peer.UID, "gid", call.Peer.GID, "groups", call.Peer.Groups)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "uid %d is not a sluice admin", call.Peer.UID)
-	}
-	var reply any
-	var err error
-	switch req.Op {
-	case msg.OpEnroll:
-		var a msg.Enroll
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.enroll(a, call.Peer)
-		}
-	case msg.OpUserList:
-		reply, err = s.userList()
-	case msg.OpUserDisable, msg.OpUserEnable, msg.OpUserRemove:
-		var a msg.UserChange
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.userChange(req.Op, a, call.Peer)
-		}
-	case msg.OpPasskeyList:
-		var a msg.PasskeyList
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.passkeyList(a.User, nil)
-		}
-	case msg.OpPasskeyRevoke:
-		var a msg.PasskeyRevoke
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.passkeyRevoke(a.User, a.ID, "uid "+fmt.Sprint(call.Peer.UID))
-		}
-	case msg.OpGatewayKey:
-		reply, err = s.gatewayKey()
-	default:
-		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q on admin to auth", req.Op)
-	}
-	if err != nil {
-		return rpc.Reply{}, err
-	}
-	return rpc.Reply{Body: reply}, nil
-}
-
-func decodeArgs(raw []byte, v any) error {
-	if err := msgpack.Unmarshal(raw, v); err != nil {
-		return rpc.Errorf(msg.CodeBadRequest, "undecodable %T: %v", v, err)
-	}
-	return nil
-}
-
-func (s *Service) isAdmin(p rpc.Peer) bool {
-	a := s.cfg.Admins
-	if p.UID == 0 || slices.Contains(a.UIDs, p.UID) || slices.Contains(a.GIDs, p.GID) {
-		return true
-	}
-	for _, g := range p.Groups {
-		if slices.Contains(a.GIDs, g) {
-			return true
-		}
-	}
-	return false
 }
 
 // --- enroll ----------------------------------------------------------------

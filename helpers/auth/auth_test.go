@@ -23,6 +23,7 @@ import (
 
 	"sluice/helpers/auth/store"
 	"sluice/internal/grant"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/tests/softauthn"
@@ -98,9 +99,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e.sock = filepath.Join(o.sockDir, "auth.sock")
 	srv := &rpc.Server{Name: "auth", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Routes: []rpc.Route{
 		{Client: hello("web to auth", "client"), Server: hello("web to auth", "server"),
-			Allow: rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, Handle: e.svc.HandleWeb},
+			Allow: rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, Handle: served(t, e.svc.Tables(), "web to auth")},
 		{Client: hello("admin to auth", "client"), Server: hello("admin to auth", "server"),
-			Allow: o.adminAllow, Handle: e.svc.HandleAdmin},
+			Allow: o.adminAllow, Handle: served(t, e.svc.Tables(), "admin to auth")},
 	}}
 	l, err := rpc.Listen(e.sock, 0o666)
 	if err != nil {
@@ -113,6 +114,16 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e.web = &rpc.Client{Path: e.sock, Hello: hello("web to auth", "client"), Expect: hello("web to auth", "server")}
 	e.admin = &rpc.Client{Path: e.sock, Hello: hello("admin to auth", "client"), Expect: hello("admin to auth", "server")}
 	return e
+}
+
+// served is the handler the helper's table gives a protocol.
+func served(t testing.TB, tables []optable.Table, protocol string) rpc.HandlerFunc {
+	t.Helper()
+	tb, ok := optable.Find(tables, protocol)
+	if !ok {
+		t.Fatalf("no table for %q", protocol)
+	}
+	return tb.Handle
 }
 
 func (e *env) clock() time.Time {

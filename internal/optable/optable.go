@@ -64,6 +64,12 @@ func Op[A, R any](name string, h func(ctx context.Context, c *rpc.Call, a A) (R,
 	return e
 }
 
+// Plain is Op for a handler that needs neither the context nor the
+// caller: what it decides follows from its arguments alone.
+func Plain[A, R any](name string, h func(a A) (R, error)) Entry {
+	return Op(name, func(_ context.Context, _ *rpc.Call, a A) (R, error) { return h(a) })
+}
+
 // OpFDs is the entry of an op that takes exactly in fds (the handler finds
 // them in c.FDs and owns them, also when the arguments do not decode: they
 // are closed then) and gives at most out fds with its reply.
@@ -116,6 +122,16 @@ func decode[A any](raw []byte, a *A) error {
 		return nil
 	}
 	return (&rpc.Call{Body: raw}).Decode(a)
+}
+
+// Find returns the table of a protocol among a helper's tables.
+func Find(tables []Table, protocol string) (*Table, bool) {
+	for i := range tables {
+		if tables[i].Protocol == protocol {
+			return &tables[i], true
+		}
+	}
+	return nil, false
 }
 
 // Lookup returns the entry for op.
