@@ -15,6 +15,7 @@ import (
 
 	"sluice/helpers/policy"
 	"sluice/internal/grant"
+	"sluice/internal/optable"
 	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
@@ -198,7 +199,7 @@ func TestCheckAuditOp(t *testing.T) {
 	}
 	p, _ := policy.Parse(strings.NewReader(auditPolicy), "test.policy")
 	h := &policy.Handler{Key: f.key, Policy: p, Revoked: revoke.NewChecker(dir), Log: slog.New(slog.DiscardHandler)}
-	rec := listen(t, "record to policy", h.HandleRecord)
+	rec := listen(t, "record to policy", optable.HandlerOf(h.Tables(), "record to policy"))
 
 	forged, expired, tampered, badName := f.badGrants(t)
 	for _, c := range []struct {

@@ -12,6 +12,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/policy"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -32,8 +33,8 @@ func checkServer(t *testing.T, h *policy.Handler, webAllow, ptyAllow rpc.Allow) 
 	wc, ws := hellos("web to policy")
 	pc, ps := hellos("ptystore to policy")
 	s := &rpc.Server{Name: "policy", Routes: []rpc.Route{
-		{Client: wc, Server: ws, Allow: webAllow, Handle: h.Handle},
-		{Client: pc, Server: ps, Allow: ptyAllow, Handle: h.HandlePtyStore},
+		{Client: wc, Server: ws, Allow: webAllow, Handle: optable.HandlerOf(h.Tables(), "web to policy")},
+		{Client: pc, Server: ps, Allow: ptyAllow, Handle: optable.HandlerOf(h.Tables(), "ptystore to policy")},
 	}}
 	path := filepath.Join(t.TempDir(), "policy.sock")
 	l, err := rpc.Listen(path, 0o600)

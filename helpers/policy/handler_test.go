@@ -16,6 +16,7 @@ import (
 	"sluice/helpers/shell"
 	"sluice/internal/grant"
 	"sluice/internal/installtest"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/tests/ptytest"
@@ -85,7 +86,7 @@ func setupPolicy(t *testing.T, text string, shellClient policy.ShellClient) *fix
 	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
 	h := &policy.Handler{Key: f.key, Policy: p, Shell: shellClient,
 		Log: slog.New(slog.NewTextHandler(f.logs, nil))}
-	f.web = listen(t, "web to policy", h.Handle)
+	f.web = listen(t, "web to policy", optable.HandlerOf(h.Tables(), "web to policy"))
 	f.h = h
 	return f
 }

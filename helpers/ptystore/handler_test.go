@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/internal/grant"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/sdnotify"
@@ -72,8 +73,8 @@ func newHarnessPolicy(t testing.TB, cfg Config, pc func(grant.Key) PolicyChecker
 	h.handler = hd
 	me := rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}
 	srv := &rpc.Server{Name: "ptystore", Log: testLog(t), Routes: []rpc.Route{
-		{Client: webClient, Server: webServer, Allow: me, MaxFDs: 1, Handle: hd.Web},
-		{Client: adminClient, Server: adminServer, Allow: me, Handle: hd.Admin},
+		{Client: webClient, Server: webServer, Allow: me, MaxFDs: 1, Handle: optable.HandlerOf(hd.Tables(), "web to ptystore")},
+		{Client: adminClient, Server: adminServer, Allow: me, Handle: optable.HandlerOf(hd.Tables(), "admin to ptystore")},
 	}}
 	path := filepath.Join(t.TempDir(), "ptystore.sock")
 	l, err := rpc.Listen(path, 0o600)

@@ -12,6 +12,7 @@ import (
 
 	"sluice/helpers/policy"
 	"sluice/internal/grant"
+	"sluice/internal/optable"
 	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
@@ -79,7 +80,7 @@ func (pf *policyFile) serve(sock string, mode uint32, key grant.Key, revDir stri
 		if revDir != "" {
 			h.Revoked = revoke.NewChecker(revDir)
 		}
-		return h.HandlePtyStore(ctx, c)
+		return optable.HandlerOf(h.Tables(), "ptystore to policy")(ctx, c)
 	}
 	srv := &rpc.Server{Name: "policy", Log: testLog(t), Routes: []rpc.Route{
 		{Client: client, Server: server, Allow: allow, Handle: handle}}}

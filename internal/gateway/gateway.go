@@ -17,13 +17,13 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/internal/grant"
 	"sluice/internal/hostgrant"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -51,56 +51,39 @@ var PtyStoreOps = map[string]bool{
 	msg.OpPtyDrop: true, msg.OpPtyShare: true, msg.OpPtyViewers: false,
 }
 
-// Wrap returns the route's handler: decode, check the op, verify the host
-// grant, put a grant of this host's key for its user into the arguments,
-// and call inner with them.
-func (a *Adapter) Wrap(inner rpc.HandlerFunc) rpc.HandlerFunc {
-	return func(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
-		var req msg.Request
-		if err := c.Decode(&req); err != nil {
-			closeAll(c.FDs)
-			return rpc.Reply{}, err
-		}
-		c.Label = req.Op
-		needGrant, ok := a.Ops[req.Op]
+// Table returns the gateway protocol's table: the ops of the web table
+// that a.Ops lists, in the web table's order, each taking msg.GatewayArgs.
+// A call's host grant is verified, a grant of this host's key for its
+// user is put into the arguments in place of whatever grant they held,
+// and the web op runs on them as it would for the frontend.
+func (a *Adapter) Table(protocol string, web *optable.Table) optable.Table {
+	t := optable.Table{Protocol: protocol}
+	for _, e := range web.Ops {
+		needGrant, ok := a.Ops[e.Name]
 		if !ok {
-			closeAll(c.FDs)
-			c.Label = "unknown"
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "unknown op %q", req.Op)
+			continue
 		}
-		var ga msg.GatewayArgs
-		if err := (&rpc.Call{Body: req.Args}).Decode(&ga); err != nil {
-			closeAll(c.FDs)
-			return rpc.Reply{}, err
-		}
-		args := ga.Args
-		if needGrant {
+		op := e.Name
+		t.Ops = append(t.Ops, optable.Via(e, func(_ context.Context, c *rpc.Call, ga msg.GatewayArgs) ([]byte, error) {
+			if !needGrant {
+				return ga.Args, nil
+			}
 			g, err := a.grantFor(ga.HostGrant)
 			if err != nil {
-				closeAll(c.FDs)
-				a.log().Warn("gateway: bad host grant", "op", req.Op, "host", a.Host, "pid", c.Peer.PID, "uid", c.Peer.UID, "err", err)
-				return rpc.Reply{}, err
+				a.log().Warn("gateway: bad host grant", "op", op, "host", a.Host, "pid", c.Peer.PID, "uid", c.Peer.UID, "err", err)
+				return nil, err
 			}
-			if args, err = withGrant(ga.Args, g); err != nil {
-				closeAll(c.FDs)
-				return rpc.Reply{}, err
+			args, err := withGrant(ga.Args, g)
+			if err != nil {
+				return nil, err
 			}
-			a.log().Info("gateway: call", "op", req.Op, "user", g.User, "host", a.Host, "pid", c.Peer.PID)
-		}
-		body, err := msgpack.Marshal(msg.Request{Op: req.Op, Args: args})
-		if err != nil {
-			closeAll(c.FDs)
-			return rpc.Reply{}, err
-		}
-		in := &rpc.Call{Peer: c.Peer, Intent: c.Intent, Body: body, FDs: c.FDs}
-		rep, err := inner(ctx, in)
-		c.Label = in.Label
-		return rep, err
+			a.log().Info("gateway: call", "op", op, "user", g.User, "host", a.Host, "pid", c.Peer.PID)
+			return args, nil
+		}))
 	}
+	return t
 }
 
-// grantFor verifies hg and returns a host-key grant for its user, good
-// no longer than hg.
 func (a *Adapter) grantFor(hg *msg.HostGrant) (msg.Grant, error) {
 	if hg == nil {
 		return msg.Grant{}, rpc.Errorf(msg.CodeBadGrant, "no host grant")
@@ -152,10 +135,4 @@ func (a *Adapter) log() *slog.Logger {
 		return a.Log
 	}
 	return slog.Default()
-}
-
-func closeAll(fs []*os.File) {
-	for _, f := range fs {
-		f.Close()
-	}
 }

@@ -10,34 +10,37 @@ import (
 
 	"sluice/internal/grant"
 	"sluice/internal/hostgrant"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 )
 
-// TestWrap drives the adapter with the host's real grant check behind it:
+// TestTable drives the adapter with the host's real grant check behind it:
 // the inner handler verifies the grant it is given with the host's key,
 // as policy and ptystore do.
-func TestWrap(t *testing.T) {
+func TestTable(t *testing.T) {
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	_, hostPriv, _ := ed25519.GenerateKey(nil) // a compromised host's own key
 	hostKey := grant.NewKey()
 	now := time.Now()
 	a := &Adapter{Host: "web1", Gateway: pub, GrantKey: hostKey, Ops: PolicyOps, Now: func() time.Time { return now }}
 	var seen msg.AllowedTargets
-	inner := func(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
-		var req msg.Request
-		if err := c.Decode(&req); err != nil {
-			return rpc.Reply{}, err
-		}
-		if err := msgpack.Unmarshal(req.Args, &seen); err != nil {
-			return rpc.Reply{}, err
-		}
-		if err := grant.Verify(hostKey, seen.Grant, now); err != nil {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeBadGrant, "%v", err)
-		}
-		return rpc.Reply{Body: "ok"}, nil
-	}
-	h := a.Wrap(inner)
+	web := &optable.Table{Protocol: "web to policy", Ops: []optable.Entry{
+		optable.Plain(msg.OpAllowedTargets, func(a msg.AllowedTargets) (string, error) {
+			seen = a
+			if err := grant.Verify(hostKey, a.Grant, now); err != nil {
+				return "", rpc.Errorf(msg.CodeBadGrant, "%v", err)
+			}
+			return "ok", nil
+		}),
+		// Served to the frontend, not on the gateway protocol.
+		optable.Plain(msg.OpAuditScope, func(a msg.AuditScope) (string, error) {
+			seen.Grant = a.Grant
+			return "ok", nil
+		}),
+	}}
+	tb := a.Table(msg.ProtoGatewayToPolicy, web)
+	h := tb.Handle
 	sign := func(k ed25519.PrivateKey, host string, issued time.Time) *msg.HostGrant {
 		g, err := hostgrant.Sign(k, "alice", nil, host, issued, time.Minute)
 		if err != nil {

@@ -90,6 +90,9 @@ func Write(w io.Writer, tables []Table) error {
 			}
 			fmt.Fprintf(&b, "  %s  fds in %d, out %d\n", e.Name, e.FDsIn, e.FDsOut)
 			writeType(&b, "args ", e.Args)
+			if e.Carries != nil {
+				writeType(&b, "  carrying", e.Carries)
+			}
 			writeType(&b, "reply", e.Reply)
 		}
 	}

@@ -30,6 +30,9 @@ type Entry struct {
 	Reply  reflect.Type // the reply type
 	FDsIn  int          // exactly this many fds come with the call
 	FDsOut int          // at most this many go with the reply
+	// Carries, for an op served through Via, is the argument type inside
+	// Args that the op's own handler decodes.
+	Carries reflect.Type
 	// Refused, when set, is why the op is listed but always refused with
 	// forbidden on this protocol (served on another one).
 	Refused string
@@ -103,6 +106,32 @@ func Refused(name, why string) Entry {
 	}}
 }
 
+// Via is e served on another protocol whose arguments are W: in turns the
+// call's W into e's own arguments (msgpack) or refuses the call, and then
+// e runs exactly as on its own protocol: the same decode, fd counts and
+// handler. The fleet's gateway protocols are the web ones this way.
+func Via[W any](e Entry, in func(ctx context.Context, c *rpc.Call, w W) ([]byte, error)) Entry {
+	inner := e.serve
+	if e.Carries == nil {
+		e.Carries = e.Args
+	}
+	e.Args = reflect.TypeOf((*W)(nil)).Elem()
+	e.serve = func(ctx context.Context, c *rpc.Call, raw []byte) (rpc.Reply, error) {
+		var w W
+		if err := decode(raw, &w); err != nil {
+			closeAll(c.FDs)
+			return rpc.Reply{}, err
+		}
+		args, err := in(ctx, c, w)
+		if err != nil {
+			closeAll(c.FDs)
+			return rpc.Reply{}, err
+		}
+		return inner(ctx, c, args)
+	}
+	return e
+}
+
 func newEntry[A, R any](name string, in, out int) Entry {
 	return Entry{
 		Name:   name,
@@ -132,6 +161,17 @@ func Find(tables []Table, protocol string) (*Table, bool) {
 		}
 	}
 	return nil, false
+}
+
+// HandlerOf is the handler of a protocol's table among tables, for a route
+// built by hand (tests); a protocol without a table refuses every call.
+func HandlerOf(tables []Table, protocol string) rpc.HandlerFunc {
+	if t, ok := Find(tables, protocol); ok {
+		return t.Handle
+	}
+	return func(context.Context, *rpc.Call) (rpc.Reply, error) {
+		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "no table for %q", protocol)
+	}
 }
 
 // Lookup returns the entry for op.
