@@ -81,7 +81,7 @@ func setupPolicy(t *testing.T, text string, shellClient policy.ShellClient) *fix
 		// As root the embedded backend logs in through sluice-login.
 		login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
 		sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
-		shellClient = listen(t, "policy to shell", sh.Handle)
+		shellClient = listen(t, "policy to shell", optable.HandlerOf(sh.Tables(), "policy to shell"))
 	}
 	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
 	h := &policy.Handler{Key: f.key, Policy: p, Shell: shellClient,

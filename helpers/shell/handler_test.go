@@ -10,6 +10,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/shell"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/tests/ptytest"
@@ -28,7 +29,7 @@ func serveHandler(t *testing.T, h *shell.Handler) *rpc.Client {
 	client := rpc.Hello{Intent: msg.Intent(p, "client"), BuildID: strings.Repeat("c", 64)}
 	server := rpc.Hello{Intent: msg.Intent(p, "server"), BuildID: strings.Repeat("5", 64)}
 	s := &rpc.Server{Name: "shell", Routes: []rpc.Route{{Client: client, Server: server,
-		Allow: rpc.Allow{UIDs: []uint32{0}}, Handle: h.Handle}}}
+		Allow: rpc.Allow{UIDs: []uint32{0}}, Handle: optable.HandlerOf(h.Tables(), "policy to shell")}}}
 	path := filepath.Join(t.TempDir(), "shell.sock")
 	l, err := rpc.Listen(path, 0o600)
 	if err != nil {

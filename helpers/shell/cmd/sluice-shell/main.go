@@ -17,8 +17,6 @@ import (
 	"sluice/suite"
 )
 
-const protocol = "policy to shell"
-
 func main() {
 	var f helper.Flags
 	f.Register(flag.CommandLine)
@@ -31,14 +29,10 @@ func main() {
 	if err != nil {
 		helper.Fatal(log, "backend", err)
 	}
-	allow, err := f.Allow(protocol)
-	if err != nil {
-		helper.Fatal(log, "allow", err)
-	}
 	h := &shell.Handler{Backend: b, Log: log, Recorder: recorder}
-	route, err := suite.Route(msg.Shell, protocol, allow, 0, h.Handle)
+	routes, err := f.Routes(msg.Shell, h.Tables()...)
 	if err != nil {
-		helper.Fatal(log, "route", err)
+		helper.Fatal(log, "routes", err)
 	}
 	if f.Listen != "" {
 		// Long-running: say once which backend serves. Per-call instances
@@ -55,7 +49,7 @@ func main() {
 	}
 	ctx, cancel := helper.Context()
 	defer cancel()
-	if err := f.Serve(ctx, f.Server(msg.Shell, log, route), rpc.ActivationFiles()); err != nil {
+	if err := f.Serve(ctx, f.Server(msg.Shell, log, routes...), rpc.ActivationFiles()); err != nil {
 		helper.Fatal(log, "serve", err)
 	}
 }
