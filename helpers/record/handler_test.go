@@ -11,6 +11,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/internal/grant"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -94,9 +95,9 @@ func TestWebRoute(t *testing.T) {
 		{"admin opens", false, msg.OpRecOpen, msg.RecOpen{ID: id}, "", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			serve := h.Admin
+			serve := optable.HandlerOf(h.Tables(), "admin to record")
 			if tc.web {
-				serve = h.Web
+				serve = optable.HandlerOf(h.Tables(), "web to record")
 			}
 			rep, err := serve(context.Background(), call(t, tc.op, tc.args))
 			for _, f := range rep.FDs {
@@ -119,7 +120,7 @@ func TestWebRoute(t *testing.T) {
 
 	// An auditor lists only the recordings of the machines in scope.
 	for user, want := range map[*msg.Grant][]string{&good: {id, web1}, &erin: {web1}} {
-		rep, err := h.Web(context.Background(), call(t, msg.OpRecList, msg.RecList{Grant: user}))
+		rep, err := optable.HandlerOf(h.Tables(), "web to record")(context.Background(), call(t, msg.OpRecList, msg.RecList{Grant: user}))
 		if err != nil {
 			t.Fatal(err)
 		}
