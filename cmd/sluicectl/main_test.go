@@ -361,6 +361,10 @@ func TestAudit(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "auth\n") || !strings.Contains(out, "1 helpers, 0 problems") {
 		t.Errorf("audit auth: %d\n%s", code, out)
 	}
+	// ... and its ops, from the code.
+	if !strings.Contains(out, "web to auth: register-begin, register-finish") {
+		t.Errorf("audit auth shows no op table:\n%s", out)
+	}
 	t.Logf("sluicectl audit auth:\n%s", out)
 
 	// A widened profile in the installed tree is reported and fails.

@@ -57,7 +57,7 @@ var PtyStoreOps = map[string]bool{
 // user is put into the arguments in place of whatever grant they held,
 // and the web op runs on them as it would for the frontend.
 func (a *Adapter) Table(protocol string, web *optable.Table) optable.Table {
-	t := optable.Table{Protocol: protocol}
+	t := optable.Table{Protocol: protocol, Note: "only with --fleet-host and --gateway-key: the host grant is verified and a grant of this host's key for its user replaces args.grant"}
 	for _, e := range web.Ops {
 		needGrant, ok := a.Ops[e.Name]
 		if !ok {

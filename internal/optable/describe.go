@@ -79,9 +79,12 @@ func Write(w io.Writer, tables []Table) error {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		fmt.Fprintf(&b, "protocol %q: %d ops, at most %d fds in\n", t.Protocol, len(t.Ops), t.MaxFDs())
+		fmt.Fprintf(&b, "protocol %q: ops %d, at most %d fds in\n", t.Protocol, len(t.Ops), t.MaxFDs())
+		if t.Note != "" {
+			fmt.Fprintf(&b, "  (%s)\n", t.Note)
+		}
 		if t.Guard != nil {
-			b.WriteString("  every call first passes the table's guard\n")
+			b.WriteString("  (every call first passes the table's guard: the helper checks the caller before any op)\n")
 		}
 		for _, e := range t.Ops {
 			if e.Refused != "" {

@@ -43,6 +43,7 @@ type Entry struct {
 // Table is what one protocol may ask of a helper.
 type Table struct {
 	Protocol string // the msg protocol name; the route's intent
+	Note     string // printed with the table: when it is served, what it adds
 	// Guard, if set, runs on every call after the envelope is decoded and
 	// before the op is looked up; an error refuses the call (auth's check
 	// that an admin caller is an admin).

@@ -201,7 +201,7 @@ func TestWrite(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		`protocol "test to test": 4 ops, at most 1 fds in`,
+		`protocol "test to test": ops 4, at most 1 fds in`,
 		"pty-list  fds in 0, out 0",
 		"args  optable_test.echoArgs {word string, n int (optional)}",
 		"reply optable_test.echoReply {word string}",
