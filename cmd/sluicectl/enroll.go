@@ -3,32 +3,29 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
 )
 
-// request sends one admin request and decodes the reply.
-func request(ctx context.Context, g *globals, protocol, op string, args, reply any) ([]*fdInfo, error) {
+// request sends one admin request (want: the fds its reply carries, the
+// caller's to close) and decodes the reply.
+func request(ctx context.Context, g *globals, protocol, op string, args, reply any, want int) ([]*os.File, error) {
 	cl, err := suite.Client(msg.Admin, protocol)
 	if err != nil {
 		return nil, err
 	}
 	cl.Timeout = g.timeout
-	raw, err := msgpack.Marshal(args)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", op, err)
-	}
-	fds, err := cl.Call(ctx, msg.Request{Op: op, Args: raw}, nil, reply)
+	fds, err := optable.CallInto(ctx, cl, op, args, nil, reply, want)
 	if err != nil {
 		return nil, explain(err, cl.Path)
 	}
-	return describeFDs(fds), nil
+	return fds, nil
 }
 
 // explain turns the errors an admin meets most into what to do about them.
@@ -69,7 +66,7 @@ func runEnroll(ctx context.Context, g *globals, args []string) error {
 	}
 	var rep msg.EnrollReply
 	if _, err := request(ctx, g, "admin to auth", msg.OpEnroll,
-		msg.Enroll{User: fs.Arg(0), TTLSeconds: int64(*ttl / time.Second), UnlessEnrolled: *unless}, &rep); err != nil {
+		msg.Enroll{User: fs.Arg(0), TTLSeconds: int64(*ttl / time.Second), UnlessEnrolled: *unless}, &rep, 0); err != nil {
 		return err
 	}
 	if rep.Token == "" {

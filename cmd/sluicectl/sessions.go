@@ -25,7 +25,7 @@ func runSessions(ctx context.Context, g *globals, args []string) error {
 			return usageErr("list takes no arguments")
 		}
 		var rep msg.PtyListReply
-		if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyList, msg.PtyList{}, &rep); err != nil {
+		if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyList, msg.PtyList{}, &rep, 0); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -47,7 +47,7 @@ func runSessions(ctx context.Context, g *globals, args []string) error {
 		}
 		id := fs.Arg(0)
 		var rep msg.PtyDropReply
-		if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyDrop, msg.PtyDrop{ID: id}, &rep); err != nil {
+		if _, err := request(ctx, g, "admin to ptystore", msg.OpPtyDrop, msg.PtyDrop{ID: id}, &rep, 0); err != nil {
 			return err
 		}
 		if *asJSON {
