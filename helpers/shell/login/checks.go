@@ -10,6 +10,10 @@
 // session, mark the utmp entry dead and take the tty back). Every other
 // binary, the shell helper included, stays static: this file and
 // client.go are pure Go.
+//
+// It serves no socket, so it is no helper of its own: it lives under the
+// shell helper, the one component that runs it, and speaks only to the
+// shell helper that started it (a request on stdin, its status on stdout).
 package login
 
 import (
