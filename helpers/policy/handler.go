@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"sluice/internal/grant"
 	"sluice/internal/names"
 	"sluice/internal/optable"
@@ -173,25 +171,16 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, a msg.CreateShellS
 	if dropped > 0 {
 		log.Info("policy: dropped environment entries", "dropped", dropped)
 	}
-	open, err := msgpack.Marshal(msg.OpenShell{Machine: a.Machine, User: a.User, Args: a.Args, Env: env, Requester: a.Grant.User, Record: d.Rule.Record})
-	if err != nil {
-		return msg.CreateShellSessionReply{}, nil, fmt.Errorf("policy: encode open-shell: %w", err)
-	}
-	var rep msg.OpenShellReply
-	fds, err := h.Shell.Call(ctx, msg.Request{Op: msg.OpOpenShell, Args: open}, nil, &rep)
+	open := msg.OpenShell{Machine: a.Machine, User: a.User, Args: a.Args, Env: env, Requester: a.Grant.User, Record: d.Rule.Record}
+	// Exactly one fd, the pty master; any other number is closed and an
+	// error, logged here like any failure of the shell helper.
+	rep, fds, err := optable.Call[msg.OpenShellReply](ctx, h.Shell, msg.OpOpenShell, open, nil, 1)
 	if err != nil {
 		log.Warn("policy: shell helper failed", "err", err)
 		var re *rpc.RemoteError
 		if errors.As(err, &re) && re.Code == msg.CodeFailed {
 			return msg.CreateShellSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "%s", re.Msg)
 		}
-		return msg.CreateShellSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "the shell could not be opened; see the policy helper's log")
-	}
-	if len(fds) != 1 {
-		for _, f := range fds {
-			f.Close()
-		}
-		log.Warn("policy: shell helper replied without a pty", "fds", len(fds))
 		return msg.CreateShellSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "the shell could not be opened; see the policy helper's log")
 	}
 	log.Info("policy: session created", "session", rep.SessionID, "pid", rep.PID, "rule", rule)
