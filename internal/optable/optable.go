@@ -15,6 +15,8 @@ import (
 	"os"
 	"reflect"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -37,7 +39,9 @@ type Entry struct {
 	// forbidden on this protocol (served on another one).
 	Refused string
 
-	serve func(ctx context.Context, c *rpc.Call, args []byte) (rpc.Reply, error)
+	// serve decodes raw and runs the handler; checked says raw was already
+	// found well-formed (inline in a request frame the server checked).
+	serve func(ctx context.Context, c *rpc.Call, raw []byte, checked bool) (rpc.Reply, error)
 }
 
 // Table is what one protocol may ask of a helper.
@@ -54,9 +58,9 @@ type Table struct {
 // Op is the entry of an op that takes and gives no fds.
 func Op[A, R any](name string, h func(ctx context.Context, c *rpc.Call, a A) (R, error)) Entry {
 	e := newEntry[A, R](name, 0, 0)
-	e.serve = func(ctx context.Context, c *rpc.Call, raw []byte) (rpc.Reply, error) {
+	e.serve = func(ctx context.Context, c *rpc.Call, raw []byte, checked bool) (rpc.Reply, error) {
 		var a A
-		if err := decode(raw, &a); err != nil {
+		if err := decode(raw, &a, checked); err != nil {
 			return rpc.Reply{}, err
 		}
 		r, err := h(ctx, c, a)
@@ -79,9 +83,9 @@ func Plain[A, R any](name string, h func(a A) (R, error)) Entry {
 // are closed then) and gives at most out fds with its reply.
 func OpFDs[A, R any](name string, in, out int, h func(ctx context.Context, c *rpc.Call, a A) (R, []*os.File, error)) Entry {
 	e := newEntry[A, R](name, in, out)
-	e.serve = func(ctx context.Context, c *rpc.Call, raw []byte) (rpc.Reply, error) {
+	e.serve = func(ctx context.Context, c *rpc.Call, raw []byte, checked bool) (rpc.Reply, error) {
 		var a A
-		if err := decode(raw, &a); err != nil {
+		if err := decode(raw, &a, checked); err != nil {
 			closeAll(c.FDs)
 			return rpc.Reply{}, err
 		}
@@ -102,7 +106,7 @@ func OpFDs[A, R any](name string, in, out int, h func(ctx context.Context, c *rp
 // Refused is the entry of an op this protocol lists only to refuse it with
 // forbidden, because it is served on another protocol of the same socket.
 func Refused(name, why string) Entry {
-	return Entry{Name: name, Refused: why, serve: func(context.Context, *rpc.Call, []byte) (rpc.Reply, error) {
+	return Entry{Name: name, Refused: why, serve: func(context.Context, *rpc.Call, []byte, bool) (rpc.Reply, error) {
 		return rpc.Reply{}, rpc.Errorf(msg.CodeForbidden, "%s %s", name, why)
 	}}
 }
@@ -117,9 +121,9 @@ func Via[W any](e Entry, in func(ctx context.Context, c *rpc.Call, w W) ([]byte,
 		e.Carries = e.Args
 	}
 	e.Args = reflect.TypeOf((*W)(nil)).Elem()
-	e.serve = func(ctx context.Context, c *rpc.Call, raw []byte) (rpc.Reply, error) {
+	e.serve = func(ctx context.Context, c *rpc.Call, raw []byte, checked bool) (rpc.Reply, error) {
 		var w W
-		if err := decode(raw, &w); err != nil {
+		if err := decode(raw, &w, checked); err != nil {
 			closeAll(c.FDs)
 			return rpc.Reply{}, err
 		}
@@ -128,7 +132,8 @@ func Via[W any](e Entry, in func(ctx context.Context, c *rpc.Call, w W) ([]byte,
 			closeAll(c.FDs)
 			return rpc.Reply{}, err
 		}
-		return inner(ctx, c, args)
+		// W's arguments are bytes inside W: nothing checked them yet.
+		return inner(ctx, c, args, false)
 	}
 	return e
 }
@@ -146,12 +151,19 @@ func newEntry[A, R any](name string, in, out int) Entry {
 var noneType = reflect.TypeOf(None{})
 
 // decode is the one argument decoder: the rpc package's well-formedness
-// check, then msgpack, both failures a bad-request.
-func decode[A any](raw []byte, a *A) error {
+// check (unless raw was checked already, as part of the request frame),
+// then msgpack, both failures a bad-request.
+func decode[A any](raw []byte, a *A, checked bool) error {
 	if _, none := any(a).(*None); none {
 		return nil
 	}
-	return (&rpc.Call{Body: raw}).Decode(a)
+	if !checked {
+		return (&rpc.Call{Body: raw}).Decode(a)
+	}
+	if err := msgpack.Unmarshal(raw, a); err != nil {
+		return rpc.Errorf(msg.CodeBadRequest, "undecodable %T: %v", a, err)
+	}
+	return nil
 }
 
 // Find returns the table of a protocol among a helper's tables.
@@ -229,7 +241,9 @@ func (t *Table) Handle(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		}
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%s takes exactly %d fds, got %d", e.Name, e.FDsIn, n)
 	}
-	return e.serve(ctx, c, req.Args)
+	// The args sit inline in the request frame (msgpack.RawMessage), which
+	// c.Decode found well-formed to its last byte.
+	return e.serve(ctx, c, req.Args, true)
 }
 
 func closeAll(fs []*os.File) {

@@ -220,3 +220,39 @@ func closeAll(fs []*os.File) {
 		f.Close()
 	}
 }
+
+// Via's inner arguments are bytes inside its own, which the request
+// frame's check does not look into: they get the strict check themselves.
+func TestViaChecksInnerArgs(t *testing.T) {
+	type wrapped struct {
+		Args []byte `msgpack:"args"`
+	}
+	calls := 0
+	inner := optable.Op(msg.OpPtyList, func(_ context.Context, _ *rpc.Call, a echoArgs) (echoReply, error) {
+		calls++
+		return echoReply{Word: a.Word}, nil
+	})
+	tb := &optable.Table{Protocol: "gateway to test", Ops: []optable.Entry{
+		optable.Via(inner, func(_ context.Context, _ *rpc.Call, w wrapped) ([]byte, error) { return w.Args, nil }),
+	}}
+	good, _ := msgpack.Marshal(echoArgs{Word: "hi"})
+	huge := []byte{0xdb, 0x7f, 0xff, 0xff, 0xff, 'x'}
+	for _, tc := range []struct {
+		name     string
+		inner    []byte
+		wantCode string
+	}{
+		{"good", good, ""},
+		{"a 2 GiB string claimed in 6 bytes", huge, msg.CodeBadRequest},
+	} {
+		calls = 0
+		w, _ := msgpack.Marshal(wrapped{Args: tc.inner})
+		_, err := tb.Handle(context.Background(), &rpc.Call{Body: body(t, msg.OpPtyList, w)})
+		if got := rpc.CodeOf(err); got != tc.wantCode || (tc.wantCode == "") != (calls == 1) {
+			t.Errorf("%s: code %q (%v), %d handler calls", tc.name, got, err, calls)
+		}
+		if tc.wantCode != "" && !strings.Contains(err.Error(), "not well-formed") {
+			t.Errorf("%s: %v, want the well-formedness check's refusal", tc.name, err)
+		}
+	}
+}
