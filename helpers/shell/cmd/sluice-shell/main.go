@@ -7,11 +7,10 @@ import (
 	"flag"
 	"os"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"sluice/helpers/shell"
 	"sluice/internal/confine"
 	"sluice/internal/helper"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
@@ -61,11 +60,6 @@ func recorder(ctx context.Context, a msg.RecordSession, inner, outer *os.File) e
 	if err != nil {
 		return err
 	}
-	args, err := msgpack.Marshal(a)
-	if err != nil {
-		return err
-	}
-	var rep msg.RecordSessionReply
-	_, err = cl.Call(ctx, msg.Request{Op: msg.OpRecordSession, Args: args}, []*os.File{inner, outer}, &rep)
+	_, _, err = optable.Call[msg.RecordSessionReply](ctx, cl, msg.OpRecordSession, a, []*os.File{inner, outer}, 0)
 	return err
 }
