@@ -31,8 +31,8 @@ build: web
 	@for h in $(HELPERS); do \
 		if [ -d helpers/$$h/cmd ]; then CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/ ./helpers/$$h/cmd/... || exit 1; fi; \
 	done
-	@# The one cgo helper binary: PAM needs the C library (helpers/login).
-	CGO_ENABLED=1 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/ ./helpers/login/cmd/sluice-login
+	@# The one cgo helper binary: PAM needs the C library (helpers/shell/login).
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/ ./helpers/shell/login/cmd/sluice-login
 	@if [ -d frontend/cmd ]; then CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/ ./frontend/cmd/...; fi
 	$(BIN)/sluice manifest $(BIN)
 

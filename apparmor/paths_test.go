@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"sluice/audit"
-	"sluice/helpers/revoke"
+	"sluice/internal/revoke"
 	"sluice/msg"
 )
 

@@ -19,25 +19,18 @@ type AuditBackend interface {
 	PtyAuditGet(ctx context.Context, a msg.PtyAuditGet) (msg.PtyGetReply, *os.File, error)
 }
 
-func (h *Helpers) AuditScope(ctx context.Context, a msg.AuditScope) (r msg.AuditScopeReply, err error) {
-	fds, err := call(ctx, h.policy, msg.OpAuditScope, a, nil, &r)
-	noFDs(fds)
+func (h *Helpers) AuditScope(ctx context.Context, a msg.AuditScope) (msg.AuditScopeReply, error) {
+	r, _, err := ask[msg.AuditScopeReply](ctx, h.policy, msg.OpAuditScope, a, nil, 0)
 	return r, err
 }
 
-func (h *Helpers) PtyAuditList(ctx context.Context, a msg.PtyAuditList) (r msg.PtyListReply, err error) {
-	fds, err := call(ctx, h.ptystore, msg.OpPtyAuditList, a, nil, &r)
-	noFDs(fds)
+func (h *Helpers) PtyAuditList(ctx context.Context, a msg.PtyAuditList) (msg.PtyListReply, error) {
+	r, _, err := ask[msg.PtyListReply](ctx, h.ptystore, msg.OpPtyAuditList, a, nil, 0)
 	return r, err
 }
 
-func (h *Helpers) PtyAuditGet(ctx context.Context, a msg.PtyAuditGet) (r msg.PtyGetReply, f *os.File, err error) {
-	fds, err := call(ctx, h.ptystore, msg.OpPtyAuditGet, a, nil, &r)
-	if err != nil {
-		return r, nil, err
-	}
-	f, err = oneFD(msg.OpPtyAuditGet, fds)
-	return r, f, err
+func (h *Helpers) PtyAuditGet(ctx context.Context, a msg.PtyAuditGet) (msg.PtyGetReply, *os.File, error) {
+	return askOne[msg.PtyGetReply](ctx, h.ptystore, msg.OpPtyAuditGet, a)
 }
 
 // auditOp handles the page's audit messages; it reports whether m was one.

@@ -7,8 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/vmihailenco/msgpack/v5"
-
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
@@ -87,106 +86,78 @@ func NewHelpers() (*Helpers, error) {
 	return &h, nil
 }
 
-func call(ctx context.Context, cl helperClient, op string, args any, fds []*os.File, reply any) ([]*os.File, error) {
-	raw, err := msgpack.Marshal(args)
-	if err != nil {
-		return nil, fmt.Errorf("frontend: encode %s: %w", op, err)
-	}
-	got, err := cl.Call(ctx, msg.Request{Op: op, Args: raw}, fds, reply)
+// ask is the frontend's one call to a helper: optable.Call (args in, the
+// reply decoded into R, exactly want fds on it), with a helper that went
+// away told apart as a StoppedError for the page.
+func ask[R any](ctx context.Context, cl helperClient, op string, args any, send []*os.File, want int) (R, []*os.File, error) {
+	r, fds, err := optable.Call[R](ctx, cl.Client, op, args, send, want)
 	if err != nil {
 		if stopped(err) {
 			err = &StoppedError{Helper: cl.name, Err: err}
 		}
-		return nil, fmt.Errorf("frontend: %s: %w", op, err)
+		return r, nil, fmt.Errorf("frontend: %s: %w", op, err)
 	}
-	return got, nil
+	return r, fds, nil
 }
 
-// noFDs closes fds a reply should not have carried.
-func noFDs(fds []*os.File) {
-	for _, f := range fds {
-		f.Close()
-	}
-}
-
-// oneFD returns the single fd a reply must carry.
-func oneFD(op string, fds []*os.File) (*os.File, error) {
-	if len(fds) != 1 {
-		noFDs(fds)
-		return nil, fmt.Errorf("frontend: %s: reply carried %d fds, want 1", op, len(fds))
-	}
-	return fds[0], nil
-}
-
-func (h *Helpers) RegisterBegin(ctx context.Context, a msg.RegisterBegin) (r msg.RegisterBeginReply, err error) {
-	fds, err := call(ctx, h.auth, msg.OpRegisterBegin, a, nil, &r)
-	noFDs(fds)
-	return r, err
-}
-
-func (h *Helpers) RegisterFinish(ctx context.Context, a msg.RegisterFinish) (r msg.RegisterFinishReply, err error) {
-	fds, err := call(ctx, h.auth, msg.OpRegisterFinish, a, nil, &r)
-	noFDs(fds)
-	return r, err
-}
-
-func (h *Helpers) LoginBegin(ctx context.Context, a msg.LoginBegin) (r msg.LoginBeginReply, err error) {
-	fds, err := call(ctx, h.auth, msg.OpLoginBegin, a, nil, &r)
-	noFDs(fds)
-	return r, err
-}
-
-func (h *Helpers) LoginFinish(ctx context.Context, a msg.LoginFinish) (r msg.LoginFinishReply, err error) {
-	fds, err := call(ctx, h.auth, msg.OpLoginFinish, a, nil, &r)
-	noFDs(fds)
-	return r, err
-}
-
-func (h *Helpers) CreateShellSession(ctx context.Context, a msg.CreateShellSession) (r msg.CreateShellSessionReply, f *os.File, err error) {
-	fds, err := call(ctx, h.policy, msg.OpCreateShellSession, a, nil, &r)
+// askOne is ask for an op whose reply carries one fd, the caller's to close.
+func askOne[R any](ctx context.Context, cl helperClient, op string, args any) (R, *os.File, error) {
+	r, fds, err := ask[R](ctx, cl, op, args, nil, 1)
 	if err != nil {
 		return r, nil, err
 	}
-	f, err = oneFD(msg.OpCreateShellSession, fds)
-	return r, f, err
+	return r, fds[0], nil
 }
 
-func (h *Helpers) AllowedTargets(ctx context.Context, a msg.AllowedTargets) (r msg.AllowedTargetsReply, err error) {
-	fds, err := call(ctx, h.policy, msg.OpAllowedTargets, a, nil, &r)
-	noFDs(fds)
+func (h *Helpers) RegisterBegin(ctx context.Context, a msg.RegisterBegin) (msg.RegisterBeginReply, error) {
+	r, _, err := ask[msg.RegisterBeginReply](ctx, h.auth, msg.OpRegisterBegin, a, nil, 0)
+	return r, err
+}
+
+func (h *Helpers) RegisterFinish(ctx context.Context, a msg.RegisterFinish) (msg.RegisterFinishReply, error) {
+	r, _, err := ask[msg.RegisterFinishReply](ctx, h.auth, msg.OpRegisterFinish, a, nil, 0)
+	return r, err
+}
+
+func (h *Helpers) LoginBegin(ctx context.Context, a msg.LoginBegin) (msg.LoginBeginReply, error) {
+	r, _, err := ask[msg.LoginBeginReply](ctx, h.auth, msg.OpLoginBegin, a, nil, 0)
+	return r, err
+}
+
+func (h *Helpers) LoginFinish(ctx context.Context, a msg.LoginFinish) (msg.LoginFinishReply, error) {
+	r, _, err := ask[msg.LoginFinishReply](ctx, h.auth, msg.OpLoginFinish, a, nil, 0)
+	return r, err
+}
+
+func (h *Helpers) CreateShellSession(ctx context.Context, a msg.CreateShellSession) (msg.CreateShellSessionReply, *os.File, error) {
+	return askOne[msg.CreateShellSessionReply](ctx, h.policy, msg.OpCreateShellSession, a)
+}
+
+func (h *Helpers) AllowedTargets(ctx context.Context, a msg.AllowedTargets) (msg.AllowedTargetsReply, error) {
+	r, _, err := ask[msg.AllowedTargetsReply](ctx, h.policy, msg.OpAllowedTargets, a, nil, 0)
 	return r, err
 }
 
 func (h *Helpers) PtyPut(ctx context.Context, a msg.PtyPut, pty *os.File) (r msg.PtyPutReply, err error) {
-	fds, err := call(ctx, h.ptystore, msg.OpPtyPut, a, []*os.File{pty}, &r)
-	noFDs(fds)
+	r, _, err = ask[msg.PtyPutReply](ctx, h.ptystore, msg.OpPtyPut, a, []*os.File{pty}, 0)
 	return r, err
 }
 
-func (h *Helpers) PtyGet(ctx context.Context, a msg.PtyGet) (r msg.PtyGetReply, f *os.File, err error) {
-	fds, err := call(ctx, h.ptystore, msg.OpPtyGet, a, nil, &r)
-	if err != nil {
-		return r, nil, err
-	}
-	f, err = oneFD(msg.OpPtyGet, fds)
-	return r, f, err
+func (h *Helpers) PtyGet(ctx context.Context, a msg.PtyGet) (msg.PtyGetReply, *os.File, error) {
+	return askOne[msg.PtyGetReply](ctx, h.ptystore, msg.OpPtyGet, a)
 }
 
-func (h *Helpers) PtyList(ctx context.Context, a msg.PtyList) (r msg.PtyListReply, err error) {
-	fds, err := call(ctx, h.ptystore, msg.OpPtyList, a, nil, &r)
-	noFDs(fds)
+func (h *Helpers) PtyList(ctx context.Context, a msg.PtyList) (msg.PtyListReply, error) {
+	r, _, err := ask[msg.PtyListReply](ctx, h.ptystore, msg.OpPtyList, a, nil, 0)
 	return r, err
 }
 
 func (h *Helpers) PtyDrop(ctx context.Context, a msg.PtyDrop) error {
-	var r msg.PtyDropReply
-	fds, err := call(ctx, h.ptystore, msg.OpPtyDrop, a, nil, &r)
-	noFDs(fds)
+	_, _, err := ask[msg.PtyDropReply](ctx, h.ptystore, msg.OpPtyDrop, a, nil, 0)
 	return err
 }
 
-func (h *Helpers) PtyShare(ctx context.Context, a msg.PtyShare) (r msg.PtyShareReply, err error) {
-	fds, err := call(ctx, h.ptystore, msg.OpPtyShare, a, nil, &r)
-	noFDs(fds)
+func (h *Helpers) PtyShare(ctx context.Context, a msg.PtyShare) (msg.PtyShareReply, error) {
+	r, _, err := ask[msg.PtyShareReply](ctx, h.ptystore, msg.OpPtyShare, a, nil, 0)
 	return r, err
 }

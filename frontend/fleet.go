@@ -14,7 +14,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/frontend/hub"
-	"sluice/helpers/names"
+	"sluice/internal/names"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
@@ -56,31 +56,33 @@ func (h *Helpers) Fleet() (*FleetHelpers, error) {
 	return &FleetHelpers{auth: h.auth, fleet: helperClient{name: msg.Fleet, Client: cl}}, nil
 }
 
-func (h *FleetHelpers) HostGrant(ctx context.Context, a msg.HostGrantRequest) (r msg.HostGrantReply, err error) {
-	fds, err := call(ctx, h.auth, msg.OpHostGrant, a, nil, &r)
-	noFDs(fds)
+func (h *FleetHelpers) HostGrant(ctx context.Context, a msg.HostGrantRequest) (msg.HostGrantReply, error) {
+	r, _, err := ask[msg.HostGrantReply](ctx, h.auth, msg.OpHostGrant, a, nil, 0)
 	return r, err
 }
 
-func (h *FleetHelpers) FleetHosts(ctx context.Context) (r msg.FleetHostsReply, err error) {
-	fds, err := call(ctx, h.fleet, msg.OpFleetHosts, msg.FleetHosts{}, nil, &r)
-	noFDs(fds)
+func (h *FleetHelpers) FleetHosts(ctx context.Context) (msg.FleetHostsReply, error) {
+	r, _, err := ask[msg.FleetHostsReply](ctx, h.fleet, msg.OpFleetHosts, msg.FleetHosts{}, nil, 0)
 	return r, err
 }
 
 func (h *FleetHelpers) FleetCall(ctx context.Context, a msg.FleetCall, reply any) error {
-	fds, err := call(ctx, h.fleet, msg.OpFleetCall, a, nil, reply)
-	noFDs(fds)
-	return err
+	raw, _, err := ask[msgpack.RawMessage](ctx, h.fleet, msg.OpFleetCall, a, nil, 0)
+	if err != nil || reply == nil {
+		return err
+	}
+	// The host helper's reply as it came; decoded as the rpc client would.
+	if err := rpc.CheckMsgpack(raw); err != nil {
+		return fmt.Errorf("frontend: %s: decode reply into %T: %w", msg.OpFleetCall, reply, err)
+	}
+	if err := msgpack.Unmarshal(raw, reply); err != nil {
+		return fmt.Errorf("frontend: %s: decode reply into %T: %w", msg.OpFleetCall, reply, err)
+	}
+	return nil
 }
 
-func (h *FleetHelpers) FleetOpen(ctx context.Context, a msg.FleetCall) (r msg.FleetOpenReply, f *os.File, err error) {
-	fds, err := call(ctx, h.fleet, msg.OpFleetOpen, a, nil, &r)
-	if err != nil {
-		return r, nil, err
-	}
-	f, err = oneFD(msg.OpFleetOpen, fds)
-	return r, f, err
+func (h *FleetHelpers) FleetOpen(ctx context.Context, a msg.FleetCall) (msg.FleetOpenReply, *os.File, error) {
+	return askOne[msg.FleetOpenReply](ctx, h.fleet, msg.OpFleetOpen, a)
 }
 
 // FleetHost is one host as the page's fleet view shows it: what its own

@@ -17,9 +17,8 @@ type viewerReporter interface {
 	PtyViewers(ctx context.Context, a msg.PtyViewers) (msg.PtyViewersReply, error)
 }
 
-func (h *Helpers) PtyViewers(ctx context.Context, a msg.PtyViewers) (r msg.PtyViewersReply, err error) {
-	fds, err := call(ctx, h.ptystore, msg.OpPtyViewers, a, nil, &r)
-	noFDs(fds)
+func (h *Helpers) PtyViewers(ctx context.Context, a msg.PtyViewers) (msg.PtyViewersReply, error) {
+	r, _, err := ask[msg.PtyViewersReply](ctx, h.ptystore, msg.OpPtyViewers, a, nil, 0)
 	return r, err
 }
 

@@ -19,21 +19,18 @@ type PasskeyBackend interface {
 	PasskeyAdd(ctx context.Context, a msg.PasskeyAdd) (msg.EnrollReply, error)
 }
 
-func (h *Helpers) PasskeyList(ctx context.Context, a msg.PasskeyList) (r msg.PasskeyListReply, err error) {
-	fds, err := call(ctx, h.auth, msg.OpPasskeyList, a, nil, &r)
-	noFDs(fds)
+func (h *Helpers) PasskeyList(ctx context.Context, a msg.PasskeyList) (msg.PasskeyListReply, error) {
+	r, _, err := ask[msg.PasskeyListReply](ctx, h.auth, msg.OpPasskeyList, a, nil, 0)
 	return r, err
 }
 
-func (h *Helpers) PasskeyRevoke(ctx context.Context, a msg.PasskeyRevoke) (r msg.PasskeyRevokeReply, err error) {
-	fds, err := call(ctx, h.auth, msg.OpPasskeyRevoke, a, nil, &r)
-	noFDs(fds)
+func (h *Helpers) PasskeyRevoke(ctx context.Context, a msg.PasskeyRevoke) (msg.PasskeyRevokeReply, error) {
+	r, _, err := ask[msg.PasskeyRevokeReply](ctx, h.auth, msg.OpPasskeyRevoke, a, nil, 0)
 	return r, err
 }
 
-func (h *Helpers) PasskeyAdd(ctx context.Context, a msg.PasskeyAdd) (r msg.EnrollReply, err error) {
-	fds, err := call(ctx, h.auth, msg.OpPasskeyAdd, a, nil, &r)
-	noFDs(fds)
+func (h *Helpers) PasskeyAdd(ctx context.Context, a msg.PasskeyAdd) (msg.EnrollReply, error) {
+	r, _, err := ask[msg.EnrollReply](ctx, h.auth, msg.OpPasskeyAdd, a, nil, 0)
 	return r, err
 }
 

@@ -244,9 +244,7 @@ func (h *Helpers) Recordings() *HelperRecordings {
 }
 
 func (h *Helpers) recList(ctx context.Context, g msg.Grant) ([]RecordingInfo, error) {
-	var r msg.RecListReply
-	fds, err := call(ctx, h.record, msg.OpRecList, msg.RecList{Grant: &g}, nil, &r)
-	noFDs(fds)
+	r, _, err := ask[msg.RecListReply](ctx, h.record, msg.OpRecList, msg.RecList{Grant: &g}, nil, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -259,10 +257,6 @@ func (h *Helpers) recList(ctx context.Context, g msg.Grant) ([]RecordingInfo, er
 }
 
 func (h *Helpers) recOpen(ctx context.Context, g msg.Grant, id string) (*os.File, error) {
-	var r msg.RecOpenReply
-	fds, err := call(ctx, h.record, msg.OpRecOpen, msg.RecOpen{Grant: &g, ID: id}, nil, &r)
-	if err != nil {
-		return nil, err
-	}
-	return oneFD(msg.OpRecOpen, fds)
+	_, f, err := askOne[msg.RecOpenReply](ctx, h.record, msg.OpRecOpen, msg.RecOpen{Grant: &g, ID: id})
+	return f, err
 }

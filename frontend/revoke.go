@@ -6,7 +6,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"sluice/helpers/revoke"
+	"sluice/internal/revoke"
 )
 
 // closeRevoked is the WebSocket close code for a connection whose grant

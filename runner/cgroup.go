@@ -4,7 +4,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"sluice/helpers/sessioncg"
+	"sluice/internal/sessioncg"
 )
 
 // sessionCgroupsDir is where shell sessions get a cgroup each, as systemd

@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/sessioncg"
+	"sluice/internal/sessioncg"
 	"sluice/rpc"
 	"sluice/runner/spawn"
 	"sluice/suite"

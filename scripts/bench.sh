@@ -31,7 +31,7 @@ run tests/fleet 'Bench' 1x
 run rpc 'OneShot|Parallel8' 20000x
 run runner '^BenchmarkAcceptSpawnRatio$' 400x # interleaved call and fork+exec; ~35 ms an iteration
 run frontend 'Bench' 1x
-run helpers/revoke '^BenchmarkCheckRatio$' 200x # grant check with the revocation list vs without
+run internal/revoke '^BenchmarkCheckRatio$' 200x # grant check with the revocation list vs without
 run helpers/ptystore '^BenchmarkViewersReportRatio$' 2000x # the frontend's 500 ms pty-viewers report (policy detach), CPU over the interval
 run helpers/record 'Record' 1x # recording on against off: cat 100 MB, keystroke echo
 # The session load at full size (200 sessions x 60 s); SLUICE_LOAD_FULL=0 for the short one.

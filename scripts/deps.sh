@@ -20,7 +20,7 @@ have useradd          || need+=(passwd)
 # sshd on every host; tests/fleet runs both.
 have ssh              || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
-# sluice-login (helpers/login) is built with cgo against libpam; the login
+# sluice-login (helpers/shell/login) is built with cgo against libpam; the login
 # tests drive tmux and who, and need the host's login PAM stack.
 have gcc              || need+=(gcc libc6-dev)
 have tmux             || need+=(tmux)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/internal/installtest"
 	"sluice/msg"
 	"sluice/rpc"

@@ -254,7 +254,7 @@ func TestCallers(t *testing.T) {
 		allowed := strings.Join(svc.Values("Service", "SystemCallFilter"), " ")
 		for _, call := range []string{"seccomp", "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"} {
 			if !slices.Contains(strings.Fields(allowed), call) {
-				t.Errorf("%s: SystemCallFilter= lacks %s, which helpers/confine needs", h.Service, call)
+				t.Errorf("%s: SystemCallFilter= lacks %s, which internal/confine needs", h.Service, call)
 			}
 		}
 		if svc.Value("Service", "DynamicUser") != "yes" {

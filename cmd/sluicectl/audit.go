@@ -16,12 +16,16 @@ import (
 )
 
 func runAudit(ctx context.Context, g *globals, args []string) error {
-	fs := flags("audit", "audit [--root DIR] [--prefix DIR] [--json] [HELPER...]", g)
+	fs := flags("audit", "audit [--root DIR] [--prefix DIR] [--json] [--ops] [HELPER...]", g)
 	root := fs.String("root", "/", "installation root (a DESTDIR)")
 	prefix := fs.String("prefix", "/usr", "installation prefix")
 	asJSON := fs.Bool("json", false, "print JSON")
+	ops := fs.Bool("ops", false, "print only the helpers' op tables, from the code: per protocol each op, its argument and reply types with their fields, and the fds it takes and gives (no installation needed)")
 	if err := parse(fs, g, args); err != nil {
 		return err
+	}
+	if *ops {
+		return printOps(g.out, fs.Args())
 	}
 	l := audit.LayoutFor(*root, *prefix)
 	if *root == "/" {
@@ -129,6 +133,7 @@ func printReport(w io.Writer, r audit.Report) {
 			more(line)
 		}
 	}
+	printReportOps(w, r.Component)
 	for _, p := range r.Problems {
 		row("PROBLEM", p)
 	}

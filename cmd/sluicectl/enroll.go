@@ -4,19 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
 )
 
-// request sends one admin request and decodes the reply.
-func request(ctx context.Context, g *globals, protocol, op string, args, reply any) ([]*fdInfo, error) {
-	fds, err := requestBare(ctx, g, protocol, op, args, reply)
+// request sends one admin request (want: the fds its reply carries, the
+// caller's to close) and decodes the reply.
+func request(ctx context.Context, g *globals, protocol, op string, args, reply any, want int) ([]*os.File, error) {
+	fds, err := requestBare(ctx, g, protocol, op, args, reply, want)
 	var ce clientErr
 	if errors.As(err, &ce) {
 		return nil, explain(ce.error, ce.path)
@@ -32,21 +33,17 @@ type clientErr struct {
 
 // requestBare is request without explain's hints: for a call whose
 // refusal comes from further away (a fleet host) than the socket.
-func requestBare(ctx context.Context, g *globals, protocol, op string, args, reply any) ([]*fdInfo, error) {
+func requestBare(ctx context.Context, g *globals, protocol, op string, args, reply any, want int) ([]*os.File, error) {
 	cl, err := suite.Client(msg.Admin, protocol)
 	if err != nil {
 		return nil, err
 	}
 	cl.Timeout = g.timeout
-	raw, err := msgpack.Marshal(args)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", op, err)
-	}
-	fds, err := cl.Call(ctx, msg.Request{Op: op, Args: raw}, nil, reply)
+	fds, err := optable.CallInto(ctx, cl, op, args, nil, reply, want)
 	if err != nil {
 		return nil, clientErr{err, cl.Path}
 	}
-	return describeFDs(fds), nil
+	return fds, nil
 }
 
 // explain turns the errors an admin meets most into what to do about them.
@@ -87,7 +84,7 @@ func runEnroll(ctx context.Context, g *globals, args []string) error {
 	}
 	var rep msg.EnrollReply
 	if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpEnroll,
-		msg.Enroll{User: fs.Arg(0), TTLSeconds: int64(*ttl / time.Second), UnlessEnrolled: *unless}, &rep); err != nil {
+		msg.Enroll{User: fs.Arg(0), TTLSeconds: int64(*ttl / time.Second), UnlessEnrolled: *unless}, &rep, 0); err != nil {
 		return err
 	}
 	if rep.Token == "" {

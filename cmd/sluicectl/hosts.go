@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 
 	"sluice/helpers/fleet"
-	"sluice/helpers/hostgrant"
+	"sluice/internal/hostgrant"
 	"sluice/msg"
 )
 
@@ -144,7 +144,7 @@ Then: sluicectl hosts check %s
 			return usageErr("want: hosts check NAME")
 		}
 		var rep msg.FleetCheckReply
-		if _, err := request(ctx, g, msg.ProtoAdminToFleet, msg.OpFleetCheck, msg.FleetCheck{Host: fs.Arg(0)}, &rep); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToFleet, msg.OpFleetCheck, msg.FleetCheck{Host: fs.Arg(0)}, &rep, 0); err != nil {
 			return err
 		}
 		if rep.RelayHost != rep.Host {
@@ -168,7 +168,7 @@ func gatewayKey(ctx context.Context, g *globals, file string) (ed25519.PublicKey
 		return hostgrant.LoadPublic(file)
 	}
 	var rep msg.GatewayKeyReply
-	if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpGatewayKey, msg.GatewayKey{}, &rep); err != nil {
+	if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpGatewayKey, msg.GatewayKey{}, &rep, 0); err != nil {
 		return nil, fmt.Errorf("the gateway's key from auth (sluice-auth --host-grant-key): %w", err)
 	}
 	if len(rep.Public) != ed25519.PublicKeySize {

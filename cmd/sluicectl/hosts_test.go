@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"sluice/helpers/fleet"
-	"sluice/helpers/hostgrant"
+	"sluice/internal/hostgrant"
 )
 
 func TestHostsAddListRemove(t *testing.T) {

@@ -39,7 +39,9 @@ Commands:
   passkeys revoke USER ID  delete a passkey and revoke the grants it gave
                          (--end-sessions also ends USER's sessions)
   audit [HELPER...]      per helper: socket, mode, group, accepted callers,
-                         exposure score, AppArmor profile, build IDs
+                         exposure score, AppArmor profile, build IDs, ops
+                         (--ops: only the op tables, with argument and reply
+                         fields and fds; needs no installation)
   call HELPER OP [JSON]  send one request by hand and print the reply
   policy check FILE      parse a policy file, print its rules and the live
                          sessions it would end or detach (--offline: parse only)

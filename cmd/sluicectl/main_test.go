@@ -14,9 +14,9 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/audit"
-	"sluice/helpers/grant"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/grant"
 	"sluice/internal/installtest"
+	"sluice/internal/pty"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
@@ -360,6 +360,10 @@ func TestAudit(t *testing.T) {
 	out, _, code = sluicectl(t, nil, "audit", "--root", dest, "auth")
 	if code != 0 || !strings.HasPrefix(out, "auth\n") || !strings.Contains(out, "1 helpers, 0 problems") {
 		t.Errorf("audit auth: %d\n%s", code, out)
+	}
+	// ... and its ops, from the code.
+	if !strings.Contains(out, "web to auth: register-begin, register-finish") {
+		t.Errorf("audit auth shows no op table:\n%s", out)
 	}
 	t.Logf("sluicectl audit auth:\n%s", out)
 

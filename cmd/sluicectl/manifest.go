@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"text/tabwriter"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/suite"
 )
 

@@ -43,7 +43,7 @@ func runPolicy(ctx context.Context, g *globals, args []string) error {
 	}
 	if !*offline {
 		var rep msg.PtyListReply
-		if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyList, msg.PtyList{}, &rep); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyList, msg.PtyList{}, &rep, 0); err != nil {
 			// The file is still checked; what it would do to live
 			// sessions is not known, and the output says so.
 			out.SessionsError = err.Error()
@@ -161,7 +161,7 @@ func applyPolicy(ctx context.Context, g *globals, p *policy.Policy, file, to str
 		return fmt.Errorf("install %s: %w", to, err)
 	}
 	var rep msg.PtyRecheckReply
-	_, rerr := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyRecheck, msg.PtyRecheck{}, &rep)
+	_, rerr := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyRecheck, msg.PtyRecheck{}, &rep, 0)
 	out := struct {
 		Installed string        `json:"installed"`
 		Checked   int           `json:"sessions_checked"`

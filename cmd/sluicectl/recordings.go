@@ -13,10 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"sluice/msg"
-	"sluice/suite"
 )
 
 const recordingsSynopsis = "recordings [list] [--user U] [--machine M] [--since T] [--until T] [--live] [--json] | " +
@@ -60,7 +57,7 @@ func runRecordings(ctx context.Context, g *globals, args []string) error {
 			return usageErr("--until: %v", err)
 		}
 		var rep msg.RecListReply
-		if _, err := request(ctx, g, msg.ProtoAdminToRecord, msg.OpRecList, q, &rep); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToRecord, msg.OpRecList, q, &rep, 0); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -85,7 +82,7 @@ func runRecordings(ctx context.Context, g *globals, args []string) error {
 			return err
 		}
 		var v msg.RecVerifyReply
-		if _, err := request(ctx, g, msg.ProtoAdminToRecord, msg.OpRecVerify, msg.RecVerify{ID: id}, &v); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToRecord, msg.OpRecVerify, msg.RecVerify{ID: id}, &v, 0); err != nil {
 			return err
 		}
 		var info msg.Recording
@@ -166,24 +163,9 @@ func runRecordings(ctx context.Context, g *globals, args []string) error {
 // recording.
 func openRecording(ctx context.Context, g *globals, id string) (*os.File, msg.Recording, error) {
 	var rep msg.RecOpenReply
-	cl, err := suite.Client(msg.Admin, msg.ProtoAdminToRecord)
+	fds, err := request(ctx, g, msg.ProtoAdminToRecord, msg.OpRecOpen, msg.RecOpen{ID: id}, &rep, 1)
 	if err != nil {
 		return nil, rep.Recording, err
-	}
-	cl.Timeout = g.timeout
-	raw, err := msgpack.Marshal(msg.RecOpen{ID: id})
-	if err != nil {
-		return nil, rep.Recording, err
-	}
-	fds, err := cl.Call(ctx, msg.Request{Op: msg.OpRecOpen, Args: raw}, nil, &rep)
-	if err != nil {
-		return nil, rep.Recording, explain(err, cl.Path)
-	}
-	if len(fds) != 1 {
-		for _, f := range fds {
-			f.Close()
-		}
-		return nil, rep.Recording, fmt.Errorf("rec-open: %d fds, want 1", len(fds))
 	}
 	return fds[0], rep.Recording, nil
 }

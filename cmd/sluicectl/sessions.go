@@ -10,7 +10,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/names"
+	"sluice/internal/names"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
@@ -83,7 +83,7 @@ func runSessions(ctx context.Context, g *globals, args []string) error {
 		}
 		if on == "" || on == localHost {
 			var rep msg.PtyDropReply
-			if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyDrop, msg.PtyDrop{ID: id}, &rep); err != nil {
+			if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyDrop, msg.PtyDrop{ID: id}, &rep, 0); err != nil {
 				return err
 			}
 		} else if err := remoteAdmin(ctx, g, on, msg.OpPtyDrop, msg.PtyDrop{ID: id}, &msg.PtyDropReply{}); err != nil {
@@ -109,7 +109,7 @@ func runSessions(ctx context.Context, g *globals, args []string) error {
 func listSessions(ctx context.Context, g *globals, host string) (rows []hostSession, failed int, err error) {
 	if host == "" || host == localHost {
 		var rep msg.PtyListReply
-		if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyList, msg.PtyList{}, &rep); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyList, msg.PtyList{}, &rep, 0); err != nil {
 			return nil, 0, err
 		}
 		for i := range rep.Sessions {
@@ -173,7 +173,7 @@ func fleetHosts(ctx context.Context, g *globals) ([]string, error) {
 		return nil, errNoFleet
 	}
 	var rep msg.FleetHostsReply
-	if _, err := request(ctx, g, msg.ProtoAdminToFleet, msg.OpFleetHosts, msg.FleetHosts{}, &rep); err != nil {
+	if _, err := request(ctx, g, msg.ProtoAdminToFleet, msg.OpFleetHosts, msg.FleetHosts{}, &rep, 0); err != nil {
 		return nil, fmt.Errorf("the fleet's hosts: %w", err)
 	}
 	out := make([]string, 0, len(rep.Hosts))
@@ -189,7 +189,7 @@ func fleetHosts(ctx context.Context, g *globals) ([]string, error) {
 // The host decides: its ptystore takes it only with --gateway-admin.
 func remoteAdmin(ctx context.Context, g *globals, host, op string, args, reply any) error {
 	var hg msg.HostGrantReply
-	if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpHostAdminGrant, msg.HostAdminGrantRequest{Host: host}, &hg); err != nil {
+	if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpHostAdminGrant, msg.HostAdminGrantRequest{Host: host}, &hg, 0); err != nil {
 		return fmt.Errorf("an admin host grant for %s: %w", host, err)
 	}
 	raw, err := msgpack.Marshal(args)
@@ -199,7 +199,7 @@ func remoteAdmin(ctx context.Context, g *globals, host, op string, args, reply a
 	// The host's refusals are the host's: no hint about this gateway's
 	// sockets, unless the fleet helper itself was not reached.
 	_, err = requestBare(ctx, g, msg.ProtoAdminToFleet, msg.OpFleetAdminCall,
-		msg.FleetCall{Host: host, Service: msg.PtyStore, Op: op, Args: raw, HostGrant: hg.HostGrant}, reply)
+		msg.FleetCall{Host: host, Service: msg.PtyStore, Op: op, Args: raw, HostGrant: hg.HostGrant}, reply, 0)
 	var ce clientErr
 	if errors.As(err, &ce) {
 		if rpc.CodeOf(ce.error) == "" {

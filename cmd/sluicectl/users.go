@@ -44,7 +44,7 @@ func runUsers(ctx context.Context, g *globals, args []string) error {
 			return usageErr("list takes no arguments")
 		}
 		var rep msg.UserListReply
-		if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpUserList, msg.UserList{}, &rep); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpUserList, msg.UserList{}, &rep, 0); err != nil {
 			return err
 		}
 		if rep.Users == nil {
@@ -73,7 +73,7 @@ func runUsers(ctx context.Context, g *globals, args []string) error {
 		user := fs.Arg(0)
 		op := map[string]string{"disable": msg.OpUserDisable, "enable": msg.OpUserEnable, "remove": msg.OpUserRemove}[verb]
 		var rep msg.UserChangeReply
-		if _, err := request(ctx, g, msg.ProtoAdminToAuth, op, msg.UserChange{User: user}, &rep); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToAuth, op, msg.UserChange{User: user}, &rep, 0); err != nil {
 			return notFound(err)
 		}
 		out := map[string]any{"user": rep.User, "action": verb, "changed": rep.Changed}
@@ -120,7 +120,7 @@ func runPasskeys(ctx context.Context, g *globals, args []string) error {
 			return usageErr("want: passkeys list USER")
 		}
 		var rep msg.PasskeyListReply
-		if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpPasskeyList, msg.PasskeyList{User: fs.Arg(0)}, &rep); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpPasskeyList, msg.PasskeyList{User: fs.Arg(0)}, &rep, 0); err != nil {
 			return notFound(err)
 		}
 		type row struct {
@@ -152,7 +152,7 @@ func runPasskeys(ctx context.Context, g *globals, args []string) error {
 			return usageErr("passkey ID \"%s\" is not hex", fs.Arg(1))
 		}
 		var rep msg.PasskeyRevokeReply
-		if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpPasskeyRevoke, msg.PasskeyRevoke{User: user, ID: id}, &rep); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToAuth, msg.OpPasskeyRevoke, msg.PasskeyRevoke{User: user, ID: id}, &rep, 0); err != nil {
 			return notFound(err)
 		}
 		out := map[string]any{"user": rep.User, "revoked": hex.EncodeToString(id), "remaining": rep.Remaining}
@@ -185,7 +185,7 @@ func runPasskeys(ctx context.Context, g *globals, args []string) error {
 // reported, not hidden.
 func endSessionsOf(ctx context.Context, g *globals, user string) ([]string, error) {
 	var rep msg.PtyListReply
-	if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyList, msg.PtyList{}, &rep); err != nil {
+	if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyList, msg.PtyList{}, &rep, 0); err != nil {
 		return nil, fmt.Errorf("access revoked, but the sessions could not be listed to end them: %w", err)
 	}
 	ended := []string{}
@@ -194,7 +194,7 @@ func endSessionsOf(ctx context.Context, g *globals, user string) ([]string, erro
 		if s.Owner != user {
 			continue
 		}
-		if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyDrop, msg.PtyDrop{ID: s.ID}, &msg.PtyDropReply{}); err != nil {
+		if _, err := request(ctx, g, msg.ProtoAdminToPtyStore, msg.OpPtyDrop, msg.PtyDrop{ID: s.ID}, &msg.PtyDropReply{}, 0); err != nil {
 			errs = append(errs, fmt.Errorf("session %s: %w", s.ID, err))
 			continue
 		}

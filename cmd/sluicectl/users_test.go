@@ -12,10 +12,10 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/revoke"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/grant"
 	"sluice/internal/installtest"
+	"sluice/internal/pty"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"

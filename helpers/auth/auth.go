@@ -1,25 +1,7 @@
-// Package auth is the passkey helper: it owns the credential store and
-// answers the WebAuthn ceremonies for the web frontend ("web to auth") and
-// enrollment for admins ("admin to auth"). A successful login yields a
-// grant (package grant) that policy and ptystore check on their own.
-//
-// Registration needs a one-time token an admin made; there is no
-// self-service sign-up. Ceremony state between begin and finish travels
-// sealed with the caller (package seal), so any process may serve any
-// call; what must not happen twice (a token spent, a login challenge used)
-// is recorded in the store.
-//
-// For the frontend: RegisterBeginReply.Options and LoginBeginReply.Options
-// are JSON objects {"publicKey": {...}} whose publicKey member is what
-// PublicKeyCredential.parseCreationOptionsFromJSON and
-// parseRequestOptionsFromJSON take; the credential's toJSON() goes back as
-// RegisterFinish.Credential or LoginFinish.Assertion, and State goes back
-// byte for byte. tests/softauthn speaks exactly this.
 package auth
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -30,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
@@ -39,8 +20,8 @@ import (
 
 	"sluice/helpers/auth/seal"
 	"sluice/helpers/auth/store"
-	"sluice/helpers/grant"
-	"sluice/helpers/names"
+	"sluice/internal/grant"
+	"sluice/internal/names"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -149,140 +130,6 @@ func New(cfg Config, st *store.Lazy) (*Service, error) {
 		return nil, fmt.Errorf("auth: webauthn config: %w", err)
 	}
 	return &Service{cfg: cfg, wa: wa, store: st, sealer: sealer, log: cfg.Log}, nil
-}
-
-// HandleWeb serves "web to auth".
-func (s *Service) HandleWeb(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
-	var req msg.Request
-	if err := call.Decode(&req); err != nil {
-		return rpc.Reply{}, err
-	}
-	call.Label = req.Op
-	var reply any
-	var err error
-	switch req.Op {
-	case msg.OpRegisterBegin:
-		var a msg.RegisterBegin
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.registerBegin(a)
-		}
-	case msg.OpRegisterFinish:
-		var a msg.RegisterFinish
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.registerFinish(a)
-		}
-	case msg.OpLoginBegin:
-		var a msg.LoginBegin
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.loginBegin(a)
-		}
-	case msg.OpLoginFinish:
-		var a msg.LoginFinish
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.loginFinish(a)
-		}
-	case msg.OpPasskeyList:
-		var a msg.PasskeyList
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.webPasskeyList(a)
-		}
-	case msg.OpPasskeyRevoke:
-		var a msg.PasskeyRevoke
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.webPasskeyRevoke(a)
-		}
-	case msg.OpPasskeyAdd:
-		var a msg.PasskeyAdd
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.webPasskeyAdd(a)
-		}
-	case msg.OpHostGrant:
-		var a msg.HostGrantRequest
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.hostGrant(a)
-		}
-	default:
-		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q on web to auth", req.Op)
-	}
-	if err != nil {
-		return rpc.Reply{}, err
-	}
-	return rpc.Reply{Body: reply}, nil
-}
-
-// HandleAdmin serves "admin to auth".
-func (s *Service) HandleAdmin(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
-	var req msg.Request
-	if err := call.Decode(&req); err != nil {
-		return rpc.Reply{}, err
-	}
-	call.Label = req.Op
-	if !s.isAdmin(call.Peer) {
-		s.log.Warn("auth: admin op refused: caller is not an admin", "op", req.Op,
-			"pid", call.Peer.PID, "uid", call.Peer.UID, "gid", call.Peer.GID, "groups", call.Peer.Groups)
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeForbidden, "uid %d is not a sluice admin", call.Peer.UID)
-	}
-	var reply any
-	var err error
-	switch req.Op {
-	case msg.OpEnroll:
-		var a msg.Enroll
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.enroll(a, call.Peer)
-		}
-	case msg.OpUserList:
-		reply, err = s.userList()
-	case msg.OpUserDisable, msg.OpUserEnable, msg.OpUserRemove:
-		var a msg.UserChange
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.userChange(req.Op, a, call.Peer)
-		}
-	case msg.OpPasskeyList:
-		var a msg.PasskeyList
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.passkeyList(a.User, nil)
-		}
-	case msg.OpPasskeyRevoke:
-		var a msg.PasskeyRevoke
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.passkeyRevoke(a.User, a.ID, "uid "+fmt.Sprint(call.Peer.UID))
-		}
-	case msg.OpGatewayKey:
-		reply, err = s.gatewayKey()
-	case msg.OpHostAdminGrant:
-		var a msg.HostAdminGrantRequest
-		if err = decodeArgs(req.Args, &a); err == nil {
-			reply, err = s.hostAdminGrant(a, call.Peer)
-		}
-	default:
-		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q on admin to auth", req.Op)
-	}
-	if err != nil {
-		return rpc.Reply{}, err
-	}
-	return rpc.Reply{Body: reply}, nil
-}
-
-func decodeArgs(raw []byte, v any) error {
-	if err := msgpack.Unmarshal(raw, v); err != nil {
-		return rpc.Errorf(rpc.CodeBadRequest, "undecodable %T: %v", v, err)
-	}
-	return nil
-}
-
-func (s *Service) isAdmin(p rpc.Peer) bool {
-	a := s.cfg.Admins
-	if p.UID == 0 || slices.Contains(a.UIDs, p.UID) || slices.Contains(a.GIDs, p.GID) {
-		return true
-	}
-	for _, g := range p.Groups {
-		if slices.Contains(a.GIDs, g) {
-			return true
-		}
-	}
-	return false
 }
 
 // --- enroll ----------------------------------------------------------------

@@ -22,8 +22,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/helpers/auth/store"
-	"sluice/helpers/grant"
-	"sluice/helpers/names"
+	"sluice/internal/grant"
+	"sluice/internal/names"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/rpctest"
@@ -100,14 +101,24 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e.sock = filepath.Join(o.sockDir, "auth.sock")
 	srv := &rpc.Server{Name: "auth", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Routes: []rpc.Route{
 		{Client: hello(msg.ProtoWebToAuth, "client"), Server: hello(msg.ProtoWebToAuth, "server"),
-			Allow: rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, Handle: e.svc.HandleWeb},
+			Allow: rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}, Handle: served(t, e.svc.Tables(), msg.ProtoWebToAuth)},
 		{Client: hello(msg.ProtoAdminToAuth, "client"), Server: hello(msg.ProtoAdminToAuth, "server"),
-			Allow: o.adminAllow, Handle: e.svc.HandleAdmin},
+			Allow: o.adminAllow, Handle: served(t, e.svc.Tables(), msg.ProtoAdminToAuth)},
 	}}
 	rpctest.Serve(t, srv, e.sock, 0o666)
 	e.web = &rpc.Client{Path: e.sock, Hello: hello(msg.ProtoWebToAuth, "client"), Expect: hello(msg.ProtoWebToAuth, "server")}
 	e.admin = &rpc.Client{Path: e.sock, Hello: hello(msg.ProtoAdminToAuth, "client"), Expect: hello(msg.ProtoAdminToAuth, "server")}
 	return e
+}
+
+// served is the handler the helper's table gives a protocol.
+func served(t testing.TB, tables []optable.Table, protocol string) rpc.HandlerFunc {
+	t.Helper()
+	tb, ok := optable.Find(tables, protocol)
+	if !ok {
+		t.Fatalf("no table for %q", protocol)
+	}
+	return tb.Handle
 }
 
 func (e *env) clock() time.Time {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"sluice/helpers/auth/store"
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"

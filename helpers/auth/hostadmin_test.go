@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"testing"
 
-	"sluice/helpers/hostgrant"
+	"sluice/internal/hostgrant"
 	"sluice/msg"
 	"sluice/rpc"
 )

@@ -7,9 +7,8 @@ import (
 	"strconv"
 	"time"
 
-	"sluice/helpers/names"
-
-	"sluice/helpers/hostgrant"
+	"sluice/internal/hostgrant"
+	"sluice/internal/names"
 	"sluice/msg"
 	"sluice/rpc"
 )

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/helpers/hostgrant"
+	"sluice/internal/hostgrant"
 	"sluice/msg"
 	"sluice/rpc"
 )

@@ -9,9 +9,9 @@ import (
 	"unicode/utf8"
 
 	"sluice/helpers/auth/store"
-	"sluice/helpers/grant"
-	"sluice/helpers/names"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/names"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 )

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/tests/softauthn"

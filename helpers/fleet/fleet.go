@@ -1,8 +1,3 @@
-// Package fleet is the gateway's side of the fleet transport: the helper
-// that alone holds the gateway's SSH client key and reaches each host's
-// relay account through the host's own sshd (OpenSSH's ssh binary, host
-// keys pinned in a known_hosts file this helper's directory holds). The
-// frontend asks it per call; it never sees the key.
 package fleet
 
 import (
@@ -24,7 +19,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/relay"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 	"sluice/msg"
 	"sluice/rpc"
 )

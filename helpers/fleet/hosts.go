@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"sluice/helpers/names"
+	"sluice/internal/names"
 	"sluice/msg"
 )
 

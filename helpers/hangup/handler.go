@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -14,37 +15,48 @@ import (
 // from the kernel) is the whole authorization; what may be ended is then
 // decided by End from the pty alone, whoever passed it.
 type Handler struct {
-	Config Config
+	PtyStore Config // for "ptystore to hangup"
+	// Record is for "record to hangup": the same op, a shorter grace, so
+	// the recorded shell's SIGKILL comes before ptystore's hangup kills
+	// the recorder waiting for it.
+	Record Config
 }
 
-// Handle serves one hangup: one op, exactly one fd.
-func (h *Handler) Handle(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
-	defer closeAll(c.FDs)
-	var req msg.Request
-	if err := c.Decode(&req); err != nil {
-		return rpc.Reply{}, err
+// Tables is the hangup helper's whole surface: one op on each of its two
+// protocols, taking exactly one fd, the pty master of the session to end.
+// The two callers: ptystore, with the master of a session it drops, and
+// the recording helper, with the master of the shell it records when that
+// session ends (the pty ptystore holds is then the recorder's, so
+// ptystore's hangup reaches the recorder, not the shell's session). Same
+// op, same handler: the caller names no process either way. Only the grace
+// differs: the recorder hands the shell over on ptystore's SIGHUP and
+// waits for it, and ptystore's hangup SIGKILLs the recorder after --grace,
+// so the shell's own SIGKILL must come first.
+func (h *Handler) Tables() []optable.Table {
+	return []optable.Table{
+		{Protocol: msg.ProtoPtyStoreToHangup, Ops: []optable.Entry{optable.OpFDs(msg.OpHangup, 1, 0, h.hangup(&h.PtyStore))}},
+		{Protocol: msg.ProtoRecordToHangup, Ops: []optable.Entry{optable.OpFDs(msg.OpHangup, 1, 0, h.hangup(&h.Record))}},
 	}
-	c.Label = req.Op
-	if req.Op != msg.OpHangup {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
+}
+
+func (h *Handler) hangup(cfg *Config) func(context.Context, *rpc.Call, optable.None) (msg.HangupSessionReply, []*os.File, error) {
+	return func(ctx context.Context, c *rpc.Call, _ optable.None) (msg.HangupSessionReply, []*os.File, error) {
+		defer closeAll(c.FDs)
+		res, err := End(ctx, c.FDs[0], *cfg)
+		switch {
+		case errors.Is(err, ErrRefused):
+			cfg.Log.Warn("hangup: refused", "peer", c.Peer.Creds.String(), "err", err)
+			return msg.HangupSessionReply{}, nil, rpc.Errorf(rpc.CodeForbidden, "%v", err)
+		case errors.Is(err, ErrSurvived):
+			return msg.HangupSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "%v", err)
+		case err != nil:
+			return msg.HangupSessionReply{}, nil, err
+		}
+		return msg.HangupSessionReply{
+			SID: int32(res.SID), Hungup: res.Hungup, Killed: res.Killed, Cgroup: res.Cgroup,
+			Elapsed: res.Elapsed.Milliseconds(),
+		}, nil, nil
 	}
-	if len(c.FDs) != 1 {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "hangup takes exactly one fd, got %d", len(c.FDs))
-	}
-	res, err := End(ctx, c.FDs[0], h.Config)
-	switch {
-	case errors.Is(err, ErrRefused):
-		h.Config.Log.Warn("hangup: refused", "peer", c.Peer.Creds.String(), "err", err)
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeForbidden, "%v", err)
-	case errors.Is(err, ErrSurvived):
-		return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "%v", err)
-	case err != nil:
-		return rpc.Reply{}, err
-	}
-	return rpc.Reply{Body: msg.HangupSessionReply{
-		SID: int32(res.SID), Hungup: res.Hungup, Killed: res.Killed, Cgroup: res.Cgroup,
-		Elapsed: res.Elapsed.Milliseconds(),
-	}}, nil
 }
 
 func closeAll(fs []*os.File) {

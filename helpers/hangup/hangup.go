@@ -1,19 +1,3 @@
-// Package hangup ends a shell session the way a terminal hangup would,
-// and then some: given a pty master, it asks the kernel which session has
-// that pty as its controlling terminal (TIOCGSID) and which process group
-// is in its foreground (TIOCGPGRP), sends SIGHUP and SIGCONT to every
-// process of both, waits a grace period, SIGKILLs what is left, and where
-// the session leader sits in a cgroup sluice made for that session alone,
-// kills the cgroup too (cgroup.kill), so children that setsid'd away die
-// with it.
-//
-// It is the only sluice component with the right to signal other users'
-// processes. Its one caller is ptystore, which hands it the master it
-// holds; the helper takes no pid, session id or cgroup from anyone. What
-// it refuses: an fd that is not a pty master, a session whose leader does
-// not have that very pty as its controlling terminal, and any session
-// holding pid 1, the helper's parent (the runner, or systemd) or a
-// process of the helper's own session. See docs/threat-model.md.
 package hangup
 
 import (
@@ -28,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/sessioncg"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
+	"sluice/internal/sessioncg"
 )
 
 // Errors of End; the handler maps them to rpc codes.

@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/sessioncg"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
+	"sluice/internal/sessioncg"
 )
 
 // session starts script under sh as the leader of a new session whose

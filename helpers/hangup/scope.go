@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/sessioncg"
+	"sluice/internal/sessioncg"
 )
 
 // Under systemd the shell machined starts goes through PAM ("login"), and

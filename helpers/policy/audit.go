@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"slices"
 
-	"sluice/helpers/names"
+	"sluice/internal/names"
 	"sluice/msg"
 )
 

@@ -13,9 +13,10 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
 	"sluice/helpers/policy"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/optable"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -198,7 +199,7 @@ func TestCheckAuditOp(t *testing.T) {
 	}
 	p, _ := policy.Parse(strings.NewReader(auditPolicy), "test.policy")
 	h := &policy.Handler{Key: f.key, Policy: p, Revoked: revoke.NewChecker(dir), Log: slog.New(slog.DiscardHandler)}
-	rec := listen(t, msg.ProtoRecordToPolicy, h.HandleRecord)
+	rec := listen(t, msg.ProtoRecordToPolicy, optable.HandlerOf(h.Tables(), msg.ProtoRecordToPolicy))
 
 	forged, expired, tampered, badName := f.badGrants(t)
 	for _, c := range []struct {

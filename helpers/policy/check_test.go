@@ -11,6 +11,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/policy"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/rpctest"
@@ -29,8 +30,8 @@ allow bob as root on .host command /usr/bin/systemctl status nginx
 // protocol.
 func checkServer(t *testing.T, h *policy.Handler, webAllow, ptyAllow rpc.Allow) (web, pty *rpc.Client) {
 	t.Helper()
-	w := rpctest.Route(msg.ProtoWebToPolicy, webAllow, 0, h.Handle)
-	p := rpctest.Route(msg.ProtoPtyStoreToPolicy, ptyAllow, 0, h.HandlePtyStore)
+	w := rpctest.Route(msg.ProtoWebToPolicy, webAllow, 0, optable.HandlerOf(h.Tables(), msg.ProtoWebToPolicy))
+	p := rpctest.Route(msg.ProtoPtyStoreToPolicy, ptyAllow, 0, optable.HandlerOf(h.Tables(), msg.ProtoPtyStoreToPolicy))
 	path := rpctest.Serve(t, &rpc.Server{Name: "policy", Routes: []rpc.Route{w, p}}, "", 0)
 	return rpctest.Client(path, w), rpctest.Client(path, p)
 }

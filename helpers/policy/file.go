@@ -1,7 +1,3 @@
-// Package policy is the policy helper: it decides who may open which shell,
-// from an admin-written policy file, and on "allow" asks the shell helper
-// for the shell and hands the pty master on to the frontend. The file's
-// grammar is in docs/policy.md.
 package policy
 
 import (
@@ -12,7 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"sluice/helpers/names"
+	"sluice/internal/names"
 	"sluice/msg"
 )
 

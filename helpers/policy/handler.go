@@ -9,11 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
-	"sluice/helpers/grant"
-	"sluice/helpers/names"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/names"
+	"sluice/internal/optable"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -36,26 +35,44 @@ type Handler struct {
 	Now     func() time.Time // default time.Now
 }
 
-// Handle serves "web to policy": msg.OpCreateShellSession and
-// msg.OpAllowedTargets.
-func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
-	var req msg.Request
-	if err := call.Decode(&req); err != nil {
-		return rpc.Reply{}, err
+// Tables is policy's whole surface.
+//
+// "web to policy" (the frontend's uid, from the kernel): open a shell the
+// policy file allows, the targets it offers, the machines the user may
+// audit. Every op verifies the grant in its arguments: the frontend's
+// word about the user counts for nothing.
+//
+// "ptystore to policy" (ptystore's uid or group): whether the live
+// sessions ptystore holds are still allowed, and audit scopes for
+// ptystore's audit ops. "record to policy" (the recording helper's):
+// whether an auditor's grant may play recordings, and of which machines.
+//
+// With --fleet-host, "gateway to policy" (the relay account) serves the
+// web ops the gateway package lists, under a host grant (package gateway).
+func (h *Handler) Tables() []optable.Table {
+	return []optable.Table{
+		{
+			Protocol: msg.ProtoWebToPolicy,
+			Ops: []optable.Entry{
+				optable.OpFDs(msg.OpCreateShellSession, 0, 1, h.create),
+				optable.Op(msg.OpAllowedTargets, h.targets),
+				optable.Op(msg.OpAuditScope, h.auditScope),
+			},
+		},
+		{
+			Protocol: msg.ProtoPtyStoreToPolicy,
+			Ops: []optable.Entry{
+				optable.Op(msg.OpCheckSessions, h.checkSessions),
+				optable.Op(msg.OpAuditScope, h.auditScope),
+			},
+		},
+		{
+			Protocol: msg.ProtoRecordToPolicy,
+			Ops: []optable.Entry{
+				optable.Op(msg.OpCheckAudit, h.checkAudit),
+			},
+		},
 	}
-	call.Label = req.Op
-	switch req.Op {
-	case msg.OpCreateShellSession:
-		return h.create(ctx, call, req)
-	case msg.OpAllowedTargets:
-		return h.targets(call, req)
-	case msg.OpAuditScope:
-		return h.auditScope(call, req)
-	}
-	// The caller's string is in the reply, not in the label the log
-	// lines carry (as in auth).
-	call.Label = "unknown"
-	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
 }
 
 // verify checks a request's grant with grant.Verifier, the same way for
@@ -86,13 +103,9 @@ func (h *Handler) verify(call *rpc.Call, g msg.Grant, now time.Time, logAttrs ..
 // targets serves msg.OpAllowedTargets: the login shells the allow rules
 // offer the grant's user, for the new-session form to show. It decides
 // nothing; create-shell-session is still decided rule by rule.
-func (h *Handler) targets(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
-	var a msg.AllowedTargets
-	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
-	}
+func (h *Handler) targets(_ context.Context, call *rpc.Call, a msg.AllowedTargets) (msg.AllowedTargetsReply, error) {
 	if err := h.verify(call, a.Grant, h.now()); err != nil {
-		return rpc.Reply{}, err
+		return msg.AllowedTargetsReply{}, err
 	}
 	ts, truncated := h.Policy.Targets(a.Grant.User, msg.MaxTargets)
 	rep := msg.AllowedTargetsReply{Targets: make([]msg.Target, 0, len(ts)), Truncated: truncated}
@@ -100,41 +113,33 @@ func (h *Handler) targets(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
 		rep.Targets = append(rep.Targets, msg.Target{User: t.Account, Machine: t.Machine, Pattern: t.Pattern()})
 	}
 	h.log().Info("policy: allowed targets", "user", a.Grant.User, "targets", len(rep.Targets), "truncated", truncated)
-	return rpc.Reply{Body: rep}, nil
+	return rep, nil
 }
 
 // auditScope serves msg.OpAuditScope on both protocols: the machines the
 // grant's user may audit. The grant is verified as for every op, so a
 // forged, expired or revoked grant audits nothing.
-func (h *Handler) auditScope(call *rpc.Call, req msg.Request) (rpc.Reply, error) {
-	var a msg.AuditScope
-	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
-	}
+func (h *Handler) auditScope(_ context.Context, call *rpc.Call, a msg.AuditScope) (msg.AuditScopeReply, error) {
 	if err := h.verify(call, a.Grant, h.now()); err != nil {
-		return rpc.Reply{}, err
+		return msg.AuditScopeReply{}, err
 	}
 	machines, rules := h.Policy.AuditScope(a.Grant.User)
 	if machines == nil {
 		machines = []string{}
 	}
 	h.log().Info("policy: audit scope", "user", a.Grant.User, "machines", machines, "rules", rules)
-	return rpc.Reply{Body: msg.AuditScopeReply{Machines: machines, Rules: rules}}, nil
+	return msg.AuditScopeReply{Machines: machines, Rules: rules}, nil
 }
 
 // create serves msg.OpCreateShellSession: check the grant, decide, and on
 // allow get the shell from the shell helper and pass its pty master on.
-func (h *Handler) create(ctx context.Context, call *rpc.Call, req msg.Request) (rpc.Reply, error) {
-	var a msg.CreateShellSession
-	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
-	}
+func (h *Handler) create(ctx context.Context, call *rpc.Call, a msg.CreateShellSession) (msg.CreateShellSessionReply, []*os.File, error) {
 	now := h.now()
 	if err := h.verify(call, a.Grant, now, "unix_user", a.User, "machine", a.Machine); err != nil {
-		return rpc.Reply{}, err
+		return msg.CreateShellSessionReply{}, nil, err
 	}
 	if err := validate(a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
+		return msg.CreateShellSessionReply{}, nil, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 
 	d := h.Policy.Decide(Request{User: a.Grant.User, UnixUser: a.User, Machine: a.Machine, Args: a.Args})
@@ -149,50 +154,38 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, req msg.Request) (
 	log := h.log().With("user", a.Grant.User, "unix_user", a.User, "machine", a.Machine)
 	log.Info("policy: decision", "result", result, "rule", rule, "args", a.Args)
 	if !d.Allow {
-		return rpc.Reply{}, rpc.Errorf(msg.CodeDenied, "%s", d.Reason)
+		return msg.CreateShellSessionReply{}, nil, rpc.Errorf(msg.CodeDenied, "%s", d.Reason)
 	}
 
 	env, dropped := FilterEnv(a.Env)
 	if dropped > 0 {
 		log.Info("policy: dropped environment entries", "dropped", dropped)
 	}
-	open, err := msgpack.Marshal(msg.OpenShell{Machine: a.Machine, User: a.User, Args: a.Args, Env: env, Requester: a.Grant.User, Record: d.Rule.Record})
-	if err != nil {
-		return rpc.Reply{}, fmt.Errorf("policy: encode open-shell: %w", err)
-	}
-	var rep msg.OpenShellReply
-	fds, err := h.Shell.Call(ctx, msg.Request{Op: msg.OpOpenShell, Args: open}, nil, &rep)
+	open := msg.OpenShell{Machine: a.Machine, User: a.User, Args: a.Args, Env: env, Requester: a.Grant.User, Record: d.Rule.Record}
+	// Exactly one fd, the pty master; any other number is closed and an
+	// error, logged here like any failure of the shell helper.
+	rep, fds, err := optable.Call[msg.OpenShellReply](ctx, h.Shell, msg.OpOpenShell, open, nil, 1)
 	if err != nil {
 		log.Warn("policy: shell helper failed", "err", err)
 		var re *rpc.RemoteError
 		if errors.As(err, &re) && re.Code == msg.CodeFailed {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "%s", re.Msg)
+			return msg.CreateShellSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "%s", re.Msg)
 		}
-		return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "the shell could not be opened; see the policy helper's log")
-	}
-	if len(fds) != 1 {
-		for _, f := range fds {
-			f.Close()
-		}
-		log.Warn("policy: shell helper replied without a pty", "fds", len(fds))
-		return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "the shell could not be opened; see the policy helper's log")
+		return msg.CreateShellSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "the shell could not be opened; see the policy helper's log")
 	}
 	log.Info("policy: session created", "session", rep.SessionID, "pid", rep.PID, "rule", rule)
-	return rpc.Reply{
-		Body: msg.CreateShellSessionReply{
-			Session: msg.SessionInfo{
-				ID:       rep.SessionID,
-				Owner:    a.Grant.User,
-				UnixUser: a.User,
-				Machine:  a.Machine,
-				Created:  now.UnixMilli(),
-				Sharing:  msg.SharePrivate,
-				PID:      rep.PID,
-			},
-			Rule: rule,
+	return msg.CreateShellSessionReply{
+		Session: msg.SessionInfo{
+			ID:       rep.SessionID,
+			Owner:    a.Grant.User,
+			UnixUser: a.User,
+			Machine:  a.Machine,
+			Created:  now.UnixMilli(),
+			Sharing:  msg.SharePrivate,
+			PID:      rep.PID,
 		},
-		FDs: fds,
-	}, nil
+		Rule: rule,
+	}, fds, nil
 }
 
 func validate(a msg.CreateShellSession) error {
@@ -227,39 +220,23 @@ func (h *Handler) log() *slog.Logger {
 	return slog.Default()
 }
 
-// HandlePtyStore serves "ptystore to policy": msg.OpCheckSessions. The
+// checkSessions serves msg.OpCheckSessions on "ptystore to policy". The
 // route's allowlist (ptystore's uid or group, from the kernel's
 // credentials) is who may ask; the entries' users are ptystore's record
 // of who owns and who attaches, which no one else can reach this op to
 // claim.
-func (h *Handler) HandlePtyStore(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
-	var req msg.Request
-	if err := call.Decode(&req); err != nil {
-		return rpc.Reply{}, err
-	}
-	call.Label = req.Op
-	if req.Op == msg.OpAuditScope {
-		return h.auditScope(call, req)
-	}
-	if req.Op != msg.OpCheckSessions {
-		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
-	}
-	var a msg.CheckSessions
-	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
-	}
+func (h *Handler) checkSessions(_ context.Context, call *rpc.Call, a msg.CheckSessions) (msg.CheckSessionsReply, error) {
 	if len(a.Sessions) > msg.MaxCheckSessions {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%d sessions, at most %d", len(a.Sessions), msg.MaxCheckSessions)
+		return msg.CheckSessionsReply{}, rpc.Errorf(rpc.CodeBadRequest, "%d sessions, at most %d", len(a.Sessions), msg.MaxCheckSessions)
 	}
 	for i, s := range a.Sessions {
 		if !names.SluiceUser(s.User) || !names.UnixUser(s.UnixUser) || !names.Machine(s.Machine) {
-			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "session %d: invalid user, unix user or machine", i)
+			return msg.CheckSessionsReply{}, rpc.Errorf(rpc.CodeBadRequest, "session %d: invalid user, unix user or machine", i)
 		}
 	}
 	if a.Grant != nil {
 		if err := h.verify(call, *a.Grant, h.now()); err != nil {
-			return rpc.Reply{}, err
+			return msg.CheckSessionsReply{}, err
 		}
 	}
 	rep := msg.CheckSessionsReply{Verdicts: make([]msg.Verdict, 0, len(a.Sessions)), OnRevoke: h.Policy.OnRevoke}
@@ -284,31 +261,18 @@ func (h *Handler) HandlePtyStore(ctx context.Context, call *rpc.Call) (rpc.Reply
 		rep.Verdicts = append(rep.Verdicts, v)
 	}
 	h.log().Info("policy: sessions checked", "sessions", len(a.Sessions), "denied", denied)
-	return rpc.Reply{Body: rep}, nil
+	return rep, nil
 }
 
-// HandleRecord serves "record to policy": msg.OpCheckAudit, the
+// checkAudit serves msg.OpCheckAudit on "record to policy": the
 // recording helper asking, for an auditor's grant it was handed by the
 // frontend, whether and of which machines they may play recordings. The
 // route's allowlist (the recording helper's uid or group) is who may
 // ask; the grant is verified here again, so a recording helper given a
 // forged, expired or revoked grant gets bad-grant, never a scope.
-func (h *Handler) HandleRecord(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
-	var req msg.Request
-	if err := call.Decode(&req); err != nil {
-		return rpc.Reply{}, err
-	}
-	call.Label = req.Op
-	if req.Op != msg.OpCheckAudit {
-		call.Label = "unknown"
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
-	}
-	var a msg.CheckAudit
-	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
-	}
+func (h *Handler) checkAudit(_ context.Context, call *rpc.Call, a msg.CheckAudit) (msg.CheckAuditReply, error) {
 	if err := h.verify(call, a.Grant, h.now()); err != nil {
-		return rpc.Reply{}, err
+		return msg.CheckAuditReply{}, err
 	}
 	machines, rules := h.Policy.AuditScope(a.Grant.User)
 	rep := msg.CheckAuditReply{Allow: len(machines) > 0, Machines: machines, Rules: rules}
@@ -316,5 +280,5 @@ func (h *Handler) HandleRecord(ctx context.Context, call *rpc.Call) (rpc.Reply, 
 		_, rep.Reason = h.Policy.MayAudit(a.Grant.User)
 	}
 	h.log().Info("policy: check-audit", "user", a.Grant.User, "allow", rep.Allow, "machines", machines, "rules", rules)
-	return rpc.Reply{Body: rep}, nil
+	return rep, nil
 }

@@ -12,10 +12,11 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
 	"sluice/helpers/policy"
 	"sluice/helpers/shell"
+	"sluice/internal/grant"
 	"sluice/internal/installtest"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/rpctest"
@@ -59,12 +60,12 @@ func setupPolicy(t *testing.T, text string, shellClient policy.ShellClient) *fix
 		// As root the embedded backend logs in through sluice-login.
 		login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
 		sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
-		shellClient = listen(t, msg.ProtoPolicyToShell, sh.Handle)
+		shellClient = listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
 	}
 	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
 	h := &policy.Handler{Key: f.key, Policy: p, Shell: shellClient,
 		Log: slog.New(slog.NewTextHandler(f.logs, nil))}
-	f.web = listen(t, msg.ProtoWebToPolicy, h.Handle)
+	f.web = listen(t, msg.ProtoWebToPolicy, optable.HandlerOf(h.Tables(), msg.ProtoWebToPolicy))
 	f.h = h
 	return f
 }

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"sluice/helpers/grant"
 	"sluice/helpers/policy"
+	"sluice/internal/grant"
 	"sluice/msg"
 	"sluice/rpc"
 )

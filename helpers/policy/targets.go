@@ -1,6 +1,6 @@
 package policy
 
-import "sluice/helpers/names"
+import "sluice/internal/names"
 
 // Target is an (account, machine) on which an allow rule offers user a
 // login shell. Account and Machine are as the rule has them, except that

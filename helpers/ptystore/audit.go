@@ -39,21 +39,17 @@ func (h *Handler) auditScope(ctx context.Context, g msg.Grant) (msg.AuditScopeRe
 
 // auditList serves msg.OpPtyAuditList: every live session on a machine the
 // grant's user may audit, whoever owns it.
-func (h *Handler) auditList(ctx context.Context, req msg.Request) (rpc.Reply, error) {
-	var a msg.PtyAuditList
-	if err := decodeArgs(req, &a); err != nil {
-		return rpc.Reply{}, err
-	}
+func (h *Handler) auditList(ctx context.Context, _ *rpc.Call, a msg.PtyAuditList) (msg.PtyListReply, error) {
 	if err := h.verify(a.Grant); err != nil {
-		return rpc.Reply{}, err
+		return msg.PtyListReply{}, err
 	}
 	scope, err := h.auditScope(ctx, a.Grant)
 	if err != nil {
-		return rpc.Reply{}, err
+		return msg.PtyListReply{}, err
 	}
 	list := h.Store.List(func(i msg.SessionInfo) bool { return scope.Covers(i.Machine) })
 	h.Store.log.Info("ptystore: audit list", "user", a.Grant.User, "machines", scope.Machines, "sessions", len(list))
-	return rpc.Reply{Body: msg.PtyListReply{Sessions: list}}, nil
+	return msg.PtyListReply{Sessions: list}, nil
 }
 
 // auditGet serves msg.OpPtyAuditGet: a dup of the master of a session in
@@ -61,17 +57,13 @@ func (h *Handler) auditList(ctx context.Context, req msg.Request) (rpc.Reply, er
 // scope is not-found, as one that does not exist. The pty master cannot
 // be made read-only by the kernel; the frontend refuses the auditor's
 // input, as for a read-only share (docs/threat-model.md).
-func (h *Handler) auditGet(ctx context.Context, req msg.Request) (rpc.Reply, error) {
-	var a msg.PtyAuditGet
-	if err := decodeArgs(req, &a); err != nil {
-		return rpc.Reply{}, err
-	}
+func (h *Handler) auditGet(ctx context.Context, _ *rpc.Call, a msg.PtyAuditGet) (msg.PtyGetReply, []*os.File, error) {
 	if err := h.verify(a.Grant); err != nil {
-		return rpc.Reply{}, err
+		return msg.PtyGetReply{}, nil, err
 	}
 	scope, err := h.auditScope(ctx, a.Grant)
 	if err != nil {
-		return rpc.Reply{}, err
+		return msg.PtyGetReply{}, nil, err
 	}
 	info, _, f, err := h.Store.Get(a.ID, func(info msg.SessionInfo, _ uint32) (string, error) {
 		if !scope.Covers(info.Machine) {
@@ -80,9 +72,9 @@ func (h *Handler) auditGet(ctx context.Context, req msg.Request) (rpc.Reply, err
 		return msg.ModeAudit, nil
 	})
 	if err != nil {
-		return rpc.Reply{}, storeErr("audit", a.ID, err)
+		return msg.PtyGetReply{}, nil, storeErr("audit", a.ID, err)
 	}
 	h.Store.log.Info("ptystore: session handed to an auditor", "id", a.ID, "owner", info.Owner, "auditor", a.Grant.User,
 		"machine", info.Machine, "rules", scope.Rules)
-	return rpc.Reply{Body: msg.PtyGetReply{Session: info, Mode: msg.ModeAudit}, FDs: []*os.File{f}}, nil
+	return msg.PtyGetReply{Session: info, Mode: msg.ModeAudit}, []*os.File{f}, nil
 }

@@ -3,7 +3,7 @@ package ptystore
 import (
 	"testing"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/msg"
 )
 

@@ -8,8 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/optable"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -66,114 +67,94 @@ func (h *Handler) verify(g msg.Grant) error {
 	return nil
 }
 
-func decodeArgs(req msg.Request, v any) error {
-	c := rpc.Call{Body: req.Args}
-	return c.Decode(v)
+// Tables is ptystore's whole surface.
+//
+// "web to ptystore" (the frontend's uid, from the kernel): put a new
+// session's pty master (the one op that takes an fd), get one back, list,
+// drop and share one's own, report viewers, and, for an auditor, list and
+// get sessions on the machines policy lets them audit. Every op but
+// pty-viewers verifies the grant in its arguments and acts for the user
+// it names only.
+//
+// "admin to ptystore" (root, the admin group): every session, dropping
+// any, and a recheck of all of them against the policy now; the socket's
+// peer policy is the whole authorization, and the frontend's ops are
+// refused there.
+//
+// With --fleet-host, "gateway to ptystore" (the relay account) serves the
+// web ops the gateway package lists, under a host grant.
+func (h *Handler) Tables() []optable.Table {
+	const admins = "is not served to admins"
+	return []optable.Table{
+		{
+			Protocol: msg.ProtoWebToPtyStore,
+			Ops: []optable.Entry{
+				optable.OpFDs(msg.OpPtyPut, 1, 0, h.put),
+				optable.OpFDs(msg.OpPtyGet, 0, 1, h.get),
+				optable.Op(msg.OpPtyList, h.list),
+				optable.Op(msg.OpPtyDrop, h.drop),
+				optable.Op(msg.OpPtyShare, h.share),
+				optable.Op(msg.OpPtyViewers, h.viewers),
+				optable.Op(msg.OpPtyAuditList, h.auditList),
+				optable.OpFDs(msg.OpPtyAuditGet, 0, 1, h.auditGet),
+			},
+		},
+		{
+			Protocol: msg.ProtoAdminToPtyStore,
+			Ops: []optable.Entry{
+				optable.Plain(msg.OpPtyList, func(optable.None) (msg.PtyListReply, error) {
+					return msg.PtyListReply{Sessions: h.Store.List(nil)}, nil
+				}),
+				optable.Op(msg.OpPtyDrop, func(ctx context.Context, _ *rpc.Call, a msg.PtyDrop) (msg.PtyDropReply, error) {
+					return msg.PtyDropReply{}, storeErr("drop", a.ID, h.Store.Drop(ctx, a.ID, nil))
+				}),
+				optable.Op(msg.OpPtyRecheck, func(ctx context.Context, _ *rpc.Call, _ optable.None) (msg.PtyRecheckReply, error) {
+					rep, err := h.Recheck(ctx)
+					if err != nil {
+						return rep, rpc.Errorf(msg.CodeFailed, "%v", err)
+					}
+					return rep, nil
+				}),
+				optable.Refused(msg.OpPtyPut, admins),
+				optable.Refused(msg.OpPtyGet, admins),
+				optable.Refused(msg.OpPtyShare, admins),
+				optable.Refused(msg.OpPtyViewers, admins),
+				optable.Refused(msg.OpPtyAuditList, admins),
+				optable.Refused(msg.OpPtyAuditGet, admins),
+			},
+		},
+	}
 }
 
-// Web serves the frontend: put, get, list, drop and share, each on behalf
-// of the user a verified grant names.
-func (h *Handler) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
-	var req msg.Request
-	if err := c.Decode(&req); err != nil {
-		closeAll(c.FDs)
-		return rpc.Reply{}, err
+func (h *Handler) list(_ context.Context, _ *rpc.Call, a msg.PtyList) (msg.PtyListReply, error) {
+	if err := h.verify(a.Grant); err != nil {
+		return msg.PtyListReply{}, err
 	}
-	c.Label = req.Op
-	if req.Op != msg.OpPtyPut && len(c.FDs) > 0 {
-		closeAll(c.FDs)
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%s takes no fds, got %d", req.Op, len(c.FDs))
-	}
-	switch req.Op {
-	case msg.OpPtyPut:
-		return h.put(ctx, req, c.FDs)
-	case msg.OpPtyGet:
-		return h.get(ctx, req)
-	case msg.OpPtyList:
-		var a msg.PtyList
-		if err := decodeArgs(req, &a); err != nil {
-			return rpc.Reply{}, err
-		}
-		if err := h.verify(a.Grant); err != nil {
-			return rpc.Reply{}, err
-		}
-		user := a.Grant.User
-		return rpc.Reply{Body: msg.PtyListReply{Sessions: h.Store.List(func(i msg.SessionInfo) bool { return i.Owner == user })}}, nil
-	case msg.OpPtyDrop:
-		var a msg.PtyDrop
-		if err := decodeArgs(req, &a); err != nil {
-			return rpc.Reply{}, err
-		}
-		if err := h.verify(a.Grant); err != nil {
-			return rpc.Reply{}, err
-		}
-		err := h.Store.Drop(ctx, a.ID, ownedBy(a.Grant.User))
-		return rpc.Reply{Body: msg.PtyDropReply{}}, storeErr("drop", a.ID, err)
-	case msg.OpPtyShare:
-		return h.share(req)
-	case msg.OpPtyViewers:
-		return h.viewers(req)
-	case msg.OpPtyAuditList:
-		return h.auditList(ctx, req)
-	case msg.OpPtyAuditGet:
-		return h.auditGet(ctx, req)
-	}
-	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
+	user := a.Grant.User
+	return msg.PtyListReply{Sessions: h.Store.List(func(i msg.SessionInfo) bool { return i.Owner == user })}, nil
 }
 
-// Admin serves sluicectl: every session, and dropping any of them. The
-// socket's peer policy (root, the admin group) is the whole authorization.
-func (h *Handler) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
-	closeAll(c.FDs)
-	var req msg.Request
-	if err := c.Decode(&req); err != nil {
-		return rpc.Reply{}, err
+func (h *Handler) drop(ctx context.Context, _ *rpc.Call, a msg.PtyDrop) (msg.PtyDropReply, error) {
+	if err := h.verify(a.Grant); err != nil {
+		return msg.PtyDropReply{}, err
 	}
-	c.Label = req.Op
-	switch req.Op {
-	case msg.OpPtyList:
-		return rpc.Reply{Body: msg.PtyListReply{Sessions: h.Store.List(nil)}}, nil
-	case msg.OpPtyDrop:
-		var a msg.PtyDrop
-		if err := decodeArgs(req, &a); err != nil {
-			return rpc.Reply{}, err
-		}
-		err := h.Store.Drop(ctx, a.ID, nil)
-		return rpc.Reply{Body: msg.PtyDropReply{}}, storeErr("drop", a.ID, err)
-	case msg.OpPtyRecheck:
-		rep, err := h.Recheck(ctx)
-		if err != nil {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "%v", err)
-		}
-		return rpc.Reply{Body: rep}, nil
-	case msg.OpPtyPut, msg.OpPtyGet, msg.OpPtyShare, msg.OpPtyViewers, msg.OpPtyAuditList, msg.OpPtyAuditGet:
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeForbidden, "%s is not served to admins", req.Op)
-	}
-	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
+	err := h.Store.Drop(ctx, a.ID, ownedBy(a.Grant.User))
+	return msg.PtyDropReply{}, storeErr("drop", a.ID, err)
 }
 
-func (h *Handler) put(ctx context.Context, req msg.Request, fds []*os.File) (rpc.Reply, error) {
-	if len(fds) != 1 {
-		closeAll(fds)
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "put takes exactly one fd, got %d", len(fds))
-	}
-	f := fds[0]
-	var a msg.PtyPut
-	if err := decodeArgs(req, &a); err != nil {
-		f.Close()
-		return rpc.Reply{}, err
-	}
+func (h *Handler) put(ctx context.Context, c *rpc.Call, a msg.PtyPut) (msg.PtyPutReply, []*os.File, error) {
+	f := c.FDs[0] // the table let exactly one through
 	if err := h.verify(a.Grant); err != nil {
 		f.Close()
-		return rpc.Reply{}, err
+		return msg.PtyPutReply{}, nil, err
 	}
 	if a.Grant.User != a.Session.Owner {
 		f.Close()
-		return rpc.Reply{}, rpc.Errorf(msg.CodeBadGrant, "grant is for %q, session owner is %q", a.Grant.User, a.Session.Owner)
+		return msg.PtyPutReply{}, nil, rpc.Errorf(msg.CodeBadGrant, "grant is for %q, session owner is %q", a.Grant.User, a.Session.Owner)
 	}
 	info, err := h.Store.Put(a.Session, f) // closes f on error
 	if err != nil {
-		return rpc.Reply{}, storeErr("put", a.Session.ID, err)
+		return msg.PtyPutReply{}, nil, storeErr("put", a.Session.ID, err)
 	}
 	// The session's limits, from policy: the maximum length and detached
 	// limit are ptystore's to enforce, so they must not come from the
@@ -184,18 +165,14 @@ func (h *Handler) put(ctx context.Context, req msg.Request, fds []*os.File) (rpc
 		// access away is the recheck's, as on-revoke says, and ending a
 		// shell policy just allowed for a hiccup would be worse.
 		h.Store.log.Warn("ptystore: session stored without its limits; asking policy again later", "id", info.ID, "err", err)
-		return rpc.Reply{Body: msg.PtyPutReply{Session: info}}, nil
+		return msg.PtyPutReply{Session: info}, nil, nil
 	}
-	return rpc.Reply{Body: msg.PtyPutReply{Session: info, Limits: limits}}, nil
+	return msg.PtyPutReply{Session: info, Limits: limits}, nil, nil
 }
 
-func (h *Handler) get(ctx context.Context, req msg.Request) (rpc.Reply, error) {
-	var a msg.PtyGet
-	if err := decodeArgs(req, &a); err != nil {
-		return rpc.Reply{}, err
-	}
+func (h *Handler) get(ctx context.Context, _ *rpc.Call, a msg.PtyGet) (msg.PtyGetReply, []*os.File, error) {
 	if err := h.verify(a.Grant); err != nil {
-		return rpc.Reply{}, err
+		return msg.PtyGetReply{}, nil, err
 	}
 	user := a.Grant.User
 	var tokEpoch uint32
@@ -210,12 +187,12 @@ func (h *Handler) get(ctx context.Context, req msg.Request) (rpc.Reply, error) {
 		return checkToken(&h.tokenKey, a.ShareToken, info, epoch)
 	})
 	if err != nil {
-		return rpc.Reply{}, storeErr("get", a.ID, err)
+		return msg.PtyGetReply{}, nil, storeErr("get", a.ID, err)
 	}
 	limits, err := h.checkAttach(ctx, a.Grant, info, mode)
 	if err != nil {
 		f.Close()
-		return rpc.Reply{}, err
+		return msg.PtyGetReply{}, nil, err
 	}
 	h.Store.Viewers([]string{info.ID}, nil) // an attach is a viewer
 	if mode != msg.ModeOwner {
@@ -224,46 +201,38 @@ func (h *Handler) get(ctx context.Context, req msg.Request) (rpc.Reply, error) {
 	if mode == msg.ModeOwner {
 		tokEpoch = 0
 	}
-	return rpc.Reply{Body: msg.PtyGetReply{Session: info, Mode: mode, Epoch: tokEpoch, Limits: limits}, FDs: []*os.File{f}}, nil
+	return msg.PtyGetReply{Session: info, Mode: mode, Epoch: tokEpoch, Limits: limits}, []*os.File{f}, nil
 }
 
-func (h *Handler) share(req msg.Request) (rpc.Reply, error) {
-	var a msg.PtyShare
-	if err := decodeArgs(req, &a); err != nil {
-		return rpc.Reply{}, err
-	}
+func (h *Handler) share(_ context.Context, _ *rpc.Call, a msg.PtyShare) (msg.PtyShareReply, error) {
 	if err := h.verify(a.Grant); err != nil {
-		return rpc.Reply{}, err
+		return msg.PtyShareReply{}, err
 	}
 	info, epoch, err := h.Store.Share(a.ID, a.Mode, ownedBy(a.Grant.User))
 	if err != nil {
-		return rpc.Reply{}, storeErr("share", a.ID, err)
+		return msg.PtyShareReply{}, storeErr("share", a.ID, err)
 	}
 	if info.Sharing == msg.SharePrivate {
-		return rpc.Reply{Body: msg.PtyShareReply{Epoch: epoch}}, nil
+		return msg.PtyShareReply{Epoch: epoch}, nil
 	}
 	tok, err := makeToken(&h.tokenKey, info, epoch)
 	if err != nil {
-		return rpc.Reply{}, fmt.Errorf("ptystore: share %s: %w", a.ID, err)
+		return msg.PtyShareReply{}, fmt.Errorf("ptystore: share %s: %w", a.ID, err)
 	}
-	return rpc.Reply{Body: msg.PtyShareReply{Token: tok, Epoch: epoch}}, nil
+	return msg.PtyShareReply{Token: tok, Epoch: epoch}, nil
 }
 
 // viewers records which sessions the frontend has viewers for (the
 // detached limit) and answers which of them the policy detached. It takes
 // no grant: see msg.PtyViewers.
-func (h *Handler) viewers(req msg.Request) (rpc.Reply, error) {
-	var a msg.PtyViewers
-	if err := decodeArgs(req, &a); err != nil {
-		return rpc.Reply{}, err
-	}
+func (h *Handler) viewers(_ context.Context, _ *rpc.Call, a msg.PtyViewers) (msg.PtyViewersReply, error) {
 	if n := len(a.Attached) + len(a.Left); n > msg.MaxPtyViewers {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%d session ids, at most %d", n, msg.MaxPtyViewers)
+		return msg.PtyViewersReply{}, rpc.Errorf(rpc.CodeBadRequest, "%d session ids, at most %d", n, msg.MaxPtyViewers)
 	}
-	return rpc.Reply{Body: msg.PtyViewersReply{
+	return msg.PtyViewersReply{
 		Unknown:  h.Store.Viewers(a.Attached, a.Left),
 		Detached: h.Store.Detached(a.Attached),
-	}}, nil
+	}, nil
 }
 
 func ownedBy(user string) func(msg.SessionInfo) error {

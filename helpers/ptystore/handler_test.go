@@ -14,7 +14,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/rpctest"
@@ -73,8 +74,8 @@ func newHarnessPolicy(t testing.TB, cfg Config, pc func(grant.Key) PolicyChecker
 	h.handler = hd
 	me := rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}
 	srv := &rpc.Server{Name: "ptystore", Log: testLog(t), Routes: []rpc.Route{
-		{Client: webClient, Server: webServer, Allow: me, MaxFDs: 1, Handle: hd.Web},
-		{Client: adminClient, Server: adminServer, Allow: me, Handle: hd.Admin},
+		{Client: webClient, Server: webServer, Allow: me, MaxFDs: 1, Handle: optable.HandlerOf(hd.Tables(), msg.ProtoWebToPtyStore)},
+		{Client: adminClient, Server: adminServer, Allow: me, Handle: optable.HandlerOf(hd.Tables(), msg.ProtoAdminToPtyStore)},
 	}}
 	path := rpctest.Serve(t, srv, "", 0o600)
 	h.web = &rpc.Client{Path: path, Hello: webClient, Expect: webServer}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/names"
+	"sluice/internal/names"
 	"sluice/msg"
 	"sluice/rpc"
 )

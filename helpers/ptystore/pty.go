@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 )
 
 // ErrNotPTY: the fd offered is not a pty master.

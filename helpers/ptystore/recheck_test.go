@@ -10,9 +10,10 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
 	"sluice/helpers/policy"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/optable"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
@@ -80,7 +81,7 @@ func (pf *policyFile) serve(sock string, mode uint32, key grant.Key, revDir stri
 		if revDir != "" {
 			h.Revoked = revoke.NewChecker(revDir)
 		}
-		return h.HandlePtyStore(ctx, c)
+		return optable.HandlerOf(h.Tables(), msg.ProtoPtyStoreToPolicy)(ctx, c)
 	}
 	srv := &rpc.Server{Name: "policy", Log: testLog(t), Routes: []rpc.Route{
 		{Client: client, Server: server, Allow: allow, Handle: handle}}}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"

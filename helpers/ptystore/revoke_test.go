@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/revoke"
 	"sluice/msg"
 )
 

@@ -1,8 +1,3 @@
-// Package ptystore holds live pty master fds so shell sessions outlive the
-// frontend and ptystore's own restarts. Every fd it holds is also in its
-// service's fd store (systemd or the embedded runner), named with the
-// session's metadata, and is adopted back from the activation fds on start.
-// A watcher drops sessions whose shell has gone (POLLHUP on the master).
 package ptystore
 
 import (

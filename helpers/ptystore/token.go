@@ -8,7 +8,7 @@ import (
 
 	"lukechampine.com/blake3"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/msg"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 )
 
 // Recording on against off, measured in the same run (make bench, issue

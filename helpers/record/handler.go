@@ -9,13 +9,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/names"
-	"sluice/helpers/revoke"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/grant"
+	"sluice/internal/names"
+	"sluice/internal/optable"
+	"sluice/internal/pty"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -61,26 +61,47 @@ func closeAll(fs []*os.File) {
 	}
 }
 
-// Shell serves "shell to record": start recording a session.
-func (h *Handler) Shell(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
-	var req msg.Request
-	if err := c.Decode(&req); err != nil {
-		closeAll(c.FDs)
-		return rpc.Reply{}, err
+// Tables is the recording helper's whole surface.
+//
+// "shell to record" (the shell helper's uid, from the kernel): start
+// recording a session, given the shell's inner master and the outer
+// slave (two fds, checked to be ptys).
+//
+// "admin to record" (root, the admin group): list, open (the reply's fd
+// is the recording, read-only) and verify recordings, all of them.
+//
+// "web to record" (the frontend's uid): list and open for an auditor,
+// whose grant is verified here and whose scope policy decides ("record to
+// policy"); verify is an admin's.
+func (h *Handler) Tables() []optable.Table {
+	return []optable.Table{
+		{
+			Protocol: msg.ProtoShellToRecord,
+			Ops:      []optable.Entry{optable.OpFDs(msg.OpRecordSession, 2, 0, h.recordSession)},
+		},
+		{
+			Protocol: msg.ProtoAdminToRecord,
+			Ops: []optable.Entry{
+				optable.Op(msg.OpRecList, h.recList(false)),
+				optable.OpFDs(msg.OpRecOpen, 0, 1, h.recOpen(false)),
+				optable.Plain(msg.OpRecVerify, h.recVerify),
+			},
+		},
+		{
+			Protocol: msg.ProtoWebToRecord,
+			Ops: []optable.Entry{
+				optable.Op(msg.OpRecList, h.recList(true)),
+				optable.OpFDs(msg.OpRecOpen, 0, 1, h.recOpen(true)),
+			},
+		},
 	}
-	c.Label = req.Op
-	if req.Op != msg.OpRecordSession {
-		closeAll(c.FDs)
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
-	}
-	var a msg.RecordSession
-	if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-		closeAll(c.FDs)
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
-	}
+}
+
+// recordSession serves msg.OpRecordSession: start recording a session.
+func (h *Handler) recordSession(_ context.Context, c *rpc.Call, a msg.RecordSession) (msg.RecordSessionReply, []*os.File, error) {
 	if err := validSession(a, c.FDs); err != nil {
 		closeAll(c.FDs)
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
+		return msg.RecordSessionReply{}, nil, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
 	inner, outer := c.FDs[0], c.FDs[1]
 	sp, err := h.start(a, inner, outer)
@@ -88,7 +109,7 @@ func (h *Handler) Shell(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		inner.Close()
 		outer.Close()
 		h.log().Error("record: not recording", "session", a.Session, "err", err)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "recording unavailable: %v", err)
+		return msg.RecordSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "recording unavailable: %v", err)
 	}
 	log := h.log().With("id", a.Session, "requester", a.Requester, "unix_user", a.UnixUser, "machine", a.Machine, "input", a.Input, "fail_open", a.FailOpen)
 	log.Info("record: recording")
@@ -103,7 +124,7 @@ func (h *Handler) Shell(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		sp.file.Close()
 		log.Info("record: ended", "size", sp.W.Size(), "err", err)
 	}()
-	return rpc.Reply{Body: msg.RecordSessionReply{ID: a.Session}}, nil
+	return msg.RecordSessionReply{ID: a.Session}, nil, nil
 }
 
 type started struct {
@@ -206,54 +227,27 @@ func isPtySlave(f *os.File) bool {
 	return ok
 }
 
-// Admin serves "admin to record": list, open, verify, for root and the
-// admin group.
-func (h *Handler) Admin(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
-	closeAll(c.FDs)
-	var req msg.Request
-	if err := c.Decode(&req); err != nil {
-		return rpc.Reply{}, err
-	}
-	c.Label = req.Op
-	return h.read(ctx, req, false)
-}
-
-// Web serves "web to record": list and open for an auditor, whose grant
-// is verified here and whose right to audit policy decides.
-func (h *Handler) Web(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
-	closeAll(c.FDs)
-	var req msg.Request
-	if err := c.Decode(&req); err != nil {
-		return rpc.Reply{}, err
-	}
-	c.Label = req.Op
-	return h.read(ctx, req, true)
-}
-
-func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Reply, error) {
-	switch req.Op {
-	case msg.OpRecList:
-		var a msg.RecList
-		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
-		}
+// recList serves msg.OpRecList; web: for an auditor's grant, in its scope.
+func (h *Handler) recList(web bool) func(context.Context, *rpc.Call, msg.RecList) (msg.RecListReply, error) {
+	return func(ctx context.Context, _ *rpc.Call, a msg.RecList) (msg.RecListReply, error) {
 		scope, err := h.auditor(ctx, web, a.Grant)
 		if err != nil {
-			return rpc.Reply{}, err
+			return msg.RecListReply{}, err
 		}
 		list, trunc, err := h.Store.List(a, scope)
 		if err != nil {
-			return rpc.Reply{}, err
+			return msg.RecListReply{}, err
 		}
-		return rpc.Reply{Body: msg.RecListReply{Recordings: list, Truncated: trunc}}, nil
-	case msg.OpRecOpen:
-		var a msg.RecOpen
-		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
-		}
+		return msg.RecListReply{Recordings: list, Truncated: trunc}, nil
+	}
+}
+
+// recOpen serves msg.OpRecOpen: the recording's file, read-only.
+func (h *Handler) recOpen(web bool) func(context.Context, *rpc.Call, msg.RecOpen) (msg.RecOpenReply, []*os.File, error) {
+	return func(ctx context.Context, _ *rpc.Call, a msg.RecOpen) (msg.RecOpenReply, []*os.File, error) {
 		scope, err := h.auditor(ctx, web, a.Grant)
 		if err != nil {
-			return rpc.Reply{}, err
+			return msg.RecOpenReply{}, nil, err
 		}
 		f, info, err := h.Store.Open(a.ID)
 		if err == nil && !scope(info.Machine) {
@@ -263,38 +257,29 @@ func (h *Handler) read(ctx context.Context, req msg.Request, web bool) (rpc.Repl
 			err = ErrNotFound
 		}
 		if errors.Is(err, ErrNotFound) {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeNotFound, "no recording %q", a.ID)
+			return msg.RecOpenReply{}, nil, rpc.Errorf(msg.CodeNotFound, "no recording %q", a.ID)
 		}
 		if err != nil {
-			return rpc.Reply{}, err
+			return msg.RecOpenReply{}, nil, err
 		}
 		if web {
 			h.log().Info("record: opened for an auditor", "id", a.ID, "auditor", a.Grant.User, "live", info.Live)
 		}
-		return rpc.Reply{Body: msg.RecOpenReply{Recording: info}, FDs: []*os.File{f}}, nil
-	case msg.OpRecVerify:
-		if web {
-			break
-		}
-		var a msg.RecVerify
-		if err := msgpack.Unmarshal(req.Args, &a); err != nil {
-			return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
-		}
-		f, info, err := h.Store.Open(a.ID)
-		if errors.Is(err, ErrNotFound) {
-			return rpc.Reply{}, rpc.Errorf(msg.CodeNotFound, "no recording %q", a.ID)
-		}
-		if err != nil {
-			return rpc.Reply{}, err
-		}
-		defer f.Close()
-		v, err := Verify(f, h.Key, info.Live)
-		if err != nil {
-			return rpc.Reply{}, err
-		}
-		return rpc.Reply{Body: v}, nil
+		return msg.RecOpenReply{Recording: info}, []*os.File{f}, nil
 	}
-	return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
+}
+
+// recVerify serves msg.OpRecVerify ("admin to record" only).
+func (h *Handler) recVerify(a msg.RecVerify) (msg.RecVerifyReply, error) {
+	f, info, err := h.Store.Open(a.ID)
+	if errors.Is(err, ErrNotFound) {
+		return msg.RecVerifyReply{}, rpc.Errorf(msg.CodeNotFound, "no recording %q", a.ID)
+	}
+	if err != nil {
+		return msg.RecVerifyReply{}, err
+	}
+	defer f.Close()
+	return Verify(f, h.Key, info.Live)
 }
 
 // auditor: on the web route, the grant must hold and policy must let its

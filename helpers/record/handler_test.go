@@ -10,7 +10,8 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -98,9 +99,9 @@ func TestWebRoute(t *testing.T) {
 		{"admin opens", false, msg.OpRecOpen, msg.RecOpen{ID: id}, "", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			serve := h.Admin
+			serve := optable.HandlerOf(h.Tables(), msg.ProtoAdminToRecord)
 			if tc.web {
-				serve = h.Web
+				serve = optable.HandlerOf(h.Tables(), msg.ProtoWebToRecord)
 			}
 			rep, err := serve(context.Background(), call(t, tc.op, tc.args))
 			for _, f := range rep.FDs {
@@ -123,7 +124,7 @@ func TestWebRoute(t *testing.T) {
 
 	// An auditor lists only the recordings of the machines in scope.
 	for user, want := range map[*msg.Grant][]string{&good: {id, web1}, &erin: {web1}} {
-		rep, err := h.Web(context.Background(), call(t, msg.OpRecList, msg.RecList{Grant: user}))
+		rep, err := optable.HandlerOf(h.Tables(), msg.ProtoWebToRecord)(context.Background(), call(t, msg.OpRecList, msg.RecList{Grant: user}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +150,7 @@ func TestWebRouteWithoutGrantKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = h.Web(context.Background(), call(t, msg.OpRecList, msg.RecList{Grant: &forged}))
+	_, err = optable.HandlerOf(h.Tables(), msg.ProtoWebToRecord)(context.Background(), call(t, msg.OpRecList, msg.RecList{Grant: &forged}))
 	if got := rpc.CodeOf(err); got != msg.CodeDenied {
 		t.Fatalf("list with a zero-key grant: code %q (%v), want %q", got, err, msg.CodeDenied)
 	}

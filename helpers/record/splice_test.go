@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/helpers/record/recordtest"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 	"sluice/msg"
 )
 

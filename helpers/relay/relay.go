@@ -1,14 +1,3 @@
-// Package relay is the host end of the fleet's transport: sluice-relay,
-// the forced command of the relay account's authorized_keys line, so the
-// only thing the gateway's ssh key can do on a host. It reads one request
-// frame from its stdin (the ssh channel), makes that call to the host's
-// own policy or ptystore on the gateway protocols, writes the answer back
-// and, for opening or attaching a session, streams the session's pty over
-// the channel until either side ends.
-//
-// The relay holds no key and decides nothing: the host's helpers verify
-// the host grant and apply the host's policy, and the kernel tells them
-// the caller is the relay account.
 package relay
 
 import (

@@ -13,7 +13,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 	"sluice/msg"
 	"sluice/rpc"
 )

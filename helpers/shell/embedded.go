@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/login"
-	"sluice/helpers/sessioncg"
-	"sluice/helpers/shell/pty"
+	"sluice/helpers/shell/login"
+	"sluice/internal/pty"
+	"sluice/internal/sessioncg"
 	"sluice/msg"
 )
 
@@ -27,7 +27,7 @@ import (
 // helper can start shells for its own account and nobody else's.
 //
 // As root, every shell is a login: the sluice-login binary (package
-// helpers/login) runs the account checks and the PAM session on the new
+// helpers/shell/login) runs the account checks and the PAM session on the new
 // pty and starts the shell, and a refusal ("account expired") is this
 // call's error, with nothing started.
 type Embedded struct {

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/helpers/shell"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 	"sluice/msg"
 	"sluice/tests/ptytest"
 )
@@ -53,7 +53,7 @@ func buildLogin() (func(), error) {
 		return nil, err
 	}
 	loginBin = filepath.Join(dir, "sluice-login")
-	cmd := exec.Command("go", "build", "-o", loginBin, "sluice/helpers/login/cmd/sluice-login")
+	cmd := exec.Command("go", "build", "-o", loginBin, "sluice/helpers/shell/login/cmd/sluice-login")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)

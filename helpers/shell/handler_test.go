@@ -10,6 +10,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/shell"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/rpctest"
@@ -25,7 +26,7 @@ func serve(t *testing.T, b shell.Backend) *rpc.Client {
 
 func serveHandler(t *testing.T, h *shell.Handler) *rpc.Client {
 	t.Helper()
-	r := rpctest.Route(msg.ProtoPolicyToShell, rpc.Allow{UIDs: []uint32{0}}, 0, h.Handle)
+	r := rpctest.Route(msg.ProtoPolicyToShell, rpc.Allow{UIDs: []uint32{0}}, 0, optable.HandlerOf(h.Tables(), msg.ProtoPolicyToShell))
 	return rpctest.Client(rpctest.Serve(t, &rpc.Server{Name: "shell", Routes: []rpc.Route{r}}, "", 0), r)
 }
 

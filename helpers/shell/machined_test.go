@@ -16,7 +16,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"sluice/helpers/shell"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 	"sluice/msg"
 	"sluice/tests/ptytest"
 )

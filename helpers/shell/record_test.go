@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/helpers/shell"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 	"sluice/msg"
 )
 

@@ -1,9 +1,3 @@
-// Package shell is the shell helper: the only component that holds the
-// privilege of opening login shells. It serves "policy to shell": the
-// policy helper, having already decided, asks for a shell for unix account
-// U on machine M, and gets back the pty master and a session id. Opening
-// is done by a Backend: machined over D-Bus in production, or an embedded
-// pty-and-fork backend where there is no machined.
 package shell
 
 import (
@@ -16,12 +10,9 @@ import (
 	"os"
 	"strings"
 
-	"github.com/vmihailenco/msgpack/v5"
-
-	"sluice/helpers/names"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/names"
+	"sluice/internal/pty"
 	"sluice/msg"
-	"sluice/rpc"
 )
 
 // Opened is a freshly started shell: its pty master (owned by the caller)
@@ -50,68 +41,6 @@ const (
 	MaxEnv    = 64
 	MaxArgLen = 4096
 )
-
-// Handler serves msg.OpOpenShell.
-type Handler struct {
-	Backend Backend
-	Log     *slog.Logger
-	// Recorder hands a session's inner master and outer slave to the
-	// recording helper (record-session); nil: recording is unavailable,
-	// and a rule that records fails closed (or, fail-open, goes on
-	// unrecorded).
-	Recorder func(ctx context.Context, a msg.RecordSession, inner, outer *os.File) error
-}
-
-// Handle is the rpc handler for "policy to shell".
-func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error) {
-	var req msg.Request
-	if err := call.Decode(&req); err != nil {
-		return rpc.Reply{}, err
-	}
-	call.Label = req.Op
-	if req.Op != msg.OpOpenShell {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "unknown op %q", req.Op)
-	}
-	var open msg.OpenShell
-	if err := msgpack.Unmarshal(req.Args, &open); err != nil {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "undecodable %s args: %v", req.Op, err)
-	}
-	if err := Validate(open); err != nil {
-		return rpc.Reply{}, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
-	}
-	id, err := NewSessionID()
-	if err != nil {
-		return rpc.Reply{}, fmt.Errorf("shell: session id: %w", err)
-	}
-	log := h.logger().With("session", id, "requester", open.Requester, "unix_user", open.User,
-		"machine", open.Machine, "args", len(open.Args))
-	sh, err := h.Backend.Open(ctx, open)
-	if err != nil {
-		log.Warn("shell: open failed", "err", err)
-		return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "%v", err)
-	}
-	log.Info("shell: opened", "pid", sh.PID)
-	if open.Record != nil {
-		m, err := h.record(ctx, id, open, sh.Master)
-		switch {
-		case err == nil:
-			sh.Master = m
-			log.Info("shell: recording", "input", open.Record.Input)
-		case open.Record.FailOpen:
-			log.Error("shell: recording unavailable, session goes on unrecorded (fail-open)", "err", err)
-		default:
-			// Closing the only master hangs the shell up: nothing runs
-			// that is not recorded.
-			sh.Master.Close()
-			log.Error("shell: recording unavailable, shell ended (fail-closed)", "err", err)
-			return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "recording unavailable, so the session was not started: %v", err)
-		}
-	}
-	return rpc.Reply{
-		Body: msg.OpenShellReply{SessionID: id, PID: int32(sh.PID)},
-		FDs:  []*os.File{sh.Master},
-	}, nil
-}
 
 // record puts the recording helper between the shell's pty and a new
 // outer one, and returns the outer master, which is all the caller (and,

@@ -45,7 +45,7 @@ var Mains = []struct {
 	{"./helpers/record/cmd/sluice-record", "sluice-record", true},
 	{"./frontend/cmd/sluice-frontend", "sluice-frontend", true},
 	// The embedded shell backend's login, with cgo for PAM; beside sluice-shell.
-	{"./helpers/login/cmd/sluice-login", "sluice-login", false},
+	{"./helpers/shell/login/cmd/sluice-login", "sluice-login", false},
 }
 
 var (

@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 )
 
 // run starts argv with stdout on a pipe and returns what it printed and

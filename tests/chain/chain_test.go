@@ -23,7 +23,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/internal/testbuf"
 	"sluice/msg"
 	"sluice/rpc"
@@ -84,8 +84,8 @@ func run(m *testing.M) (int, error) {
 		return 1, fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	// As root the shell helper opens every shell through sluice-login,
-	// found beside its own executable; PAM needs cgo (helpers/login).
-	build = exec.Command("go", "build", "-o", bin+"/", "sluice/helpers/login/cmd/sluice-login")
+	// found beside its own executable; PAM needs cgo (helpers/shell/login).
+	build = exec.Command("go", "build", "-o", bin+"/", "sluice/helpers/shell/login/cmd/sluice-login")
 	build.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := build.CombinedOutput(); err != nil {
 		return 1, fmt.Errorf("go build sluice-login: %v\n%s", err, out)

@@ -17,8 +17,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/grant"
+	"sluice/internal/pty"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
@@ -160,7 +160,7 @@ func setup() (int, error) {
 	}
 	// sluice-login links libpam and so libc: the shell sandbox gets those
 	// and the PAM stack (see loginParts), the other sandboxes nothing.
-	build = exec.Command(goTool(), "build", "-trimpath", "-o", bin+"/", "sluice/helpers/login/cmd/sluice-login")
+	build = exec.Command(goTool(), "build", "-trimpath", "-o", bin+"/", "sluice/helpers/shell/login/cmd/sluice-login")
 	build.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := build.CombinedOutput(); err != nil {
 		return 1, fmt.Errorf("go build sluice-login: %v\n%s", err, out)

@@ -38,7 +38,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/msg"
 	"sluice/tests/suiterun"
 )

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 	"sluice/tests/softauthn"
 	"sluice/tests/suiterun"
 )

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"sluice/helpers/fleet"
-	"sluice/helpers/hostgrant"
+	"sluice/internal/hostgrant"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/tests/fleet/fleetenv"

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/helpers/relay"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 	"sluice/tests/fleet/fleetenv"
 	"sluice/tests/softauthn"
 	"sluice/tests/suiterun"

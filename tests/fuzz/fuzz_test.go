@@ -19,8 +19,8 @@ import (
 	"lukechampine.com/blake3"
 
 	"sluice/helpers/auth/seal"
-	"sluice/helpers/grant"
 	"sluice/helpers/policy"
+	"sluice/internal/grant"
 	"sluice/msg"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/grant"
-	"sluice/helpers/shell/pty"
+	"sluice/internal/grant"
+	"sluice/internal/pty"
 	"sluice/msg"
 	"sluice/tests/softauthn"
 )

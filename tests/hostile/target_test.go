@@ -19,7 +19,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
@@ -266,8 +266,8 @@ func helpers(t testing.TB) *helperSuite {
 			return
 		}
 		// As root the shell helper opens every shell through sluice-login,
-		// found beside its own executable; PAM needs cgo (helpers/login).
-		build = exec.Command(goTool(), "build", "-o", s.bin+"/", "sluice/helpers/login/cmd/sluice-login")
+		// found beside its own executable; PAM needs cgo (helpers/shell/login).
+		build = exec.Command(goTool(), "build", "-o", s.bin+"/", "sluice/helpers/shell/login/cmd/sluice-login")
 		build.Env = append(os.Environ(), "CGO_ENABLED=1")
 		if out, err := build.CombinedOutput(); err != nil {
 			suiteErr = fmt.Errorf("go build sluice-login: %v\n%s", err, out)

@@ -29,7 +29,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/helpers/grant"
+	"sluice/internal/grant"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/tests/suiterun"

@@ -31,7 +31,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/revoke"
+	"sluice/internal/revoke"
 	"sluice/internal/testbuf"
 	"sluice/msg"
 	"sluice/rpc"
@@ -70,7 +70,7 @@ func Build(bin string) error {
 		cgo  string
 		pkgs []string
 	}{
-		{"1", []string{"sluice/cmd/sluice", "sluice/helpers/login/cmd/sluice-login"}},
+		{"1", []string{"sluice/cmd/sluice", "sluice/helpers/shell/login/cmd/sluice-login"}},
 		{"0", []string{"sluice/cmd/sluicectl", "sluice/helpers/auth/cmd/sluice-auth", "sluice/helpers/policy/cmd/sluice-policy",
 			"sluice/helpers/shell/cmd/sluice-shell", "sluice/helpers/ptystore/cmd/sluice-ptystore",
 			"sluice/helpers/hangup/cmd/sluice-hangup", "sluice/helpers/record/cmd/sluice-record", "sluice/frontend/cmd/sluice-frontend"}},

@@ -9,7 +9,7 @@ import (
 	"os/exec"
 	"syscall"
 
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 )
 
 // Open returns a new pty master and its slave.

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"sluice/helpers/revoke"
+	"sluice/internal/revoke"
 )
 
 // Lazy is the store as sluice-auth uses it: nothing is open until an

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/helpers/revoke"
+	"sluice/internal/revoke"
 	"sluice/msg"
 )
 

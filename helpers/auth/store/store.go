@@ -29,8 +29,8 @@ import (
 
 	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
-	"sluice/helpers/grant"
-	"sluice/helpers/revoke"
+	"sluice/internal/grant"
+	"sluice/internal/revoke"
 )
 
 // SchemaVersion is the layout this package reads and writes. A database

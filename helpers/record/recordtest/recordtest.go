@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"testing"
 
-	"sluice/helpers/shell/pty"
+	"sluice/internal/pty"
 )
 
 // Cat runs `asciinema cat path` and returns what it printed: the

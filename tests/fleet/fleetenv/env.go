@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/helpers/fleet"
-	"sluice/helpers/hostgrant"
+	"sluice/internal/hostgrant"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/tests/softauthn"

@@ -15,14 +15,13 @@ import (
 	"sluice/helpers/auth"
 	"sluice/helpers/auth/seal"
 	"sluice/helpers/auth/store"
-	"sluice/helpers/confine"
-	"sluice/helpers/grant"
-	"sluice/helpers/helper"
-	"sluice/helpers/hostgrant"
-	"sluice/helpers/revoke"
+	"sluice/internal/confine"
+	"sluice/internal/grant"
+	"sluice/internal/helper"
+	"sluice/internal/hostgrant"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
-	"sluice/suite"
 )
 
 type listFlag []string
@@ -101,20 +100,9 @@ func main() {
 		log.Error("auth: revocation list missing and not published", "err", err)
 	}
 
-	var routes []rpc.Route
-	for _, r := range []struct {
-		proto string
-		h     rpc.HandlerFunc
-	}{{msg.ProtoWebToAuth, svc.HandleWeb}, {msg.ProtoAdminToAuth, svc.HandleAdmin}} {
-		allow, err := f.Allow(r.proto)
-		if err != nil {
-			helper.Fatal(log, "--allow", err)
-		}
-		route, err := suite.Route(msg.Auth, r.proto, allow, 0, r.h)
-		if err != nil {
-			helper.Fatal(log, "route", err)
-		}
-		routes = append(routes, route)
+	routes, err := f.Routes(msg.Auth, svc.Tables()...)
+	if err != nil {
+		helper.Fatal(log, "routes", err)
 	}
 	write := []string{dir}
 	if *revocationDir != "" {

@@ -13,10 +13,9 @@ import (
 	"time"
 
 	"sluice/helpers/fleet"
-	"sluice/helpers/helper"
+	"sluice/internal/helper"
 	"sluice/msg"
 	"sluice/rpc"
-	"sluice/suite"
 )
 
 func main() {
@@ -45,20 +44,9 @@ func main() {
 		helper.Fatal(log, "ssh key", err)
 	}
 	fl := &fleet.Fleet{Dir: d, SSH: *ssh, Log: log, Timeout: f.Timeout - 2*time.Second, MaxStreams: *maxStreams}
-	var routes []rpc.Route
-	for _, r := range []struct {
-		proto  string
-		handle rpc.HandlerFunc
-	}{{msg.ProtoWebToFleet, fl.Web}, {msg.ProtoAdminToFleet, fl.Admin}} {
-		allow, err := f.Allow(r.proto)
-		if err != nil {
-			helper.Fatal(log, "--allow", err)
-		}
-		route, err := suite.Route(msg.Fleet, r.proto, allow, 0, r.handle)
-		if err != nil {
-			helper.Fatal(log, "route", err)
-		}
-		routes = append(routes, route)
+	routes, err := f.Routes(msg.Fleet, fl.Tables()...)
+	if err != nil {
+		helper.Fatal(log, "routes", err)
 	}
 	// Not confined by seccomp or Landlock: ssh, its child, inherits both,
 	// and needs the network and its libraries. Its confinement is its own

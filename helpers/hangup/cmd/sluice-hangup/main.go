@@ -8,25 +8,14 @@ import (
 	"flag"
 	"time"
 
-	"sluice/helpers/confine"
 	"sluice/helpers/hangup"
-	"sluice/helpers/helper"
-	"sluice/helpers/sessioncg"
+	"sluice/internal/confine"
+	"sluice/internal/helper"
+	"sluice/internal/sessioncg"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
-	"sluice/suite"
 )
-
-// The two callers: ptystore, with the master of a session it drops, and
-// the recording helper, with the master of the shell it records when
-// that session ends (the pty ptystore holds is then the recorder's, so
-// ptystore's hangup reaches the recorder, not the shell's session). Same
-// op, same handler: the caller names no process either way. Only the
-// grace differs: the recorder hands the shell over on ptystore's SIGHUP
-// and waits for it, and ptystore's hangup SIGKILLs the recorder after
-// --grace, so the shell's own SIGKILL must come first.
-var protocols = []string{msg.ProtoPtyStoreToHangup, msg.ProtoRecordToHangup}
 
 func main() {
 	var f helper.Flags
@@ -40,27 +29,23 @@ func main() {
 	if *recordGrace >= *grace {
 		log.Warn("hangup: --record-grace is not below --grace: a recorded shell's processes that ignore SIGHUP may outlive `sessions end`", "grace", *grace, "record_grace", *recordGrace)
 	}
-	handlers := map[string]*hangup.Handler{
-		protocols[0]: {Config: hangup.Config{Grace: *grace, Cgroups: *cgroups, Log: log}},
-		protocols[1]: {Config: hangup.Config{Grace: *recordGrace, Cgroups: *cgroups, Log: log}},
+	h := &hangup.Handler{
+		PtyStore: hangup.Config{Grace: *grace, Cgroups: *cgroups, Log: log},
+		Record:   hangup.Config{Grace: *recordGrace, Cgroups: *cgroups, Log: log},
 	}
 	var routes []rpc.Route
-	for _, proto := range protocols {
-		allow, err := f.Allow(proto)
-		if err != nil {
-			helper.Fatal(log, "allow", err)
-		}
-		route, err := suite.Route(msg.Hangup, proto, allow, 1, handlers[proto].Handle)
-		if errors.Is(err, buildid.ErrNotInManifest) && proto != protocols[0] {
+	for i, t := range h.Tables() {
+		r, err := f.Routes(msg.Hangup, t)
+		if errors.Is(err, buildid.ErrNotInManifest) && i > 0 {
 			// A suite built without the recording helper (its manifest
 			// has no build ID for it): ptystore's route alone.
-			log.Warn("hangup: no recording helper in the build manifest", "protocol", proto, "err", err)
+			log.Warn("hangup: no recording helper in the build manifest", "protocol", t.Protocol, "err", err)
 			continue
 		}
 		if err != nil {
-			helper.Fatal(log, "route", err)
+			helper.Fatal(log, "routes", err)
 		}
-		routes = append(routes, route)
+		routes = append(routes, r...)
 	}
 	// /proc for who is in the session; logind's session records and the
 	// cgroup tree for the logind scope a shell under systemd sits in

@@ -9,22 +9,21 @@ import (
 	"fmt"
 	"os"
 
-	"sluice/helpers/confine"
-	"sluice/helpers/gateway"
-	"sluice/helpers/grant"
-	"sluice/helpers/helper"
 	"sluice/helpers/policy"
-	"sluice/helpers/revoke"
+	"sluice/internal/confine"
+	"sluice/internal/gateway"
+	"sluice/internal/grant"
+	"sluice/internal/helper"
+	"sluice/internal/optable"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
 )
 
 const (
-	protocol       = msg.ProtoWebToPolicy
-	checkProtocol  = msg.ProtoPtyStoreToPolicy
-	shellProtocol  = msg.ProtoPolicyToShell
-	recordProtocol = msg.ProtoRecordToPolicy
+	protocol      = msg.ProtoWebToPolicy
+	shellProtocol = msg.ProtoPolicyToShell
 )
 
 func main() {
@@ -75,31 +74,18 @@ func main() {
 	} else {
 		log.Warn("policy: no --revocation-dir: revoked grants are accepted until they expire")
 	}
-	served := []struct {
-		proto string
-		h     rpc.HandlerFunc
-	}{{protocol, h.Handle}, {checkProtocol, h.HandlePtyStore}, {recordProtocol, h.HandleRecord}}
+	tables := h.Tables()
 	ad, err := fleet.Adapter(key, gateway.PolicyOps, log)
 	if err != nil {
 		helper.Fatal(log, "fleet", err)
 	}
 	if ad != nil {
-		served = append(served, struct {
-			proto string
-			h     rpc.HandlerFunc
-		}{msg.ProtoGatewayToPolicy, ad.Wrap(h.Handle)})
+		web, _ := optable.Find(tables, protocol)
+		tables = append(tables, ad.Table(msg.ProtoGatewayToPolicy, web))
 	}
-	var routes []rpc.Route
-	for _, r := range served {
-		allow, err := f.Allow(r.proto)
-		if err != nil {
-			helper.Fatal(log, "allow", err)
-		}
-		route, err := suite.Route(msg.Policy, r.proto, allow, 0, r.h)
-		if err != nil {
-			helper.Fatal(log, "route", err)
-		}
-		routes = append(routes, route)
+	routes, err := f.Routes(msg.Policy, tables...)
+	if err != nil {
+		helper.Fatal(log, "routes", err)
 	}
 	confine.Helper(log, confine.Profile{Name: msg.Policy, Read: read, Listen: f.Listen})
 	ctx, cancel := helper.Context()

@@ -14,12 +14,13 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/confine"
-	"sluice/helpers/gateway"
-	"sluice/helpers/grant"
-	"sluice/helpers/helper"
 	"sluice/helpers/ptystore"
-	"sluice/helpers/revoke"
+	"sluice/internal/confine"
+	"sluice/internal/gateway"
+	"sluice/internal/grant"
+	"sluice/internal/helper"
+	"sluice/internal/optable"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/sdnotify"
@@ -134,12 +135,7 @@ func main() {
 		return rep, err
 	}
 
-	type served struct {
-		proto  string
-		maxFDs int
-		h      rpc.HandlerFunc
-	}
-	serves := []served{{msg.ProtoWebToPtyStore, 1, h.Web}, {msg.ProtoAdminToPtyStore, 0, h.Admin}}
+	tables := h.Tables()
 	ad, err := fleet.Adapter(key, gateway.PtyStoreOps, log)
 	if err != nil {
 		helper.Fatal(log, "fleet", err)
@@ -149,22 +145,15 @@ func main() {
 	}
 	if ad != nil {
 		if *gatewayAdmin {
-			ad.Admin = h.Admin
+			ad.Admin, _ = optable.Find(tables, msg.ProtoAdminToPtyStore)
 		}
 		// The relay puts the pty it got from policy, as the frontend does.
-		serves = append(serves, served{msg.ProtoGatewayToPtyStore, 1, ad.Wrap(h.Web)})
+		web, _ := optable.Find(tables, msg.ProtoWebToPtyStore)
+		tables = append(tables, ad.Table(msg.ProtoGatewayToPtyStore, web))
 	}
-	var routes []rpc.Route
-	for _, r := range serves {
-		allow, err := f.Allow(r.proto)
-		if err != nil {
-			helper.Fatal(log, "--allow", err)
-		}
-		route, err := suite.Route(msg.PtyStore, r.proto, allow, r.maxFDs, r.h)
-		if err != nil {
-			helper.Fatal(log, "route", err)
-		}
-		routes = append(routes, route)
+	routes, err := f.Routes(msg.PtyStore, tables...)
+	if err != nil {
+		helper.Fatal(log, "routes", err)
 	}
 	// Signal only with --hangup off: ending shells is the hangup helper's.
 	confine.Helper(log, confine.Profile{Name: msg.PtyStore, Read: read, Signal: hang == nil, Listen: f.Listen})

@@ -19,11 +19,11 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/confine"
-	"sluice/helpers/grant"
-	"sluice/helpers/helper"
 	"sluice/helpers/record"
-	"sluice/helpers/revoke"
+	"sluice/internal/confine"
+	"sluice/internal/grant"
+	"sluice/internal/helper"
+	"sluice/internal/revoke"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
@@ -122,21 +122,9 @@ func main() {
 		log.Info("record: the shell's session ended", "sid", rep.SID, "hungup", rep.Hungup, "killed", rep.Killed, "cgroup", rep.Cgroup, "elapsed_ms", rep.Elapsed)
 		return nil
 	}
-	var routes []rpc.Route
-	for _, r := range []struct {
-		proto  string
-		maxFDs int
-		h      rpc.HandlerFunc
-	}{{msg.ProtoShellToRecord, 2, h.Shell}, {msg.ProtoAdminToRecord, 0, h.Admin}, {msg.ProtoWebToRecord, 0, h.Web}} {
-		allow, err := f.Allow(r.proto)
-		if err != nil {
-			helper.Fatal(log, "--allow", err)
-		}
-		route, err := suite.Route(msg.Record, r.proto, allow, r.maxFDs, r.h)
-		if err != nil {
-			helper.Fatal(log, "route", err)
-		}
-		routes = append(routes, route)
+	routes, err := f.Routes(msg.Record, h.Tables()...)
+	if err != nil {
+		helper.Fatal(log, "routes", err)
 	}
 	// Policy's socket, for check-audit; the hangup helper's.
 	read = append(read, suite.RuntimeDir())

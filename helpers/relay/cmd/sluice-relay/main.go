@@ -12,8 +12,8 @@ import (
 	"os"
 	"time"
 
-	"sluice/helpers/names"
 	"sluice/helpers/relay"
+	"sluice/internal/names"
 	"sluice/journal"
 	"sluice/msg"
 	"sluice/suite"

@@ -7,17 +7,14 @@ import (
 	"flag"
 	"os"
 
-	"github.com/vmihailenco/msgpack/v5"
-
-	"sluice/helpers/confine"
-	"sluice/helpers/helper"
 	"sluice/helpers/shell"
+	"sluice/internal/confine"
+	"sluice/internal/helper"
+	"sluice/internal/optable"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
 )
-
-const protocol = msg.ProtoPolicyToShell
 
 func main() {
 	var f helper.Flags
@@ -31,14 +28,10 @@ func main() {
 	if err != nil {
 		helper.Fatal(log, "backend", err)
 	}
-	allow, err := f.Allow(protocol)
-	if err != nil {
-		helper.Fatal(log, "allow", err)
-	}
 	h := &shell.Handler{Backend: b, Log: log, Recorder: recorder}
-	route, err := suite.Route(msg.Shell, protocol, allow, 0, h.Handle)
+	routes, err := f.Routes(msg.Shell, h.Tables()...)
 	if err != nil {
-		helper.Fatal(log, "route", err)
+		helper.Fatal(log, "routes", err)
 	}
 	if f.Listen != "" {
 		// Long-running: say once which backend serves. Per-call instances
@@ -55,7 +48,7 @@ func main() {
 	}
 	ctx, cancel := helper.Context()
 	defer cancel()
-	if err := f.Serve(ctx, f.Server(msg.Shell, log, route), rpc.ActivationFiles()); err != nil {
+	if err := f.Serve(ctx, f.Server(msg.Shell, log, routes...), rpc.ActivationFiles()); err != nil {
 		helper.Fatal(log, "serve", err)
 	}
 }
@@ -67,11 +60,6 @@ func recorder(ctx context.Context, a msg.RecordSession, inner, outer *os.File) e
 	if err != nil {
 		return err
 	}
-	args, err := msgpack.Marshal(a)
-	if err != nil {
-		return err
-	}
-	var rep msg.RecordSessionReply
-	_, err = cl.Call(ctx, msg.Request{Op: msg.OpRecordSession, Args: args}, []*os.File{inner, outer}, &rep)
+	_, _, err = optable.Call[msg.RecordSessionReply](ctx, cl, msg.OpRecordSession, a, []*os.File{inner, outer}, 0)
 	return err
 }
