@@ -256,3 +256,40 @@ func TestViaChecksInnerArgs(t *testing.T) {
 		}
 	}
 }
+
+// ViaOr runs the alternative only when asked, with the same inner-argument
+// checks; without one it refuses instead of falling back to e.
+func TestViaOr(t *testing.T) {
+	type wrapped struct {
+		Args []byte `msgpack:"args"`
+		Alt  bool   `msgpack:"alt"`
+	}
+	var ran string
+	e := optable.Plain(msg.OpPtyList, func(a echoArgs) (echoReply, error) { ran = "e"; return echoReply{Word: a.Word}, nil })
+	alt := optable.Plain(msg.OpPtyList, func(optable.None) (echoReply, error) { ran = "alt"; return echoReply{}, nil })
+	reads := optable.Plain(msg.OpPtyList, func(a echoArgs) (echoReply, error) { ran = "reads"; return echoReply{}, nil })
+	in := func(_ context.Context, _ *rpc.Call, w wrapped) ([]byte, bool, error) { return w.Args, w.Alt, nil }
+	good, _ := msgpack.Marshal(echoArgs{Word: "hi"})
+	huge := []byte{0xdb, 0x7f, 0xff, 0xff, 0xff, 'x'}
+	for _, tc := range []struct {
+		name     string
+		alt      *optable.Entry
+		w        wrapped
+		wantRan  string
+		wantCode string
+	}{
+		{"e", &alt, wrapped{Args: good}, "e", ""},
+		{"alt", &alt, wrapped{Args: good, Alt: true}, "alt", ""},
+		{"alt asked, none given", nil, wrapped{Args: good, Alt: true}, "", rpc.CodeForbidden},
+		{"alt, inner args not well-formed", &reads, wrapped{Args: huge, Alt: true}, "", rpc.CodeBadRequest},
+		{"alt reading no args", &alt, wrapped{Args: huge, Alt: true}, "alt", ""},
+	} {
+		ran = ""
+		tb := &optable.Table{Protocol: "gateway to test", Ops: []optable.Entry{optable.ViaOr(e, tc.alt, in)}}
+		w, _ := msgpack.Marshal(tc.w)
+		_, err := tb.Handle(context.Background(), &rpc.Call{Body: body(t, msg.OpPtyList, w)})
+		if got := rpc.CodeOf(err); got != tc.wantCode || ran != tc.wantRan {
+			t.Errorf("%s: code %q (%v), ran %q; want %q, %q", tc.name, got, err, ran, tc.wantCode, tc.wantRan)
+		}
+	}
+}
