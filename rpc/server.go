@@ -41,6 +41,9 @@ type Call struct {
 	Body   []byte     // the request frame (msgpack); valid during the handler
 	FDs    []*os.File // received fds, at most the route's MaxFDs; the handler owns them
 	Label  string     // set by the handler (the operation name) for the call log
+	// Attrs are more fields for the call's log line, set by the handler:
+	// the fleet host and user of a call that came through the gateway.
+	Attrs []slog.Attr
 }
 
 // Decode unmarshals the request frame. Its error is a bad-request *Error.
@@ -439,7 +442,8 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 		s.Log.LogAttrs(ctx, slog.LevelInfo, "rpc: call", slog.String("server", s.Name),
 			slog.String("intent", hello.Intent), slog.String("call", call.Label),
 			slog.Int("pid", int(peer.PID)), slog.Int("uid", int(peer.UID)),
-			slog.String("result", result), slog.Duration("duration", time.Since(start)))
+			slog.String("result", result), slog.Duration("duration", time.Since(start)),
+			slog.GroupAttrs("", call.Attrs...))
 	}
 	return err
 }

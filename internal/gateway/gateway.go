@@ -79,7 +79,11 @@ func (a *Adapter) Table(protocol string, web *optable.Table) optable.Table {
 			alt, _ = a.Admin.Lookup(op)
 		}
 		t.Ops = append(t.Ops, optable.ViaOr(e, alt, func(_ context.Context, c *rpc.Call, ga msg.GatewayArgs) ([]byte, bool, error) {
+			// The call's log line says which fleet host it came to and
+			// for whom (journal: SLUICE_HOST, SLUICE_FLEET_USER).
+			c.Attrs = append(c.Attrs, slog.String("host", a.Host))
 			if ga.HostGrant != nil && ga.HostGrant.Admin {
+				c.Attrs = append(c.Attrs, slog.String("fleet_admin", ga.HostGrant.User))
 				return a.admin(c, op, ga, alt != nil)
 			}
 			if !needGrant {
@@ -90,6 +94,7 @@ func (a *Adapter) Table(protocol string, web *optable.Table) optable.Table {
 				a.log().Warn("gateway: bad host grant", "op", op, "host", a.Host, "pid", c.Peer.PID, "uid", c.Peer.UID, "err", err)
 				return nil, false, err
 			}
+			c.Attrs = append(c.Attrs, slog.String("fleet_user", g.User))
 			args, err := withGrant(ga.Args, g)
 			if err != nil {
 				return nil, false, err

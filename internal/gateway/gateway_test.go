@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"testing"
 	"time"
 
@@ -68,12 +69,17 @@ func TestTable(t *testing.T) {
 			seen = msg.AllowedTargets{}
 			ga, _ := msgpack.Marshal(msg.GatewayArgs{HostGrant: c.hg, Args: innerArgs})
 			body, _ := msgpack.Marshal(msg.Request{Op: c.op, Args: ga})
-			_, err := h(context.Background(), &rpc.Call{Body: body})
+			call := &rpc.Call{Body: body}
+			_, err := h(context.Background(), call)
 			if got := rpc.CodeOf(err); got != c.wantCode {
 				t.Fatalf("code %q (%v), want %q", got, err, c.wantCode)
 			}
 			if c.wantCode == "" && seen.Grant.User != "alice" {
 				t.Fatalf("inner saw grant for %q, want alice", seen.Grant.User)
+			}
+			// The call's log line names the host and the fleet user.
+			if c.wantCode == "" && fmt.Sprint(call.Attrs) != "[host=web1 fleet_user=alice]" {
+				t.Errorf("call line attrs %v, want host and fleet user", call.Attrs)
 			}
 			if c.wantCode != "" && seen.Grant.User != "" {
 				t.Fatalf("inner handler reached with %q", seen.Grant.User)
