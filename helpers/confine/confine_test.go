@@ -157,6 +157,10 @@ func TestConfined(t *testing.T) {
 		{"spawn", "/bin/true", "EPERM"},
 		{"prctl", "", "EPERM"},
 		{"threads", "", "ok"},
+		// Threads from before Apply, each trying on its own.
+		{"early", filepath.Join(readDir, "file"), "ok"},
+		{"early", filepath.Join(outside, "file"), ll("EACCES")},
+		{"early", "/etc/hostname", ll("EACCES")},
 	} {
 		if got, _ := c.probe(t, tc.probe, tc.arg); got != tc.want {
 			t.Errorf("%s %s: %s, want %s", tc.probe, tc.arg, got, tc.want)

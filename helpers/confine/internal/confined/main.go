@@ -55,6 +55,7 @@ func main() {
 		}}, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 		ul = func() error { return srv.Serve(context.Background(), lis) }
 	}
+	startEarly()
 	p := confine.Profile{Name: "confined", Exec: *spawn, Pty: *ptys}
 	if *read != "" {
 		p.Read = append(p.Read, *read)
@@ -92,6 +93,58 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// early are goroutines locked to threads of their own from before Apply,
+// so the "early" probe can act on threads Apply had to reach from outside.
+var early []chan earlyReq
+
+const nEarly = 4
+
+type earlyReq struct {
+	path  string
+	reply chan error
+}
+
+func startEarly() {
+	var started sync.WaitGroup
+	for range nEarly {
+		ask := make(chan earlyReq)
+		early = append(early, ask)
+		started.Add(1)
+		go func() {
+			// Locked and never unlocked: this goroutine's thread is its
+			// own from before confinement until the process ends, and
+			// the open below is made on it.
+			runtime.LockOSThread()
+			started.Done()
+			for r := range ask {
+				fd, err := unix.Open(r.path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+				if err == nil {
+					unix.Close(fd)
+				}
+				r.reply <- err
+			}
+		}()
+	}
+	started.Wait()
+}
+
+// readOnEarly has every early thread open path and returns their common
+// result (nil when all succeeded), or an error when they differ.
+func readOnEarly(path string) error {
+	var errs []error
+	for _, ask := range early {
+		r := earlyReq{path: path, reply: make(chan error)}
+		ask <- r
+		errs = append(errs, <-r.reply)
+	}
+	for _, e := range errs[1:] {
+		if e != errs[0] {
+			return fmt.Errorf("early threads disagree: %v", errs)
+		}
+	}
+	return errs[0]
 }
 
 // handle answers one probe: the request body is the probe name and an
@@ -142,6 +195,10 @@ func handle(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 			}()
 		}
 		wg.Wait()
+	case "early":
+		// Threads that existed before Apply must be as confined as the
+		// rest: each tries to read arg on its own thread.
+		err = readOnEarly(arg)
 	case "pty":
 		// A new pty, slave included, and a terminal ioctl on each.
 		var m, s *os.File
