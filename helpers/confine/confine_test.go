@@ -156,6 +156,7 @@ func TestConfined(t *testing.T) {
 		{"connect", c.sock, "ok"},
 		{"spawn", "/bin/true", "EPERM"},
 		{"prctl", "", "EPERM"},
+		{"landlock", "", "EPERM"},
 		{"threads", "", "ok"},
 		// Threads from before Apply, each trying on its own.
 		{"early", filepath.Join(readDir, "file"), "ok"},

@@ -12,6 +12,7 @@ const (
 	offNR   = 0
 	offArch = 4
 	offArg0 = 16 // low 32 bits on little-endian
+	offArg1 = 24
 )
 
 const (
@@ -47,7 +48,11 @@ func (p *prog) onNR(n uintptr, ret uint32) {
 // jumps at most over one instruction) so no jump offset can overflow
 // however long the lists get, and it looks only at the number and, for
 // socket and clone, the first argument.
-func build(p Profile) prog {
+//
+// landlock says Apply still has a ruleset to enforce once the filter is
+// on: landlock_restrict_self with flags 0 stays allowed (the only landlock
+// call that does: it can only narrow what the process may do).
+func build(p Profile, landlock bool) prog {
 	var f prog
 	f.load(offArch)
 	f.jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, nativeArch, 1, 0)
@@ -64,6 +69,14 @@ func build(p Profile) prog {
 		f.onNR(unix.SYS_EXECVEAT, retKill)
 	}
 	f.onNR(unix.SYS_CLONE3, retENOSYS)
+	if landlock {
+		f.jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.SYS_LANDLOCK_RESTRICT_SELF, 0, 4)
+		f.load(offArg1)
+		f.jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, 0, 0, 1)
+		f.ret(retAllow)
+		f.ret(retEPERM)
+		f.load(offNR)
+	}
 
 	// socket(domain, ...): AF_UNIX only, unless the profile says inet.
 	inet := retEPERM
@@ -108,11 +121,14 @@ func build(p Profile) prog {
 	return f
 }
 
-func seccomp(p Profile) error {
-	f := build(p)
+// seccomp installs p's filter on every thread; ruleset is the Landlock
+// ruleset Apply enforces next (-1: none).
+func seccomp(p Profile, ruleset int) error {
+	f := build(p, ruleset >= 0)
 	fp := unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}
-	// no_new_privs is already set on every thread (Apply); TSYNC puts the
-	// filter on every thread of the process at once, or fails as a whole.
+	// no_new_privs is set on this thread (Apply); TSYNC puts the filter
+	// on every thread of the process at once, or fails as a whole, and
+	// sets no_new_privs on each thread it syncs.
 	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
 		unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fp))); e != 0 {
 		return fmt.Errorf("install filter of %d instructions: %w", len(f), e)

@@ -37,6 +37,7 @@ func main() {
 	spawn := flag.Bool("exec", false, "profile allows starting programs")
 	ptys := flag.Bool("pty", false, "profile allows opening new ptys")
 	die := flag.String("die", "", "after confining, make this killing call: mount, ptrace, unshare, setuid, execve")
+	exit := flag.String("exit", "", "exit at once \"before\" or \"after\" confining (to time Apply)")
 	flag.Parse()
 
 	var l interface{ Close() error }
@@ -56,6 +57,9 @@ func main() {
 		ul = func() error { return srv.Serve(context.Background(), lis) }
 	}
 	startEarly()
+	if *exit == "before" {
+		os.Exit(0)
+	}
 	p := confine.Profile{Name: "confined", Exec: *spawn, Pty: *ptys}
 	if *read != "" {
 		p.Read = append(p.Read, *read)
@@ -69,6 +73,9 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println("confined:", st)
+	if *exit == "after" {
+		os.Exit(0)
+	}
 	if *die != "" {
 		var err error
 		switch *die {
@@ -206,6 +213,15 @@ func handle(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 			_, err = unix.IoctlGetWinsize(int(s.Fd()), unix.TIOCGWINSZ)
 			m.Close()
 			s.Close()
+		}
+	case "landlock":
+		// The one landlock call the filter lets through, with flags
+		// (refused), and the call that makes rulesets (refused).
+		if _, _, e := unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, ^uintptr(0), unix.LANDLOCK_RESTRICT_SELF_LOG_SUBDOMAINS_OFF, 0); e != 0 {
+			err = e
+		}
+		if _, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION); e != unix.EPERM {
+			err = fmt.Errorf("landlock_create_ruleset: %v, %w", e, err)
 		}
 	case "prctl":
 		err = unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
