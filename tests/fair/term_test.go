@@ -128,7 +128,7 @@ func BenchmarkEcho(b *testing.B) {
 			wsEcho()
 			ptyEcho()
 		}
-		for range nRounds {
+		for range nRounds(15) {
 			var dl, wl []time.Duration
 			for range perRound {
 				d, err := ptyEcho()
