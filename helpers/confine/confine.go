@@ -127,7 +127,9 @@ func Apply(p Profile) (Status, error) {
 	// round of signals to every thread of its own (half a millisecond of
 	// every Accept=yes call, bench/NOTES.md).
 	rs := -1
-	if _, err := abi(); err != nil {
+	if cgoBuild {
+		st.Cgo = true
+	} else if _, err := abi(); err != nil {
 		st.Refused = err
 	} else if fd, v, err := ruleset(p); err != nil {
 		return st, fmt.Errorf("confine %s: landlock: %w", p.Name, err)
