@@ -55,7 +55,9 @@ func TestLoadFast(t *testing.T) {
 func TestDecodeGivesUp(t *testing.T) {
 	for _, in := range []string{
 		``,
-		`{"version":1,"entries":[{"intent":"a\"b"}]}`, // escape
+		`{"version":1,"entries":[{"intent":"a\"b"}]}`, // escapes
+		`{"version":1,"entries":[{"intent":"a\nb"}]}`,
+		`{"version":1,"entries":[{"intent":"\u0041"}]}`,
 		`{"version":1,"binaries":null}`,
 		`{"version":1,"Version":2}`, // encoding/json matches keys case-insensitively
 		`{"version":1,"version":2}`,
