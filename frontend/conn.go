@@ -8,20 +8,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"sync"
-	"sync/atomic"
-	"syscall"
-	"time"
-	"unsafe"
-
-	"github.com/gorilla/websocket"
-	"golang.org/x/sys/unix"
-
 	"sluice/frontend/admit"
 	"sluice/frontend/hub"
 	"sluice/msg"
 	"sluice/rpc"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // Control messages are JSON text frames {"t": TYPE, ...}; pty bytes are
@@ -99,24 +95,6 @@ type conn struct {
 	att       *attachment
 	serial    int64
 	lastRefus time.Time
-}
-
-// attachment is this connection's view of one session, and its sender.
-// There is no sender goroutine while the session is idle: the hub calls
-// kick when there may be output, and whoever kicks sends what is ready
-// itself as long as the socket takes it without blocking; only a write
-// that could block gets a goroutine, which lives until the output is
-// drained. An idle session so costs no goroutine here, and a keystroke's
-// echo goes out on the pty reader's goroutine without a hand-off.
-type attachment struct {
-	serial int64
-	id     string
-	c      *conn
-	v      *hub.Viewer
-
-	send    sync.Mutex  // held by whoever is sending for this attachment
-	pending atomic.Bool // kicked since the sender last looked
-	stopped bool        // guarded by send: detached, exited or failed
 }
 
 func newConn(s *Server, ws *websocket.Conn, remote string) *conn {
@@ -220,42 +198,6 @@ func (c *conn) sendLocked(m outMsg) error {
 		return fmt.Errorf("frontend: encode %v: %w", m["t"], err)
 	}
 	return c.writeLocked(websocket.TextMessage, b)
-}
-
-// minInline is room kept aside beyond the output itself for the control
-// messages that may go with it.
-const minInline = 512
-
-// tryWriter takes the write lock if it is free and the socket takes n
-// more bytes of output without blocking, and says whether it did.
-func (c *conn) tryWriter(n int) bool {
-	if c.raw == nil || !c.wmu.TryLock() {
-		return false
-	}
-	if sockRoom(c.raw) >= n+minInline {
-		return true
-	}
-	c.wmu.Unlock()
-	return false
-}
-
-// sockRoom is how many bytes a write to the TCP socket takes now without
-// waiting, from the kernel's own accounting (SO_MEMINFO: bytes queued,
-// overhead included, against the send buffer). It halves the free space
-// because queued bytes are counted with their buffers' overhead, and
-// keeps a frame header's worth aside.
-func sockRoom(rc syscall.RawConn) int {
-	var mi [unix.SK_MEMINFO_VARS]uint32
-	room := 0
-	rc.Control(func(fd uintptr) {
-		l := uint32(unsafe.Sizeof(mi))
-		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
-			uintptr(unsafe.Pointer(&mi[0])), uintptr(unsafe.Pointer(&l)), 0)
-		if e == 0 {
-			room = (int(mi[unix.SK_MEMINFO_SNDBUF])-int(mi[unix.SK_MEMINFO_WMEM_QUEUED]))/2 - 64
-		}
-	})
-	return room
 }
 
 func (c *conn) fail(op, code, text string) {
@@ -540,256 +482,6 @@ func (c *conn) create(m inMsg) {
 	c.s.lim.learned(info.ID, put.Limits)
 	c.log.Info("session created", "session", info.ID, "machine", machine, "unix_user", user, "rule", rep.Rule)
 	c.attach(m.T, put.Session, hub.Join{Mode: hub.ModeOwner}, pty, m.Cols, m.Rows)
-}
-
-func (c *conn) attachOp(m inMsg) {
-	g := c.signedIn(m.T)
-	if g == nil {
-		return
-	}
-	var tok []byte
-	if m.Share != "" {
-		var err error
-		if tok, err = base64.RawURLEncoding.DecodeString(m.Share); err != nil {
-			c.fail(m.T, rpc.CodeBadRequest, "share token is not base64url")
-			return
-		}
-	}
-	ctx, cancel := c.call()
-	defer cancel()
-	// Always ask ptystore, even when the hub streams the session already:
-	// it decides who may see it and in which mode.
-	rep, pty, err := c.s.cfg.Backend.PtyGet(ctx, msg.PtyGet{Grant: *g, ID: m.ID, ShareToken: tok})
-	if err != nil {
-		c.failErr(m.T, err)
-		return
-	}
-	c.s.lim.learned(rep.Session.ID, rep.Limits)
-	c.attach(m.T, rep.Session, hub.Join{Mode: rep.Mode, Shared: rep.Mode != msg.ModeOwner, Epoch: rep.Epoch}, pty, m.Cols, m.Rows)
-}
-
-// attach makes this connection a viewer of the session whose pty (a
-// master the hub takes over) it just got, and starts its sender.
-func (c *conn) attach(op string, info msg.SessionInfo, j hub.Join, pty *os.File, cols, rows uint16) {
-	c.attachOn(op, "", info, j, pty, cols, rows)
-}
-
-// attachOn is attach for a session of host ("" for this one), which the
-// hub keys by host and ID.
-func (c *conn) attachOn(op, host string, info msg.SessionInfo, j hub.Join, pty *os.File, cols, rows uint16) {
-	c.detach()
-	key := info.ID
-	if host != "" {
-		key = remoteKey(host, info.ID)
-	}
-	hs, err := c.s.hub.Adopt(key, pty)
-	if err != nil {
-		c.log.Error("adopt", "session", info.ID, "err", err)
-		c.fail(op, rpc.CodeInternal, "could not stream the session")
-		return
-	}
-	switch j.Mode {
-	case msg.ModeOwner, msg.ShareReadOnly, msg.ShareReadWrite:
-	default:
-		j.Mode = msg.ShareReadOnly // an unknown mode gets the least
-	}
-	j.User = c.grantUser()
-	c.serial++
-	a := &attachment{serial: c.serial, id: key, c: c}
-	// Output that arrives before "attached" is out waits: kicks find the
-	// sender busy and leave it pending.
-	a.send.Lock()
-	a.v, err = hs.Join(j, a.kick)
-	if err != nil {
-		// ptystore said yes, then the owner stopped sharing before we
-		// got here: the later word wins.
-		a.send.Unlock()
-		c.fail(op, msg.CodeBadGrant, "share token invalid or revoked: the owner stopped sharing this session")
-		return
-	}
-	mode := a.v.Mode()
-	if cols > 0 && rows > 0 && mode != msg.ShareReadOnly {
-		a.v.Resize(cols, rows)
-	}
-	c.att = a
-	c.send(outMsg{"t": "attached", "a": a.serial, "session": c.describeOn(host, info), "mode": mode, "window": c.s.hub.Window()})
-	a.send.Unlock()
-	a.kick()
-}
-
-func (c *conn) grantUser() string {
-	if c.grant == nil {
-		return ""
-	}
-	return c.grant.User
-}
-
-// detach stops the current attachment and waits for its sender, so that
-// no frame of it follows a later "attached".
-func (c *conn) detach() {
-	a := c.att
-	if a == nil {
-		return
-	}
-	c.att = nil
-	a.v.Detach()
-	a.send.Lock()
-	a.stopped = true
-	a.send.Unlock()
-	if isRemote(a.id) {
-		c.remoteGone(a.id)
-		return
-	}
-	c.s.lim.lastViewerGone(a.id)
-}
-
-const frameSize = 32 << 10
-
-// inlineMax is the most output sent on the goroutine that kicked.
-const inlineMax = 4 << 10
-
-var frameBufs = sync.Pool{New: func() any { b := make([]byte, frameSize); return &b }}
-
-// kick is the viewer's ready func: the hub calls it when there may be
-// something to send, from the pty reader or from whoever acknowledged,
-// attached or detached. It never blocks.
-func (a *attachment) kick() {
-	a.pending.Store(true)
-	for a.pending.Load() && a.send.TryLock() {
-		if !a.drain(true) {
-			return // a goroutine has the sender now
-		}
-		a.send.Unlock()
-	}
-}
-
-// drain sends what is ready; the caller holds a.send. Inline, it sends
-// only small output that the socket takes at once; otherwise it hands
-// a.send to a new goroutine that carries on, and returns false.
-func (a *attachment) drain(inline bool) bool {
-	// pending is cleared even once stopped, or kick would spin on it.
-	for a.pending.Swap(false) && !a.stopped {
-		for !a.stopped {
-			ok, n := a.v.Ready()
-			if !ok {
-				break
-			}
-			// Inline goes only what is small (an echo, a prompt) and only
-			// whole: cutting output to the socket's room would make small
-			// frames and small acks, and a burst sends faster from a
-			// goroutine of its own while the reader reads on (measured by
-			// BenchmarkCat100MB).
-			if inline && (n > inlineMax || !a.c.tryWriter(n)) {
-				a.pending.Store(true)
-				go a.carryOn()
-				return false
-			}
-			limit := frameSize
-			if inline {
-				limit = min(n, frameSize)
-			} else {
-				a.c.wmu.Lock()
-			}
-			a.sendOne(limit)
-			a.c.wmu.Unlock()
-		}
-	}
-	return true
-}
-
-// carryOn is the sender goroutine; it exists only while output is
-// waiting for the socket to take it.
-func (a *attachment) carryOn() {
-	for {
-		a.drain(false)
-		a.send.Unlock()
-		if !a.pending.Load() || !a.send.TryLock() {
-			return
-		}
-	}
-}
-
-// sendOne sends one Poll's worth, at most limit bytes of output, with the
-// sender and the write lock held. It takes a frame buffer only now, so an
-// idle attachment holds none.
-func (a *attachment) sendOne(limit int) {
-	c := a.c
-	bp := frameBufs.Get().(*[]byte)
-	defer frameBufs.Put(bp)
-	ev, err := a.v.Poll((*bp)[:limit])
-	if err == nil && ev.Skipped > 0 {
-		err = c.sendLocked(outMsg{"t": "skipped", "a": a.serial, "bytes": ev.Skipped})
-	}
-	if err == nil && ev.N > 0 {
-		err = c.writeLocked(websocket.BinaryMessage, (*bp)[:ev.N])
-	}
-	if err == nil && ev.Viewers {
-		if hs := c.s.hub.Get(a.id); hs != nil {
-			err = c.sendLocked(outMsg{"t": "viewers", "a": a.serial, "viewers": hs.Viewers()})
-		}
-	}
-	if err == nil && ev.Mode != "" {
-		err = c.sendLocked(outMsg{"t": "mode", "a": a.serial, "id": a.id, "mode": ev.Mode,
-			"message": "the owner made this session read-only"})
-	}
-	if err == nil && ev.Revoked {
-		c.sendLocked(outMsg{"t": "revoked", "a": a.serial, "id": a.id, "message": "the owner stopped sharing this session"})
-		a.stopped = true
-		return
-	}
-	if err == nil && ev.Kicked != "" {
-		// Signed out before the page hears it: once the message is on the
-		// wire the page may send its next op, and the reader must already
-		// find the grant gone (the sender can be descheduled between the
-		// two for as long as the machine likes).
-		c.idleOut()
-		c.sendLocked(outMsg{"t": "idle", "a": a.serial, "id": a.id, "message": ev.Kicked})
-		a.stopped = true
-		return
-	}
-	if err == nil && ev.Detached != "" {
-		c.sendLocked(outMsg{"t": "detached", "a": a.serial, "id": a.id, "message": ev.Detached})
-		a.stopped = true
-		return
-	}
-	if err == nil && ev.Exited {
-		c.sendLocked(outMsg{"t": "exit", "a": a.serial, "id": a.id})
-		a.stopped = true
-	}
-	if err != nil {
-		a.stopped = true
-	}
-}
-
-// input types a binary frame into the attached session. Refusals are
-// reported at most once a second so a read-only viewer leaning on the
-// keyboard does not flood itself with errors.
-func (c *conn) input(p []byte) {
-	a := c.att
-	if a == nil {
-		return
-	}
-	err := a.v.Input(p)
-	if err == nil {
-		return
-	}
-	if time.Since(c.lastRefus) < time.Second {
-		return
-	}
-	c.lastRefus = time.Now()
-	switch {
-	case errors.Is(err, hub.ErrRevoked):
-		c.fail("input", rpc.CodeForbidden, "the owner stopped sharing this session")
-	case errors.Is(err, hub.ErrDetached):
-		c.fail("input", msg.CodeFailed, "not attached to a session")
-	case errors.Is(err, hub.ErrReadOnly):
-		c.fail("input", rpc.CodeForbidden, "this session is shared with you read-only")
-	case errors.Is(err, hub.ErrInputFull):
-		c.fail("input", msg.CodeBusy, "the shell is not reading its input; keystrokes dropped")
-	default:
-		c.log.Info("input", "session", a.id, "err", err)
-		c.fail("input", msg.CodeFailed, "the session is not taking input")
-	}
 }
 
 func (c *conn) share(m inMsg) {

@@ -12,12 +12,15 @@
 // kill the process, which leaves a clear trace in the journal.
 //
 // Landlock and no_new_privs are per thread; a Go program already has
-// several threads by the time main runs, so both go through
-// syscall.AllThreadsSyscall, which works only in binaries built with
-// CGO_ENABLED=0 (as the helpers are). The seccomp filter is synced to
-// all threads by the kernel (SECCOMP_FILTER_FLAG_TSYNC), which also
-// carries no_new_privs to them; so a cgo build (a test's plain go build)
-// still gets the filter and no_new_privs everywhere, only no Landlock.
+// several threads by the time main runs. no_new_privs reaches them with
+// the seccomp filter, which the kernel syncs to every thread
+// (SECCOMP_FILTER_FLAG_TSYNC, which carries the caller's no_new_privs);
+// Landlock is enforced after that through syscall.AllThreadsSyscall,
+// which works only in binaries built with CGO_ENABLED=0 (as the helpers
+// are). So a cgo build (a test's plain go build) still gets the filter
+// and no_new_privs everywhere, only no Landlock. The filter lets
+// landlock_restrict_self (flags 0) through for that last step; it can
+// only ever narrow what the process may do.
 package confine
 
 import (
@@ -97,16 +100,11 @@ var errCgo = errors.New("confine: built with cgo")
 // and before it serves anything.
 func Apply(p Profile) (Status, error) {
 	var st Status
-	// Everything below runs on this one thread: in a cgo build it is the
-	// thread whose no_new_privs the seccomp sync hands to the others.
+	// Everything below runs on this one thread: the seccomp sync hands
+	// its no_new_privs to the others.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); errors.Is(err, errCgo) {
-		st.Cgo = true
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return st, fmt.Errorf("confine %s: no_new_privs: %w", p.Name, err)
-		}
-	} else if err != nil {
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return st, fmt.Errorf("confine %s: no_new_privs: %w", p.Name, err)
 	}
 	// The executable's directory only when this process can reach it: a
@@ -122,25 +120,47 @@ func Apply(p Profile) (Status, error) {
 	if p.Listen != "" {
 		p.Write = append(p.Write, filepath.Dir(p.Listen))
 	}
-	if !st.Cgo {
-		if _, err := abi(); err != nil {
-			st.Refused = err
-		} else {
-			v, err := landlock(p)
-			if err != nil {
-				return st, fmt.Errorf("confine %s: landlock: %w", p.Name, err)
-			}
-			st.Landlock = v
-		}
+	// The ruleset is built now, while the landlock calls are allowed, and
+	// enforced after the filter: every thread needs no_new_privs for
+	// landlock_restrict_self, and the filter's TSYNC gives it to all of
+	// them in the one call, where setting it on each thread would take a
+	// round of signals to every thread of its own (half a millisecond of
+	// every Accept=yes call, bench/NOTES.md).
+	rs := -1
+	if cgoBuild {
+		st.Cgo = true
+	} else if _, err := abi(); err != nil {
+		st.Refused = err
+	} else if fd, v, err := ruleset(p); err != nil {
+		return st, fmt.Errorf("confine %s: landlock: %w", p.Name, err)
+	} else if v > 0 {
+		rs, st.Landlock = fd, v
+		defer unix.Close(rs)
 	}
 	if nativeArch == 0 {
-		// No table for this architecture: Status says so, the helper logs it.
-		return st, nil
+		// No table for this architecture, so no TSYNC to carry
+		// no_new_privs: every thread sets it itself. Status says
+		// there is no filter; the helper logs it.
+		if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil && !errors.Is(err, errCgo) {
+			return st, fmt.Errorf("confine %s: no_new_privs: %w", p.Name, err)
+		}
+	} else {
+		if err := seccomp(p, rs); err != nil {
+			return st, fmt.Errorf("confine %s: seccomp: %w", p.Name, err)
+		}
+		st.Seccomp = true
 	}
-	if err := seccomp(p); err != nil {
-		return st, fmt.Errorf("confine %s: seccomp: %w", p.Name, err)
+	if rs >= 0 {
+		err := allThreads(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(rs), 0, 0)
+		switch {
+		case errors.Is(err, errCgo):
+			// A cgo build cannot reach every thread; rather no Landlock
+			// than Landlock on some threads only.
+			st.Cgo, st.Landlock = true, 0
+		case err != nil:
+			return st, fmt.Errorf("confine %s: landlock: restrict self: %w", p.Name, err)
+		}
 	}
-	st.Seccomp = true
 	return st, nil
 }
 
@@ -222,10 +242,13 @@ func abi() (int, error) {
 	return 0, fmt.Errorf("landlock_create_ruleset refused: %w", e)
 }
 
-func landlock(p Profile) (int, error) {
+// ruleset makes the Landlock ruleset for p and returns its fd with the
+// ABI version it was made for (0 and no fd when the kernel has no
+// Landlock); the caller enforces and closes it.
+func ruleset(p Profile) (int, int, error) {
 	abi, _ := abi()
 	if abi == 0 {
-		return 0, nil
+		return -1, 0, nil
 	}
 	attr := rulesetAttr{fs: fsV1}
 	size := uintptr(8) // the fields known to this ABI: fs, then net, then scoped
@@ -250,9 +273,14 @@ func landlock(p Profile) (int, error) {
 	}
 	fd, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), size, 0)
 	if e != 0 {
-		return 0, fmt.Errorf("create ruleset: %w", e)
+		return -1, 0, fmt.Errorf("create ruleset: %w", e)
 	}
-	defer unix.Close(int(fd))
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(int(fd))
+		}
+	}()
 	add := func(path string, rights uint64) error {
 		f, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -283,36 +311,34 @@ func landlock(p Profile) (int, error) {
 	}
 	for _, path := range p.Read {
 		if err := add(path, readRights); err != nil {
-			return 0, err
+			return -1, 0, err
 		}
 	}
 	for _, path := range p.Write {
 		if err := add(path, writeRights); err != nil {
-			return 0, err
+			return -1, 0, err
 		}
 	}
 	if p.Exec {
 		for _, path := range []string{"/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc"} {
 			if err := add(path, readRights|unix.LANDLOCK_ACCESS_FS_EXECUTE); err != nil {
-				return 0, err
+				return -1, 0, err
 			}
 		}
 	}
 	if p.Pty {
 		for _, path := range []string{"/dev/ptmx", "/dev/pts"} {
 			if err := add(path, readRights|unix.LANDLOCK_ACCESS_FS_WRITE_FILE|unix.LANDLOCK_ACCESS_FS_IOCTL_DEV); err != nil {
-				return 0, err
+				return -1, 0, err
 			}
 		}
 	}
 	// /dev/null and friends: the runtime and os/exec open them.
 	for _, path := range []string{"/dev/null", "/dev/urandom"} {
 		if err := add(path, readRights|unix.LANDLOCK_ACCESS_FS_WRITE_FILE); err != nil {
-			return 0, err
+			return -1, 0, err
 		}
 	}
-	if err := allThreads(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); err != nil {
-		return 0, fmt.Errorf("restrict self: %w", err)
-	}
-	return abi, nil
+	ok = true
+	return int(fd), abi, nil
 }

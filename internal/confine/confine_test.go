@@ -156,7 +156,12 @@ func TestConfined(t *testing.T) {
 		{"connect", c.sock, "ok"},
 		{"spawn", "/bin/true", "EPERM"},
 		{"prctl", "", "EPERM"},
+		{"landlock", "", "EPERM"},
 		{"threads", "", "ok"},
+		// Threads from before Apply, each trying on its own.
+		{"early", filepath.Join(readDir, "file"), "ok"},
+		{"early", filepath.Join(outside, "file"), ll("EACCES")},
+		{"early", "/etc/hostname", ll("EACCES")},
 	} {
 		if got, _ := c.probe(t, tc.probe, tc.arg); got != tc.want {
 			t.Errorf("%s %s: %s, want %s", tc.probe, tc.arg, got, tc.want)

@@ -106,9 +106,12 @@ func Load(path string) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("buildid: manifest: %w", err)
 	}
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("buildid: manifest %s: %w", path, err)
+	m, ok := decodeManifest(b)
+	if !ok {
+		m = Manifest{}
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, fmt.Errorf("buildid: manifest %s: %w", path, err)
+		}
 	}
 	if m.Version != 1 {
 		return nil, fmt.Errorf("buildid: manifest %s: version %d, want 1", path, m.Version)

@@ -167,7 +167,7 @@ func BenchmarkCall(b *testing.B) {
 				k.call()
 			}
 		}
-		for round := range nRounds {
+		for round := range nRounds(7) {
 			lat := map[string][]time.Duration{}
 			for i := range kinds {
 				k := kinds[(i+round)%len(kinds)]
@@ -232,7 +232,7 @@ func BenchmarkParallel8(b *testing.B) {
 		parallel(b, 400, c.raw)
 		parallel(b, 400, noBuf(c.standalone))
 		parallel(b, 400, noBuf(c.run))
-		for range nRounds {
+		for range nRounds(15) {
 			raw := parallel(b, perRound, c.raw)
 			alone := parallel(b, perRound, noBuf(c.standalone))
 			run := parallel(b, perRound, noBuf(c.run))

@@ -94,7 +94,7 @@ func BenchmarkSpawn(b *testing.B) {
 			batch(name, call) // warm the page cache and the runner
 			batch(name, forkExec(name))
 		}
-		for range nRounds {
+		for range nRounds(11) {
 			for _, name := range []string{"auth", "policy"} {
 				base, baseLat := batch(name, forkExec(name))
 				per, lat := batch(name, calls[name])

@@ -118,13 +118,17 @@ func BenchmarkEcho(b *testing.B) {
 		_, err := io.ReadFull(m, one[:1])
 		return time.Since(t), err
 	}
+	fe, err := env.s.WaitChild("sluice-frontend")
+	if err != nil {
+		b.Fatal(err)
+	}
 	r := rounds{}
 	for b.Loop() {
 		for range 200 {
 			wsEcho()
 			ptyEcho()
 		}
-		for range nRounds {
+		for range nRounds(15) {
 			var dl, wl []time.Duration
 			for range perRound {
 				d, err := ptyEcho()
@@ -133,6 +137,7 @@ func BenchmarkEcho(b *testing.B) {
 				}
 				dl = append(dl, d)
 			}
+			sw0 := switches(b, fe)
 			for range perRound {
 				d, err := wsEcho()
 				if err != nil {
@@ -140,6 +145,7 @@ func BenchmarkEcho(b *testing.B) {
 				}
 				wl = append(wl, d)
 			}
+			r.add("frontend-switches-per-key", float64(switches(b, fe)-sw0)/perRound)
 			us := func(d time.Duration) float64 { return float64(d) / 1e3 }
 			d50, d99, w50, w99 := quantile(dl, .5), quantile(dl, .99), quantile(wl, .5), quantile(wl, .99)
 			r.add("direct-p50-us", us(d50))
@@ -218,6 +224,31 @@ func BenchmarkCat100MB(b *testing.B) {
 	}
 	b.Logf("\n%s", r)
 	r.report(b)
+}
+
+// switches is how many times the threads of process pid have been off a
+// CPU, asleep or preempted (voluntary and nonvoluntary context switches):
+// per key, the frontend's wake-ups on the echo's way.
+func switches(tb testing.TB, pid int) int {
+	tb.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		tb.Fatalf("threads of %d: %v", pid, err)
+	}
+	n := 0
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue // a thread gone since the glob; its count goes with it
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && strings.HasSuffix(f[0], "_ctxt_switches:") {
+				k, _ := strconv.Atoi(f[1])
+				n += k
+			}
+		}
+	}
+	return n
 }
 
 // rssKiB is a process's resident memory.

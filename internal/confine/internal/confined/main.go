@@ -37,6 +37,7 @@ func main() {
 	spawn := flag.Bool("exec", false, "profile allows starting programs")
 	ptys := flag.Bool("pty", false, "profile allows opening new ptys")
 	die := flag.String("die", "", "after confining, make this killing call: mount, ptrace, unshare, setuid, execve")
+	exit := flag.String("exit", "", "exit at once \"before\" or \"after\" confining (to time Apply)")
 	flag.Parse()
 
 	var l interface{ Close() error }
@@ -55,6 +56,10 @@ func main() {
 		}}, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 		ul = func() error { return srv.Serve(context.Background(), lis) }
 	}
+	startEarly()
+	if *exit == "before" {
+		os.Exit(0)
+	}
 	p := confine.Profile{Name: "confined", Exec: *spawn, Pty: *ptys}
 	if *read != "" {
 		p.Read = append(p.Read, *read)
@@ -68,6 +73,9 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println("confined:", st)
+	if *exit == "after" {
+		os.Exit(0)
+	}
 	if *die != "" {
 		var err error
 		switch *die {
@@ -92,6 +100,58 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// early are goroutines locked to threads of their own from before Apply,
+// so the "early" probe can act on threads Apply had to reach from outside.
+var early []chan earlyReq
+
+const nEarly = 4
+
+type earlyReq struct {
+	path  string
+	reply chan error
+}
+
+func startEarly() {
+	var started sync.WaitGroup
+	for range nEarly {
+		ask := make(chan earlyReq)
+		early = append(early, ask)
+		started.Add(1)
+		go func() {
+			// Locked and never unlocked: this goroutine's thread is its
+			// own from before confinement until the process ends, and
+			// the open below is made on it.
+			runtime.LockOSThread()
+			started.Done()
+			for r := range ask {
+				fd, err := unix.Open(r.path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+				if err == nil {
+					unix.Close(fd)
+				}
+				r.reply <- err
+			}
+		}()
+	}
+	started.Wait()
+}
+
+// readOnEarly has every early thread open path and returns their common
+// result (nil when all succeeded), or an error when they differ.
+func readOnEarly(path string) error {
+	var errs []error
+	for _, ask := range early {
+		r := earlyReq{path: path, reply: make(chan error)}
+		ask <- r
+		errs = append(errs, <-r.reply)
+	}
+	for _, e := range errs[1:] {
+		if e != errs[0] {
+			return fmt.Errorf("early threads disagree: %v", errs)
+		}
+	}
+	return errs[0]
 }
 
 // handle answers one probe: the request body is the probe name and an
@@ -142,6 +202,10 @@ func handle(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 			}()
 		}
 		wg.Wait()
+	case "early":
+		// Threads that existed before Apply must be as confined as the
+		// rest: each tries to read arg on its own thread.
+		err = readOnEarly(arg)
 	case "pty":
 		// A new pty, slave included, and a terminal ioctl on each.
 		var m, s *os.File
@@ -149,6 +213,15 @@ func handle(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 			_, err = unix.IoctlGetWinsize(int(s.Fd()), unix.TIOCGWINSZ)
 			m.Close()
 			s.Close()
+		}
+	case "landlock":
+		// The one landlock call the filter lets through, with flags
+		// (refused), and the call that makes rulesets (refused).
+		if _, _, e := unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, ^uintptr(0), unix.LANDLOCK_RESTRICT_SELF_LOG_SUBDOMAINS_OFF, 0); e != 0 {
+			err = e
+		}
+		if _, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION); e != unix.EPERM {
+			err = fmt.Errorf("landlock_create_ruleset: %v, %w", e, err)
 		}
 	case "prctl":
 		err = unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)

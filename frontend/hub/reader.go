@@ -1,0 +1,270 @@
+package hub
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func (s *Session) readLoop() {
+	defer s.finish()
+	var timer *time.Timer
+	for {
+		s.mu.Lock()
+		n, wait := s.allowanceLocked(time.Now())
+		s.mu.Unlock()
+		if n == 0 {
+			var tc <-chan time.Time
+			if wait > 0 {
+				if timer == nil {
+					timer = time.NewTimer(wait)
+				} else {
+					timer.Reset(wait)
+				}
+				tc = timer.C
+			}
+			select {
+			case <-s.kick:
+			case <-tc:
+			case <-s.closing:
+				s.setErr(os.ErrClosed)
+				return
+			}
+			if timer != nil {
+				timer.Stop()
+			}
+			continue
+		}
+		got, err := s.readOnce(n)
+		if err != nil {
+			s.setErr(err)
+			return
+		}
+		if got {
+			continue
+		}
+		// Waiting for output needs no kick: acknowledgements only
+		// widen an allowance that is already there.
+		if err := s.rw.wait(); err != nil {
+			select {
+			case <-s.closing:
+				err = os.ErrClosed
+			default:
+				err = fmt.Errorf("hub: %s: %w", s.id, err)
+			}
+			s.setErr(err)
+			return
+		}
+	}
+}
+
+func (s *Session) setErr(err error) {
+	s.mu.Lock()
+	if s.readErr == nil {
+		s.readErr = err
+	}
+	s.mu.Unlock()
+}
+
+// burstRead is the least a pty read returns while its shell is writing
+// faster than it is read.
+const burstRead = 2 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// readOnce appends one read of at most n bytes to the ring, and reports
+// false when the pty has nothing (EAGAIN). The buffer comes from a pool
+// and goes back before it returns, so an idle session holds none.
+func (s *Session) readOnce(n int) (bool, error) {
+	var rerr error
+	got := false
+	err := s.rc.Control(func(fd uintptr) {
+		bp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bp)
+		buf := (*bp)[:min(n, len(*bp))]
+		// A pty hands out at most its line discipline's buffer (4 KiB)
+		// per read; reading on while there is more makes a burst one
+		// ring write and one frame per viewer instead of one per 4 KiB.
+		// A short read means the shell is not writing fast, so an echo
+		// goes out without waiting for another read's EAGAIN.
+		k, m := 0, burstRead
+		for k < len(buf) && m >= burstRead && rerr == nil {
+			var err error
+			m, err = unix.Read(int(fd), buf[k:])
+			switch {
+			case err == unix.EINTR:
+				m = burstRead
+				continue
+			case err == unix.EAGAIN:
+				if k == 0 {
+					return
+				}
+			case err == unix.EIO || (err == nil && m == 0):
+				// EIO: no slave fd is open any more; the shell is gone and
+				// everything it wrote has been read.
+				rerr = io.EOF
+			case err != nil:
+				rerr = fmt.Errorf("hub: read %s: %w", s.id, err)
+			}
+			if err != nil || m == 0 {
+				break
+			}
+			k += m
+		}
+		got = true
+		if k > 0 {
+			s.mu.Lock()
+			s.ring.write(buf[:k])
+			s.ready = s.wakeViewersLocked(s.ready[:0], false)
+			s.mu.Unlock()
+		}
+	})
+	notify(s.ready)
+	clear(s.ready) // no viewer kept alive by the scratch list
+	s.ready = s.ready[:0]
+	if err != nil {
+		return false, err
+	}
+	return got, rerr
+}
+
+// allowanceLocked is how many bytes the reader may read now: as much as
+// the fullest pacing window has room for. When that is nothing and a
+// stall clock runs, wait is when to look again at the viewers holding it
+// back.
+//
+// A full viewer holds back the others only while one of them has room:
+// the reader would read for it. Only then does its stall clock run. A
+// viewer that is alone, or as far behind as the others, is flow control
+// doing its job (the shell waits for the pages), not a stall, however
+// slow the pages are: under load every page is slow, and cutting one off
+// would lose its bytes for nothing.
+func (s *Session) allowanceLocked(now time.Time) (n int, wait time.Duration) {
+	n = s.opt.ReadChunk
+	roomy := false // some pacing viewer would take more now
+	for _, v := range s.viewers {
+		if v.pacing && !v.lagging && int64(s.opt.Window)-v.backlogLocked() > 0 {
+			roomy = true
+			break
+		}
+	}
+	waiting := -1 // whether the pty has output waiting; -1: not asked yet
+	for _, v := range s.viewers {
+		if !v.pacing || v.lagging {
+			continue
+		}
+		space := int64(s.opt.Window) - v.backlogLocked()
+		if space > 0 {
+			n = min(n, int(space))
+			continue
+		}
+		n = 0
+		if !roomy {
+			v.heldLocked(now, false) // pauses its clock
+			continue
+		}
+		if waiting < 0 && v.delivered > v.acked {
+			waiting = 0
+			if s.outputWaiting() {
+				waiting = 1
+			}
+		}
+		if v.heldLocked(now, waiting == 1) {
+			v.lagging = true
+			s.opt.Log.Info("viewer stalled, no longer pacing", "session", s.id, "user", v.user, "held", v.held)
+			// It no longer holds the reader back; the others decide.
+			return s.allowanceLocked(now)
+		}
+		wait = s.opt.StallTimeout / stallTicks
+	}
+	return n, wait
+}
+
+// stallTicks is how many times per StallTimeout the reader looks again
+// at a viewer holding it back.
+const stallTicks = 8
+
+// heldLocked advances v's stall clock, v having filled its window, and
+// reports whether it has run out. The clock runs only while v is to
+// blame: it has bytes out (sent and not acknowledged; bytes not yet sent
+// wait on this process, not on the client), and the pty has output the
+// reader would take for another pacing viewer with room (else v holds
+// back no one, and the clock pauses). It
+// advances by what the reader sees between its looks, at most two ticks
+// at a time: a longer gap is time this process did not run, in which an
+// acknowledgement may have arrived unread. An acknowledgement resets it.
+func (v *Viewer) heldLocked(now time.Time, holding bool) bool {
+	if v.delivered == v.acked || !holding {
+		v.heldAt = time.Time{}
+		return false
+	}
+	if !v.heldAt.IsZero() {
+		v.held += min(now.Sub(v.heldAt), 2*v.s.opt.StallTimeout/stallTicks)
+	}
+	v.heldAt = now
+	return v.held >= v.s.opt.StallTimeout
+}
+
+// outputWaiting reports whether the pty has output, or a hangup, for the
+// reader.
+func (s *Session) outputWaiting() bool {
+	ready := true // when unsure, let the clock run
+	s.rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(p, 0); err == nil {
+			ready = n > 0
+		}
+	})
+	return ready
+}
+
+func (s *Session) finish() {
+	s.mu.Lock()
+	s.exited = true
+	ready := s.wakeViewersLocked(nil, false)
+	s.mu.Unlock()
+	notify(ready)
+	s.h.mu.Lock()
+	if s.h.sessions[s.id] == s {
+		delete(s.h.sessions, s.id)
+	}
+	s.h.mu.Unlock()
+	s.Close()
+	close(s.done)
+	if s.opt.OnExit != nil {
+		s.opt.OnExit(s)
+	}
+}
+
+func (s *Session) kickReader() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// wakeViewersLocked wakes every viewer waiting in Next and appends the
+// ones with a ready func to ready, for the caller to call once it has let
+// go of s.mu: a ready func may send, and sending takes s.mu.
+func (s *Session) wakeViewersLocked(ready []*Viewer, viewersChanged bool) []*Viewer {
+	for _, v := range s.viewers {
+		if viewersChanged {
+			v.viewersDirty = true
+		}
+		v.signal()
+		if v.ready != nil {
+			ready = append(ready, v)
+		}
+	}
+	return ready
+}
+
+func notify(vs []*Viewer) {
+	for _, v := range vs {
+		v.ready()
+	}
+}
