@@ -140,6 +140,7 @@ func (h *Hub) Adopt(id string, pty *os.File) (*Session, error) {
 		rc:      rc,
 		fd:      fd,
 		rw:      rw,
+		term:    terminalOf(fd),
 		ring:    ring{max: h.opt.RingMax},
 		kick:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
@@ -228,6 +229,8 @@ type Session struct {
 	rc  syscall.RawConn
 	fd  int     // f's, for its waiters; valid until f is closed
 	rw  *waiter // the reader's
+
+	term terminal // a pty master or a recorded session's socket (term.go)
 
 	mu      sync.Mutex
 	ring    ring
@@ -941,13 +944,17 @@ func (v *Viewer) Resize(cols, rows uint16) error {
 		return fmt.Errorf("hub: resize %s: %dx%d", v.s.id, cols, rows)
 	}
 	var ierr error
+	var b []byte
 	if err := v.s.rc.Control(func(fd uintptr) {
-		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: cols, Row: rows})
+		b, ierr = v.s.term.resize(int(fd), cols, rows)
 	}); err != nil {
 		return fmt.Errorf("hub: resize %s: %w", v.s.id, err)
 	}
 	if ierr != nil {
 		return fmt.Errorf("hub: resize %s: %w", v.s.id, ierr)
+	}
+	if len(b) > 0 {
+		return v.s.write(b)
 	}
 	return nil
 }
@@ -979,6 +986,10 @@ func (v *Viewer) Detach() {
 // goroutine that exists only while there is a backlog.
 func (s *Session) input(p []byte) error {
 	s.active.Store(time.Now().UnixNano())
+	return s.write(s.term.frame(p))
+}
+
+func (s *Session) write(p []byte) error {
 	s.inMu.Lock()
 	defer s.inMu.Unlock()
 	if len(s.inq) == 0 {

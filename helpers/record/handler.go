@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
-	"golang.org/x/sys/unix"
 
 	"sluice/helpers/grant"
 	"sluice/helpers/names"
 	"sluice/helpers/revoke"
 	"sluice/helpers/shell/pty"
+	"sluice/internal/termsock"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -82,11 +82,10 @@ func (h *Handler) Shell(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		closeAll(c.FDs)
 		return rpc.Reply{}, rpc.Errorf(msg.CodeBadRequest, "%v", err)
 	}
-	inner, outer := c.FDs[0], c.FDs[1]
-	sp, err := h.start(a, inner, outer)
+	inner := c.FDs[0]
+	sp, theirs, err := h.start(a, inner)
 	if err != nil {
 		inner.Close()
-		outer.Close()
 		h.log().Error("record: not recording", "session", a.Session, "err", err)
 		return rpc.Reply{}, rpc.Errorf(msg.CodeFailed, "recording unavailable: %v", err)
 	}
@@ -103,7 +102,9 @@ func (h *Handler) Shell(ctx context.Context, c *rpc.Call) (rpc.Reply, error) {
 		sp.file.Close()
 		log.Info("record: ended", "size", sp.W.Size(), "err", err)
 	}()
-	return rpc.Reply{Body: msg.RecordSessionReply{ID: a.Session}}, nil
+	// The server closes its copy of theirs once sent: from then on the
+	// recorder holds only its own end, and sees the other's shut down.
+	return rpc.Reply{Body: msg.RecordSessionReply{ID: a.Session}, FDs: []*os.File{theirs}}, nil
 }
 
 type started struct {
@@ -111,14 +112,16 @@ type started struct {
 	file *os.File
 }
 
-func (h *Handler) start(a msg.RecordSession, inner, outer *os.File) (*started, error) {
+// start creates the recording and the session socket, and returns the
+// splice (not yet running) and the socket's end for the caller.
+func (h *Handler) start(a msg.RecordSession, inner *os.File) (*started, *os.File, error) {
 	now := time.Now()
 	if err := h.Store.Prune(now); err != nil {
 		h.log().Warn("record: prune", "err", err)
 	}
 	f, err := h.Store.Create(a.Session)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	w, cols, rows := (*Writer)(nil), int(a.Width), int(a.Height)
 	if cols == 0 || rows == 0 {
@@ -131,34 +134,19 @@ func (h *Handler) start(a msg.RecordSession, inner, outer *os.File) (*started, e
 	}
 	w, err = NewWriter(f, h.Key, hdr, now, h.MaxSize)
 	if err == nil {
-		sp := &Splice{Inner: inner, Outer: outer, W: w, Input: a.Input, FailOpen: a.FailOpen, Log: h.log().With("id", a.Session), EndShell: h.EndShell}
-		if err = sp.Prepare(); err == nil {
-			h.takeTerminal(sp.Outer, a.Session)
-			return &started{Splice: sp, file: f}, nil
+		var mine, theirs *os.File
+		if mine, theirs, err = termsock.Pair(); err == nil {
+			sp := &Splice{Inner: inner, Outer: mine, W: w, Input: a.Input, FailOpen: a.FailOpen, Log: h.log().With("id", a.Session), EndShell: h.EndShell}
+			if err = sp.Prepare(); err == nil {
+				return &started{Splice: sp, file: f}, theirs, nil
+			}
+			theirs.Close()
 		}
 	}
 	// Nothing of the session was recorded: the file is not a recording.
 	os.Remove(f.Name())
 	f.Close()
-	return nil, err
-}
-
-// takeTerminal makes the outer pty this process's controlling terminal,
-// so that ending the session the frontend sees (ptystore's pty-drop
-// through the hangup helper, which signals the session a pty controls)
-// signals the recorder, which then hangs the shell up. Only a session
-// leader without a terminal can (one process per recording under
-// systemd, and the runner's "setsid"); otherwise the session still ends
-// when every copy of the outer master is closed.
-func (h *Handler) takeTerminal(outer *os.File, id string) {
-	rc, err := outer.SyscallConn()
-	if err != nil {
-		return
-	}
-	rc.Control(func(fd uintptr) { err = unix.IoctlSetInt(int(fd), unix.TIOCSCTTY, 0) })
-	if err != nil {
-		h.log().Warn("record: the outer pty is not this process's terminal: ending the session from ptystore will not reach the recorder", "id", id, "err", err)
-	}
+	return nil, nil, err
 }
 
 func validSession(a msg.RecordSession, fds []*os.File) error {
@@ -176,34 +164,13 @@ func validSession(a msg.RecordSession, fds []*os.File) error {
 			return fmt.Errorf("term %q has a character outside printable ASCII", a.Term)
 		}
 	}
-	if len(fds) != 2 {
-		return fmt.Errorf("record-session takes 2 fds (inner master, outer slave), got %d", len(fds))
+	if len(fds) != 1 {
+		return fmt.Errorf("record-session takes 1 fd (the shell's pty master), got %d", len(fds))
 	}
 	if err := pty.CheckMaster(fds[0]); err != nil {
 		return fmt.Errorf("fd 1: %w", err)
 	}
-	if !isPtySlave(fds[1]) {
-		return errors.New("fd 2 is not a pty slave")
-	}
 	return nil
-}
-
-// isPtySlave: a terminal that is not a master (TIOCGPTN works only on
-// masters).
-func isPtySlave(f *os.File) bool {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ok := false
-	rc.Control(func(fd uintptr) {
-		if _, err := unix.IoctlGetTermios(int(fd), unix.TCGETS); err != nil {
-			return
-		}
-		_, err := unix.IoctlGetInt(int(fd), unix.TIOCGPTN)
-		ok = err != nil
-	})
-	return ok
 }
 
 // Admin serves "admin to record": list, open, verify, for root and the

@@ -55,11 +55,11 @@ const (
 type Handler struct {
 	Backend Backend
 	Log     *slog.Logger
-	// Recorder hands a session's inner master and outer slave to the
-	// recording helper (record-session); nil: recording is unavailable,
-	// and a rule that records fails closed (or, fail-open, goes on
-	// unrecorded).
-	Recorder func(ctx context.Context, a msg.RecordSession, inner, outer *os.File) error
+	// Recorder hands a session's pty master to the recording helper
+	// (record-session) and returns the session socket the helper answers
+	// with (package termsock); nil: recording is unavailable, and a rule
+	// that records fails closed (or, fail-open, goes on unrecorded).
+	Recorder func(ctx context.Context, a msg.RecordSession, inner *os.File) (*os.File, error)
 }
 
 // Handle is the rpc handler for "policy to shell".
@@ -113,31 +113,25 @@ func (h *Handler) Handle(ctx context.Context, call *rpc.Call) (rpc.Reply, error)
 	}, nil
 }
 
-// record puts the recording helper between the shell's pty and a new
-// outer one, and returns the outer master, which is all the caller (and,
-// after it, policy, the frontend and ptystore) ever gets: no one but the
-// recorder holds the shell's master any more.
+// record puts the recording helper between the shell's pty and the
+// caller, and returns the recorder's session socket, which is all the
+// caller (and, after it, policy, the frontend and ptystore) ever gets: no
+// one but the recorder holds the shell's master any more.
 func (h *Handler) record(ctx context.Context, id string, open msg.OpenShell, inner *os.File) (*os.File, error) {
 	if h.Recorder == nil {
 		return nil, errors.New("no recording helper configured")
 	}
-	om, os_, err := pty.Open()
-	if err != nil {
-		return nil, err
-	}
-	defer os_.Close()
 	a := msg.RecordSession{Session: id, Requester: open.Requester, UnixUser: open.User, Machine: open.Machine,
 		Input: open.Record.Input, FailOpen: open.Record.FailOpen, Term: termOf(open.Env)}
 	if rows, cols, err := pty.GetSize(inner); err == nil {
 		a.Width, a.Height = cols, rows
-		pty.SetSize(om, rows, cols)
 	}
-	if err := h.Recorder(ctx, a, inner, os_); err != nil {
-		om.Close()
+	sock, err := h.Recorder(ctx, a, inner)
+	if err != nil {
 		return nil, err
 	}
 	inner.Close()
-	return om, nil
+	return sock, nil
 }
 
 func termOf(env []string) string {

@@ -127,7 +127,7 @@ func main() {
 		proto  string
 		maxFDs int
 		h      rpc.HandlerFunc
-	}{{"shell to record", 2, h.Shell}, {"admin to record", 0, h.Admin}, {"web to record", 0, h.Web}} {
+	}{{"shell to record", 1, h.Shell}, {"admin to record", 0, h.Admin}, {"web to record", 0, h.Web}} {
 		allow, err := f.Allow(r.proto)
 		if err != nil {
 			helper.Fatal(log, "--allow", err)

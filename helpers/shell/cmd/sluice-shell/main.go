@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -49,8 +50,9 @@ func main() {
 		// The embedded backend execs login shells, which would inherit
 		// the filter and no_new_privs (no sudo in them): only the machined
 		// backend, where machined starts the shell, confines itself.
-		// Pty: a recorded session gets a second, outer pty, made here
-		// (docs/recording.md).
+		// Pty: a recorded session's outer pty used to be made here; the
+		// recorder now answers with a socket, but dropping it waits for
+		// the nspawn test under real systemd.
 		confine.Helper(log, confine.Profile{Name: msg.Shell, Pty: true, Listen: f.Listen})
 	}
 	ctx, cancel := helper.Context()
@@ -60,18 +62,28 @@ func main() {
 	}
 }
 
-// recorder calls the recording helper; the client is made per call, so a
-// suite without one starts, and a rule that records fails closed.
-func recorder(ctx context.Context, a msg.RecordSession, inner, outer *os.File) error {
+// recorder calls the recording helper and returns the session socket it
+// answers with; the client is made per call, so a suite without one
+// starts, and a rule that records fails closed.
+func recorder(ctx context.Context, a msg.RecordSession, inner *os.File) (*os.File, error) {
 	cl, err := suite.Client(msg.Shell, "shell to record")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	args, err := msgpack.Marshal(a)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var rep msg.RecordSessionReply
-	_, err = cl.Call(ctx, msg.Request{Op: msg.OpRecordSession, Args: args}, []*os.File{inner, outer}, &rep)
-	return err
+	fds, err := cl.Call(ctx, msg.Request{Op: msg.OpRecordSession, Args: args}, []*os.File{inner}, &rep)
+	if err != nil {
+		return nil, err
+	}
+	if len(fds) != 1 {
+		for _, f := range fds {
+			f.Close()
+		}
+		return nil, fmt.Errorf("record-session answered with %d fds, want the session socket", len(fds))
+	}
+	return fds[0], nil
 }
