@@ -73,8 +73,13 @@ func Serve(log *slog.Logger) int {
 	if err != nil {
 		return fail(err)
 	}
+	// A cgroup fd, when there is one, is where the shell must start: the
+	// hangup helper ends the session through it (fail closed).
 	var cgroup *os.File
-	if st, err := os.Stat("/proc/self/fd/" + strconv.Itoa(CgroupFD)); err == nil && st.IsDir() {
+	if st, err := os.Stat("/proc/self/fd/" + strconv.Itoa(CgroupFD)); err == nil {
+		if !st.IsDir() {
+			return fail(errors.New("login: the session's cgroup (fd 4) is not a directory; the session was not started"))
+		}
 		cgroup = os.NewFile(CgroupFD, "cgroup")
 	}
 	s, err := begin(req, slave, line)
@@ -212,10 +217,10 @@ func (s *session) start(req Request, cgroup *os.File) error {
 	s.shell = newCmd()
 	err := s.shell.Start()
 	if err != nil && attr.UseCgroupFD {
-		slog.Warn("login: starting in the session's cgroup failed, starting without", "err", err)
-		attr.UseCgroupFD = false
-		s.shell = newCmd()
-		err = s.shell.Start()
+		// Not started without it: a session outside its cgroup cannot be
+		// ended whole (what setsid's away survives the hangup).
+		s.shell = nil
+		return fmt.Errorf("login: start %s for %s in the session's cgroup: %w; the session was not started", path, req.User, err)
 	}
 	if err != nil {
 		s.shell = nil
