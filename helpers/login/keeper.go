@@ -73,14 +73,15 @@ func Serve(log *slog.Logger) int {
 	if err != nil {
 		return fail(err)
 	}
-	// A cgroup fd, when there is one, is where the shell must start: the
-	// hangup helper ends the session through it (fail closed).
+	// The session's cgroup, when the helper passed one, is where the shell
+	// must start: the hangup helper ends the session through it (fail
+	// closed).
 	var cgroup *os.File
-	if st, err := os.Stat("/proc/self/fd/" + strconv.Itoa(CgroupFD)); err == nil {
-		if !st.IsDir() {
-			return fail(errors.New("login: the session's cgroup (fd 4) is not a directory; the session was not started"))
-		}
+	if st, err := os.Stat("/proc/self/fd/" + strconv.Itoa(CgroupFD)); err == nil && st.IsDir() {
 		cgroup = os.NewFile(CgroupFD, "cgroup")
+	}
+	if req.Cgroup && cgroup == nil {
+		return fail(errors.New("login: the session's cgroup (fd 4) is not there; the session was not started"))
 	}
 	s, err := begin(req, slave, line)
 	if err != nil {
