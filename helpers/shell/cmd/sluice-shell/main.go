@@ -50,10 +50,9 @@ func main() {
 		// The embedded backend execs login shells, which would inherit
 		// the filter and no_new_privs (no sudo in them): only the machined
 		// backend, where machined starts the shell, confines itself.
-		// Pty: a recorded session's outer pty used to be made here; the
-		// recorder now answers with a socket, but dropping it waits for
-		// the nspawn test under real systemd.
-		confine.Helper(log, confine.Profile{Name: msg.Shell, Pty: true, Listen: f.Listen})
+		// No Pty: it opens no pty (a recorded session's outer pty was
+		// made here until the recorder answered with a socket).
+		confine.Helper(log, confine.Profile{Name: msg.Shell, Listen: f.Listen})
 	}
 	ctx, cancel := helper.Context()
 	defer cancel()
