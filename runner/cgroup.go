@@ -31,10 +31,15 @@ func sessionCgroupsDir(root bool) string {
 // in the same cgroup (sessions have random names), so it stays at stop.
 func (r *Runner) makeSessionCgroups() {
 	if r.sessionCG == "" {
+		if r.root {
+			r.log.Warn("runner: no cgroup v2 found: no per-session cgroups, so ending a session cannot reach what left it with setsid")
+		}
 		return
 	}
 	if err := os.Mkdir(r.sessionCG, 0o755); err != nil && !os.IsExist(err) {
-		r.log.Warn("runner: no per-session cgroups: ending a session cannot reach what left it with setsid", "dir", r.sessionCG, "err", err)
+		// Still passed on: the shell helper then refuses every session
+		// rather than start one that ending could not reach whole.
+		r.log.Error("runner: the per-session cgroups' directory cannot be made: every shell session will be refused", "dir", r.sessionCG, "err", err)
 		return
 	}
 	sessioncg.Sweep(r.sessionCG)

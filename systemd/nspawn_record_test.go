@@ -17,6 +17,7 @@ import (
 
 	"sluice/helpers/record/recordtest"
 	"sluice/internal/grant"
+	"sluice/internal/termsock"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
@@ -182,7 +183,16 @@ func recordClientRole(args []string) error {
 		}
 		master := fds[0]
 		defer master.Close()
-		if _, err := master.WriteString("echo $((6*7))-recorded\n"); err != nil {
+		// A recorded session's fd is the recorder's socket, which takes
+		// typed bytes as frames, as the frontend's hub writes them.
+		if !termsock.Is(master) {
+			return errors.New("a recorded session's fd is not the recorder's socket")
+		}
+		typeIn := func(s string) error {
+			_, err := master.Write(termsock.AppendInput(nil, []byte(s)))
+			return err
+		}
+		if err := typeIn("echo $((6*7))-recorded\n"); err != nil {
 			return err
 		}
 		r := bufio.NewReader(master)
@@ -190,7 +200,7 @@ func recordClientRole(args []string) error {
 			line, err := r.ReadString('\n')
 			if !answered && strings.Contains(line, "42-recorded") {
 				answered = true
-				if _, err := master.WriteString("exit\n"); err != nil {
+				if err := typeIn("exit\n"); err != nil {
 					return err
 				}
 			}
@@ -198,7 +208,7 @@ func recordClientRole(args []string) error {
 				if !answered {
 					return fmt.Errorf("reading the shell: %w", err)
 				}
-				// EIO: the shell exited and the recorder hung up.
+				// EOF: the shell exited and the recorder closed its end.
 				fmt.Printf("RECORDED %s\n", rep.Session.ID)
 				return nil
 			}

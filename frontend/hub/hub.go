@@ -136,6 +136,7 @@ func (h *Hub) Adopt(id string, pty *os.File) (*Session, error) {
 		rc:      rc,
 		fd:      fd,
 		rw:      rw,
+		term:    terminalOf(fd),
 		ring:    ring{max: h.opt.RingMax},
 		kick:    make(chan struct{}, 1),
 		closing: make(chan struct{}),

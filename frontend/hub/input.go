@@ -14,6 +14,10 @@ import (
 // goroutine that exists only while there is a backlog.
 func (s *Session) input(p []byte) error {
 	s.active.Store(time.Now().UnixNano())
+	return s.write(s.term.frame(p))
+}
+
+func (s *Session) write(p []byte) error {
 	s.inMu.Lock()
 	defer s.inMu.Unlock()
 	if len(s.inq) == 0 {

@@ -17,6 +17,8 @@ type Session struct {
 	fd  int     // f's, for its waiters; valid until f is closed
 	rw  *waiter // the reader's
 
+	term terminal // a pty master or a recorded session's socket (term.go)
+
 	mu      sync.Mutex
 	ring    ring
 	viewers []*Viewer

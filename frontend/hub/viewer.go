@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Viewer is one client's view of a session.
@@ -211,13 +209,17 @@ func (v *Viewer) Resize(cols, rows uint16) error {
 		return fmt.Errorf("hub: resize %s: %dx%d", v.s.id, cols, rows)
 	}
 	var ierr error
+	var b []byte
 	if err := v.s.rc.Control(func(fd uintptr) {
-		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: cols, Row: rows})
+		b, ierr = v.s.term.resize(int(fd), cols, rows)
 	}); err != nil {
 		return fmt.Errorf("hub: resize %s: %w", v.s.id, err)
 	}
 	if ierr != nil {
 		return fmt.Errorf("hub: resize %s: %w", v.s.id, ierr)
+	}
+	if len(b) > 0 {
+		return v.s.write(b)
 	}
 	return nil
 }

@@ -458,6 +458,17 @@ func TestPutRefused(t *testing.T) {
 			t.Cleanup(func() { m.Close() })
 			return offer{s, func() bool { return hungUp(int(m.Fd())) }}
 		}, sessionInfo("p", "alice"), rpc.CodeBadRequest},
+		// Only a stream socket is a recorded session's (termsock).
+		{"seqpacket socket", func(t *testing.T) offer {
+			fds, _ := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
+			t.Cleanup(func() { unix.Close(fds[1]) })
+			return offer{os.NewFile(uintptr(fds[0]), "seq"), nil}
+		}, sessionInfo("p", "alice"), rpc.CodeBadRequest},
+		{"datagram socket", func(t *testing.T) offer {
+			fds, _ := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+			t.Cleanup(func() { unix.Close(fds[1]) })
+			return offer{os.NewFile(uintptr(fds[0]), "dgram"), nil}
+		}, sessionInfo("p", "alice"), rpc.CodeBadRequest},
 		{"/dev/null", func(t *testing.T) offer {
 			f, _ := os.Open("/dev/null")
 			return offer{f, nil}

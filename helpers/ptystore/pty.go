@@ -1,13 +1,16 @@
 package ptystore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"sluice/internal/pty"
+	"sluice/internal/termsock"
 )
 
 // ErrNotPTY: the fd offered is not a pty master.
@@ -15,6 +18,62 @@ var ErrNotPTY = pty.ErrNotMaster
 
 // CheckMaster reports whether f is a Unix98 pty master (pty.CheckMaster).
 func CheckMaster(f *os.File) error { return pty.CheckMaster(f) }
+
+// sessionFD says what a session's fd is: a pty master, or the socket of
+// a recorded session (package termsock), whose other end the recording
+// helper holds. It is the kernel's answer about the open file (TIOCGPTN on
+// the ptmx inode, SO_DOMAIN and SO_TYPE), so the frontend putting it
+// cannot choose how ptystore ends the session. Anything else is
+// ErrNotPTY.
+func sessionFD(f *os.File) (sock bool, err error) {
+	err = CheckMaster(f)
+	if err == nil {
+		return false, nil
+	}
+	if termsock.Is(f) {
+		return true, nil
+	}
+	return false, err
+}
+
+// EndSocketMax bounds the wait for a recorder to end its session when the
+// caller set no deadline: the hangup helper's grace and SIGKILL rounds
+// fit in it.
+const EndSocketMax = 20 * time.Second
+
+// endSocket ends a recorded session, whose fd is the socket to its
+// recorder: shutdown(SHUT_WR) acts on the socket every copy shares (the
+// frontend's too: it can type no more), and the recorder, seeing it, seals
+// the recording, has the hangup helper end the shell's session and only
+// then closes its end. That close is what this waits for (POLLHUP), so
+// ending a recorded session returns once its shell is gone, as for a pty.
+func endSocket(ctx context.Context, f *os.File) error {
+	fd := int(f.Fd())
+	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil && !errors.Is(err, unix.ENOTCONN) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(EndSocketMax)
+	}
+	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+	for {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return errors.New("the recorder did not end the session in time")
+		}
+		_, err := unix.Poll(p, int(min(wait, 100*time.Millisecond)/time.Millisecond)+1)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("poll: %w", err)
+		}
+		if p[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("waiting for the recorder: %w", ctx.Err())
+		}
+	}
+}
 
 // hungUp reports whether every slave fd of the pty master fd is closed:
 // the master then polls POLLHUP. A master that is not valid any more counts

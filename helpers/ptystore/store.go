@@ -68,6 +68,7 @@ type session struct {
 	epoch   uint32 // share epoch; see token.go
 	name    string // fd store name
 	f       *os.File
+	sock    bool      // f is a recorded session's socket, not a pty master (sessionFD)
 	serial  uint64    // epoll key; never reused, unlike fd numbers
 	suspect time.Time // when a POLLHUP seen on the master is confirmed; zero: none seen
 	lim     sessionLimits
@@ -164,11 +165,13 @@ func (s *Store) Close() {
 	unix.Close(s.stopfd)
 }
 
-// Put takes ownership of f, a pty master, and holds it for the session.
+// Put takes ownership of f, a pty master or a recorded session's socket
+// (sessionFD), and holds it for the session.
 // The session starts private with share epoch 0; Created is filled in when
 // zero. On any error f is closed.
 func (s *Store) Put(info msg.SessionInfo, f *os.File) (msg.SessionInfo, error) {
-	if err := CheckMaster(f); err != nil {
+	sock, err := sessionFD(f)
+	if err != nil {
 		f.Close()
 		return info, err
 	}
@@ -207,7 +210,7 @@ func (s *Store) Put(info msg.SessionInfo, f *os.File) (msg.SessionInfo, error) {
 		return info, err
 	}
 	// Whoever put it is streaming it.
-	if err := s.addLocked(&session{info: info, name: name, f: f, lim: sessionLimits{attached: true, seen: now}}); err != nil {
+	if err := s.addLocked(&session{info: info, name: name, f: f, sock: sock, lim: sessionLimits{attached: true, seen: now}}); err != nil {
 		s.unstore(name)
 		f.Close()
 		return info, err
@@ -263,7 +266,12 @@ func (s *Store) removeLocked(se *session, hang bool) {
 	// Before the close: epoll watches the open file, which others still
 	// hold, not our fd, and would go on reporting it.
 	unix.EpollCtl(s.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-	if hang {
+	if hang && se.sock {
+		// The recorder ends the shell's session when it sees this.
+		if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil && !errors.Is(err, unix.ENOTCONN) {
+			s.log.Warn("ptystore: shutdown of a recorded session's socket", "id", se.info.ID, "err", err)
+		}
+	} else if hang {
 		if err := hangup(fd); errors.Is(err, unix.EPERM) {
 			// The usual case without root or CAP_KILL, not a fault.
 			s.log.Info("ptystore: may not signal the session; it hangs up when the last copy of its pty is closed", "id", se.info.ID, "err", err)
@@ -285,8 +293,9 @@ func (s *Store) Adopt(files []*os.File) {
 	for _, f := range files {
 		name := f.Name()
 		info, epoch, err := parseFDName(name)
+		sock := false
 		if err == nil {
-			err = CheckMaster(f)
+			sock, err = sessionFD(f)
 		}
 		if err != nil {
 			s.log.Warn("ptystore: discarding stored fd", "name", name, "err", err)
@@ -296,7 +305,7 @@ func (s *Store) Adopt(files []*os.File) {
 		}
 		// Nobody is known to watch it until the frontend says so, and
 		// its limits are unknown until policy is asked (enforce does).
-		se := &session{info: info, epoch: epoch, name: name, f: f, lim: sessionLimits{seen: time.Now()}}
+		se := &session{info: info, epoch: epoch, name: name, f: f, sock: sock, lim: sessionLimits{seen: time.Now()}}
 		if old := byID[info.ID]; old != nil {
 			keep, drop := old, se
 			if se.epoch > old.epoch {
@@ -412,7 +421,12 @@ func (s *Store) drop(ctx context.Context, id string, auth func(msg.SessionInfo) 
 	se.ending = true
 	s.mu.Unlock()
 
-	herr := s.cfg.Hangup(ctx, f)
+	var herr error
+	if se.sock {
+		herr = endSocket(ctx, f)
+	} else {
+		herr = s.cfg.Hangup(ctx, f)
+	}
 	f.Close()
 
 	s.mu.Lock()

@@ -13,13 +13,14 @@ import (
 	"time"
 
 	"sluice/internal/pty"
+	"sluice/internal/termsock"
 )
 
 // Recording on against off, measured in the same run (make bench, issue
 // 14): "off" reads the shell's pty master directly, as ptystore and the
 // frontend do without a record rule; "on" puts the recorder between it
-// and a second pty and reads that one's master, with the recording
-// written to a file. The two alternate, so a burst of load on the machine
+// and the session socket and reads (and types into, framed) the socket's
+// other end, as the frontend does, with the recording written to a file. The two alternate, so a burst of load on the machine
 // falls on both alike. The frontend's WebSocket path comes on top of
 // either, unchanged, so the ratio of the whole page path is closer to 1
 // than this one.
@@ -42,10 +43,10 @@ func shellOn(b *testing.B, argv ...string) (*os.File, *exec.Cmd) {
 	return m, cmd
 }
 
-// recorded puts a recorder on inner and returns the outer master; done
-// is closed when the recorder has ended.
+// recorded puts a recorder on inner and returns the session socket the
+// frontend would get; done is closed when the recorder has ended.
 func recorded(b *testing.B, inner *os.File, input bool) (*os.File, chan struct{}) {
-	om, os_, err := pty.Open()
+	mine, theirs, err := termsock.Pair()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,13 +59,13 @@ func recorded(b *testing.B, inner *os.File, input bool) (*os.File, chan struct{}
 	if err != nil {
 		b.Fatal(err)
 	}
-	sp := &Splice{Inner: inner, Outer: os_, W: w, Input: input}
+	sp := &Splice{Inner: inner, Outer: mine, W: w, Input: input}
 	if err := sp.Prepare(); err != nil {
 		b.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { sp.Run(context.Background()); f.Close(); close(done) }()
-	return om, done
+	return theirs, done
 }
 
 func bigFile(b *testing.B) string {
@@ -135,10 +136,14 @@ func BenchmarkRecordEcho(b *testing.B) {
 	argv := []string{"sh", "-c", "stty raw -echo; printf R; exec cat"}
 	var offAll, onAll []time.Duration
 	key, one := []byte("k"), make([]byte, 1)
-	echo := func(m *os.File, into *[]time.Duration) {
+	echo := func(m *os.File, into *[]time.Duration, frame bool) {
 		for range rounds {
 			t := time.Now()
-			m.Write(key)
+			if frame {
+				m.Write(termsock.AppendInput(nil, key)) // as the frontend does
+			} else {
+				m.Write(key)
+			}
 			if _, err := io.ReadFull(m, one); err != nil {
 				b.Fatal(err)
 			}
@@ -152,8 +157,8 @@ func BenchmarkRecordEcho(b *testing.B) {
 		om, done := recorded(b, inner, true)
 		io.ReadFull(om, one)
 		for range blocks {
-			echo(m, &offAll)
-			echo(om, &onAll)
+			echo(m, &offAll, false)
+			echo(om, &onAll, true)
 		}
 		m.Close()
 		om.Close()

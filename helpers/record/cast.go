@@ -1,6 +1,7 @@
 package record
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -155,14 +156,19 @@ func sealMAC(key []byte, label string, chain []byte) []byte {
 }
 
 // appendJSONString appends b as a JSON string: printable runes as they
-// are, control characters as \uXXXX, and bytes that are not UTF-8 as
-// U+FFFD (JSON strings hold text only; asciinema does the same).
+// are, newline, carriage return, tab, backspace and form feed as \n \r
+// \t \b \f, other control characters as \uXXXX, and bytes that are not
+// UTF-8 as U+FFFD (JSON strings hold text only; asciinema does the same).
 func appendJSONString(dst, b []byte) []byte {
 	const hexd = "0123456789abcdef"
 	dst = append(dst, '"')
 	for i := 0; i < len(b); {
 		// A run of printable ASCII goes in one append: most output is.
+		// Eight bytes are checked at a time while they are plain.
 		j := i
+		for j+8 <= len(b) && plain8(binary.LittleEndian.Uint64(b[j:])) {
+			j += 8
+		}
 		for j < len(b) && b[j] >= 0x20 && b[j] < 0x7f && b[j] != '"' && b[j] != '\\' {
 			j++
 		}
@@ -178,7 +184,11 @@ func appendJSONString(dst, b []byte) []byte {
 			continue
 		}
 		if c < 0x20 || c == 0x7f {
-			dst = append(dst, '\\', 'u', '0', '0', hexd[c>>4], hexd[c&0xf])
+			if e := shortEscape[c&0x1f]; c < 0x20 && e != 0 {
+				dst = append(dst, '\\', e)
+			} else {
+				dst = append(dst, '\\', 'u', '0', '0', hexd[c>>4], hexd[c&0xf])
+			}
 			i++
 			continue
 		}
@@ -194,6 +204,23 @@ func appendJSONString(dst, b []byte) []byte {
 		i += n
 	}
 	return append(dst, '"')
+}
+
+// shortEscape is JSON's two-character escape of a control character, or 0.
+var shortEscape = [32]byte{'\b': 'b', '\t': 't', '\n': 'n', '\f': 'f', '\r': 'r'}
+
+// plain8 reports whether none of the eight bytes of x needs escaping:
+// each is in 0x20..0x7e and is not '"' or '\\' (SWAR: a byte's high bit
+// in each mask says "this byte, or a borrow into it, hit").
+func plain8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	low := (x - 0x20*ones) & ^x    // a byte below 0x20
+	high := x | (x + ones)         // a byte of 0x7f or more
+	quote := (x ^ '"'*ones) - ones // a byte equal to '"' ...
+	quote &= ^(x ^ '"'*ones)       // ... is zero after the xor
+	bslash := (x ^ '\\'*ones) - ones
+	bslash &= ^(x ^ '\\'*ones)
+	return (low|high|quote|bslash)&highs == 0
 }
 
 // completeUTF8 is the length of b's prefix that does not end inside a

@@ -2,7 +2,9 @@ package record
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,6 +177,8 @@ func TestAppendJSONString(t *testing.T) {
 	for _, in := range []string{
 		"", "plain ascii", `quote " and \ backslash`, "tab\tnl\ncr\r esc\x1b[0m del\x7f",
 		"ünïcödé €𝄞", "bad \xff\xfe byte", "split \xe2\x82", "c1 \u0085 next", `"\"`,
+		"eight by eight plain runs\x00then a NUL and 0123456789abcdef\x7f\x1f\x20~",
+		strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyz", 2) + "\n" + strings.Repeat("x", 17) + "\"end",
 	} {
 		var got string
 		if err := json.Unmarshal(appendJSONString(nil, []byte(in)), &got); err != nil {
@@ -182,6 +186,42 @@ func TestAppendJSONString(t *testing.T) {
 		}
 		if want := string([]rune(in)); got != want {
 			t.Errorf("%q: decoded %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The eight-bytes-at-a-time path agrees with the byte-at-a-time test at
+// every position of every byte value, alone and next to plain bytes:
+// plain8 is exactly "all eight bytes printable ASCII, not '"' or '\'".
+func TestPlain8(t *testing.T) {
+	plainByte := func(c byte) bool { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' }
+	for c := range 256 {
+		for pos := range 8 {
+			for _, fill := range []byte{'a', ' ', '~', 0x21, 0x7e} {
+				w := bytes.Repeat([]byte{fill}, 8)
+				w[pos] = byte(c)
+				got := plain8(binary.LittleEndian.Uint64(w))
+				if want := plainByte(byte(c)); got != want {
+					t.Fatalf("plain8(%q) = %v, want %v", w, got, want)
+				}
+			}
+		}
+	}
+	// Random words, against the byte test.
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 200000 {
+		x := r.Uint64()
+		if r.IntN(2) == 0 { // mostly printable, as output is
+			x = x&0x3f3f3f3f3f3f3f3f | 0x4040404040404040
+		}
+		var w [8]byte
+		binary.LittleEndian.PutUint64(w[:], x)
+		want := true
+		for _, c := range w {
+			want = want && plainByte(c)
+		}
+		if got := plain8(x); got != want {
+			t.Fatalf("plain8(%q) = %v, want %v", w, got, want)
 		}
 	}
 }

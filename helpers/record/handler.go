@@ -9,13 +9,12 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"sluice/internal/grant"
 	"sluice/internal/names"
 	"sluice/internal/optable"
 	"sluice/internal/pty"
 	"sluice/internal/revoke"
+	"sluice/internal/termsock"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -64,8 +63,9 @@ func closeAll(fs []*os.File) {
 // Tables is the recording helper's whole surface.
 //
 // "shell to record" (the shell helper's uid, from the kernel): start
-// recording a session, given the shell's inner master and the outer
-// slave (two fds, checked to be ptys).
+// recording a session, given the shell's pty master (checked to be one);
+// the reply's fd is the session socket (package termsock) that policy,
+// ptystore and the frontend get instead of the master.
 //
 // "admin to record" (root, the admin group): list, open (the reply's fd
 // is the recording, read-only) and verify recordings, all of them.
@@ -77,7 +77,7 @@ func (h *Handler) Tables() []optable.Table {
 	return []optable.Table{
 		{
 			Protocol: msg.ProtoShellToRecord,
-			Ops:      []optable.Entry{optable.OpFDs(msg.OpRecordSession, 2, 0, h.recordSession)},
+			Ops:      []optable.Entry{optable.OpFDs(msg.OpRecordSession, 1, 1, h.recordSession)},
 		},
 		{
 			Protocol: msg.ProtoAdminToRecord,
@@ -103,11 +103,10 @@ func (h *Handler) recordSession(_ context.Context, c *rpc.Call, a msg.RecordSess
 		closeAll(c.FDs)
 		return msg.RecordSessionReply{}, nil, rpc.Errorf(rpc.CodeBadRequest, "%v", err)
 	}
-	inner, outer := c.FDs[0], c.FDs[1]
-	sp, err := h.start(a, inner, outer)
+	inner := c.FDs[0]
+	sp, theirs, err := h.start(a, inner)
 	if err != nil {
 		inner.Close()
-		outer.Close()
 		h.log().Error("record: not recording", "session", a.Session, "err", err)
 		return msg.RecordSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "recording unavailable: %v", err)
 	}
@@ -124,7 +123,9 @@ func (h *Handler) recordSession(_ context.Context, c *rpc.Call, a msg.RecordSess
 		sp.file.Close()
 		log.Info("record: ended", "size", sp.W.Size(), "err", err)
 	}()
-	return msg.RecordSessionReply{ID: a.Session}, nil, nil
+	// The server closes its copy of theirs once sent: from then on the
+	// recorder holds only its own end, and sees the other's shut down.
+	return msg.RecordSessionReply{ID: a.Session}, []*os.File{theirs}, nil
 }
 
 type started struct {
@@ -132,14 +133,16 @@ type started struct {
 	file *os.File
 }
 
-func (h *Handler) start(a msg.RecordSession, inner, outer *os.File) (*started, error) {
+// start creates the recording and the session socket, and returns the
+// splice (not yet running) and the socket's end for the caller.
+func (h *Handler) start(a msg.RecordSession, inner *os.File) (*started, *os.File, error) {
 	now := time.Now()
 	if err := h.Store.Prune(now); err != nil {
 		h.log().Warn("record: prune", "err", err)
 	}
 	f, err := h.Store.Create(a.Session)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	w, cols, rows := (*Writer)(nil), int(a.Width), int(a.Height)
 	if cols == 0 || rows == 0 {
@@ -152,34 +155,19 @@ func (h *Handler) start(a msg.RecordSession, inner, outer *os.File) (*started, e
 	}
 	w, err = NewWriter(f, h.Key, hdr, now, h.MaxSize)
 	if err == nil {
-		sp := &Splice{Inner: inner, Outer: outer, W: w, Input: a.Input, FailOpen: a.FailOpen, Log: h.log().With("id", a.Session), EndShell: h.EndShell}
-		if err = sp.Prepare(); err == nil {
-			h.takeTerminal(sp.Outer, a.Session)
-			return &started{Splice: sp, file: f}, nil
+		var mine, theirs *os.File
+		if mine, theirs, err = termsock.Pair(); err == nil {
+			sp := &Splice{Inner: inner, Outer: mine, W: w, Input: a.Input, FailOpen: a.FailOpen, Log: h.log().With("id", a.Session), EndShell: h.EndShell}
+			if err = sp.Prepare(); err == nil {
+				return &started{Splice: sp, file: f}, theirs, nil
+			}
+			theirs.Close()
 		}
 	}
 	// Nothing of the session was recorded: the file is not a recording.
 	os.Remove(f.Name())
 	f.Close()
-	return nil, err
-}
-
-// takeTerminal makes the outer pty this process's controlling terminal,
-// so that ending the session the frontend sees (ptystore's pty-drop
-// through the hangup helper, which signals the session a pty controls)
-// signals the recorder, which then hangs the shell up. Only a session
-// leader without a terminal can (one process per recording under
-// systemd, and the runner's "setsid"); otherwise the session still ends
-// when every copy of the outer master is closed.
-func (h *Handler) takeTerminal(outer *os.File, id string) {
-	rc, err := outer.SyscallConn()
-	if err != nil {
-		return
-	}
-	rc.Control(func(fd uintptr) { err = unix.IoctlSetInt(int(fd), unix.TIOCSCTTY, 0) })
-	if err != nil {
-		h.log().Warn("record: the outer pty is not this process's terminal: ending the session from ptystore will not reach the recorder", "id", id, "err", err)
-	}
+	return nil, nil, err
 }
 
 func validSession(a msg.RecordSession, fds []*os.File) error {
@@ -197,34 +185,13 @@ func validSession(a msg.RecordSession, fds []*os.File) error {
 			return fmt.Errorf("term %q has a character outside printable ASCII", a.Term)
 		}
 	}
-	if len(fds) != 2 {
-		return fmt.Errorf("record-session takes 2 fds (inner master, outer slave), got %d", len(fds))
+	if len(fds) != 1 {
+		return fmt.Errorf("record-session takes 1 fd (the shell's pty master), got %d", len(fds))
 	}
 	if err := pty.CheckMaster(fds[0]); err != nil {
 		return fmt.Errorf("fd 1: %w", err)
 	}
-	if !isPtySlave(fds[1]) {
-		return errors.New("fd 2 is not a pty slave")
-	}
 	return nil
-}
-
-// isPtySlave: a terminal that is not a master (TIOCGPTN works only on
-// masters).
-func isPtySlave(f *os.File) bool {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ok := false
-	rc.Control(func(fd uintptr) {
-		if _, err := unix.IoctlGetTermios(int(fd), unix.TCGETS); err != nil {
-			return
-		}
-		_, err := unix.IoctlGetInt(int(fd), unix.TIOCGPTN)
-		ok = err != nil
-	})
-	return ok
 }
 
 // recList serves msg.OpRecList; web: for an auditor's grant, in its scope.

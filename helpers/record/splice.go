@@ -11,32 +11,32 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/internal/pty"
+	"sluice/internal/termsock"
 )
 
-// DefaultResizePoll is how often the outer terminal's size is read, on
-// top of before every input: a recorder that could not take the outer pty
-// as its terminal gets no SIGWINCH, and one that did need not trust
-// signals the frontend can also send (TIOCSIG on the outer master).
-const DefaultResizePoll = 100 * time.Millisecond
-
-// Splice is one recorded session: the shell's pty (Inner, its master) and
-// the pty the frontend sees (Outer, its slave, put in raw mode). Every
-// byte the shell writes is recorded before it is passed on; what is typed
-// is recorded too when Input is set.
+// Splice is one recorded session: the shell's pty (Inner, its master)
+// and the recorder's end of the session socket (Outer, package termsock),
+// whose other end ptystore and the frontend hold. Every byte the shell
+// writes is recorded before it is passed on; what is typed is recorded
+// too when Input is set; every size change is applied to the shell's pty
+// and recorded.
 type Splice struct {
 	Inner, Outer *os.File
 	W            *Writer
 	Input        bool
 	// FailOpen: a failed write stops recording and the session goes on;
 	// otherwise the session is ended with a message on its terminal.
-	FailOpen   bool
-	ResizePoll time.Duration
-	Log        *slog.Logger
+	FailOpen bool
+	Log      *slog.Logger
 	// EndShell, when set, is given the shell's master when the session
-	// is ended from outside (the outer pty hung up, the recorder told to
-	// stop, a fail-closed recording failure), after the end seal: the
+	// is ended from outside (the socket shut down by ptystore or the
+	// frontend, or every copy of its other end closed; the recorder told
+	// to stop; a fail-closed recording failure), after the end seal: the
 	// hangup helper ends the shell's own session with it, as ptystore's
 	// hangup ends an unrecorded one (its cgroup or logind scope, and
 	// SIGKILL after the grace). Without it, or when it fails, the shell
@@ -52,9 +52,11 @@ type Splice struct {
 }
 
 // Run copies until either side ends, ctx is done, or (fail-closed) a
-// write fails; then it closes both ends, which hangs up the shell, and
-// writes the end seal. The returned error says why it ended when that was
-// not one side hanging up.
+// write fails; then it writes the end seal, has the shell's session
+// ended (EndShell), and only then closes the socket: whoever shut it down
+// to end the session (ptystore) sees it close once the shell is gone.
+// The returned error says why it ended when that was not one side
+// hanging up.
 func (s *Splice) Run(ctx context.Context) error {
 	if !s.ready {
 		if err := s.Prepare(); err != nil {
@@ -62,16 +64,18 @@ func (s *Splice) Run(ctx context.Context) error {
 		}
 	}
 	inner, outer := s.Inner, s.Outer
-	if s.ResizePoll <= 0 {
-		s.ResizePoll = DefaultResizePoll
-	}
 	done := make(chan error, 4)
-	stop := make(chan struct{})
+	wake, err := newWaker()
+	if err != nil {
+		inner.Close()
+		outer.Close()
+		return err
+	}
 	var wg sync.WaitGroup
 	wg.Add(3)
-	go func() { defer wg.Done(); done <- s.output(inner, outer) }()
+	go func() { defer wg.Done(); done <- s.output(inner, outer, &wg) }()
 	go func() { defer wg.Done(); done <- s.input(inner, outer) }()
-	go func() { defer wg.Done(); s.resizes(inner, outer, stop, done) }()
+	go func() { defer wg.Done(); done <- watchShutdown(outer, wake) }()
 	var why error
 	select {
 	case why = <-done:
@@ -79,13 +83,12 @@ func (s *Splice) Run(ctx context.Context) error {
 		why = fmt.Errorf("recording helper stopping: %w", context.Cause(ctx))
 		s.tell(outer, "the recording helper is stopping")
 	}
-	close(stop)
-	// Stop both copies without closing the shell's master yet: the outer
-	// side closed (nothing more reaches the page), the inner one past its
-	// deadline (the fds are in Go's poller, so blocked reads and writes
-	// return). No byte passes after this, so the end seal is the end.
+	// Stop both copies without closing either end yet (the fds are in
+	// Go's poller, so blocked reads and writes return at the deadline).
+	// No byte passes after this, so the end seal is the end.
+	wake.Close()
 	inner.SetDeadline(time.Unix(1, 0))
-	outer.Close()
+	outer.SetDeadline(time.Unix(1, 0))
 	wg.Wait()
 	s.mu.Lock()
 	if s.W != nil {
@@ -97,8 +100,9 @@ func (s *Splice) Run(ctx context.Context) error {
 	if !errors.Is(why, errShellGone) {
 		s.endShell(inner)
 	}
-	// The shell sees its master close and gets SIGHUP, if it is still
-	// there.
+	// The page and ptystore see the session end; the shell sees its
+	// master close and gets SIGHUP, if it is still there.
+	outer.Close()
 	inner.Close()
 	if errors.Is(why, errShellGone) || errors.Is(why, errOuterGone) {
 		return nil
@@ -188,10 +192,8 @@ func drain(rc syscall.RawConn, stop <-chan struct{}) {
 	}
 }
 
-// Prepare puts both ends in Go's poller and the outer terminal in raw
-// mode. It must be done before the outer master reaches anyone: typed
-// bytes that arrive while the outer slave is still cooked would be echoed
-// by it, reaching the page without passing the recorder.
+// Prepare puts both ends in Go's poller and reads the shell's window
+// size, so that only changes are recorded.
 func (s *Splice) Prepare() error {
 	inner, err := pollable(s.Inner)
 	if err != nil {
@@ -202,10 +204,8 @@ func (s *Splice) Prepare() error {
 		inner.Close()
 		return err
 	}
-	if err := makeRaw(outer); err != nil {
-		inner.Close()
-		outer.Close()
-		return err
+	if rows, cols, err := pty.GetSize(inner); err == nil {
+		s.rows, s.cols = rows, cols
 	}
 	s.Inner, s.Outer, s.ready = inner, outer, true
 	return nil
@@ -238,34 +238,86 @@ func (s *Splice) tell(outer *os.File, why string) {
 	fmt.Fprintf(outer, "\r\n[sluice: %s; this session is ended]\r\n", why)
 }
 
-// output: shell to terminal, recorded first.
-func (s *Splice) output(inner, outer *os.File) error {
-	buf := make([]byte, 64<<10)
-	held := 0 // bytes of a character not yet complete, at buf's start
+// outBuffers is how many bursts the reader may be ahead of the writer.
+const outBuffers = 3
+
+// chunk is a burst read from the shell: whole characters only, and the
+// read's error, after which nothing more comes.
+type chunk struct {
+	b   []byte
+	err error
+}
+
+// output: shell to terminal, recorded first. Reading and recording run
+// in two goroutines, so the shell's pty is read while the previous burst
+// is encoded, sealed, written to the file and passed on: done one after
+// the other, that work stalled the shell for about a fifth of the time.
+// wg counts the reader, which stops when quit is closed or at the
+// deadline Run sets on the shell's master.
+func (s *Splice) output(inner, outer *os.File, wg *sync.WaitGroup) error {
 	rc, err := inner.SyscallConn()
 	if err != nil {
 		return err
 	}
+	free := make(chan []byte, outBuffers)
+	for range outBuffers {
+		free <- make([]byte, 64<<10)
+	}
+	full := make(chan chunk, outBuffers)
+	quit := make(chan struct{})
+	defer close(quit)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		readOutput(rc, free, full, quit)
+	}()
+	for c := range full {
+		if len(c.b) > 0 {
+			if rerr := s.record('o', c.b); rerr != nil {
+				s.tell(outer, "recording failed ("+rerr.Error()+")")
+				return fmt.Errorf("record: output: %w", rerr)
+			}
+			if _, werr := outer.Write(c.b); werr != nil {
+				return errOuterGone
+			}
+		}
+		if c.err != nil {
+			return errShellGone
+		}
+		free <- c.b[:cap(c.b)]
+	}
+	return errShellGone
+}
+
+// readOutput reads bursts into free buffers and hands them on, holding
+// back a character split across reads until it is whole, so that every o
+// event is valid UTF-8 where the output is.
+func readOutput(rc syscall.RawConn, free chan []byte, full chan<- chunk, quit <-chan struct{}) {
+	var held [utf8.UTFMax]byte
+	nheld := 0
 	for {
-		n, err := readBatch(rc, buf[held:])
-		n += held
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-quit:
+			return
+		}
+		copy(buf, held[:nheld])
+		n, err := readBatch(rc, buf[nheld:])
+		n += nheld
 		k := n
 		if err == nil {
 			k = completeUTF8(buf[:n])
 		}
-		if k > 0 {
-			if rerr := s.record('o', buf[:k]); rerr != nil {
-				s.tell(outer, "recording failed ("+rerr.Error()+")")
-				return fmt.Errorf("record: output: %w", rerr)
-			}
-			if _, werr := outer.Write(buf[:k]); werr != nil {
-				return errOuterGone
-			}
+		nheld = copy(held[:], buf[k:n])
+		select {
+		case full <- chunk{b: buf[:k], err: err}:
+		case <-quit:
+			return
 		}
 		if err != nil {
-			return errShellGone
+			return
 		}
-		held = copy(buf, buf[k:n])
 	}
 }
 
@@ -306,71 +358,116 @@ func readBatch(rc syscall.RawConn, buf []byte) (int, error) {
 	return 0, err
 }
 
-// input: terminal to shell, recorded first when Input is set.
+// input: frames from the terminal side (termsock): typed bytes to the
+// shell, recorded first when Input is set, and window sizes to the
+// shell's pty, recorded as r events. A frame that is not one ends the
+// session: its writer is broken or hostile, and nothing after it can be
+// read as frames.
 func (s *Splice) input(inner, outer *os.File) error {
-	buf := make([]byte, 4<<10)
+	buf := make([]byte, 4*(termsock.HeaderLen+termsock.MaxPayload))
+	have := 0
 	for {
-		n, err := outer.Read(buf)
-		if n > 0 {
-			// A resize the frontend made before typing reaches the shell
-			// before what was typed, as it would without the recorder.
-			if rerr := s.syncSize(inner, outer); rerr != nil {
-				return rerr
+		n, err := outer.Read(buf[have:])
+		have += n
+		off := 0
+		for {
+			typ, p, k, ferr := termsock.Next(buf[off:have])
+			if ferr != nil {
+				s.tell(outer, "the terminal sent an invalid frame")
+				return fmt.Errorf("record: input: %w", ferr)
+			}
+			if k == 0 {
+				break
+			}
+			off += k
+			if typ == termsock.Resize {
+				cols, rows := termsock.ParseResize(p)
+				if rerr := s.resize(inner, outer, cols, rows); rerr != nil {
+					return rerr
+				}
+				continue
 			}
 			if s.Input {
-				if rerr := s.record('i', buf[:n]); rerr != nil {
+				if rerr := s.record('i', p); rerr != nil {
 					s.tell(outer, "recording failed ("+rerr.Error()+")")
 					return fmt.Errorf("record: input: %w", rerr)
 				}
 			}
-			if _, werr := inner.Write(buf[:n]); werr != nil {
+			if _, werr := inner.Write(p); werr != nil {
 				return errShellGone
 			}
 		}
-		if err != nil {
+		have = copy(buf, buf[off:have])
+		if err != nil || n == 0 {
 			return errOuterGone
 		}
 	}
 }
 
-// resizes passes the outer size to the inner pty (whose foreground group
-// gets SIGWINCH from the kernel) and records it as an r event.
-func (s *Splice) resizes(inner, outer *os.File, stop <-chan struct{}, done chan<- error) {
-	t := time.NewTicker(s.ResizePoll)
-	defer t.Stop()
-	for {
-		if err := s.syncSize(inner, outer); err != nil {
-			done <- err
-			return
-		}
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
+// resize sets a new size on the shell's pty (whose foreground group gets
+// SIGWINCH from the kernel) and records it as an r event.
+func (s *Splice) resize(inner, outer *os.File, cols, rows uint16) error {
+	s.sizeMu.Lock()
+	defer s.sizeMu.Unlock()
+	if rows == 0 || cols == 0 || (rows == s.rows && cols == s.cols) {
+		return nil
+	}
+	s.rows, s.cols = rows, cols
+	if rc, err := inner.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}) })
+	}
+	if rerr := s.record('r', []byte(strconv.Itoa(int(cols))+"x"+strconv.Itoa(int(rows)))); rerr != nil {
+		s.tell(outer, "recording failed ("+rerr.Error()+")")
+		return fmt.Errorf("record: resize: %w", rerr)
+	}
+	return nil
+}
+
+// waker wakes watchShutdown when the splice ends: its read end polls
+// POLLHUP once the write end is closed.
+type waker struct{ r, w *os.File }
+
+func newWaker() (*waker, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("record: pipe: %w", err)
+	}
+	return &waker{r, w}, nil
+}
+
+func (k *waker) Close() {
+	if k.w != nil {
+		k.w.Close()
+		k.w = nil
 	}
 }
 
-func (s *Splice) syncSize(inner, outer *os.File) error {
-	s.sizeMu.Lock()
-	defer s.sizeMu.Unlock()
-	var ws *unix.Winsize
-	var err error
-	rc, cerr := outer.SyscallConn()
-	if cerr != nil {
+// watchShutdown returns errOuterGone when the other end of the socket
+// stops sending (POLLRDHUP: shutdown(SHUT_WR) by ptystore ending the
+// session, or every copy of it closed), and nil when woken. Reading
+// would see it too, but only after every frame before it, and not while
+// a write to a shell that reads no input blocks: ending a session must
+// not wait for the shell.
+func watchShutdown(outer *os.File, wake *waker) error {
+	defer wake.r.Close()
+	rc, err := outer.SyscallConn()
+	if err != nil {
 		return nil
 	}
-	rc.Control(func(fd uintptr) { ws, err = unix.IoctlGetWinsize(int(fd), unix.TIOCGWINSZ) })
-	if err != nil || ws.Row == 0 || ws.Col == 0 || (ws.Row == s.rows && ws.Col == s.cols) {
-		return nil
-	}
-	s.rows, s.cols = ws.Row, ws.Col
-	if rc, err := inner.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) { unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, ws) })
-	}
-	if rerr := s.record('r', []byte(strconv.Itoa(int(ws.Col))+"x"+strconv.Itoa(int(ws.Row)))); rerr != nil {
-		s.tell(outer, "recording failed ("+rerr.Error()+")")
-		return fmt.Errorf("record: resize: %w", rerr)
+	gone := false
+	rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}, {Fd: int32(wake.r.Fd()), Events: unix.POLLIN}}
+		for {
+			_, err := unix.Poll(p, -1)
+			if err == unix.EINTR {
+				continue
+			}
+			gone = err == nil && p[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
+			return
+		}
+	})
+	if gone {
+		return errOuterGone
 	}
 	return nil
 }
@@ -394,32 +491,4 @@ func pollable(f *os.File) (*os.File, error) {
 		return nil, fmt.Errorf("record: %s: %w", name, err)
 	}
 	return os.NewFile(uintptr(nfd), name), nil
-}
-
-// makeRaw is cfmakeraw(3) on the outer slave: the inner pty's line
-// discipline already did echo and CR/LF; a second one would do them
-// twice.
-func makeRaw(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ierr error
-	rc.Control(func(fd uintptr) {
-		var t *unix.Termios
-		if t, ierr = unix.IoctlGetTermios(int(fd), unix.TCGETS); ierr != nil {
-			return
-		}
-		t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-		t.Oflag &^= unix.OPOST
-		t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-		t.Cflag &^= unix.CSIZE | unix.PARENB
-		t.Cflag |= unix.CS8
-		t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-		ierr = unix.IoctlSetTermios(int(fd), unix.TCSETS, t)
-	})
-	if ierr != nil {
-		return fmt.Errorf("record: outer terminal raw: %w", ierr)
-	}
-	return nil
 }

@@ -19,14 +19,15 @@ import (
 
 	"sluice/helpers/record/recordtest"
 	"sluice/internal/pty"
+	"sluice/internal/termsock"
 	"sluice/msg"
 )
 
 // rig is a recorded session in one process: the "shell" writes to the
-// inner slave, the "frontend" holds the outer master.
+// inner slave, the "frontend" holds the session socket's other end.
 type rig struct {
 	shell    *os.File // inner slave
-	front    *os.File // outer master
+	front    *os.File // the session socket, as ptystore and the frontend get it
 	path     string
 	done     chan error
 	received bytes.Buffer
@@ -44,11 +45,11 @@ func newRigWith(t *testing.T, ctx context.Context, input, failOpen bool, max int
 	if err != nil {
 		t.Fatal(err)
 	}
-	om, os_, err := pty.Open()
+	mine, theirs, err := termsock.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{shell: is, front: om, path: filepath.Join(t.TempDir(), "r.cast"), done: make(chan error, 1), got: make(chan struct{}, 1)}
+	r := &rig{shell: is, front: theirs, path: filepath.Join(t.TempDir(), "r.cast"), done: make(chan error, 1), got: make(chan struct{}, 1)}
 	f, err := os.Create(r.path)
 	if err != nil {
 		t.Fatal(err)
@@ -58,13 +59,28 @@ func newRigWith(t *testing.T, ctx context.Context, input, failOpen bool, max int
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Splice{Inner: im, Outer: os_, W: w, Input: input, FailOpen: failOpen, ResizePoll: time.Hour, EndShell: endShell}
+	s := &Splice{Inner: im, Outer: mine, W: w, Input: input, FailOpen: failOpen, EndShell: endShell}
 	if err := s.Prepare(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { r.done <- s.Run(ctx); f.Close() }()
-	t.Cleanup(func() { is.Close(); om.Close() })
+	t.Cleanup(func() { is.Close(); theirs.Close() })
 	return r
+}
+
+// typeText writes typed bytes as the frontend does: as input frames.
+func (r *rig) typeText(t *testing.T, s string) {
+	t.Helper()
+	if _, err := r.front.Write(termsock.AppendInput(nil, []byte(s))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// peerClosed: the recorder closed its end of the socket.
+func peerClosed(f *os.File) bool {
+	p := []unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLRDHUP}}
+	n, err := unix.Poll(p, 0)
+	return err == nil && n > 0 && p[0].Revents&(unix.POLLRDHUP|unix.POLLHUP) != 0
 }
 
 // drain reads what the frontend receives until the outer pty hangs up.
@@ -112,20 +128,16 @@ func TestSplice(t *testing.T) {
 			r := newRig(t, tc.input, false, 0)
 			recv := r.drain()
 			sh := bufio.NewReader(r.shell)
-			r.front.Write([]byte("first\r"))
+			r.typeText(t, "first\r")
 			if line, err := sh.ReadString('\n'); err != nil || line != "first\n" {
 				t.Fatalf("shell read %q, %v", line, err)
 			}
 			// The frontend resizes and types at once: the shell must see
-			// the new size by the time it reads what was typed (the
-			// periodic poll is an hour here, so only the input path can
-			// have passed it on).
-			if err := pty.SetSize(r.front, 30, 100); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := r.front.Write([]byte("secret\r")); err != nil {
-				t.Fatal(err)
-			}
+			// the new size by the time it reads what was typed. A size
+			// sent again is not recorded again.
+			r.front.Write(termsock.AppendResize(nil, 100, 30))
+			r.front.Write(termsock.AppendResize(nil, 100, 30))
+			r.typeText(t, "secret\r")
 			line, err := sh.ReadString('\n')
 			if err != nil || line != "secret\n" {
 				t.Fatalf("shell read %q, %v", line, err)
@@ -142,7 +154,7 @@ func TestSplice(t *testing.T) {
 			select {
 			case got = <-recv:
 			case <-time.After(10 * time.Second):
-				t.Fatal("the outer pty was not hung up after the shell ended")
+				t.Fatal("the session socket was not closed after the shell ended")
 			}
 			if err := <-r.done; err != nil {
 				t.Fatalf("Run: %v", err)
@@ -241,6 +253,9 @@ func TestSpliceEndShell(t *testing.T) {
 		state  string // the recording when EndShell is called, or at the end
 	}{
 		{"the terminal hangs up", func(r *rig, _ context.CancelFunc) { r.front.Close() }, 0, true, msg.RecIntact},
+		// ptystore ending it: every copy shares the shutdown, and the
+		// frontend's copy stays open.
+		{"the socket is shut down", func(r *rig, _ context.CancelFunc) { unix.Shutdown(int(r.front.Fd()), unix.SHUT_WR) }, 0, true, msg.RecIntact},
 		{"the recorder is told to stop", func(_ *rig, cancel context.CancelFunc) { cancel() }, 0, true, msg.RecIntact},
 		{"the recording fails, fail-closed", func(r *rig, _ context.CancelFunc) { r.shell.WriteString(strings.Repeat("x", 5000)) }, 2048, true, msg.RecCut},
 		{"the shell exits", func(r *rig, _ context.CancelFunc) { r.shell.Close() }, 0, false, msg.RecIntact},
@@ -265,6 +280,12 @@ func TestSpliceEndShell(t *testing.T) {
 				}
 				b, _ := os.ReadFile(r.path)
 				v, _ := Verify(bytes.NewReader(b), testKey, false)
+				// ptystore's end waits for the socket to close: not
+				// before the shell's session is ended.
+				if c.name != "the terminal hangs up" && peerClosed(r.front) {
+					handed <- "the session socket closed before the hand-over"
+					return nil
+				}
 				// The shell writes more than a pty holds: only a drain
 				// lets it finish.
 				wrote := make(chan error, 1)
@@ -348,4 +369,87 @@ func winsize(f *os.File) (string, error) {
 		return "", err
 	}
 	return strconv.Itoa(int(ws.Col)) + "x" + strconv.Itoa(int(ws.Row)), nil
+}
+
+// Ending a session must not wait for the shell to read its input: with
+// the shell's input queue full and more typed behind it, a shutdown of
+// the socket (ptystore's end) still ends the session at once. Reading the
+// socket alone would see the shutdown only after every frame before it,
+// each waiting for the shell.
+func TestSpliceShutdownWhileInputBlocked(t *testing.T) {
+	r := newRig(t, false, false, 0)
+	recv := r.drain()
+	// The shell reads nothing and is in raw mode (a cooked pty drops
+	// what does not fit a line rather than block): a pty takes a few
+	// KiB of input, then the recorder's write to it waits.
+	tio, err := unix.IoctlGetTermios(int(r.shell.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Lflag &^= unix.ICANON | unix.ECHO
+	if err := unix.IoctlSetTermios(int(r.shell.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	chunk := strings.Repeat("z", 1000)
+	for range 64 {
+		r.front.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := r.front.Write(termsock.AppendInput(nil, []byte(chunk))); err != nil {
+			break
+		}
+	}
+	if err := unix.Shutdown(int(r.front.Fd()), unix.SHUT_WR); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session did not end while the shell read no input")
+	}
+	<-recv
+	b, _ := os.ReadFile(r.path)
+	if v, _ := Verify(bytes.NewReader(b), testKey, false); v.State != msg.RecIntact {
+		t.Fatalf("verify: %+v", v)
+	}
+}
+
+// What the terminal side sends is frames; anything else (a compromised
+// frontend writing raw bytes, an unknown type, a bad resize) ends the
+// session with a message, sealed, and passes nothing on.
+func TestSpliceBadFrame(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		b    []byte
+	}{
+		{"raw bytes", []byte("ls\r")},
+		{"resize of 3 bytes", []byte{termsock.Resize, 0, 3, 0, 80, 0}},
+		{"oversized input", []byte{termsock.Input, 0xff, 0xff}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, true, false, 0)
+			recv := r.drain()
+			r.front.Write(tc.b)
+			var got []byte
+			select {
+			case got = <-recv:
+			case <-time.After(5 * time.Second):
+				t.Fatal("session not ended")
+			}
+			if err := <-r.done; !errors.Is(err, termsock.ErrFrame) {
+				t.Fatalf("Run = %v, want ErrFrame", err)
+			}
+			if !strings.Contains(string(got), "invalid frame") {
+				t.Fatalf("terminal got %q", got)
+			}
+			if ev := events(t, r.path); ev["i"] != "" || ev["r"] != "" {
+				t.Fatalf("events %v", ev)
+			}
+			b, _ := os.ReadFile(r.path)
+			if v, _ := Verify(bytes.NewReader(b), testKey, false); v.State != msg.RecIntact {
+				t.Fatalf("verify: %+v", v)
+			}
+		})
+	}
 }

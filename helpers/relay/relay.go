@@ -15,6 +15,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
+	"sluice/internal/termsock"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -202,7 +203,13 @@ func (r *Relay) stream(ctx context.Context, id string, master *os.File, tty bool
 	signal.Notify(hup, syscall.SIGHUP, syscall.SIGTERM)
 	defer signal.Stop(hup)
 	done := make(chan string, 2)
-	go func() { io.Copy(master, r.In); done <- "gateway closed" }()
+	// A recorded session's fd is the recorder's socket, which takes
+	// typed bytes as frames (docs/recording.md).
+	in := io.Writer(master)
+	if termsock.Is(master) {
+		in = termsock.Writer{W: master}
+	}
+	go func() { io.Copy(in, r.In); done <- "gateway closed" }()
 	go func() { io.Copy(r.Out, master); done <- "session ended" }()
 	tick := time.NewTicker(r.reportEvery())
 	defer tick.Stop()
@@ -362,6 +369,10 @@ func MakeRaw(t *unix.Termios) {
 func sizeFrom(tty, master *os.File) {
 	ws, err := unix.IoctlGetWinsize(int(tty.Fd()), unix.TIOCGWINSZ)
 	if err != nil || ws.Row == 0 || ws.Col == 0 {
+		return
+	}
+	if termsock.Is(master) {
+		master.Write(termsock.AppendResize(nil, ws.Col, ws.Row))
 		return
 	}
 	unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, ws)

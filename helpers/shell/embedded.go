@@ -99,26 +99,25 @@ func (e *Embedded) Open(ctx context.Context, req msg.OpenShell) (Opened, error) 
 	}
 	// Its own cgroup, where the runner made room for one, so that ending
 	// the session reaches what setsid'd away from it (package sessioncg).
+	// Fail closed: no cgroup, no session.
+	var cg *os.File
 	if root := sessioncg.Root(); root != "" && os.Geteuid() == 0 {
-		sessioncg.Sweep(root)
-		if cg, err := sessioncg.New(root); err != nil {
-			e.logger().Warn("shell: no cgroup for the session", "err", err)
-		} else {
-			defer cg.Close()
-			attr.UseCgroupFD, attr.CgroupFD = true, int(cg.Fd())
+		if cg, err = newSessionCgroup(root); err != nil {
+			master.Close()
+			slave.Close()
+			return Opened{}, err
 		}
+		defer cg.Close()
+		attr.UseCgroupFD, attr.CgroupFD = true, int(cg.Fd())
 	}
 	err = cmd.Start()
-	if err != nil && attr.UseCgroupFD {
-		e.logger().Warn("shell: starting in the session's cgroup failed, starting without", "err", err)
-		attr.UseCgroupFD = false
-		cmd = newCmd()
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-		err = cmd.Start()
-	}
 	slave.Close()
 	if err != nil {
 		master.Close()
+		if cg != nil {
+			os.Remove(cg.Name())
+			return Opened{}, fmt.Errorf("shell: start %s for %s in the session's cgroup: %w; the session was not started", path, acct.Name, err)
+		}
 		return Opened{}, fmt.Errorf("shell: start %s for %s: %w", path, acct.Name, err)
 	}
 	pid := cmd.Process.Pid
@@ -155,13 +154,11 @@ func (e *Embedded) login(ctx context.Context, acct Account, groups []uint32, req
 	}
 	var cgroup *os.File
 	if root := sessioncg.Root(); root != "" {
-		sessioncg.Sweep(root)
-		if cg, err := sessioncg.New(root); err != nil {
-			e.logger().Warn("shell: no cgroup for the session", "err", err)
-		} else {
-			defer cg.Close()
-			cgroup = cg
+		if cgroup, err = newSessionCgroup(root); err != nil {
+			master.Close()
+			return Opened{}, err
 		}
+		defer cgroup.Close()
 	}
 	st, err := login.Start(ctx, bin, login.Request{
 		User: acct.Name, UID: acct.UID, GID: acct.GID, Groups: groups,
@@ -169,6 +166,9 @@ func (e *Embedded) login(ctx context.Context, acct Account, groups []uint32, req
 	}, slave, cgroup)
 	if err != nil {
 		master.Close()
+		if cgroup != nil {
+			os.Remove(cgroup.Name()) // empty: nothing started in it
+		}
 		if errors.Is(err, login.ErrRefused) {
 			return Opened{}, fmt.Errorf("%w: %w", ErrRefused, err)
 		}
@@ -179,6 +179,20 @@ func (e *Embedded) login(ctx context.Context, acct Account, groups []uint32, req
 		e.logger().Info("shell: session ended", "pid", st.ShellPID, "unix_user", acct.Name, "keeper", exitStatus(err))
 	}()
 	return Opened{Master: master, PID: st.ShellPID}, nil
+}
+
+// ErrNoCgroup: the runner made room for per-session cgroups and this
+// session's could not be made. The session is refused rather than started
+// outside one, where ending it would not reach what left it with setsid.
+var ErrNoCgroup = errors.New("shell: the session's cgroup could not be made, so the session was not started")
+
+func newSessionCgroup(root string) (*os.File, error) {
+	sessioncg.Sweep(root)
+	cg, err := sessioncg.New(root)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoCgroup, err)
+	}
+	return cg, nil
 }
 
 func (e *Embedded) logger() *slog.Logger {

@@ -15,11 +15,11 @@ import (
 type Handler struct {
 	Backend Backend
 	Log     *slog.Logger
-	// Recorder hands a session's inner master and outer slave to the
-	// recording helper (record-session); nil: recording is unavailable,
-	// and a rule that records fails closed (or, fail-open, goes on
-	// unrecorded).
-	Recorder func(ctx context.Context, a msg.RecordSession, inner, outer *os.File) error
+	// Recorder hands a session's pty master to the recording helper
+	// (record-session) and returns the session socket the helper answers
+	// with (package termsock); nil: recording is unavailable, and a rule
+	// that records fails closed (or, fail-open, goes on unrecorded).
+	Recorder func(ctx context.Context, a msg.RecordSession, inner *os.File) (*os.File, error)
 }
 
 // Tables is the shell helper's whole surface: "policy to shell" (the

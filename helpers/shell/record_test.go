@@ -12,6 +12,7 @@ import (
 
 	"sluice/helpers/shell"
 	"sluice/internal/pty"
+	"sluice/internal/termsock"
 	"sluice/msg"
 )
 
@@ -27,7 +28,8 @@ func (b *ptyBackend) Open(ctx context.Context, req msg.OpenShell) (shell.Opened,
 	return shell.Opened{Master: m}, nil
 }
 
-// A recorded rule: the caller gets a new pty's master, never the shell's;
+// A recorded rule: the caller gets the recorder's session socket, never
+// the shell's master;
 // when recording is unavailable a fail-closed rule starts nothing (the
 // shell's pty is hung up) and a fail-open one gets the shell's own master.
 func TestHandlerRecording(t *testing.T) {
@@ -47,16 +49,20 @@ func TestHandlerRecording(t *testing.T) {
 			b := &ptyBackend{slave: make(chan *os.File, 1)}
 			var got msg.RecordSession
 			var kept []*os.File
-			h := &shell.Handler{Backend: b, Recorder: func(ctx context.Context, a msg.RecordSession, inner, outer *os.File) error {
+			h := &shell.Handler{Backend: b, Recorder: func(ctx context.Context, a msg.RecordSession, inner *os.File) (*os.File, error) {
 				if !tc.recorder {
-					return errors.New("connection refused")
+					return nil, errors.New("connection refused")
 				}
 				got = a
-				// The recorder keeps its own copies, as one over a socket would.
+				// The recorder keeps its own copy, as one over a socket
+				// would, and answers with its session socket.
 				i, _ := dupFile(inner)
-				o, _ := dupFile(outer)
-				kept = append(kept, i, o)
-				return nil
+				mine, theirs, err := termsock.Pair()
+				if err != nil {
+					return nil, err
+				}
+				kept = append(kept, i, mine)
+				return theirs, nil
 			}}
 			cl := serveHandler(t, h)
 			var rep msg.OpenShellReply
@@ -90,11 +96,11 @@ func TestHandlerRecording(t *testing.T) {
 			}
 			innerDev := st.Rdev
 			gotDev, err := pty.SlaveDev(fds[0])
-			if err != nil {
-				t.Fatal(err)
+			if tc.wantInner && (err != nil || gotDev != innerDev) {
+				t.Fatalf("caller did not get the shell's own master: %v", err)
 			}
-			if (gotDev == innerDev) != tc.wantInner {
-				t.Fatalf("caller got the shell's own master: %v, want %v", gotDev == innerDev, tc.wantInner)
+			if !tc.wantInner && (err == nil || !termsock.Is(fds[0])) {
+				t.Fatalf("caller got a pty (%v), not the recorder's socket", err)
 			}
 			if tc.recorder && (got.Session != rep.SessionID || got.UnixUser != "alice" || got.Term != "xterm-256color") {
 				t.Fatalf("record-session args %+v", got)

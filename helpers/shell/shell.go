@@ -42,31 +42,25 @@ const (
 	MaxArgLen = 4096
 )
 
-// record puts the recording helper between the shell's pty and a new
-// outer one, and returns the outer master, which is all the caller (and,
-// after it, policy, the frontend and ptystore) ever gets: no one but the
-// recorder holds the shell's master any more.
+// record puts the recording helper between the shell's pty and the
+// caller, and returns the recorder's session socket, which is all the
+// caller (and, after it, policy, the frontend and ptystore) ever gets: no
+// one but the recorder holds the shell's master any more.
 func (h *Handler) record(ctx context.Context, id string, open msg.OpenShell, inner *os.File) (*os.File, error) {
 	if h.Recorder == nil {
 		return nil, errors.New("no recording helper configured")
 	}
-	om, os_, err := pty.Open()
-	if err != nil {
-		return nil, err
-	}
-	defer os_.Close()
 	a := msg.RecordSession{Session: id, Requester: open.Requester, UnixUser: open.User, Machine: open.Machine,
 		Input: open.Record.Input, FailOpen: open.Record.FailOpen, Term: termOf(open.Env)}
 	if rows, cols, err := pty.GetSize(inner); err == nil {
 		a.Width, a.Height = cols, rows
-		pty.SetSize(om, rows, cols)
 	}
-	if err := h.Recorder(ctx, a, inner, os_); err != nil {
-		om.Close()
+	sock, err := h.Recorder(ctx, a, inner)
+	if err != nil {
 		return nil, err
 	}
 	inner.Close()
-	return om, nil
+	return sock, nil
 }
 
 func termOf(env []string) string {

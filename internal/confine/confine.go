@@ -57,9 +57,9 @@ type Profile struct {
 	// processes outside the helper (the hangup helper ends sessions).
 	Signal bool
 	// Pty allows opening new ptys: /dev/ptmx, and the slave beneath
-	// /dev/pts (TIOCGPTPEER opens it there), with their ioctls. The shell
-	// helper's machined backend needs it for a recorded session's outer
-	// pty; the embedded backend is not confined.
+	// /dev/pts (TIOCGPTPEER opens it there), with their ioctls. No helper
+	// sets it now: the shell helper's machined backend did, for a recorded
+	// session's outer pty, until the recorder answered with a socket.
 	Pty bool
 	// Listen is the --listen socket path, if any: the helper creates it
 	// after confining itself and removes it on exit, so its directory

@@ -31,6 +31,11 @@ type Request struct {
 	Args []string `json:"args,omitempty"`
 	// Env is the request's (policy-filtered) variables; TERM among them.
 	Env []string `json:"env,omitempty"`
+	// Cgroup says the session's cgroup directory is fd 4, where the shell
+	// must start (Start sets it): without it sluice-login refuses rather
+	// than start the shell outside. Said here, not guessed from fd 4,
+	// which the Go runtime may have taken when none was passed.
+	Cgroup bool `json:"cgroup,omitempty"`
 }
 
 // Fds of sluice-login: stdin carries the Request, stdout the one status
@@ -61,6 +66,7 @@ type Started struct {
 // says the shell runs, or why not. A refusal is an error wrapping
 // ErrRefused, with the text for the page; nothing was started then.
 func Start(ctx context.Context, path string, req Request, slave, cgroup *os.File) (Started, error) {
+	req.Cgroup = cgroup != nil
 	body, err := json.Marshal(req)
 	if err != nil {
 		return Started{}, fmt.Errorf("login: encode request: %w", err)

@@ -73,9 +73,15 @@ func Serve(log *slog.Logger) int {
 	if err != nil {
 		return fail(err)
 	}
+	// The session's cgroup, when the helper passed one, is where the shell
+	// must start: the hangup helper ends the session through it (fail
+	// closed).
 	var cgroup *os.File
 	if st, err := os.Stat("/proc/self/fd/" + strconv.Itoa(CgroupFD)); err == nil && st.IsDir() {
 		cgroup = os.NewFile(CgroupFD, "cgroup")
+	}
+	if req.Cgroup && cgroup == nil {
+		return fail(errors.New("login: the session's cgroup (fd 4) is not there; the session was not started"))
 	}
 	s, err := begin(req, slave, line)
 	if err != nil {
@@ -212,10 +218,10 @@ func (s *session) start(req Request, cgroup *os.File) error {
 	s.shell = newCmd()
 	err := s.shell.Start()
 	if err != nil && attr.UseCgroupFD {
-		slog.Warn("login: starting in the session's cgroup failed, starting without", "err", err)
-		attr.UseCgroupFD = false
-		s.shell = newCmd()
-		err = s.shell.Start()
+		// Not started without it: a session outside its cgroup cannot be
+		// ended whole (what setsid's away survives the hangup).
+		s.shell = nil
+		return fmt.Errorf("login: start %s for %s in the session's cgroup: %w; the session was not started", path, req.User, err)
 	}
 	if err != nil {
 		s.shell = nil

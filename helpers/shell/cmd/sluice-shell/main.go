@@ -42,9 +42,9 @@ func main() {
 		// The embedded backend execs login shells, which would inherit
 		// the filter and no_new_privs (no sudo in them): only the machined
 		// backend, where machined starts the shell, confines itself.
-		// Pty: a recorded session gets a second, outer pty, made here
-		// (docs/recording.md).
-		confine.Helper(log, confine.Profile{Name: msg.Shell, Pty: true, Listen: f.Listen})
+		// No Pty: it opens no pty (a recorded session's outer pty was
+		// made here until the recorder answered with a socket).
+		confine.Helper(log, confine.Profile{Name: msg.Shell, Listen: f.Listen})
 	}
 	ctx, cancel := helper.Context()
 	defer cancel()
@@ -53,13 +53,18 @@ func main() {
 	}
 }
 
-// recorder calls the recording helper; the client is made per call, so a
-// suite without one starts, and a rule that records fails closed.
-func recorder(ctx context.Context, a msg.RecordSession, inner, outer *os.File) error {
+// recorder calls the recording helper and returns the session socket it
+// answers with; the client is made per call, so a suite without one
+// starts, and a rule that records fails closed.
+func recorder(ctx context.Context, a msg.RecordSession, inner *os.File) (*os.File, error) {
 	cl, err := suite.Client(msg.Shell, msg.ProtoShellToRecord)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, _, err = optable.Call[msg.RecordSessionReply](ctx, cl, msg.OpRecordSession, a, []*os.File{inner, outer}, 0)
-	return err
+	// The call fails unless the reply carries exactly the session socket.
+	_, fds, err := optable.Call[msg.RecordSessionReply](ctx, cl, msg.OpRecordSession, a, []*os.File{inner}, 1)
+	if err != nil {
+		return nil, err
+	}
+	return fds[0], nil
 }
