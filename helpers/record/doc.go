@@ -1,6 +1,7 @@
 // Package record is the recording helper: it sits between the pty a shell
-// runs on and the pty the frontend sees, writes every byte that passes to
-// an asciicast v2 file before passing it on, and seals the file as it
+// runs on and the session socket the frontend sees (package termsock),
+// writes every byte that passes to an asciicast v2 file before passing it
+// on, and seals the file as it
 // grows with a keyed BLAKE3 chain only it can compute. It also lists,
 // opens and verifies recordings for sluicectl and for auditors. Where the
 // bytes are captured, the format and the seals are in docs/recording.md.

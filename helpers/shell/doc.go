@@ -1,7 +1,8 @@
 // Package shell is the shell helper: the only component that holds the
 // privilege of opening login shells. It serves "policy to shell": the
 // policy helper, having already decided, asks for a shell for unix account
-// U on machine M, and gets back the pty master and a session id. Opening
+// U on machine M, and gets back the pty master (for a recorded session,
+// the recorder's session socket instead) and a session id. Opening
 // is done by a Backend: machined over D-Bus in production, or an embedded
 // pty-and-fork backend where there is no machined.
 //
