@@ -75,6 +75,10 @@ func TestInstallTree(t *testing.T) {
 					want["/"+p+"/libexec/sluice/"+opt] = 0o755
 				}
 			}
+			// The relay's profile, for a fleet host (docs/fleet.md), when built.
+			if _, err := os.Stat(filepath.Join(installtest.Build(t), "sluice-relay")); err == nil {
+				want["/etc/apparmor.d/"+strings.ReplaceAll(strings.TrimPrefix(p, "/"), "/", ".")+".libexec.sluice.sluice-relay"] = 0o644
+			}
 			// The fleet's gateway helper, when built: its binary, units and
 			// profile (docs/fleet.md); not part of sluice.target.
 			if _, err := os.Stat(filepath.Join(installtest.Build(t), "sluice-fleet")); err == nil {
