@@ -148,7 +148,7 @@ func recordClientRole(args []string) error {
 	if err != nil {
 		return err
 	}
-	call := func(proto, op string, a any, reply any) ([]*os.File, error) {
+	callFDs := func(proto, op string, a any, send []*os.File, reply any) ([]*os.File, error) {
 		p, _ := msg.Lookup(proto)
 		mine, peer := rpc.Hello{Intent: msg.Intent(p, "client")}, rpc.Hello{Intent: msg.Intent(p, "server")}
 		e, err := man.Lookup(p.Client, mine.Intent)
@@ -165,7 +165,10 @@ func recordClientRole(args []string) error {
 		if err != nil {
 			return nil, err
 		}
-		return cl.Call(context.Background(), msg.Request{Op: op, Args: raw}, nil, reply)
+		return cl.Call(context.Background(), msg.Request{Op: op, Args: raw}, send, reply)
+	}
+	call := func(proto, op string, a any, reply any) ([]*os.File, error) {
+		return callFDs(proto, op, a, nil, reply)
 	}
 	switch {
 	case len(args) == 1 && args[0] == "record":
@@ -187,6 +190,12 @@ func recordClientRole(args []string) error {
 		// typed bytes as frames, as the frontend's hub writes them.
 		if !termsock.Is(master) {
 			return errors.New("a recorded session's fd is not the recorder's socket")
+		}
+		// ptystore takes it as the frontend puts it: made by a recorder
+		// (SO_PEERGROUPS has sluice-recorders, ptystore's --recorders).
+		var put msg.PtyPutReply
+		if _, err := callFDs(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session}, []*os.File{master}, &put); err != nil {
+			return fmt.Errorf("pty-put of the session socket: %w", err)
 		}
 		typeIn := func(s string) error {
 			_, err := master.Write(termsock.AppendInput(nil, []byte(s)))

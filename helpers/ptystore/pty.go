@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"sluice/internal/pty"
 	"sluice/internal/termsock"
+	"sluice/rpc"
 )
 
 // ErrNotPTY: the fd offered is not a pty master.
@@ -23,17 +26,88 @@ func CheckMaster(f *os.File) error { return pty.CheckMaster(f) }
 // a recorded session (package termsock), whose other end the recording
 // helper holds. It is the kernel's answer about the open file (TIOCGPTN on
 // the ptmx inode, SO_DOMAIN and SO_TYPE), so the frontend putting it
-// cannot choose how ptystore ends the session. Anything else is
-// ErrNotPTY.
-func sessionFD(f *os.File) (sock bool, err error) {
+// cannot choose how ptystore ends the session. A socket must also have
+// been made by a recorder (fromRecorder): ending a recorded session waits
+// for its other end to close, and a socket whose other end the frontend
+// holds, or a listening one nobody closes, would make every drop of it
+// (sluicectl's, the limits', the policy recheck's) wait out its deadline
+// and fail, the session held for good. Anything else is ErrNotPTY.
+func sessionFD(f *os.File, recorders rpc.Allow) (sock bool, err error) {
 	err = CheckMaster(f)
 	if err == nil {
 		return false, nil
 	}
 	if termsock.Is(f) {
+		if rerr := fromRecorder(f, recorders); rerr != nil {
+			return false, fmt.Errorf("%w: a stream socket %v", ErrNotPTY, rerr)
+		}
 		return true, nil
 	}
 	return false, err
+}
+
+// ErrNotRecorder: a socket that is not a recorder's session socket.
+var ErrNotRecorder = errors.New("not made by a recording helper")
+
+// fromRecorder checks, with what the kernel recorded when the socket pair
+// was made (SO_PEERCRED, SO_PEERGROUPS: the creator's, for both ends of a
+// socketpair), that recorders made it, and that it is connected and not
+// listening. A frontend can make socket pairs, listen and connect, but
+// not with a recorder's credentials.
+func fromRecorder(f *os.File, recorders rpc.Allow) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cerr error
+	rc.Control(func(fd uintptr) { cerr = peerIn(int(fd), recorders) })
+	return cerr
+}
+
+func peerIn(fd int, a rpc.Allow) error {
+	if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || acc != 0 {
+		return fmt.Errorf("%w: listening", ErrNotRecorder)
+	}
+	uc, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return fmt.Errorf("%w: SO_PEERCRED: %v", ErrNotRecorder, err)
+	}
+	if uc.Pid == 0 {
+		return fmt.Errorf("%w: not connected", ErrNotRecorder)
+	}
+	if slices.Contains(a.UIDs, uc.Uid) || slices.Contains(a.GIDs, uc.Gid) {
+		return nil
+	}
+	if len(a.GIDs) > 0 {
+		groups, err := peerGroups(fd)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrNotRecorder, err)
+		}
+		for _, g := range groups {
+			if slices.Contains(a.GIDs, g) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%w (made by uid %d, pid %d)", ErrNotRecorder, uc.Uid, uc.Pid)
+}
+
+// peerGroups is SO_PEERGROUPS, which x/sys/unix has no getter for.
+func peerGroups(fd int) ([]uint32, error) {
+	buf := make([]uint32, 64)
+	for {
+		n := uint32(len(buf) * 4)
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+		if e == unix.ERANGE && int(n/4) > len(buf) && n <= 1<<16 {
+			buf = make([]uint32, n/4)
+			continue
+		}
+		if e != 0 {
+			return nil, fmt.Errorf("SO_PEERGROUPS: %w", e)
+		}
+		return buf[:n/4], nil
+	}
 }
 
 // EndSocketMax bounds the wait for a recorder to end its session when the

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/msg"
+	"sluice/rpc"
 )
 
 // Errors of the store; the handler maps them to rpc codes.
@@ -57,6 +58,11 @@ type Config struct {
 	// (see msg.PtyViewers); 0: msg.ViewerLeaseMs.
 	ViewerLease time.Duration
 
+	// Recorders is who may have made a recorded session's socket (see
+	// sessionFD): the recording helper's uid or group. nil: this
+	// process's own uid only, as a helper's allowlist defaults to.
+	Recorders *rpc.Allow
+
 	// trace, if set, sees the watcher's steps ("suspect", "rearm") for
 	// tests, called under the store's lock.
 	trace func(event, id string)
@@ -79,8 +85,9 @@ type session struct {
 
 // Store holds the sessions. Its methods are safe for concurrent use.
 type Store struct {
-	cfg Config
-	log *slog.Logger
+	cfg       Config
+	log       *slog.Logger
+	recorders rpc.Allow
 
 	mu       sync.Mutex
 	byID     map[string]*session
@@ -125,8 +132,12 @@ func New(cfg Config) (*Store, error) {
 		unix.Close(stopfd)
 		return nil, fmt.Errorf("ptystore: epoll add: %w", err)
 	}
+	recorders := rpc.Allow{UIDs: []uint32{uint32(os.Getuid())}}
+	if cfg.Recorders != nil {
+		recorders = *cfg.Recorders
+	}
 	s := &Store{
-		cfg: cfg, log: cfg.Log,
+		cfg: cfg, log: cfg.Log, recorders: recorders,
 		byID: map[string]*session{}, bySerial: map[uint64]*session{}, perUser: map[string]int{},
 		epfd: epfd, stopfd: stopfd, done: make(chan struct{}),
 	}
@@ -170,7 +181,7 @@ func (s *Store) Close() {
 // The session starts private with share epoch 0; Created is filled in when
 // zero. On any error f is closed.
 func (s *Store) Put(info msg.SessionInfo, f *os.File) (msg.SessionInfo, error) {
-	sock, err := sessionFD(f)
+	sock, err := sessionFD(f, s.recorders)
 	if err != nil {
 		f.Close()
 		return info, err
@@ -295,7 +306,7 @@ func (s *Store) Adopt(files []*os.File) {
 		info, epoch, err := parseFDName(name)
 		sock := false
 		if err == nil {
-			sock, err = sessionFD(f)
+			sock, err = sessionFD(f, s.recorders)
 		}
 		if err != nil {
 			s.log.Warn("ptystore: discarding stored fd", "name", name, "err", err)

@@ -419,7 +419,10 @@ func helperTargetList(t *testing.T) []*target {
 		// root here, and each allows only its own uid by default).
 		s.start(t, "hangup", sock("hangup"), common...)
 		ptyPID := s.start(t, "ptystore", sock("ptystore"), append(common, "--grant-key", s.keyPath, "--hangup-grace", "100ms",
-			"--policy-file", s.policyPath)...)
+			"--policy-file", s.policyPath,
+			// No recorder runs here: a uid no test process has, so
+			// that a socket pair the tests make is not a recorder's.
+			"--recorders", "uid:4242")...)
 
 		alice, bob := s.grantFor(t, "alice"), s.grantFor(t, "bob")
 		base := func(name, pid string) *target {

@@ -44,6 +44,7 @@ func main() {
 	gatewayAdmin := flag.Bool("gateway-admin", false, "with --fleet-host: let the fleet gateway's admins (an admin host grant from its auth) list this host's sessions and end one, as sluicectl sessions does here")
 	verdictTTL := flag.Duration("verdict-ttl", ptystore.DefaultVerdictTTL, "how long policy's allow of an attach is reused while the --policy-file is unchanged (0: ask policy on every attach); the grant and the revocation list are checked on every call regardless")
 	limitsEvery := flag.Duration("limits-every", 500*time.Millisecond, "how often sessions are checked against their maximum length and detached limit")
+	recorders := flag.String("recorders", os.Getenv("SLUICE_RECORDERS"), "`SPEC` (as --allow's) of who may have made a recorded session's socket: the recording helper's uid or group (default $SLUICE_RECORDERS, else this helper's own uid only)")
 	flag.Parse()
 	// A line per call: batched, so the runner is not woken per call.
 	log, flushLog := helper.BatchedLogger(msg.PtyStore, helper.DefaultLogDelay)
@@ -88,9 +89,17 @@ func main() {
 	default:
 		helper.Fatal(log, "--hangup", fmt.Errorf("want helper or off, got %q", *hangupVia))
 	}
+	var madeBy *rpc.Allow
+	if *recorders != "" {
+		a, err := helper.ParseAllow(*recorders)
+		if err != nil {
+			helper.Fatal(log, "recorders", err)
+		}
+		madeBy = &a
+	}
 	st, err := ptystore.New(ptystore.Config{
 		MaxSessions: *maxSessions, MaxPerUser: *maxPerUser, HangupGrace: *grace,
-		Notify: notify, Log: log, Hangup: hang,
+		Notify: notify, Log: log, Hangup: hang, Recorders: madeBy,
 	})
 	if err != nil {
 		helper.Fatal(log, "store", err)
