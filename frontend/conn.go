@@ -473,7 +473,7 @@ func (c *conn) create(m inMsg) {
 	}
 	// ptystore keeps the session alive across frontend restarts; without
 	// it the session would die with us, so failing here ends it.
-	put, err := c.s.cfg.Backend.PtyPut(ctx, msg.PtyPut{Grant: *g, Session: info}, pty)
+	put, err := c.s.cfg.Backend.PtyPut(ctx, msg.PtyPut{Grant: *g, Session: info, Ticket: rep.Ticket}, pty)
 	if err != nil {
 		pty.Close()
 		c.failErr(m.T, err)

@@ -255,6 +255,19 @@ type CreateShellSession struct {
 type CreateShellSessionReply struct {
 	Session SessionInfo `msgpack:"session"`
 	Rule    string      `msgpack:"rule"` // the policy line that allowed it, for the audit trail
+	// Ticket is policy's word for Session and the fd on the frame, which
+	// the frontend passes to pty-put unchanged (package ticket).
+	Ticket SessionTicket `msgpack:"ticket"`
+}
+
+// SessionTicket is policy's MAC over a new session's info (id, owner,
+// unix user, machine, created, pid), the identity of its fd as the kernel
+// reports it (kind, device, pts number or socket inode) and Expires. The
+// fd's identity is not carried: ptystore asks the kernel about the fd it
+// receives. See package ticket.
+type SessionTicket struct {
+	Expires int64  `msgpack:"expires"` // unix milliseconds
+	MAC     []byte `msgpack:"mac"`
 }
 
 // AllowedTargets asks policy which login shells the policy's allow rules
@@ -426,10 +439,13 @@ type SessionInfo struct {
 }
 
 // PtyPut hands ptystore a live pty master (one fd on the frame) to hold for
-// Grant.User, who must equal Session.Owner.
+// Grant.User, who must equal Session.Owner. Ticket is the one policy gave
+// with the fd (CreateShellSessionReply): ptystore refuses a session whose
+// info or fd it does not vouch for.
 type PtyPut struct {
-	Grant   Grant       `msgpack:"grant"`
-	Session SessionInfo `msgpack:"session"`
+	Grant   Grant         `msgpack:"grant"`
+	Session SessionInfo   `msgpack:"session"`
+	Ticket  SessionTicket `msgpack:"ticket"`
 }
 
 // PtyPutReply's Limits are the session's, as ptystore learned them from

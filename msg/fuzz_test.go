@@ -42,7 +42,7 @@ func every() []any {
 		new(msg.CreateShellSession), new(msg.CreateShellSessionReply),
 		new(msg.AllowedTargets), new(msg.AllowedTargetsReply), new(msg.Target),
 		new(msg.OpenShell), new(msg.OpenShellReply),
-		new(msg.SessionInfo),
+		new(msg.SessionInfo), new(msg.SessionTicket),
 		new(msg.PtyPut), new(msg.PtyPutReply),
 		new(msg.PtyGet), new(msg.PtyGetReply),
 		new(msg.PtyList), new(msg.PtyListReply),

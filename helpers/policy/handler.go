@@ -13,6 +13,7 @@ import (
 	"sluice/internal/names"
 	"sluice/internal/optable"
 	"sluice/internal/revoke"
+	"sluice/internal/ticket"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -173,19 +174,40 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, a msg.CreateShellS
 		}
 		return msg.CreateShellSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "the shell could not be opened; see the policy helper's log")
 	}
+	info := msg.SessionInfo{
+		ID:       rep.SessionID,
+		Owner:    a.Grant.User,
+		UnixUser: a.User,
+		Machine:  a.Machine,
+		Created:  now.UnixMilli(),
+		Sharing:  msg.SharePrivate,
+		PID:      rep.PID,
+	}
+	// The ticket is what lets ptystore believe info later: the frontend
+	// carries it to pty-put and could otherwise name any target there.
+	tk, err := h.ticket(info, fds[0], now)
+	if err != nil {
+		closeFiles(fds) // not held anywhere: the shell hangs up
+		log.Error("policy: no session ticket", "session", rep.SessionID, "err", err)
+		return msg.CreateShellSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "the session could not be vouched for; see the policy helper's log")
+	}
 	log.Info("policy: session created", "session", rep.SessionID, "pid", rep.PID, "rule", rule)
-	return msg.CreateShellSessionReply{
-		Session: msg.SessionInfo{
-			ID:       rep.SessionID,
-			Owner:    a.Grant.User,
-			UnixUser: a.User,
-			Machine:  a.Machine,
-			Created:  now.UnixMilli(),
-			Sharing:  msg.SharePrivate,
-			PID:      rep.PID,
-		},
-		Rule: rule,
-	}, fds, nil
+	return msg.CreateShellSessionReply{Session: info, Rule: rule, Ticket: tk}, fds, nil
+}
+
+// ticket signs info and the kernel's identity of f (package ticket).
+func (h *Handler) ticket(info msg.SessionInfo, f *os.File, now time.Time) (msg.SessionTicket, error) {
+	fd, err := ticket.Identify(f)
+	if err != nil {
+		return msg.SessionTicket{}, err
+	}
+	return ticket.Sign(h.Key, info, fd, now.Add(ticket.Lifetime))
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
 }
 
 func validate(a msg.CreateShellSession) error {

@@ -11,6 +11,7 @@ import (
 	"sluice/internal/grant"
 	"sluice/internal/optable"
 	"sluice/internal/revoke"
+	"sluice/internal/ticket"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -152,6 +153,16 @@ func (h *Handler) put(ctx context.Context, c *rpc.Call, a msg.PtyPut) (msg.PtyPu
 		f.Close()
 		return msg.PtyPutReply{}, nil, rpc.Errorf(msg.CodeBadGrant, "grant is for %q, session owner is %q", a.Grant.User, a.Session.Owner)
 	}
+	// The session's info is policy's word, not the frontend's: the ticket
+	// policy gave with the fd must match the info and what the kernel says
+	// the fd is, or a shell could be put under a target policy never
+	// allowed and escape every recheck.
+	if err := h.checkTicket(a, f); err != nil {
+		f.Close()
+		h.Store.log.Warn("ptystore: put refused", "id", a.Session.ID, "owner", a.Session.Owner,
+			"unix_user", a.Session.UnixUser, "machine", a.Session.Machine, "pid", c.Peer.PID, "err", err)
+		return msg.PtyPutReply{}, nil, rpc.Errorf(rpc.CodeBadRequest, "put %s: %v", a.Session.ID, err)
+	}
 	info, err := h.Store.Put(a.Session, f) // closes f on error
 	if err != nil {
 		return msg.PtyPutReply{}, nil, storeErr("put", a.Session.ID, err)
@@ -168,6 +179,14 @@ func (h *Handler) put(ctx context.Context, c *rpc.Call, a msg.PtyPut) (msg.PtyPu
 		return msg.PtyPutReply{Session: info}, nil, nil
 	}
 	return msg.PtyPutReply{Session: info, Limits: limits}, nil, nil
+}
+
+func (h *Handler) checkTicket(a msg.PtyPut, f *os.File) error {
+	fd, err := ticket.Identify(f)
+	if err != nil {
+		return err
+	}
+	return ticket.Verify(h.GrantKey, a.Session, fd, a.Ticket, h.now())
 }
 
 func (h *Handler) get(ctx context.Context, _ *rpc.Call, a msg.PtyGet) (msg.PtyGetReply, []*os.File, error) {

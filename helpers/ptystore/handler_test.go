@@ -119,7 +119,7 @@ func sessionInfo(id, owner string) msg.SessionInfo {
 func (h *harness) put(sh *shell, id, owner string) msg.SessionInfo {
 	h.t.Helper()
 	var rep msg.PtyPutReply
-	if _, code := call(h.t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant(owner), Session: sessionInfo(id, owner)}, []*os.File{sh.master}, &rep); code != "" {
+	if _, code := call(h.t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant(owner), Session: sessionInfo(id, owner), Ticket: tk(h.t, h.key, sessionInfo(id, owner), sh.master)}, []*os.File{sh.master}, &rep); code != "" {
 		h.t.Fatalf("put %s: %s", id, code)
 	}
 	sh.master.Close()
@@ -416,7 +416,7 @@ func TestBadGrantsRefused(t *testing.T) {
 			// A put with a bad grant is refused and its fd closed.
 			r, w, _ := os.Pipe()
 			defer r.Close()
-			_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: sessionInfo("s9", g.User)}, []*os.File{w}, nil)
+			_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: sessionInfo("s9", g.User), Ticket: tk(t, h.key, sessionInfo("s9", g.User), w)}, []*os.File{w}, nil)
 			w.Close()
 			if code != msg.CodeBadGrant {
 				t.Errorf("put: %q, want bad-grant", code)
@@ -516,7 +516,7 @@ func TestPutRefused(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.make(t)
-			_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: tc.session}, []*os.File{o.fd}, nil)
+			_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: tc.session, Ticket: tk(t, h.key, tc.session, o.fd)}, []*os.File{o.fd}, nil)
 			o.fd.Close()
 			if code != tc.code {
 				t.Fatalf("put: %q, want %q", code, tc.code)
@@ -552,7 +552,7 @@ func TestDuplicateIDRefused(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.put(startShell(t), "s1", "alice")
 	sh := startShell(t)
-	_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: sessionInfo("s1", "alice")}, []*os.File{sh.master}, nil)
+	_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: sessionInfo("s1", "alice"), Ticket: tk(t, h.key, sessionInfo("s1", "alice"), sh.master)}, []*os.File{sh.master}, nil)
 	if code != rpc.CodeBadRequest {
 		t.Fatalf("second put of s1: %q", code)
 	}
@@ -591,7 +591,7 @@ func TestTransientHangupKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: sessionInfo("s1", "alice")}, []*os.File{m}, nil); code != "" {
+	if _, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: sessionInfo("s1", "alice"), Ticket: tk(t, h.key, sessionInfo("s1", "alice"), m)}, []*os.File{m}, nil); code != "" {
 		t.Fatal(code)
 	}
 	m.Close()
@@ -628,7 +628,7 @@ func TestLimits(t *testing.T) {
 		t.Helper()
 		m, s := openPTY(t)
 		t.Cleanup(func() { s.Close() })
-		_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant(owner), Session: sessionInfo(id, owner)}, []*os.File{m}, nil)
+		_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant(owner), Session: sessionInfo(id, owner), Ticket: tk(t, h.key, sessionInfo(id, owner), m)}, []*os.File{m}, nil)
 		m.Close()
 		return code
 	}
@@ -687,7 +687,7 @@ func BenchmarkGet(b *testing.B) {
 	m, s := openPTY(b)
 	defer s.Close()
 	alice := h.grant("alice")
-	if _, code := call(b, h.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("s1", "alice")}, []*os.File{m}, nil); code != "" {
+	if _, code := call(b, h.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("s1", "alice"), Ticket: tk(b, h.key, sessionInfo("s1", "alice"), m)}, []*os.File{m}, nil); code != "" {
 		b.Fatal(code)
 	}
 	m.Close()

@@ -17,6 +17,11 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/internal/grant"
+	"sluice/internal/ticket"
+	"sluice/internal/ticket/tickettest"
+	"sluice/msg"
 )
 
 // waitLimit bounds every wait on an event in these tests. It is a guard
@@ -375,4 +380,16 @@ func isClosedPipe(t testing.TB, r *os.File) bool {
 		return false
 	}
 	return n == 0 && err == nil || errors.Is(err, io.EOF)
+}
+
+// tk is the ticket policy would have given with f for info, as a caller
+// that got both from create-shell-session passes it on. For an fd that is
+// neither a pty master nor a unix stream socket, which policy never hands
+// out, it is the empty ticket: those puts are refused for what the fd is.
+func tk(t testing.TB, key grant.Key, info msg.SessionInfo, f *os.File) msg.SessionTicket {
+	t.Helper()
+	if _, err := ticket.Identify(f); err != nil {
+		return msg.SessionTicket{}
+	}
+	return tickettest.For(t, key, info, f)
 }

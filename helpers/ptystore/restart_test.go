@@ -258,7 +258,7 @@ func TestRestartKeepsSessions(t *testing.T) {
 		sh *shell
 		id string
 	}{{sh1, "s1"}, {sh2, "s2"}} {
-		if _, code := call(t, r.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo(s.id, "alice")}, []*os.File{s.sh.master}, nil); code != "" {
+		if _, code := call(t, r.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo(s.id, "alice"), Ticket: tk(t, r.key, sessionInfo(s.id, "alice"), s.sh.master)}, []*os.File{s.sh.master}, nil); code != "" {
 			t.Fatalf("put %s: %s", s.id, code)
 		}
 		s.sh.master.Close()

@@ -105,7 +105,7 @@ func TestRestartUnderRunner(t *testing.T) {
 	}
 
 	sh := startShell(t)
-	if _, code := call(t, web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("s1", "alice")}, []*os.File{sh.master}, nil); code != "" {
+	if _, code := call(t, web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("s1", "alice"), Ticket: tk(t, key, sessionInfo("s1", "alice"), sh.master)}, []*os.File{sh.master}, nil); code != "" {
 		t.Fatalf("put: %s", code)
 	}
 	sh.master.Close()

@@ -125,7 +125,7 @@ func (r *Relay) open(ctx context.Context, req msg.RelayRequest) (msg.FleetOpenRe
 			master.Close()
 			return out, nil, fmt.Errorf("relay: create reply: %w", err)
 		}
-		put, _ := msgpack.Marshal(msg.PtyPut{Session: cr.Session})
+		put, _ := msgpack.Marshal(msg.PtyPut{Session: cr.Session, Ticket: cr.Ticket})
 		payload, fds, err = r.call(ctx, msg.PtyStore, msg.OpPtyPut, req.HostGrant, put, []*os.File{master})
 		closeAll(fds)
 		if err != nil {
