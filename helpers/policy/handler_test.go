@@ -3,6 +3,7 @@ package policy_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"sluice/internal/grant"
 	"sluice/internal/installtest"
 	"sluice/internal/optable"
+	"sluice/internal/ticket"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/rpctest"
@@ -124,6 +126,23 @@ func TestHandlerAllow(t *testing.T) {
 	}
 	if rep.Rule != "allow alice as nobody on .host command /bin/sh -i (test.policy:2)" {
 		t.Errorf("rule %q", rep.Rule)
+	}
+	// The ticket vouches for this session and this fd, and for nothing
+	// the frontend could put in its place.
+	id, err := ticket.Identify(fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ticket.Verify(f.key, s, id, rep.Ticket, time.Now()); err != nil {
+		t.Errorf("ticket: %v", err)
+	}
+	if exp := rep.Ticket.Expires - s.Created; exp <= 0 || exp > ticket.Lifetime.Milliseconds() {
+		t.Errorf("ticket expires %d ms after created, want within %v", exp, ticket.Lifetime)
+	}
+	asAlice := s
+	asAlice.UnixUser = "alice"
+	if err := ticket.Verify(f.key, asAlice, id, rep.Ticket, time.Now()); !errors.Is(err, ticket.ErrForged) {
+		t.Errorf("ticket for the session relabelled alice as alice: %v, want ErrForged", err)
 	}
 	term, err := ptytest.New(fds[0])
 	if err != nil {

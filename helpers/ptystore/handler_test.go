@@ -16,6 +16,7 @@ import (
 
 	"sluice/internal/grant"
 	"sluice/internal/optable"
+	"sluice/internal/ticket"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/rpctest"
@@ -545,6 +546,58 @@ func TestPutRefused(t *testing.T) {
 	}
 	if n := h.fds.names(); len(n) != 0 || h.store.Len() != 0 {
 		t.Fatalf("refused puts were stored: %q, %d held", n, h.store.Len())
+	}
+}
+
+// A put is believed only as far as policy's ticket vouches: the session
+// info as given and the fd as the kernel sees it. A frontend given a root
+// shell for alice may not store it as anything else.
+func TestPutTicket(t *testing.T) {
+	h := newHarness(t, Config{})
+	root, other := startShell(t), startShell(t)
+	asRoot := msg.SessionInfo{ID: "s-root", Owner: "alice", UnixUser: "root", Machine: msg.HostMachine, Created: time.Now().UnixMilli(), PID: 42}
+	good := tk(t, h.key, asRoot, root.master)
+	with := func(f func(*msg.SessionInfo)) msg.SessionInfo { i := asRoot; f(&i); return i }
+	expired := func() msg.SessionTicket {
+		id, err := ticket.Identify(root.master)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk, err := ticket.Sign(h.key, asRoot, id, time.Now().Add(-time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}()
+	for _, tc := range []struct {
+		name   string
+		info   msg.SessionInfo
+		ticket msg.SessionTicket
+	}{
+		{"relabelled alice as alice", with(func(i *msg.SessionInfo) { i.UnixUser = "alice" }), good},
+		{"moved to another machine", with(func(i *msg.SessionInfo) { i.Machine = "box" }), good},
+		{"another id", with(func(i *msg.SessionInfo) { i.ID = "s-other" }), good},
+		{"another session's ticket", asRoot, tk(t, h.key, asRoot, other.master)},
+		{"another key's ticket", asRoot, tk(t, grant.NewKey(), asRoot, root.master)},
+		{"expired", asRoot, expired},
+		{"no ticket", asRoot, msg.SessionTicket{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: tc.info, Ticket: tc.ticket}, []*os.File{root.master}, nil)
+			if code != rpc.CodeBadRequest {
+				t.Fatalf("put: %q, want %q", code, rpc.CodeBadRequest)
+			}
+			if n := h.store.Len(); n != 0 {
+				t.Fatalf("refused put stored: %d held", n)
+			}
+		})
+	}
+	var rep msg.PtyPutReply
+	if _, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: asRoot, Ticket: good}, []*os.File{root.master}, &rep); code != "" {
+		t.Fatalf("put with its ticket: %q", code)
+	}
+	if got := h.store.List(nil); len(got) != 1 || got[0].UnixUser != "root" || got[0].Machine != msg.HostMachine {
+		t.Fatalf("stored %+v, want alice as root on .host", got)
 	}
 }
 
