@@ -80,7 +80,7 @@ func Identify(f *os.File) (FD, error) {
 	if termsock.Is(f) {
 		return FD{Kind: KindSocket, Dev: st.Dev, Num: st.Ino}, nil
 	}
-	return FD{}, errors.New("ticket: fd is neither a pty master nor a unix stream socket")
+	return FD{}, fmt.Errorf("ticket: %w, nor a unix stream socket", pty.ErrNotMaster)
 }
 
 // Sign makes the ticket for info and fd, good until expires.

@@ -78,8 +78,10 @@ func TestSessionSocketForged(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			req := request(msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: msg.SessionInfo{ID: id, Owner: "alice",
-				UnixUser: "alice", Machine: msg.HostMachine, Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}})
+			info := msg.SessionInfo{ID: id, Owner: "alice",
+				UnixUser: "alice", Machine: msg.HostMachine, Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}
+			// With a good ticket: the socket's maker is what is refused.
+			req := request(msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: info, Ticket: s.ticketFor(t, info, fd)})
 			if err := c.WriteFDs(Cat(ps.client.Lines(), Frame(req)), []int{fd}); err != nil {
 				t.Fatal(err)
 			}

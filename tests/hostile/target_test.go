@@ -318,10 +318,17 @@ func (s *helperSuite) hello(t testing.TB, component, protocol, role string) Hell
 // its socket. The processes live until the test binary ends.
 func (s *helperSuite) start(t testing.TB, name, sock string, args ...string) string {
 	t.Helper()
+	return s.startIn(t, s.run, name, sock, args...)
+}
+
+// startIn is start with another runtime directory, where the helper finds
+// the sockets of the helpers it calls: a test's own set of helpers.
+func (s *helperSuite) startIn(t testing.TB, run, name, sock string, args ...string) string {
+	t.Helper()
 	os.Remove(sock)
 	args = append([]string{"--listen", sock, "--mode", "0666"}, args...)
 	cmd := exec.Command(filepath.Join(s.bin, "sluice-"+name), args...)
-	cmd.Env = append(os.Environ(), "SLUICE_MANIFEST="+s.manifestPath, "SLUICE_RUNTIME_DIR="+s.run)
+	cmd.Env = append(os.Environ(), "SLUICE_MANIFEST="+s.manifestPath, "SLUICE_RUNTIME_DIR="+run)
 	log := &bytes.Buffer{}
 	cmd.Stderr = &lockedWriter{mu: &s.mu, w: log}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
