@@ -194,7 +194,7 @@ func recordClientRole(args []string) error {
 		// ptystore takes it as the frontend puts it: made by a recorder
 		// (SO_PEERGROUPS has sluice-recorders, ptystore's --recorders).
 		var put msg.PtyPutReply
-		if _, err := callFDs(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session}, []*os.File{master}, &put); err != nil {
+		if _, err := callFDs(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session, Ticket: rep.Ticket}, []*os.File{master}, &put); err != nil {
 			return fmt.Errorf("pty-put of the session socket: %w", err)
 		}
 		typeIn := func(s string) error {

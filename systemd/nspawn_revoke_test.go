@@ -142,7 +142,7 @@ func (d *drv) do(f []string) (string, error) {
 		}
 		defer fds[0].Close()
 		var put msg.PtyPutReply
-		if _, err := d.call(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session}, fds, &put); err != nil {
+		if _, err := d.call(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session, Ticket: rep.Ticket}, fds, &put); err != nil {
 			return "", fmt.Errorf("pty-put: %w", err)
 		}
 		if err := answers(fds[0], true); err != nil {

@@ -357,7 +357,7 @@ func clientRole(args []string) error {
 		}
 		master = fds[0]
 		var put msg.PtyPutReply
-		if _, err := call(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session},
+		if _, err := call(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session, Ticket: rep.Ticket},
 			[]*os.File{master}, &put); err != nil {
 			return fmt.Errorf("pty-put: %w", err)
 		}

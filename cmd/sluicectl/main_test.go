@@ -17,6 +17,7 @@ import (
 	"sluice/internal/grant"
 	"sluice/internal/installtest"
 	"sluice/internal/pty"
+	"sluice/internal/ticket/tickettest"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
@@ -285,8 +286,9 @@ func TestSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args, _ := msgpack.Marshal(msg.PtyPut{Grant: g, Session: msg.SessionInfo{ID: "s-test-1", Owner: "alice", UnixUser: "alice", Created: time.Now().UnixMilli(),
-		Machine: msg.HostMachine, Sharing: msg.SharePrivate}})
+	info := msg.SessionInfo{ID: "s-test-1", Owner: "alice", UnixUser: "alice", Created: time.Now().UnixMilli(),
+		Machine: msg.HostMachine, Sharing: msg.SharePrivate}
+	args, _ := msgpack.Marshal(msg.PtyPut{Grant: g, Session: info, Ticket: tickettest.For(t, key, info, master)})
 	var put msg.PtyPutReply
 	if _, err := cl.Call(context.Background(), msg.Request{Op: msg.OpPtyPut, Args: args}, []*os.File{master}, &put); err != nil {
 		t.Fatalf("pty-put: %v", err)

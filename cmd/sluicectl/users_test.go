@@ -16,6 +16,7 @@ import (
 	"sluice/internal/installtest"
 	"sluice/internal/pty"
 	"sluice/internal/revoke"
+	"sluice/internal/ticket/tickettest"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/suite"
@@ -87,7 +88,7 @@ func TestUsersPasskeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyFile := filepath.Join(t.TempDir(), "grant.key")
-	_, err = grant.WriteKeyFile(keyFile)
+	key, err := grant.WriteKeyFile(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,8 +191,9 @@ func TestUsersPasskeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slave.Close()
-	raw, _ := msgpack.Marshal(msg.PtyPut{Grant: g, Session: msg.SessionInfo{ID: "s-alice", Owner: "alice", UnixUser: "alice",
-		Created: time.Now().UnixMilli(), Machine: msg.HostMachine, Sharing: msg.SharePrivate}})
+	info := msg.SessionInfo{ID: "s-alice", Owner: "alice", UnixUser: "alice",
+		Created: time.Now().UnixMilli(), Machine: msg.HostMachine, Sharing: msg.SharePrivate}
+	raw, _ := msgpack.Marshal(msg.PtyPut{Grant: g, Session: info, Ticket: tickettest.For(t, key, info, master)})
 	var put msg.PtyPutReply
 	if _, err := ptys.Call(context.Background(), msg.Request{Op: msg.OpPtyPut, Args: raw}, []*os.File{master}, &put); err != nil {
 		t.Fatalf("pty-put: %v", err)

@@ -19,6 +19,7 @@ import (
 
 	"sluice/internal/grant"
 	"sluice/internal/pty"
+	"sluice/internal/ticket/tickettest"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/buildid"
@@ -721,7 +722,7 @@ func TestPtyStoreHoldsAPty(t *testing.T) {
 	defer master.Close()
 	info := msg.SessionInfo{ID: "c0ffee00c0ffee00c0ffee00c0ffee00", Owner: "bob", UnixUser: "sh-user",
 		Machine: msg.HostMachine, Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}
-	put := spec(t, msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "bob"), Session: info})
+	put := spec(t, msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "bob"), Session: info, Ticket: tickettest.For(t, env.key, info, master)})
 	put.SendFD = true
 	check(t, impostor, put, master, forbiddenAs(65534))
 	check(t, web, put, master, allowed(nil))
@@ -896,7 +897,7 @@ func TestDropAcrossPidNamespaces(t *testing.T) {
 	}
 	info := msg.SessionInfo{ID: "d00dd00dd00dd00dd00dd00dd00dd00d", Owner: "alice", UnixUser: "sh-user",
 		Machine: msg.HostMachine, Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}
-	put := spec(t, msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "alice"), Session: info})
+	put := spec(t, msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "alice"), Session: info, Ticket: tickettest.For(t, env.key, info, fds[0])})
 	put.SendFD = true
 	check(t, web, put, fds[0], allowed(nil))
 

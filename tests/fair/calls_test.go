@@ -86,7 +86,7 @@ func session(tb testing.TB) string {
 		}
 		defer fds[0].Close()
 		var put msg.PtyPutReply
-		if _, sessErr = suiterun.Call(ctx(), pt, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session}, fds, &put); sessErr == nil {
+		if _, sessErr = suiterun.Call(ctx(), pt, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session, Ticket: rep.Ticket}, fds, &put); sessErr == nil {
 			sessID = put.Session.ID
 		}
 	})
