@@ -657,3 +657,17 @@ func Tail(s string, n int) string {
 	}
 	return s
 }
+
+// KillFleet kills the gateway's fleet helper with SIGKILL, as a crash
+// would, and waits for it; its ssh children are left as they are.
+// StartFleet starts a new one with the same directory.
+func (e *Env) KillFleet() {
+	e.fleetCmd.Process.Kill()
+	e.fleetCmd.Wait()
+}
+
+// StartFleet starts the gateway's fleet helper again (after KillFleet).
+func (e *Env) StartFleet() { e.startFleet() }
+
+// FleetPID is the running fleet helper's pid.
+func (e *Env) FleetPID() int { return e.fleetCmd.Process.Pid }
