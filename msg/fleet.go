@@ -171,9 +171,13 @@ const RelayFramingV1 = 1
 
 // RelayReply is the relay's one frame back: the host helper's error
 // frame text ("code: message"), else its payload.
+// Framing, on a stream's answer: the framing the relay reads its input
+// with; the gateway sends no byte of input to a relay that names none
+// (an older one would type the frames into the shell).
 type RelayReply struct {
 	Error   string `msgpack:"error,omitempty"`
 	Payload []byte `msgpack:"payload,omitempty"`
+	Framing int    `msgpack:"framing,omitempty"`
 }
 
 // RelayPingReply names the host the relay serves (its forced command's

@@ -347,6 +347,13 @@ func (f *Fleet) Open(ctx context.Context, c msg.FleetCall) (msg.FleetOpenReply, 
 		closeAll(master, input) // ssh sees the end of its input; the relay has ended
 		return out, nil, relayError(h.Name, rep.Error)
 	}
+	if rep.Framing != msg.RelayFramingV1 {
+		// An older relay streams raw: our frames would be typed into the
+		// shell. Nothing was sent; the end of its input ends its stream.
+		closeAll(master, input)
+		f.Log.Warn("fleet: relay streams without framing", "host", h.Name, "framing", rep.Framing)
+		return out, nil, rpc.Errorf(msg.CodeFailed, "%s: the host's sluice-relay does not frame its input (framing %d, want %d): update it", h.Name, rep.Framing, msg.RelayFramingV1)
+	}
 	if err := msgpack.Unmarshal(rep.Payload, &out); err != nil {
 		closeAll(master, input)
 		return out, nil, fmt.Errorf("fleet: open answer: %w", err)

@@ -117,7 +117,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err != nil {
 		return r.replyErr(err)
 	}
-	if err := r.reply(msg.RelayReply{Payload: b}); err != nil {
+	if err := r.reply(msg.RelayReply{Payload: b, Framing: msg.RelayFramingV1}); err != nil {
 		return err
 	}
 	return r.stream(ctx, open.Session.ID, master)
