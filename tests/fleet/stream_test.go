@@ -109,6 +109,18 @@ func TestFleetStreamSizesAndKills(t *testing.T) {
 		}
 		defer f.Close()
 		typeAndSee(t, f, "echo x=$X-end\n", "x=kept-42-end")
+		// The session ending ends the gateway's pty: the page is told.
+		f.Write([]byte("exit\n"))
+		f.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				if os.IsTimeout(err) {
+					t.Fatal("the gateway's pty still open 20 s after the shell exited")
+				}
+				break
+			}
+		}
 	})
 }
 
