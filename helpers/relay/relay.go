@@ -212,7 +212,7 @@ func (r *Relay) stream(ctx context.Context, id string, master *os.File) error {
 	defer signal.Stop(hup)
 	done := make(chan string, 2)
 	go func() { done <- r.input(master) }()
-	go func() { io.Copy(r.Out, master); done <- "session ended" }()
+	go func() { copyOut(r.Out, master); done <- "session ended" }()
 	tick := time.NewTicker(r.reportEvery())
 	defer tick.Stop()
 	rp := &reporter{r: r, id: id, every: r.reportEvery(), lastOK: time.Now()}
