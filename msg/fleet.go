@@ -152,20 +152,32 @@ type FleetCheckReply struct {
 }
 
 // RelayRequest is the one frame the gateway writes to the relay. Stream:
-// after the reply the relay streams the session's pty over its stdio.
+// after the reply the relay streams the session's pty over its stdio,
+// its input framed as Framing says (a stream request must name
+// RelayFramingV1; the relay refuses any other).
 type RelayRequest struct {
 	Service   string     `msgpack:"service"`
 	Op        string     `msgpack:"op"`
 	Args      []byte     `msgpack:"args"`
 	HostGrant *HostGrant `msgpack:"host_grant,omitempty"`
 	Stream    bool       `msgpack:"stream,omitempty"`
+	Framing   int        `msgpack:"framing,omitempty"`
 }
+
+// RelayFramingV1: the relay has no pty (`ssh -T`); gateway → host is
+// input and window-size frames (helpers/relay, frame.go), host → gateway
+// the session's raw output.
+const RelayFramingV1 = 1
 
 // RelayReply is the relay's one frame back: the host helper's error
 // frame text ("code: message"), else its payload.
+// Framing, on a stream's answer: the framing the relay reads its input
+// with; the gateway sends no byte of input to a relay that names none
+// (an older one would type the frames into the shell).
 type RelayReply struct {
 	Error   string `msgpack:"error,omitempty"`
 	Payload []byte `msgpack:"payload,omitempty"`
+	Framing int    `msgpack:"framing,omitempty"`
 }
 
 // RelayPingReply names the host the relay serves (its forced command's

@@ -104,7 +104,7 @@ On %s, as root:
   1. the relay account:
        useradd --system --home-dir / --shell /bin/sh %s && usermod -p '*' %s
   2. its only key (its authorized_keys, e.g. /etc/ssh/authorized_keys/%s with AuthorizedKeysFile naming it):
-       restrict,pty,command="%s --host %s" %s
+       restrict,command="%s --host %s" %s
   3. the gateway's public key, as /etc/sluice/gateway.pub:
        %s
   4. sluice-policy and sluice-ptystore get:

@@ -35,7 +35,7 @@ func TestHostsAddListRemove(t *testing.T) {
 		{"bad name", add("--host-key", "ssh-ed25519 AAAAh1", ".host", "10.0.0.2"), 2, "invalid host name"},
 		{"bad address", add("--host-key", "ssh-ed25519 AAAAh1", "web1", "-oProxyCommand=x"), 2, "invalid address"},
 		{"add", add("--host-key", "ssh-ed25519 AAAAh1 root@web1", "web1", "10.0.0.2"), 0,
-			`restrict,pty,command="/usr/libexec/sluice/sluice-relay --host web1" ssh-ed25519 AAAAfleet`},
+			`restrict,command="/usr/libexec/sluice/sluice-relay --host web1" ssh-ed25519 AAAAfleet`},
 		{"add again replaces", add("--port", "2222", "--host-key", "ssh-ed25519 AAAAh1new", "web1", "10.0.0.3"), 0, "sluice-gateway-ed25519 "},
 		{"add another", add("--host-key", "ssh-ed25519 AAAAh2", "web2", "10.0.0.4"), 0, "--fleet-host web2"},
 		{"list", []string{"list", "--fleet-dir", dir}, 0, "web1  10.0.0.3  2222"},

@@ -49,14 +49,12 @@ func (f *Fleet) timeout() time.Duration {
 
 // sshArgs is the whole ssh command line: no user config, only our key,
 // only our known_hosts, the host's key pinned under its fleet name, no
-// agent, no forwarding of any kind.
-func (f *Fleet) sshArgs(h msg.FleetHost, tty bool) []string {
-	mode := "-T"
-	if tty {
-		mode = "-tt"
-	}
+// agent, no forwarding of any kind, and no pty on the host (-T): a
+// stream's sizes travel in its input frames, and a pty there would be
+// one more kernel hop for every byte of output.
+func (f *Fleet) sshArgs(h msg.FleetHost) []string {
 	return []string{
-		"-F", "/dev/null", mode,
+		"-F", "/dev/null", "-T",
 		"-i", filepath.Join(f.Dir, KeyFile),
 		"-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
 		"-o", "UserKnownHostsFile=" + filepath.Join(f.Dir, KnownHostsFile),
@@ -73,12 +71,12 @@ func (f *Fleet) sshArgs(h msg.FleetHost, tty bool) []string {
 	}
 }
 
-func (f *Fleet) command(h msg.FleetHost, tty bool) *exec.Cmd {
+func (f *Fleet) command(h msg.FleetHost) *exec.Cmd {
 	ssh := f.SSH
 	if ssh == "" {
 		ssh = "ssh"
 	}
-	cmd := exec.Command(ssh, f.sshArgs(h, tty)...)
+	cmd := exec.Command(ssh, f.sshArgs(h)...)
 	// ssh reads nothing of ours but what the command line says; HOME
 	// only keeps it from looking at another user's ~/.ssh.
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + f.Dir, "LANG=C"}
@@ -225,7 +223,7 @@ func (f *Fleet) Check(ctx context.Context, name string) (msg.FleetCheckReply, er
 func (f *Fleet) run(ctx context.Context, h msg.FleetHost, req msg.RelayRequest) (msg.RelayReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout())
 	defer cancel()
-	cmd := f.command(h, false)
+	cmd := f.command(h)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return msg.RelayReply{}, err
@@ -256,9 +254,12 @@ func (f *Fleet) run(ctx context.Context, h msg.FleetHost, req msg.RelayRequest) 
 	return rep, nil
 }
 
-// Open starts a streaming session: ssh with a pty of ours as its
-// terminal, so window sizes travel as ssh's own window-change messages,
-// and returns the answer and our pty's master for the frontend.
+// Open starts a streaming session and returns the answer and the master
+// of a pty of ours for the frontend, which streams it as a local one.
+// ssh's stdout is that pty's slave, so the session's output goes from
+// ssh to the frontend through the one pty; ssh's stdin is a pipe from
+// this helper, which reads what the frontend writes to the master and
+// sends it, with the pty's window size, as input frames (relay.Frame).
 func (f *Fleet) Open(ctx context.Context, c msg.FleetCall) (msg.FleetOpenReply, *os.File, error) {
 	var out msg.FleetOpenReply
 	if c.Op != msg.OpCreateShellSession && c.Op != msg.OpPtyGet {
@@ -285,26 +286,38 @@ func (f *Fleet) Open(ctx context.Context, c msg.FleetCall) (msg.FleetOpenReply, 
 	if err != nil {
 		return out, nil, fmt.Errorf("fleet: pty: %w", err)
 	}
-	if err := rawAndSize(slave, c.Rows, c.Cols); err != nil {
-		master.Close()
-		slave.Close()
-		return out, nil, err
+	// The input side's own open of the slave, non-blocking for the
+	// poller, so closing it ends a read in progress.
+	peer, err := openPeer(master)
+	if err == nil {
+		err = rawAndSize(slave, c.Rows, c.Cols)
 	}
-	cmd := f.command(h, true)
-	cmd.Stdin, cmd.Stdout = slave, slave
+	var stdin, input *os.File
+	if err == nil {
+		stdin, input, err = os.Pipe()
+	}
+	if err != nil {
+		closeAll(master, slave, peer)
+		return out, nil, fmt.Errorf("fleet: stream: %w", err)
+	}
+	cmd := f.command(h)
+	cmd.Stdin, cmd.Stdout = stdin, slave
 	stderr := &limitWriter{n: 4 << 10}
 	cmd.Stderr = stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
-	slave.Close()
+	closeAll(slave, stdin)
 	if err != nil {
-		master.Close()
+		closeAll(master, peer, input)
 		return out, nil, fmt.Errorf("fleet: ssh: %w", err)
 	}
 	started = true
 	exited := make(chan struct{})
 	go func() {
 		err := cmd.Wait()
+		// ssh held the slave's other open: with ours closed too, the
+		// frontend's reads of the master end (EIO), as the session has.
+		closeAll(peer, input)
 		close(exited)
 		f.done()
 		f.Log.Info("fleet: stream ended", "host", h.Name, "ssh", err, "stderr", stderr.String())
@@ -312,7 +325,11 @@ func (f *Fleet) Open(ctx context.Context, c msg.FleetCall) (msg.FleetOpenReply, 
 	// Killing ssh ends our reads of the master (EIO) if the relay never
 	// answers in time.
 	timer := time.AfterFunc(f.timeout(), func() { cmd.Process.Kill() })
-	rep, err := exchange(master, msg.RelayRequest{Service: serviceOf(c.Op), Op: c.Op, Args: c.Args, HostGrant: &c.HostGrant, Stream: true})
+	rep, err := exchange(struct {
+		io.Reader
+		io.Writer
+	}{master, input}, msg.RelayRequest{Service: serviceOf(c.Op), Op: c.Op, Args: c.Args, HostGrant: &c.HostGrant,
+		Stream: true, Framing: msg.RelayFramingV1})
 	timer.Stop()
 	if err != nil {
 		cmd.Process.Kill()
@@ -322,16 +339,35 @@ func (f *Fleet) Open(ctx context.Context, c msg.FleetCall) (msg.FleetOpenReply, 
 		return out, nil, rpc.Errorf(msg.CodeFailed, "%s: cannot reach the host's relay (%s)", h.Name, sshWhy(stderr.String(), err))
 	}
 	if rep.Error != "" {
-		master.Close() // ssh sees the hangup and ends
+		closeAll(master, input) // ssh sees the end of its input; the relay has ended
 		return out, nil, relayError(h.Name, rep.Error)
 	}
+	if rep.Framing != msg.RelayFramingV1 {
+		// An older relay streams raw: our frames would be typed into the
+		// shell. Nothing was sent; the end of its input ends its stream.
+		closeAll(master, input)
+		f.Log.Warn("fleet: relay streams without framing", "host", h.Name, "framing", rep.Framing)
+		return out, nil, rpc.Errorf(msg.CodeFailed, "%s: the host's sluice-relay does not frame its input (framing %d, want %d): update it", h.Name, rep.Framing, msg.RelayFramingV1)
+	}
 	if err := msgpack.Unmarshal(rep.Payload, &out); err != nil {
-		master.Close()
+		closeAll(master, input)
 		return out, nil, fmt.Errorf("fleet: open answer: %w", err)
 	}
 	out.Host = h.Name
+	go func() {
+		err := pumpInput(peer, input, SizePoll)
+		f.Log.Info("fleet: stream input ended", "host", h.Name, "session", out.Session.ID, "why", err)
+	}()
 	f.Log.Info("fleet: stream", "host", h.Name, "op", c.Op, "user", c.HostGrant.User, "session", out.Session.ID, "mode", out.Mode)
 	return out, master, nil
+}
+
+func closeAll(fs ...*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 func (f *Fleet) done() {

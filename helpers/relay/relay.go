@@ -57,10 +57,11 @@ type Relay struct {
 
 // Run serves the session's one request.
 func (r *Relay) Run(ctx context.Context) error {
-	tty := isTTY(r.In)
-	if tty {
-		// Raw before anything is read: a cooked pty would echo the
-		// request back into the answer and turn \n into \r\n.
+	if isTTY(r.In) {
+		// The gateway asks for no pty (`ssh -T`) and the relay account's
+		// key line allows none; if one was given anyway, raw before
+		// anything is read: a cooked pty would echo the request back into
+		// the answer and turn \n into \r\n.
 		if err := makeRaw(r.In); err != nil {
 			return fmt.Errorf("relay: raw mode: %w", err)
 		}
@@ -79,6 +80,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	if req.Op == msg.OpRelayPing {
 		b, _ := msgpack.Marshal(msg.RelayPingReply{Host: r.Host})
 		return r.reply(msg.RelayReply{Payload: b})
+	}
+	if req.Stream && req.Framing != msg.RelayFramingV1 {
+		// Before any call: an older gateway's unframed stream would
+		// type its own frames' bytes into the shell.
+		err := rpc.Errorf(rpc.CodeBadRequest, "a stream must use framing %d, not %d (gateway and host at different versions?)", msg.RelayFramingV1, req.Framing)
+		return r.replyErr(err)
 	}
 	if !req.Stream {
 		payload, fds, err := r.call(ctx, req.Service, req.Op, req.HostGrant, req.Args, nil)
@@ -100,10 +107,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err != nil {
 		return r.replyErr(err)
 	}
-	if err := r.reply(msg.RelayReply{Payload: b}); err != nil {
+	if err := r.reply(msg.RelayReply{Payload: b, Framing: msg.RelayFramingV1}); err != nil {
 		return err
 	}
-	return r.stream(ctx, open.Session.ID, master, tty)
+	return r.stream(ctx, open.Session.ID, master)
 }
 
 // open makes the session's call: create-shell-session (then pty-put, as
@@ -184,33 +191,18 @@ func (r *Relay) call(ctx context.Context, service, op string, hg *msg.HostGrant,
 	return cl.CallRaw(ctx, body, fds)
 }
 
-// stream copies the session's pty to the channel and back until either
-// ends. Blocking copies are the flow control: a slow gateway stops our
-// reads of the pty, and so the shell, as a slow frontend does locally.
-func (r *Relay) stream(ctx context.Context, id string, master *os.File, tty bool) error {
-	if tty {
-		sizeFrom(r.In, master)
-		winch := make(chan os.Signal, 1)
-		signal.Notify(winch, syscall.SIGWINCH)
-		defer signal.Stop(winch)
-		go func() {
-			for range winch {
-				sizeFrom(r.In, master)
-			}
-		}()
-	}
+// stream copies the session's output to the channel and the channel's
+// input frames to the session until either ends. Blocking copies are the
+// flow control: a slow gateway stops our reads of the pty, and so the
+// shell, as a slow frontend does locally; input has the channel's other
+// direction, so Ctrl-C is not queued behind output.
+func (r *Relay) stream(ctx context.Context, id string, master *os.File) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP, syscall.SIGTERM)
 	defer signal.Stop(hup)
 	done := make(chan string, 2)
-	// A recorded session's fd is the recorder's socket, which takes
-	// typed bytes as frames (docs/recording.md).
-	in := io.Writer(master)
-	if termsock.Is(master) {
-		in = termsock.Writer{W: master}
-	}
-	go func() { io.Copy(in, r.In); done <- "gateway closed" }()
-	go func() { io.Copy(r.Out, master); done <- "session ended" }()
+	go func() { done <- r.input(master) }()
+	go func() { copyOut(r.Out, master); done <- "session ended" }()
 	tick := time.NewTicker(r.reportEvery())
 	defer tick.Stop()
 	rp := &reporter{r: r, id: id, every: r.reportEvery(), lastOK: time.Now()}
@@ -245,6 +237,48 @@ func (r *Relay) stream(ctx context.Context, id string, master *os.File, tty bool
 	}
 	r.Log.Info("relay: stream ended", "host", r.Host, "session", id, "why", why, "user", r.user)
 	return nil
+}
+
+// input writes the channel's input frames to the session and sets its
+// sizes, until the gateway closes or sends a bad frame; it returns why
+// the stream ends.
+func (r *Relay) input(master *os.File) string {
+	d := NewDeframer(r.In)
+	// A recorded session's fd is the recorder's socket, which takes typed
+	// bytes and sizes as its own frames (docs/recording.md).
+	recorded := termsock.Is(master)
+	for {
+		f, err := d.Next()
+		if err == io.EOF {
+			return "gateway closed"
+		}
+		if err != nil {
+			r.Log.Error("relay: input", "host", r.Host, "user", r.user, "err", err)
+			return err.Error()
+		}
+		switch f.Type {
+		case FrameInput:
+			var err error
+			if recorded {
+				_, err = termsock.Writer{W: master}.Write(f.Input)
+			} else {
+				_, err = master.Write(f.Input)
+			}
+			if err != nil {
+				return "session ended (input: " + err.Error() + ")"
+			}
+		case FrameSize:
+			if recorded {
+				if _, err := master.Write(termsock.AppendResize(nil, f.Size.Col, f.Size.Row)); err != nil {
+					return "session ended (size: " + err.Error() + ")"
+				}
+				continue
+			}
+			if err := setSize(master, f.Size); err != nil {
+				r.Log.Warn("relay: window size", "host", r.Host, "err", err)
+			}
+		}
+	}
 }
 
 func (r *Relay) reportEvery() time.Duration {
@@ -366,14 +400,16 @@ func MakeRaw(t *unix.Termios) {
 	t.Cc[unix.VTIME] = 0
 }
 
-func sizeFrom(tty, master *os.File) {
-	ws, err := unix.IoctlGetWinsize(int(tty.Fd()), unix.TIOCGWINSZ)
-	if err != nil || ws.Row == 0 || ws.Col == 0 {
-		return
+// setSize is TIOCSWINSZ without Fd(), which would make a pollable
+// master blocking under the output copy's read.
+func setSize(master *os.File, ws unix.Winsize) error {
+	rc, err := master.SyscallConn()
+	if err != nil {
+		return err
 	}
-	if termsock.Is(master) {
-		master.Write(termsock.AppendResize(nil, ws.Col, ws.Row))
-		return
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &ws) }); err != nil {
+		return err
 	}
-	unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, ws)
+	return ierr
 }

@@ -113,7 +113,7 @@ func TestStreamFailsClosed(t *testing.T) {
 				PtyStore: func() (Caller, error) { return st, nil },
 				Log:      slog.New(slog.NewTextHandler(io.Discard, nil))}
 			ended := make(chan error, 1)
-			go func() { ended <- r.stream(context.Background(), id, master, false) }()
+			go func() { ended <- r.stream(context.Background(), id, master) }()
 			got := make(chan string, 1)
 			go func() {
 				b, _ := io.ReadAll(outR)

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"sluice/msg"
 	"sluice/tests/fleet/fleetenv"
 	"sluice/tests/suiterun"
 )
@@ -97,7 +99,10 @@ const echoScript = `stty raw -echo; printf 'R%sY' D; exec cat`
 // BenchmarkEcho: one key at a time from a WebSocket client through the
 // gateway to `stty raw; cat` on h1 and back, against the same program
 // under `ssh -tt h1` on a pty this process reads; per round a block of
-// each, the order alternating.
+// each, the order alternating. A third path, fleetpty, types into the
+// gateway's pty as the fleet helper hands it to the frontend: what of
+// the added time is the fleet's (ssh, relay, framing), what the
+// frontend's and the WebSocket's.
 func BenchmarkEcho(b *testing.B) {
 	perRound := envInt("SLUICE_FLEET_ECHO_KEYS", 500)
 	e := benchFleet(b)
@@ -115,6 +120,22 @@ func BenchmarkEcho(b *testing.B) {
 	if err := readUntil(m, "RDY"); err != nil {
 		b.Fatal(err)
 	}
+	// The gateway's pty as the fleet helper hands it to the frontend,
+	// read by this process: the fleet's part of the path without the
+	// frontend and the WebSocket.
+	ctx := context.Background()
+	g := e.SignIn(ctx, "alice")
+	_, fp, err := e.Open(ctx, "h1", e.HostGrant(ctx, g, "h1"), msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fp.Close()
+	if _, err := fp.Write([]byte(echoScript + "\n")); err != nil {
+		b.Fatal(err)
+	}
+	if err := readUntil(fp, "RDY"); err != nil {
+		b.Fatal(err)
+	}
 	one := make([]byte, 1)
 	wsEcho := func() (time.Duration, error) {
 		t := time.Now()
@@ -125,17 +146,20 @@ func BenchmarkEcho(b *testing.B) {
 		err := br.Stream(func(p []byte) bool { d = time.Since(t); return len(p) == 0 }, nil)
 		return d, err
 	}
-	sshEcho := func() (time.Duration, error) {
-		t := time.Now()
-		if _, err := m.Write([]byte("k")); err != nil {
-			return 0, err
+	ptyEcho := func(f *os.File) func() (time.Duration, error) {
+		return func() (time.Duration, error) {
+			t := time.Now()
+			if _, err := f.Write([]byte("k")); err != nil {
+				return 0, err
+			}
+			_, err := io.ReadFull(f, one)
+			if err == nil && one[0] != 'k' {
+				err = fmt.Errorf("%s echoed %q", f.Name(), one)
+			}
+			return time.Since(t), err
 		}
-		_, err := io.ReadFull(m, one)
-		if err == nil && one[0] != 'k' {
-			err = fmt.Errorf("ssh echoed %q", one)
-		}
-		return time.Since(t), err
 	}
+	sshEcho, fleetEcho := ptyEcho(m), ptyEcho(fp)
 	block := func(f func() (time.Duration, error)) []time.Duration {
 		var ds []time.Duration
 		for range perRound {
@@ -149,19 +173,26 @@ func BenchmarkEcho(b *testing.B) {
 	}
 	r := rounds{}
 	for b.Loop() {
-		for range 200 { // warm both paths up
+		for range 200 { // warm the paths up
 			wsEcho()
 			sshEcho()
+			fleetEcho()
 		}
 		for i := range benchRounds {
-			var sl, wl []time.Duration
-			if i%2 == 0 {
-				sl, wl = block(sshEcho), block(wsEcho)
-			} else {
-				wl, sl = block(wsEcho), block(sshEcho)
+			// Each path first, second and third in turn.
+			ls := map[string][]time.Duration{}
+			paths := []string{"ssh", "ws", "fleet"}
+			fs := map[string]func() (time.Duration, error){"ssh": sshEcho, "ws": wsEcho, "fleet": fleetEcho}
+			for k := range paths {
+				p := paths[(i+k)%len(paths)]
+				ls[p] = block(fs[p])
 			}
+			sl, wl, fl := ls["ssh"], ls["ws"], ls["fleet"]
 			us := func(d time.Duration) float64 { return float64(d) / 1e3 }
 			s50, s99, w50, w99 := quantile(sl, .5), quantile(sl, .99), quantile(wl, .5), quantile(wl, .99)
+			f50 := quantile(fl, .5)
+			r.add("fleetpty-p50-us", us(f50))
+			r.add("fleetpty-p50-added-us", us(f50-s50))
 			r.add("ssh-p50-us", us(s50))
 			r.add("ssh-p99-us", us(s99))
 			r.add("echo-p50-us", us(w50))

@@ -238,6 +238,9 @@ func TestFleet(t *testing.T) {
 			{"a shell", []string{"-T", h.Addr}},
 			{"sftp", []string{"-s", h.Addr, "sftp"}},
 			{"a tcp forward", []string{"-W", "127.0.0.1:22", h.Addr}},
+			// Streams need no pty on the host (sizes are frames): the
+			// key line gives none (`restrict` without `pty`).
+			{"a pty", []string{"-tt", h.Addr}},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -255,6 +258,12 @@ func TestFleet(t *testing.T) {
 				if c.name == "a tcp forward" {
 					if bytes.Contains(out, []byte("SSH-2.0")) {
 						t.Fatalf("forwarded: %q", out)
+					}
+					return
+				}
+				if c.name == "a pty" {
+					if !bytes.Contains(out, []byte("PTY allocation request failed")) {
+						t.Fatalf("sshd gave the relay account a pty: %q", out)
 					}
 					return
 				}

@@ -384,7 +384,7 @@ func (e *Env) startSSHD(h *Host) {
 	// A file per account (%u): a key listed for PlainUser must not log
 	// in as the relay account without its forced command.
 	ak := func(user string) string { return filepath.Join(h.Dir, "authorized_keys."+user) }
-	line := fmt.Sprintf("restrict,pty,command=\"%s --host %s --runtime-dir %s --log %s\" %s",
+	line := fmt.Sprintf("restrict,command=\"%s --host %s --runtime-dir %s --log %s\" %s",
 		e.relayBin(), h.Name, h.Suite.RunDir, relayLog, strings.TrimSpace(string(fleetPub)))
 	if err := os.WriteFile(ak(RelayUser), []byte(line+"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -657,3 +657,17 @@ func Tail(s string, n int) string {
 	}
 	return s
 }
+
+// KillFleet kills the gateway's fleet helper with SIGKILL, as a crash
+// would, and waits for it; its ssh children are left as they are.
+// StartFleet starts a new one with the same directory.
+func (e *Env) KillFleet() {
+	e.fleetCmd.Process.Kill()
+	e.fleetCmd.Wait()
+}
+
+// StartFleet starts the gateway's fleet helper again (after KillFleet).
+func (e *Env) StartFleet() { e.startFleet() }
+
+// FleetPID is the running fleet helper's pid.
+func (e *Env) FleetPID() int { return e.fleetCmd.Process.Pid }

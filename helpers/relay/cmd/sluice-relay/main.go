@@ -1,5 +1,5 @@
 // Command sluice-relay is the forced command of a fleet host's relay
-// account (authorized_keys: restrict,pty,command="sluice-relay --host
+// account (authorized_keys: restrict,command="sluice-relay --host
 // NAME"): one call from the gateway to this host's policy or ptystore per
 // ssh session. See package sluice/helpers/relay and docs/fleet.md.
 package main
