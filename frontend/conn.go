@@ -118,9 +118,16 @@ func (c *conn) run() {
 	defer grace.Stop()
 	c.send(c.hello())
 	for {
-		bp := msgBufs.Get().(*[]byte)
-		typ, data, err := c.readMessage((*bp)[:0])
+		// The buffer is taken once a message has begun: an idle
+		// connection, blocked here until its next key or ack, holds none.
+		typ, r, err := c.ws.NextReader()
 		if err != nil {
+			return
+		}
+		bp := msgBufs.Get().(*[]byte)
+		data, err := readAll(r, (*bp)[:0])
+		if err != nil {
+			*bp = data[:0]
 			msgBufs.Put(bp)
 			return
 		}
@@ -143,17 +150,12 @@ func (c *conn) run() {
 }
 
 // msgBufs hold client messages while they are handled, so that keys and
-// acks make no garbage (whose collection shows in echo latency) and an idle
-// connection holds no buffer.
+// acks make no garbage (whose collection shows in echo latency).
 var msgBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-// readMessage reads the next message into buf, grown as needed up to the
-// read limit.
-func (c *conn) readMessage(buf []byte) (int, []byte, error) {
-	typ, r, err := c.ws.NextReader()
-	if err != nil {
-		return 0, buf, err
-	}
+// readAll reads the rest of a message into buf, grown as needed up to
+// the read limit.
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -161,10 +163,10 @@ func (c *conn) readMessage(buf []byte) (int, []byte, error) {
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err == io.EOF {
-			return typ, buf, nil
+			return buf, nil
 		}
 		if err != nil {
-			return 0, buf, err
+			return buf, err
 		}
 	}
 }

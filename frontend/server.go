@@ -7,11 +7,13 @@ package frontend
 
 import (
 	"embed"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -95,8 +97,13 @@ type Server struct {
 	lim *limiter // limits.go
 }
 
+// file is a page file, read from the binary's embedded data on each
+// request: a copy on the heap at start would hold the whole page bundle
+// (about 540 KiB) in every frontend's memory for its life.
 type file struct {
-	body  []byte
+	fsys  fs.FS
+	path  string
+	size  int64
 	ctype string
 }
 
@@ -147,11 +154,11 @@ func New(cfg Config) (*Server, error) {
 			if err != nil || d.IsDir() {
 				return err
 			}
-			b, err := fs.ReadFile(src.fsys, p)
+			info, err := d.Info()
 			if err != nil {
 				return err
 			}
-			s.files[strings.TrimPrefix(p, src.dir+"/")] = file{b, contentType(p)}
+			s.files[strings.TrimPrefix(p, src.dir+"/")] = file{src.fsys, p, info.Size(), contentType(p)}
 			return nil
 		})
 		if err != nil {
@@ -228,12 +235,21 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name string) 
 		http.NotFound(w, r)
 		return
 	}
+	rd, err := f.fsys.Open(f.path)
+	if err != nil {
+		// Embedded files cannot go missing; this is the server's bug.
+		s.log.Error("page file", "file", f.path, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	defer rd.Close()
 	w.Header().Set("Content-Type", f.ctype)
 	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Content-Length", strconv.FormatInt(f.size, 10))
 	if r.Method == http.MethodHead {
 		return
 	}
-	w.Write(f.body)
+	io.Copy(w, rd)
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {

@@ -59,6 +59,29 @@ func TestHTTP(t *testing.T) {
 			}
 		})
 	}
+	// Files are streamed from the embedded data: whole, with their length.
+	for _, name := range []string{"web/static/index.html", "web/static/app.js"} {
+		want, err := staticFS.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := "/static/" + strings.TrimPrefix(name, "web/static/")
+		for _, method := range []string{"GET", "HEAD"} {
+			req, _ := http.NewRequest(method, l.base+path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.ContentLength != int64(len(want)) {
+				t.Errorf("%s %s: Content-Length %d, want %d", method, path, resp.ContentLength, len(want))
+			}
+			if method == "GET" && string(body) != string(want) {
+				t.Errorf("%s %s: body of %d bytes differs from the embedded %d", method, path, len(body), len(want))
+			}
+		}
+	}
 	if strings.Contains(CSP, "script-src 'self' 'unsafe") || !strings.Contains(CSP, "frame-ancestors 'none'") {
 		t.Fatalf("CSP too loose: %s", CSP)
 	}

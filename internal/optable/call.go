@@ -1,9 +1,11 @@
 package optable
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -22,7 +24,8 @@ type Caller interface {
 // table's FDsOut for the op): otherwise they are closed and the call
 // fails, so a caller never holds an fd it did not expect. The caller owns
 // the fds returned. Errors from cl are returned unwrapped, for the caller
-// to explain in its own terms.
+// to explain in its own terms. cl must not keep the request after Call
+// returns: its Args are a pooled buffer.
 func Call[R any](ctx context.Context, cl Caller, op string, args any, send []*os.File, want int) (R, []*os.File, error) {
 	var r R
 	fds, err := CallInto(ctx, cl, op, args, send, &r, want)
@@ -32,11 +35,24 @@ func Call[R any](ctx context.Context, cl Caller, op string, args any, send []*os
 // CallInto is Call decoding into reply (a pointer), for a caller that
 // picks the reply's type at run time (sluicectl).
 func CallInto(ctx context.Context, cl Caller, op string, args any, send []*os.File, reply any, want int) ([]*os.File, error) {
-	raw, err := msgpack.Marshal(args)
+	// The args are encoded into a pooled buffer: Caller.Call copies them
+	// into its request frame before it returns, and msgpack.Marshal's own
+	// buffer grows by doubling, half its allocations garbage at once.
+	buf := argBufs.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 {
+			argBufs.Put(buf)
+		}
+	}()
+	buf.Reset()
+	enc := msgpack.GetEncoder()
+	enc.Reset(buf)
+	err := enc.Encode(args)
+	msgpack.PutEncoder(enc)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", op, err)
 	}
-	fds, err := cl.Call(ctx, msg.Request{Op: op, Args: raw}, send, reply)
+	fds, err := cl.Call(ctx, msg.Request{Op: op, Args: buf.Bytes()}, send, reply)
 	if err != nil {
 		closeAll(fds)
 		return nil, err
@@ -47,6 +63,8 @@ func CallInto(ctx context.Context, cl Caller, op string, args any, send []*os.Fi
 	}
 	return fds, nil
 }
+
+var argBufs = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 512)) }}
 
 // One is Call for an op whose reply carries exactly one fd.
 func One[R any](ctx context.Context, cl Caller, op string, args any) (R, *os.File, error) {

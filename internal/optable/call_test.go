@@ -23,6 +23,8 @@ type replier struct {
 
 func (r *replier) Call(_ context.Context, req any, send []*os.File, resp any) ([]*os.File, error) {
 	r.got = req.(msg.Request)
+	// Args is the caller's pooled buffer, valid only during Call.
+	r.got.Args = append([]byte(nil), r.got.Args...)
 	r.sent = len(send)
 	b, _ := msgpack.Marshal(echoReply{Word: "back"})
 	if err := msgpack.Unmarshal(b, resp); err != nil {
