@@ -74,7 +74,10 @@ func (l *limiter) start() {
 				return
 			case now := <-t.C:
 				l.checkIdle(now)
-				if now.Sub(beat) >= l.heartbeat {
+				// Half a tick of slack: a tick delivered late makes the
+				// next one look early, and a skipped report would stretch
+				// the interval a policy detach takes to reach the page.
+				if now.Sub(beat) >= l.heartbeat-l.tick/2 {
 					beat = now
 					l.reportAttached()
 				}
