@@ -165,8 +165,9 @@ type RelayRequest struct {
 }
 
 // RelayFramingV1: the relay has no pty (`ssh -T`); gateway → host is
-// input and window-size frames (helpers/relay, frame.go), host → gateway
-// the session's raw output.
+// the recorder's session-socket frames, input and resize
+// (internal/termsock, read with termsock.Reader), host → gateway the
+// session's raw output.
 const RelayFramingV1 = 1
 
 // RelayReply is the relay's one frame back: the host helper's error

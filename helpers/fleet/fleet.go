@@ -259,7 +259,7 @@ func (f *Fleet) run(ctx context.Context, h msg.FleetHost, req msg.RelayRequest) 
 // ssh's stdout is that pty's slave, so the session's output goes from
 // ssh to the frontend through the one pty; ssh's stdin is a pipe from
 // this helper, which reads what the frontend writes to the master and
-// sends it, with the pty's window size, as input frames (relay.Frame).
+// sends it, with the pty's window size, as termsock frames (msg.RelayFramingV1).
 func (f *Fleet) Open(ctx context.Context, c msg.FleetCall) (msg.FleetOpenReply, *os.File, error) {
 	var out msg.FleetOpenReply
 	if c.Op != msg.OpCreateShellSession && c.Op != msg.OpPtyGet {

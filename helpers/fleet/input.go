@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/relay"
+	"sluice/internal/termsock"
 )
 
 // SizePoll is how often a stream's window size is looked at between
@@ -38,7 +38,7 @@ func pumpInput(peer, w *os.File, poll time.Duration) error {
 	}
 	size := func() error {
 		ws, err := winsize(peer)
-		if err != nil || ws.Row == 0 || ws.Col == 0 || ws.Row > relay.MaxDim || ws.Col > relay.MaxDim {
+		if err != nil || ws.Row == 0 || ws.Col == 0 || ws.Row > termsock.MaxSide || ws.Col > termsock.MaxSide {
 			return nil // nothing the relay would take; the next change may be
 		}
 		mu.Lock()
@@ -47,7 +47,7 @@ func pumpInput(peer, w *os.File, poll time.Duration) error {
 			return nil
 		}
 		last = ws
-		return write(relay.AppendSize(nil, ws))
+		return write(termsock.AppendResize(nil, ws.Col, ws.Row))
 	}
 	if err := size(); err != nil {
 		return err
@@ -68,8 +68,8 @@ func pumpInput(peer, w *os.File, poll time.Duration) error {
 			}
 		}
 	}()
-	buf := make([]byte, 4<<10)
-	frame := make([]byte, 0, len(buf)+8)
+	buf := make([]byte, termsock.MaxPayload)
+	frame := make([]byte, 0, len(buf)+termsock.HeaderLen)
 	for {
 		n, rerr := peer.Read(buf)
 		if n > 0 {
@@ -77,7 +77,7 @@ func pumpInput(peer, w *os.File, poll time.Duration) error {
 				return err
 			}
 			mu.Lock()
-			frame = relay.AppendInput(frame[:0], buf[:n])
+			frame = termsock.AppendInput(frame[:0], buf[:n])
 			err := write(frame)
 			mu.Unlock()
 			if err != nil {

@@ -10,14 +10,20 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/helpers/relay"
 	"sluice/internal/pty"
+	"sluice/internal/termsock"
 )
 
 // The gateway side of a stream's input, on a real pty: what the frontend
 // writes to the master goes out as input frames, byte for byte; the size
 // it sets goes out as a size frame (first, and on each change, zero sizes
 // skipped); closing the master ends the input at a frame boundary.
+type frame struct {
+	typ        byte
+	p          []byte
+	cols, rows uint16
+}
+
 func TestPumpInput(t *testing.T) {
 	master, slave, err := pty.Open()
 	if err != nil {
@@ -35,16 +41,19 @@ func TestPumpInput(t *testing.T) {
 	defer r.Close()
 	pumped := make(chan error, 1)
 	go func() { pumped <- pumpInput(peer, w, 10*time.Millisecond) }()
-	d := relay.NewDeframer(r)
-	next := func() relay.Frame {
+	d := termsock.NewReader(r)
+	next := func() frame {
 		t.Helper()
-		got := make(chan relay.Frame, 1)
+		got := make(chan frame, 1)
 		go func() {
-			f, err := d.Next()
+			typ, p, err := d.Next()
 			if err != nil {
 				t.Errorf("frame: %v", err)
 			}
-			f.Input = bytes.Clone(f.Input)
+			f := frame{typ: typ, p: bytes.Clone(p)}
+			if typ == termsock.Resize {
+				f.cols, f.rows = termsock.ParseResize(p)
+			}
 			got <- f
 		}()
 		select {
@@ -53,9 +62,9 @@ func TestPumpInput(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("no frame within 5 s")
 		}
-		return relay.Frame{}
+		return frame{}
 	}
-	if f := next(); f.Type != relay.FrameSize || f.Size.Row != 24 || f.Size.Col != 80 {
+	if f := next(); f.typ != termsock.Resize || f.rows != 24 || f.cols != 80 {
 		t.Fatalf("first frame %+v, want the size 24x80", f)
 	}
 	// Keys, raw: Ctrl-C, CR and bytes that look like frames go as typed.
@@ -64,10 +73,10 @@ func TestPumpInput(t *testing.T) {
 	var got []byte
 	for len(got) < len(typed) {
 		f := next()
-		if f.Type != relay.FrameInput || len(f.Input) > relay.MaxFrame {
+		if f.typ != termsock.Input || len(f.p) > termsock.MaxPayload {
 			t.Fatalf("frame %+v amid the keys", f)
 		}
-		got = append(got, f.Input...)
+		got = append(got, f.p...)
 	}
 	if string(got) != typed {
 		t.Fatalf("sent %q, want %q", got, typed)
@@ -76,14 +85,14 @@ func TestPumpInput(t *testing.T) {
 	if err := pty.SetSize(master, 50, 132); err != nil {
 		t.Fatal(err)
 	}
-	if f := next(); f.Type != relay.FrameSize || f.Size.Row != 50 || f.Size.Col != 132 {
+	if f := next(); f.typ != termsock.Resize || f.rows != 50 || f.cols != 132 {
 		t.Fatalf("frame %+v, want the size 50x132", f)
 	}
 	// A size the relay would refuse is not sent; keys still are.
 	unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{})
 	time.Sleep(50 * time.Millisecond)
 	master.Write([]byte("k"))
-	if f := next(); f.Type != relay.FrameInput || string(f.Input) != "k" {
+	if f := next(); f.typ != termsock.Input || string(f.p) != "k" {
 		t.Fatalf("frame %+v, want the key k", f)
 	}
 	master.Close()
@@ -92,7 +101,7 @@ func TestPumpInput(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("input goes on after the master closed")
 	}
-	if _, err := d.Next(); err != io.EOF {
+	if _, _, err := d.Next(); err != io.EOF {
 		t.Fatalf("after the master closed: %v, want io.EOF", err)
 	}
 }

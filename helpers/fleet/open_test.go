@@ -13,9 +13,8 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
-	"golang.org/x/sys/unix"
 
-	"sluice/helpers/relay"
+	"sluice/internal/termsock"
 	"sluice/msg"
 )
 
@@ -113,12 +112,10 @@ func TestOpen(t *testing.T) {
 			master.Write([]byte("keys\x03"))
 			time.Sleep(200 * time.Millisecond) // the input pump's, before the master goes
 			master.Close()
-			want := relay.AppendInput(relay.AppendSize(nil, winsize30x100), []byte("keys\x03"))
+			want := termsock.AppendInput(termsock.AppendResize(nil, 100, 30), []byte("keys\x03"))
 			if b := typed(); !bytes.Equal(b, want) {
 				t.Fatalf("the relay was sent %x, want %x", b, want)
 			}
 		})
 	}
 }
-
-var winsize30x100 = unix.Winsize{Row: 30, Col: 100}

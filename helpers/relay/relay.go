@@ -241,14 +241,16 @@ func (r *Relay) stream(ctx context.Context, id string, master *os.File) error {
 
 // input writes the channel's input frames to the session and sets its
 // sizes, until the gateway closes or sends a bad frame; it returns why
-// the stream ends.
+// the stream ends. The channel's frames are termsock's (msg.RelayFramingV1),
+// read strictly: a bad one ends the stream, and nothing of it or after
+// it is typed.
 func (r *Relay) input(master *os.File) string {
-	d := NewDeframer(r.In)
-	// A recorded session's fd is the recorder's socket, which takes typed
-	// bytes and sizes as its own frames (docs/recording.md).
+	d := termsock.NewReader(r.In)
+	// A recorded session's fd is the recorder's socket, which takes the
+	// same frames: they go on as they came, none re-encoded.
 	recorded := termsock.Is(master)
 	for {
-		f, err := d.Next()
+		typ, p, err := d.Next()
 		if err == io.EOF {
 			return "gateway closed"
 		}
@@ -256,25 +258,18 @@ func (r *Relay) input(master *os.File) string {
 			r.Log.Error("relay: input", "host", r.Host, "user", r.user, "err", err)
 			return err.Error()
 		}
-		switch f.Type {
-		case FrameInput:
-			var err error
-			if recorded {
-				_, err = termsock.Writer{W: master}.Write(f.Input)
-			} else {
-				_, err = master.Write(f.Input)
-			}
-			if err != nil {
+		switch {
+		case recorded:
+			if _, err := master.Write(d.Frame()); err != nil {
 				return "session ended (input: " + err.Error() + ")"
 			}
-		case FrameSize:
-			if recorded {
-				if _, err := master.Write(termsock.AppendResize(nil, f.Size.Col, f.Size.Row)); err != nil {
-					return "session ended (size: " + err.Error() + ")"
-				}
-				continue
+		case typ == termsock.Input:
+			if _, err := master.Write(p); err != nil {
+				return "session ended (input: " + err.Error() + ")"
 			}
-			if err := setSize(master, f.Size); err != nil {
+		case typ == termsock.Resize:
+			cols, rows := termsock.ParseResize(p)
+			if err := setSize(master, unix.Winsize{Row: rows, Col: cols}); err != nil {
 				r.Log.Warn("relay: window size", "host", r.Host, "err", err)
 			}
 		}

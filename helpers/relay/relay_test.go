@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/internal/pty"
+	"sluice/internal/termsock"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -96,17 +98,25 @@ func streamed(t *testing.T, in io.Reader) (slave *os.File, ended chan error, out
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { slave.Close() })
+	ended, out = streamOn(t, in, master)
+	return slave, ended, out
+}
+
+// streamOn runs r.stream on master, which it closes at the test's end.
+func streamOn(t *testing.T, in io.Reader, master *os.File) (ended chan error, out *os.File) {
+	t.Helper()
 	inR, inW, _ := os.Pipe()
 	go func() { io.Copy(inW, in); inW.Close() }()
 	outR, outW, _ := os.Pipe()
-	t.Cleanup(func() { master.Close(); slave.Close(); inR.Close(); outR.Close(); outW.Close() })
+	t.Cleanup(func() { master.Close(); inR.Close(); outR.Close(); outW.Close() })
 	st := &store{answer: func(int, context.Context) (msg.PtyViewersReply, error) { return msg.PtyViewersReply{}, nil }}
 	r := &Relay{Host: "h1", In: inR, Out: outW, ReportEvery: 20 * time.Millisecond,
 		PtyStore: func() (Caller, error) { return st, nil },
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ended = make(chan error, 1)
 	go func() { ended <- r.stream(context.Background(), "s-1", master) }()
-	return slave, ended, outR
+	return ended, outR
 }
 
 // Input frames reach the session's pty byte for byte, Ctrl-C and bytes
@@ -118,8 +128,8 @@ func TestStreamInputAndSizes(t *testing.T) {
 	pr, pw := io.Pipe()
 	slave, ended, _ := streamed(t, pr)
 	go func() {
-		pw.Write(AppendInput(AppendSize(nil, ws), typed[:3]))
-		pw.Write(AppendInput(nil, typed[3:]))
+		pw.Write(termsock.AppendInput(termsock.AppendResize(nil, ws.Col, ws.Row), typed[:3]))
+		pw.Write(termsock.AppendInput(nil, typed[3:]))
 	}()
 	got := make([]byte, len(typed))
 	if _, err := io.ReadFull(slave, got); err != nil || !bytes.Equal(got, typed) {
@@ -129,7 +139,7 @@ func TestStreamInputAndSizes(t *testing.T) {
 		t.Fatalf("session size %+v (%v), want %dx%d", g, err, ws.Row, ws.Col)
 	}
 	ws2 := unix.Winsize{Row: 30, Col: 90}
-	pw.Write(AppendSize(nil, ws2))
+	pw.Write(termsock.AppendResize(nil, ws2.Col, ws2.Row))
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		g, _ := unix.IoctlGetWinsize(int(slave.Fd()), unix.TIOCGWINSZ)
@@ -158,13 +168,14 @@ func TestStreamBadFrameEnds(t *testing.T) {
 	}{
 		{"unframed keys", []byte("rm -rf /\r")},
 		{"unknown type", cat(hdr(7, 3), []byte("id\r"))},
-		{"oversized input", cat(hdr(FrameInput, 0xffff), []byte("id\r"))},
-		{"empty input", cat(hdr(FrameInput, 0), AppendInput(nil, []byte("id\r")))},
-		{"size of 0 rows", cat(hdr(FrameSize, 8), sizeBody(0, 80, 0, 0), AppendInput(nil, []byte("id\r")))},
-		{"cut short", cat(hdr(FrameInput, 10), []byte("id\r"))},
+		{"the old relay's input frame", cat(hdr(1, 3), []byte("id\r"))},
+		{"oversized input", cat(hdr(termsock.Input, 0xffff), []byte("id\r"))},
+		{"empty input", cat(hdr(termsock.Input, 0), termsock.AppendInput(nil, []byte("id\r")))},
+		{"size of 0 rows", cat(hdr(termsock.Resize, 4), sizeBody(80, 0), termsock.AppendInput(nil, []byte("id\r")))},
+		{"cut short", cat(hdr(termsock.Input, 10), []byte("id\r"))},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			slave, ended, _ := streamed(t, bytes.NewReader(cat(AppendInput(nil, []byte("before")), c.bad)))
+			slave, ended, _ := streamed(t, bytes.NewReader(cat(termsock.AppendInput(nil, []byte("before")), c.bad)))
 			select {
 			case <-ended:
 			case <-time.After(5 * time.Second):
@@ -175,6 +186,61 @@ func TestStreamBadFrameEnds(t *testing.T) {
 			n, _ := slave.Read(b)
 			if string(b[:max(n, 0)]) != "before" {
 				t.Fatalf("session got %q, want only %q", b[:max(n, 0)], "before")
+			}
+		})
+	}
+}
+
+func hdr(t byte, n int) []byte { return []byte{t, byte(n >> 8), byte(n)} }
+
+func sizeBody(v ...uint16) []byte {
+	var b []byte
+	for _, x := range v {
+		b = append(b, byte(x>>8), byte(x))
+	}
+	return b
+}
+
+func cat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+
+// A recorded session's fd is the recorder's socket, which takes the
+// channel's own frames: the recorder reads exactly the bytes the gateway
+// sent, keys and sizes in order, none re-encoded; a bad frame ends the
+// stream and nothing of it or after it reaches the recorder.
+func TestStreamRecordedForwardsFrames(t *testing.T) {
+	good := termsock.AppendInput(termsock.AppendResize(nil, 132, 50), []byte("echo hi\r\x03"))
+	good = termsock.AppendResize(good, 90, 30)
+	good = termsock.AppendInput(good, bytes.Repeat([]byte("z"), termsock.MaxPayload+7))
+	for _, c := range []struct {
+		name string
+		bad  []byte
+	}{
+		{"then the gateway closes", nil},
+		{"then a bad frame", cat(hdr(termsock.Resize, 4), sizeBody(0, 24), termsock.AppendInput(nil, []byte("id\r")))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			mine, theirs, err := termsock.Pair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mine.Close()
+			ended, _ := streamOn(t, bytes.NewReader(cat(good, c.bad)), theirs)
+			select {
+			case <-ended:
+			case <-time.After(5 * time.Second):
+				t.Fatal("stream goes on")
+			}
+			// Every write the stream made is in the socket by now: its
+			// input ended before it did.
+			got := make([]byte, len(good)+64)
+			mine.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := io.ReadAtLeast(mine, got, len(good))
+			if err != nil || !bytes.Equal(got[:n], good) {
+				t.Fatalf("recorder read %x (%v), want %x", got[:n], err, good)
+			}
+			mine.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			if n, err := mine.Read(got); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("recorder read %q (%v) after the frames", got[:n], err)
 			}
 		})
 	}
