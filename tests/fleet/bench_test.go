@@ -36,13 +36,8 @@ func benchFleet(b *testing.B) *env {
 		b.Skip("the fleet benchmarks need a fleet of namespaces")
 	}
 	allow := "allow alice as root on .host\n"
-	e := fleetenv.New(b, fleetenv.Options{Page: true, Baseline: true,
+	e := newFleet(b, fleetenv.Options{Page: true, Baseline: true,
 		Policies: map[string]string{"h1": allow, "h2": allow, "h3": allow}})
-	b.Cleanup(func() {
-		if b.Failed() {
-			b.Log(e.Logs())
-		}
-	})
 	return e
 }
 
@@ -336,12 +331,7 @@ func checkStream(b *suiterun.Browser, gen string, seed uint64, size int) error {
 // nine sessions, three on each host, 256 KiB each, every byte checked.
 func TestSessionsByteChecked(t *testing.T) {
 	allow := "allow alice as root on .host\n"
-	e := fleetenv.New(t, fleetenv.Options{Page: true, Policies: map[string]string{"h1": allow, "h2": allow, "h3": allow}})
-	defer func() {
-		if t.Failed() {
-			t.Log(e.Logs())
-		}
-	}()
+	e := newFleet(t, fleetenv.Options{Page: true, Policies: map[string]string{"h1": allow, "h2": allow, "h3": allow}})
 	open, streamed := manySessions(t, e, 9, 256<<10)
 	t.Logf("9 sessions opened in %v, streams of 256 KiB checked in %v", open, streamed)
 }
