@@ -51,46 +51,63 @@ func init() {
 	ownerOnly["/var/lib/private/sluice-fleet/"] = true
 }
 
-// TestFleetProfile compiles the fleet helper's profile and holds it to
-// its allowlist, and a widened copy must fail: the key's directory only
-// as its owner, no other helper's socket, no shell or other program.
-func TestFleetProfile(t *testing.T) {
-	path := fleetProfiles[msg.Fleet]
-	if out, err := compile(path); err != nil || strings.TrimSpace(out) != "" {
-		t.Fatalf("apparmor_parser: %v\n%s", err, out)
-	}
-	p, err := audit.ParseProfileFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range check(msg.Fleet, p) {
-		t.Errorf("%s: %s", path, b)
-	}
-	t.Logf("%s: %s", p.Name, p.Summary())
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := string(b)
-	for _, tc := range []struct{ name, from, to string }{
-		{"the key not as owner", "owner /var/lib/private/sluice-fleet/** rwk,", "/var/lib/private/sluice-fleet/** rwk,"},
-		{"another helper's socket", "/run/sluice/fleet.sock rw,", "/run/sluice/fleet.sock rw,\n  /run/sluice/ptystore.sock rw,"},
-		{"a shell", "/usr/bin/ssh ix,", "/usr/bin/ssh ix,\n  /usr/bin/sh ix,"},
-		{"ssh unconfined", "/usr/bin/ssh ix,", "/usr/bin/ssh ux,"},
-		{"udp", "network inet stream,", "network inet dgram,"},
-		{"the user's ssh config", "/etc/hosts r,", "/etc/hosts r,\n  /etc/ssh/** r,"},
+// fleetWidenings must each fail the fleet helper's allowlist: the key's
+// directory only as its owner, no other helper's socket, no shell or
+// other program.
+var fleetWidenings = []widening{
+	{"the key not as owner", "owner /var/lib/private/sluice-fleet/** rwk,", "/var/lib/private/sluice-fleet/** rwk,"},
+	{"another helper's socket", "/run/sluice/fleet.sock rw,", "/run/sluice/fleet.sock rw,\n  /run/sluice/ptystore.sock rw,"},
+	{"a shell", "/usr/bin/ssh ix,", "/usr/bin/ssh ix,\n  /usr/bin/sh ix,"},
+	{"ssh unconfined", "/usr/bin/ssh ix,", "/usr/bin/ssh ux,"},
+	{"udp", "network inet stream,", "network inet dgram,"},
+	{"the user's ssh config", "/etc/hosts r,", "/etc/hosts r,\n  /etc/ssh/** r,"},
+}
+
+// widening is one line of a profile made wider (from replaced by to).
+type widening struct{ name, from, to string }
+
+// TestFleetProfiles compiles each of the fleet's profiles and holds it to
+// its allowlist; every widened copy of it must fail.
+func TestFleetProfiles(t *testing.T) {
+	for _, h := range []struct {
+		helper    string
+		widenings []widening
+	}{
+		{msg.Fleet, fleetWidenings},
+		{msg.Relay, relayWidenings},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			widened := strings.Replace(src, tc.from, tc.to, 1)
-			if widened == src {
-				t.Fatal("nothing replaced")
+		t.Run(h.helper, func(t *testing.T) {
+			path := fleetProfiles[h.helper]
+			if out, err := compile(path); err != nil || strings.TrimSpace(out) != "" {
+				t.Fatalf("apparmor_parser: %v\n%s", err, out)
 			}
-			p, err := audit.ParseProfile(widened)
+			p, err := audit.ParseProfileFile(path)
 			if err != nil {
-				return
+				t.Fatal(err)
 			}
-			if bad := check(msg.Fleet, p); len(bad) == 0 {
-				t.Errorf("%q passed the allowlist", tc.to)
+			for _, b := range check(h.helper, p) {
+				t.Errorf("%s: %s", path, b)
+			}
+			t.Logf("%s: %s", p.Name, p.Summary())
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := string(b)
+			for _, w := range h.widenings {
+				t.Run(w.name, func(t *testing.T) {
+					widened := strings.Replace(src, w.from, w.to, 1)
+					if widened == src {
+						t.Fatal("nothing replaced")
+					}
+					p, err := audit.ParseProfile(widened)
+					if err != nil {
+						return
+					}
+					if bad := check(h.helper, p); len(bad) == 0 {
+						t.Errorf("%q passed the allowlist", w.to)
+					}
+				})
 			}
 		})
 	}

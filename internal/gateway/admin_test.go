@@ -82,10 +82,8 @@ func TestTableAdmin(t *testing.T) {
 				a.Admin = admin
 			}
 			served = ""
-			ga, _ := msgpack.Marshal(msg.GatewayArgs{HostGrant: c.hg, Args: mustMarshal(t, msg.PtyList{})})
-			body, _ := msgpack.Marshal(msg.Request{Op: c.op, Args: ga})
 			tb := a.Table(msg.ProtoGatewayToPtyStore, web)
-			_, err := tb.Handle(context.Background(), &rpc.Call{Body: body})
+			_, err := tb.Handle(context.Background(), gatewayCall(t, c.op, c.hg, mustMarshal(t, msg.PtyList{})))
 			if got := rpc.CodeOf(err); got != c.wantCode {
 				t.Fatalf("code %q (%v), want %q", got, err, c.wantCode)
 			}
@@ -97,9 +95,18 @@ func TestTableAdmin(t *testing.T) {
 }
 
 func mustMarshal(t *testing.T, v any) []byte {
+	t.Helper()
 	b, err := msgpack.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// gatewayCall is a call on a gateway protocol: op with hg and the inner
+// args, as the fleet helper sends it.
+func gatewayCall(t *testing.T, op string, hg *msg.HostGrant, args []byte) *rpc.Call {
+	t.Helper()
+	ga := mustMarshal(t, msg.GatewayArgs{HostGrant: hg, Args: args})
+	return &rpc.Call{Body: mustMarshal(t, msg.Request{Op: op, Args: ga})}
 }

@@ -67,9 +67,7 @@ func TestTable(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			seen = msg.AllowedTargets{}
-			ga, _ := msgpack.Marshal(msg.GatewayArgs{HostGrant: c.hg, Args: innerArgs})
-			body, _ := msgpack.Marshal(msg.Request{Op: c.op, Args: ga})
-			call := &rpc.Call{Body: body}
+			call := gatewayCall(t, c.op, c.hg, innerArgs)
 			_, err := h(context.Background(), call)
 			if got := rpc.CodeOf(err); got != c.wantCode {
 				t.Fatalf("code %q (%v), want %q", got, err, c.wantCode)

@@ -116,26 +116,10 @@ func Refused(name, why string) Entry {
 // e runs exactly as on its own protocol: the same decode, fd counts and
 // handler. The fleet's gateway protocols are the web ones this way.
 func Via[W any](e Entry, in func(ctx context.Context, c *rpc.Call, w W) ([]byte, error)) Entry {
-	inner := e.serve
-	if e.Carries == nil {
-		e.Carries = e.Args
-	}
-	e.Args = reflect.TypeOf((*W)(nil)).Elem()
-	e.serve = func(ctx context.Context, c *rpc.Call, raw []byte, checked bool) (rpc.Reply, error) {
-		var w W
-		if err := decode(raw, &w, checked); err != nil {
-			closeAll(c.FDs)
-			return rpc.Reply{}, err
-		}
+	return ViaOr(e, nil, func(ctx context.Context, c *rpc.Call, w W) ([]byte, bool, error) {
 		args, err := in(ctx, c, w)
-		if err != nil {
-			closeAll(c.FDs)
-			return rpc.Reply{}, err
-		}
-		// W's arguments are bytes inside W: nothing checked them yet.
-		return inner(ctx, c, args, false)
-	}
-	return e
+		return args, false, err
+	})
 }
 
 // ViaOr is Via with a second inner entry: in also says whether alt serves
@@ -168,6 +152,7 @@ func ViaOr[W any](e Entry, alt *Entry, in func(ctx context.Context, c *rpc.Call,
 			closeAll(c.FDs)
 			return rpc.Reply{}, err
 		}
+		// W's arguments are bytes inside W: nothing checked them yet.
 		if useAlt {
 			if other == nil {
 				closeAll(c.FDs)

@@ -35,53 +35,18 @@ func chromium(t *testing.T) string {
 
 func TestPasskeyAndTerminalInChromium(t *testing.T) {
 	exe := chromium(t)
-	s, err := harness.Start(policyFile)
-	defer s.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			s.DumpLogs(os.Stderr)
-		}
-	}()
+	s := startSuite(t, policyFile, nil)
 	// A safety net against hangs, not a speed requirement.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	b, err := launch(ctx, exe, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.close()
-	p, err := b.newPage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			var status string
-			p.eval(context.Background(), `document.getElementById("status").textContent`, &status)
-			t.Fatalf("%v (page status: %q)\nchromium log:\n%s", err, status, b.log)
-		}
-	}
+	p, must := openPage(t, ctx, exe, "")
 
 	// A platform authenticator with a resident key and user verification,
 	// which answers without a prompt.
 	must(p.call(ctx, "WebAuthn.enable", map[string]any{"enableUI": false}, nil))
-	addAuthenticator := func() string {
-		t.Helper()
-		var a struct {
-			AuthenticatorID string `json:"authenticatorId"`
-		}
-		must(p.call(ctx, "WebAuthn.addVirtualAuthenticator", map[string]any{"options": map[string]any{
-			"protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
-			"hasUserVerification": true, "isUserVerified": true, "automaticPresenceSimulation": true,
-		}}, &a))
-		return a.AuthenticatorID
-	}
-	authenticator := addAuthenticator()
+	addAuth := func() string { return addAuthenticator(ctx, p, must) }
+	authenticator := addAuth()
 
 	// The enrollment link sluicectl prints, token in the fragment.
 	_, link, err := s.Enroll("alice")
@@ -89,10 +54,7 @@ func TestPasskeyAndTerminalInChromium(t *testing.T) {
 	if !strings.HasPrefix(link, s.Origin+"/enroll#") {
 		t.Fatalf("enrollment link %q", link)
 	}
-	must(p.call(ctx, "Page.navigate", map[string]any{"url": link}, nil))
-	must(p.waitFor(ctx, "the enroll page", `document.body.dataset.view === "enroll"`))
-	must(p.eval(ctx, `document.getElementById("enroll-button").click()`, nil))
-	must(p.waitFor(ctx, "registration", `document.body.dataset.view === "signin"`))
+	enroll(ctx, p, must, link)
 	var href string
 	must(p.eval(ctx, `location.href`, &href))
 	if strings.Contains(href, "#") {
@@ -143,7 +105,7 @@ func TestPasskeyAndTerminalInChromium(t *testing.T) {
 	// no button to press. (An authenticator of her own: with two passkeys
 	// in one, which signs in would be the browser's choice.)
 	must(p.call(ctx, "WebAuthn.removeVirtualAuthenticator", map[string]any{"authenticatorId": authenticator}, nil))
-	carols := addAuthenticator()
+	carols := addAuth()
 	_, link, err = s.Enroll("carol")
 	must(err)
 	must(p.call(ctx, "Page.navigate", map[string]any{"url": link}, nil))
@@ -168,7 +130,7 @@ func TestPasskeyAndTerminalInChromium(t *testing.T) {
 		t.Fatalf("new-session form for carol: %+v", empty)
 	}
 
-	passkeysPanel(t, ctx, s, p, must, carols, addAuthenticator)
+	passkeysPanel(t, ctx, s, p, must, carols, addAuth)
 }
 
 // passkeysPanel: carol, signed in, sees her one passkey as "this one",

@@ -47,17 +47,11 @@ func TestFleetInChromium(t *testing.T) {
 		}
 	}
 	must(p.call(ctx, "WebAuthn.enable", map[string]any{"enableUI": false}, nil))
-	must(p.call(ctx, "WebAuthn.addVirtualAuthenticator", map[string]any{"options": map[string]any{
-		"protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
-		"hasUserVerification": true, "isUserVerified": true, "automaticPresenceSimulation": true,
-	}}, nil))
+	addAuthenticator(ctx, p, must)
 
 	tok, err := e.GW.Enroll(ctx, "alice")
 	must(err)
-	must(p.call(ctx, "Page.navigate", map[string]any{"url": e.GW.Origin + "/enroll#" + tok}, nil))
-	must(p.waitFor(ctx, "the enroll page", `document.body.dataset.view === "enroll"`))
-	must(p.eval(ctx, `document.getElementById("enroll-button").click()`, nil))
-	must(p.waitFor(ctx, "registration", `document.body.dataset.view === "signin"`))
+	enroll(ctx, p, must, e.GW.Origin+"/enroll#"+tok)
 	// The one sign-in.
 	must(p.eval(ctx, `document.getElementById("signin-button").click()`, nil))
 	must(p.waitFor(ctx, "the sessions page", `document.body.dataset.view === "sessions"`))

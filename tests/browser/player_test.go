@@ -59,48 +59,17 @@ func TestPlayerInChromium(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "fixture.cast"), cast, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := harness.StartTweaked("allow alice as root on .host\naudit carol\n", func(c suiterun.RawConfig) {
+	s := startSuite(t, "allow alice as root on .host\naudit carol\n", func(c suiterun.RawConfig) {
 		c.AppendExec(msg.Frontend, "--recordings-dir", dir)
 	})
-	defer s.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			s.DumpLogs(os.Stderr)
-		}
-	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	b, err := launch(ctx, exe, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.close()
-	p, err := b.newPage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			var status string
-			p.eval(context.Background(), `document.getElementById("status").textContent`, &status)
-			t.Fatalf("%v (page status: %q)\nchromium log:\n%s", err, status, b.log)
-		}
-	}
+	p, must := openPage(t, ctx, exe, "")
 	must(p.call(ctx, "WebAuthn.enable", map[string]any{"enableUI": false}, nil))
-	must(p.call(ctx, "WebAuthn.addVirtualAuthenticator", map[string]any{"options": map[string]any{
-		"protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
-		"hasUserVerification": true, "isUserVerified": true, "automaticPresenceSimulation": true,
-	}}, nil))
+	addAuthenticator(ctx, p, must)
 	_, link, err := s.Enroll("carol")
 	must(err)
-	must(p.call(ctx, "Page.navigate", map[string]any{"url": link}, nil))
-	must(p.waitFor(ctx, "the enroll page", `document.body.dataset.view === "enroll"`))
-	must(p.eval(ctx, `document.getElementById("enroll-button").click()`, nil))
-	must(p.waitFor(ctx, "registration", `document.body.dataset.view === "signin"`))
+	enroll(ctx, p, must, link)
 	must(p.eval(ctx, `document.getElementById("signin-button").click()`, nil))
 	must(p.waitFor(ctx, "the audit section", `document.body.dataset.view === "sessions" && !document.getElementById("audit").hidden`))
 	must(p.waitFor(ctx, "the recording listed", `document.querySelector('#recordings tbody tr[data-id="fixture"]') !== null`))
@@ -110,23 +79,8 @@ func TestPlayerInChromium(t *testing.T) {
 		t.Fatalf("recording row %q", row)
 	}
 
-	state := func() playerState {
-		t.Helper()
-		var st playerState
-		must(p.eval(ctx, `window.sluicePlayer.state()`, &st))
-		return st
-	}
-	screen := func() string {
-		t.Helper()
-		var text string
-		must(p.eval(ctx, `window.sluicePlayer.text()`, &text))
-		return text
-	}
-	seek := func(to string) {
-		t.Helper()
-		must(p.eval(ctx, `(() => { const s = document.getElementById("player-seek"); s.value = "`+to+`"; s.dispatchEvent(new Event("input")); })()`, nil))
-		must(p.waitFor(ctx, "the seek replayed", `window.sluicePlayer.state().settled`))
-	}
+	pl := player{t, ctx, p, must}
+	state, screen, seek := pl.state, pl.screen, pl.seek
 
 	// Play: it starts at once, at real speed.
 	must(p.eval(ctx, `document.querySelector('#recordings tbody tr[data-id="fixture"] button').click()`, nil))

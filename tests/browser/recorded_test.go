@@ -22,16 +22,7 @@ import (
 // resized to (an r event), and nothing of it before it happened.
 func TestRecordedSessionPlayedInChromium(t *testing.T) {
 	exe := chromium(t)
-	s, err := harness.Start("allow alice as root on .host record\naudit carol\n")
-	defer s.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			s.DumpLogs(os.Stderr)
-		}
-	}()
+	s := startSuite(t, "allow alice as root on .host record\naudit carol\n", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -39,34 +30,12 @@ func TestRecordedSessionPlayedInChromium(t *testing.T) {
 	// and signs user in.
 	signIn := func(user string) (*page, func(error)) {
 		t.Helper()
-		b, err := launch(ctx, exe, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.close)
-		p, err := b.newPage(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		must := func(err error) {
-			t.Helper()
-			if err != nil {
-				var status string
-				p.eval(context.Background(), `document.getElementById("status").textContent`, &status)
-				t.Fatalf("%s: %v (page status: %q)\nchromium log:\n%s", user, err, status, b.log)
-			}
-		}
+		p, must := openPage(t, ctx, exe, user)
 		must(p.call(ctx, "WebAuthn.enable", map[string]any{"enableUI": false}, nil))
-		must(p.call(ctx, "WebAuthn.addVirtualAuthenticator", map[string]any{"options": map[string]any{
-			"protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
-			"hasUserVerification": true, "isUserVerified": true, "automaticPresenceSimulation": true,
-		}}, nil))
+		addAuthenticator(ctx, p, must)
 		_, link, err := s.Enroll(user)
 		must(err)
-		must(p.call(ctx, "Page.navigate", map[string]any{"url": link}, nil))
-		must(p.waitFor(ctx, "the enroll page", `document.body.dataset.view === "enroll"`))
-		must(p.eval(ctx, `document.getElementById("enroll-button").click()`, nil))
-		must(p.waitFor(ctx, "registration", `document.body.dataset.view === "signin"`))
+		enroll(ctx, p, must, link)
 		must(p.eval(ctx, `document.getElementById("signin-button").click()`, nil))
 		must(p.waitFor(ctx, "the sessions page", `document.body.dataset.view === "sessions"`))
 		return p, must
@@ -115,7 +84,7 @@ func TestRecordedSessionPlayedInChromium(t *testing.T) {
 	}
 	must(p.typeText(ctx, "exit", true))
 	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	err = p.waitFor(wctx, "the session's end", rows+`.includes("[session ended]")`)
+	err := p.waitFor(wctx, "the session's end", rows+`.includes("[session ended]")`)
 	wcancel()
 	if err != nil {
 		var shown string
@@ -131,44 +100,28 @@ func TestRecordedSessionPlayedInChromium(t *testing.T) {
 	if strings.Join(row, "|") != "root|.host" {
 		t.Fatalf("recording row %q", row)
 	}
-	state := func() playerState {
-		t.Helper()
-		var st playerState
-		must(p.eval(ctx, `window.sluicePlayer.state()`, &st))
-		return st
-	}
-	screen := func() string {
-		t.Helper()
-		var text string
-		must(p.eval(ctx, `window.sluicePlayer.text()`, &text))
-		return text
-	}
-	seek := func(to float64) {
-		t.Helper()
-		must(p.eval(ctx, fmt.Sprintf(`(() => { const s = document.getElementById("player-seek"); s.value = "%g"; s.dispatchEvent(new Event("input")); })()`, to), nil))
-		must(p.waitFor(ctx, "the seek replayed", `window.sluicePlayer.state().settled`))
-	}
+	pl := player{t, ctx, p, must}
 	must(p.eval(ctx, `document.querySelector('#recordings tbody tr button').click()`, nil))
 	must(p.waitFor(ctx, "the player", `document.body.dataset.view === "player"`))
 	// At real speed the marker appears when it did in alice's session.
 	must(p.waitFor(ctx, "the marker played", `window.sluicePlayer.text().split("\n").some(l => l.trimEnd() === "`+marker+`")`))
-	st := state()
+	st := pl.state()
 	if st.Duration <= 0 || st.Events < 4 {
 		t.Fatalf("player loaded %+v", st)
 	}
 	// The start: the prompt at most, no marker yet, the first size.
 	must(p.eval(ctx, `document.getElementById("player-play").click()`, nil))
-	seek(0)
-	if text := screen(); strings.Contains(text, marker) {
+	pl.seek("0")
+	if text := pl.screen(); strings.Contains(text, marker) {
 		t.Fatalf("the marker is on the screen at 0 s: %q", text)
 	}
 	// The end: everything, at the size alice's page resized to.
-	seek(st.Duration)
-	text := screen()
+	pl.seek(fmt.Sprintf("%g", st.Duration))
+	text := pl.screen()
 	if !strings.Contains(text, marker) || !strings.Contains(text, m[0]) {
 		t.Fatalf("screen at the end lacks %q or %q:\n%s", marker, m[0], text)
 	}
-	if end := state(); end.Cols != wantCols || end.Rows != wantRows {
+	if end := pl.state(); end.Cols != wantCols || end.Rows != wantRows {
 		var dbg string
 		p.eval(ctx, `JSON.stringify([window.sluicePlayer.cast.header, window.sluicePlayer.cast.events.filter(e => e[1] === "r")])`, &dbg)
 		t.Fatalf("player at the end is %dx%d, alice's terminal was %dx%d; %s", end.Cols, end.Rows, wantCols, wantRows, dbg)

@@ -11,6 +11,7 @@ import (
 
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/tests/figures"
 	"sluice/tests/suiterun"
 )
 
@@ -149,7 +150,7 @@ func (e errString) Error() string { return string(e) }
 func BenchmarkCall(b *testing.B) {
 	c := newCallers(b)
 	buf := make([]byte, 4096)
-	perRound := envInt("SLUICE_FAIR_CALLS", 400) // more to profile a helper under perf
+	perRound := figures.EnvInt("SLUICE_FAIR_CALLS", 400) // more to profile a helper under perf
 	kinds := []struct {
 		name string
 		n    int
@@ -160,7 +161,7 @@ func BenchmarkCall(b *testing.B) {
 		{"run", perRound, c.run},
 		{"get", perRound / 4, c.get},
 	}
-	r := rounds{}
+	r := figures.Rounds{}
 	for b.Loop() {
 		for _, k := range kinds { // warm both ends
 			for range 50 {
@@ -179,19 +180,19 @@ func BenchmarkCall(b *testing.B) {
 					lat[k.name] = append(lat[k.name], time.Since(t))
 				}
 			}
-			us := func(d time.Duration) float64 { return float64(d) / 1e3 }
-			rp, r99 := quantile(lat["raw"], .5), quantile(lat["raw"], .99)
-			r.add("raw-p50-us", us(rp))
+			us := figures.US
+			rp, r99 := figures.Quantile(lat["raw"], .5), figures.Quantile(lat["raw"], .99)
+			r.Add("raw-p50-us", us(rp))
 			for _, k := range kinds[1:] {
-				p := quantile(lat[k.name], .5)
-				r.add(k.name+"-p50-us", us(p))
-				r.add(k.name+"-p50-ratio", float64(p)/float64(rp))
+				p := figures.Quantile(lat[k.name], .5)
+				r.Add(k.name+"-p50-us", us(p))
+				r.Add(k.name+"-p50-ratio", float64(p)/float64(rp))
 			}
-			r.add("run-p99-ratio", float64(quantile(lat["run"], .99))/float64(r99))
+			r.Add("run-p99-ratio", float64(figures.Quantile(lat["run"], .99))/float64(r99))
 		}
 	}
 	b.Logf("\n%s", r)
-	r.report(b)
+	r.Report(b)
 }
 
 // parallel runs n calls of one from 8 clients at once and returns calls/s.
@@ -227,7 +228,7 @@ func BenchmarkParallel8(b *testing.B) {
 	c := newCallers(b)
 	const perRound = 2000
 	noBuf := func(f func() error) func([]byte) error { return func([]byte) error { return f() } }
-	r := rounds{}
+	r := figures.Rounds{}
 	for b.Loop() {
 		parallel(b, 400, c.raw)
 		parallel(b, 400, noBuf(c.standalone))
@@ -237,15 +238,15 @@ func BenchmarkParallel8(b *testing.B) {
 			alone := parallel(b, perRound, noBuf(c.standalone))
 			run := parallel(b, perRound, noBuf(c.run))
 			get := parallel(b, perRound/4, noBuf(c.get))
-			r.add("raw-calls/s", raw)
-			r.add("standalone-calls/s", alone)
-			r.add("run-calls/s", run)
-			r.add("get-calls/s", get)
-			r.add("standalone-slowdown-ratio", raw/alone)
-			r.add("run-slowdown-ratio", raw/run)
-			r.add("get-slowdown-ratio", raw/get)
+			r.Add("raw-calls/s", raw)
+			r.Add("standalone-calls/s", alone)
+			r.Add("run-calls/s", run)
+			r.Add("get-calls/s", get)
+			r.Add("standalone-slowdown-ratio", raw/alone)
+			r.Add("run-slowdown-ratio", raw/run)
+			r.Add("get-slowdown-ratio", raw/get)
 		}
 	}
 	b.Logf("\n%s", r)
-	r.report(b)
+	r.Report(b)
 }

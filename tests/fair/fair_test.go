@@ -32,14 +32,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"sluice/internal/grant"
 	"sluice/msg"
+	"sluice/tests/figures"
 	"sluice/tests/suiterun"
 )
 
@@ -203,48 +202,8 @@ func signed(tb testing.TB, user string) msg.Grant {
 
 func ctx() context.Context { return context.Background() }
 
-func quantile(d []time.Duration, q float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(float64(len(s))*q))]
-}
-
-// rounds collects one figure per round and reports the median with the
-// minimum and maximum.
-type rounds map[string][]float64
-
-func (r rounds) add(name string, v float64) { r[name] = append(r[name], v) }
-
-func (r rounds) report(b *testing.B) {
-	for name, vs := range r {
-		s := slices.Clone(vs)
-		slices.Sort(s)
-		b.ReportMetric(s[len(s)/2], name)
-		if len(s) > 1 {
-			b.ReportMetric(s[0], name+"-min")
-			b.ReportMetric(s[len(s)-1], name+"-max")
-		}
-	}
-}
-
-func (r rounds) String() string {
-	out := ""
-	for name, vs := range r {
-		out += fmt.Sprintf("%s %.4g\n", name, vs)
-	}
-	return out
-}
-
-// envInt is $name as a number, or def.
-func envInt(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
-		return n
-	}
-	return def
-}
-
 // nRounds is the number of alternating rounds of a figure: def, or
 // $SLUICE_FAIR_ROUNDS for every figure. The figures that swing most with
 // the machine's other load (8 clients, spawns, echo) take more rounds by
 // default, so that the median moves less from one run to the next.
-func nRounds(def int) int { return envInt("SLUICE_FAIR_ROUNDS", def) }
+func nRounds(def int) int { return figures.EnvInt("SLUICE_FAIR_ROUNDS", def) }

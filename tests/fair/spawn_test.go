@@ -8,6 +8,7 @@ import (
 
 	"sluice/msg"
 	"sluice/rpc"
+	"sluice/tests/figures"
 	"sluice/tests/suiterun"
 )
 
@@ -88,7 +89,7 @@ func BenchmarkSpawn(b *testing.B) {
 		exe := filepath.Join(env.s.Bin, "sluice-"+name)
 		return func() error { return exec.Command(exe, "-h").Run() }
 	}
-	r := rounds{}
+	r := figures.Rounds{}
 	for b.Loop() {
 		for name, call := range calls {
 			batch(name, call) // warm the page cache and the runner
@@ -99,13 +100,13 @@ func BenchmarkSpawn(b *testing.B) {
 				base, baseLat := batch(name, forkExec(name))
 				per, lat := batch(name, calls[name])
 				ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
-				r.add(name+"-forkexec-ms", ms(base))
-				r.add(name+"-call-ms", ms(per))
-				r.add(name+"-ratio", float64(per)/float64(base))
-				r.add(name+"-p50-ratio", float64(quantile(lat, .5))/float64(quantile(baseLat, .5)))
+				r.Add(name+"-forkexec-ms", ms(base))
+				r.Add(name+"-call-ms", ms(per))
+				r.Add(name+"-ratio", float64(per)/float64(base))
+				r.Add(name+"-p50-ratio", float64(figures.Quantile(lat, .5))/float64(figures.Quantile(baseLat, .5)))
 			}
 		}
 	}
 	b.Logf("\n%s", r)
-	r.report(b)
+	r.Report(b)
 }

@@ -1,7 +1,6 @@
 package fair
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"sluice/internal/pty"
+	"sluice/tests/figures"
 	"sluice/tests/softauthn"
 	"sluice/tests/suiterun"
 )
@@ -80,10 +80,6 @@ func page(tb testing.TB, s *suiterun.Suite, a *softauthn.Authenticator) *suiteru
 	return b
 }
 
-// echoScript makes the shell a program that echoes each key itself, as
-// readline does; "R%sY" D prints RDY, which its own echo does not contain.
-const echoScript = `stty raw -echo; printf 'R%sY' D; exec cat`
-
 // BenchmarkEcho: one key through WebSocket, frontend, ptystore's pty and
 // the echoing program back to this process, against the same program on
 // a pty read directly; per round a block of each.
@@ -91,25 +87,17 @@ func BenchmarkEcho(b *testing.B) {
 	const perRound = 1000
 	a := user(b, env.s, "echo")
 	br := page(b, env.s, a)
-	if err := br.Run(echoScript, "RDY"); err != nil {
+	if err := br.Run(figures.EchoScript, "RDY"); err != nil {
 		b.Fatal(err)
 	}
-	m, cmd := direct(b, echoScript)
+	m, cmd := direct(b, figures.EchoScript)
 	defer func() { m.Close(); cmd.Process.Kill(); cmd.Wait() }()
 	one := make([]byte, 3)
 	if _, err := io.ReadFull(m, one); err != nil {
 		b.Fatal(err)
 	}
 	key := []byte("k")
-	wsEcho := func() (time.Duration, error) {
-		t := time.Now()
-		if err := br.Type("k"); err != nil {
-			return 0, err
-		}
-		var d time.Duration
-		err := br.Stream(func(p []byte) bool { d = time.Since(t); return len(p) == 0 }, nil)
-		return d, err
-	}
+	wsEcho := figures.PageEcho(br)
 	ptyEcho := func() (time.Duration, error) {
 		t := time.Now()
 		if _, err := m.Write(key); err != nil {
@@ -122,7 +110,7 @@ func BenchmarkEcho(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := rounds{}
+	r := figures.Rounds{}
 	for b.Loop() {
 		for range 200 {
 			wsEcho()
@@ -145,19 +133,19 @@ func BenchmarkEcho(b *testing.B) {
 				}
 				wl = append(wl, d)
 			}
-			r.add("frontend-switches-per-key", float64(switches(b, fe)-sw0)/perRound)
-			us := func(d time.Duration) float64 { return float64(d) / 1e3 }
-			d50, d99, w50, w99 := quantile(dl, .5), quantile(dl, .99), quantile(wl, .5), quantile(wl, .99)
-			r.add("direct-p50-us", us(d50))
-			r.add("direct-p99-us", us(d99))
-			r.add("echo-p50-us", us(w50))
-			r.add("echo-p99-us", us(w99))
-			r.add("echo-p50-ratio", float64(w50)/float64(d50))
-			r.add("echo-p99-ratio", float64(w99)/float64(d99))
+			r.Add("frontend-switches-per-key", float64(switches(b, fe)-sw0)/perRound)
+			us := figures.US
+			d50, d99, w50, w99 := figures.Quantile(dl, .5), figures.Quantile(dl, .99), figures.Quantile(wl, .5), figures.Quantile(wl, .99)
+			r.Add("direct-p50-us", us(d50))
+			r.Add("direct-p99-us", us(d99))
+			r.Add("echo-p50-us", us(w50))
+			r.Add("echo-p99-us", us(w99))
+			r.Add("echo-p50-ratio", float64(w50)/float64(d50))
+			r.Add("echo-p99-ratio", float64(w99)/float64(d99))
 		}
 	}
 	b.Logf("\n%s", r)
-	r.report(b)
+	r.Report(b)
 }
 
 const catSize = 100 << 20
@@ -168,62 +156,44 @@ const catSize = 100 << 20
 func BenchmarkCat100MB(b *testing.B) {
 	const rounds5 = 5
 	file := filepath.Join(env.dir, "100MB")
-	line := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuvwxyz"), 2)
-	if err := os.WriteFile(file, bytes.Repeat(line, catSize/len(line)+1)[:catSize], 0o644); err != nil {
-		b.Fatal(err)
-	}
-	// head waits for one key so the clock starts with the reading.
-	script := fmt.Sprintf("stty raw -echo; printf 'R%%sY' D; head -c 1 >/dev/null; exec cat %s", file)
+	figures.CatFile(b, file, catSize)
+	script := figures.CatScript(file)
 	a := user(b, env.s, "cat")
 	catDirect := func() time.Duration {
 		m, cmd := direct(b, script)
 		defer func() { m.Close(); cmd.Wait() }()
-		buf := make([]byte, 64<<10)
-		if _, err := io.ReadFull(m, buf[:3]); err != nil {
+		if _, err := io.ReadFull(m, make([]byte, 3)); err != nil {
 			b.Fatal(err)
 		}
-		t := time.Now()
-		m.Write([]byte("g"))
-		var n int
-		for n < catSize {
-			k, err := m.Read(buf)
-			n += k
-			if err != nil {
-				b.Fatalf("direct cat: %d bytes: %v", n, err)
-			}
+		d, err := figures.PtyCat(m, catSize)
+		if err != nil {
+			b.Fatalf("direct cat: %v", err)
 		}
-		return time.Since(t)
+		return d
 	}
 	catSluice := func() time.Duration {
 		br := page(b, env.s, a)
 		defer br.Close()
-		if err := br.Run(script, "RDY"); err != nil {
-			b.Fatal(err)
+		d, err := figures.PageCat(br, script, catSize)
+		if err != nil {
+			b.Fatalf("cat through sluice: %v", err)
 		}
-		t := time.Now()
-		if err := br.Type("g"); err != nil {
-			b.Fatal(err)
-		}
-		var n int
-		if err := br.Stream(func(p []byte) bool { n += len(p); return n < catSize }, nil); err != nil {
-			b.Fatalf("cat through sluice: %d bytes: %v", n, err)
-		}
-		return time.Since(t)
+		return d
 	}
-	r := rounds{}
+	r := figures.Rounds{}
 	for b.Loop() {
 		catDirect() // the file into the page cache
 		for range rounds5 {
 			d := catDirect()
 			w := catSluice()
 			mbps := func(d time.Duration) float64 { return catSize / d.Seconds() / 1e6 }
-			r.add("direct-MB/s", mbps(d))
-			r.add("websocket-MB/s", mbps(w))
-			r.add("tput-ratio", d.Seconds()/w.Seconds())
+			r.Add("direct-MB/s", mbps(d))
+			r.Add("websocket-MB/s", mbps(w))
+			r.Add("tput-ratio", d.Seconds()/w.Seconds())
 		}
 	}
 	b.Logf("\n%s", r)
-	r.report(b)
+	r.Report(b)
 }
 
 // switches is how many times the threads of process pid have been off a
@@ -277,7 +247,7 @@ func statusKiB(tb testing.TB, pid int) map[string]float64 {
 // frontend over its first 50 sessions; a fresh suite per round.
 func BenchmarkSessionMemory(b *testing.B) {
 	const sessions = 50
-	r := rounds{}
+	r := figures.Rounds{}
 	for b.Loop() {
 		for i := range 5 {
 			s, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(env.dir, fmt.Sprintf("mem%d", i)), Bin: env.s.Bin, FreshRootHome: true})
@@ -319,14 +289,14 @@ func BenchmarkSessionMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 			grew := func(k string) float64 { return (after[k] - before[k]) / sessions }
-			r.add("session-KiB", grew("VmRSS:"))
+			r.Add("session-KiB", grew("VmRSS:"))
 			// The target is on VmRSS; its parts say where to look: the
 			// heap and stacks are anonymous, code first run is file.
-			r.add("session-anon-KiB", grew("RssAnon:"))
-			r.add("session-file-KiB", grew("RssFile:"))
-			r.add("frontend-start-KiB", before["VmRSS:"])
+			r.Add("session-anon-KiB", grew("RssAnon:"))
+			r.Add("session-file-KiB", grew("RssFile:"))
+			r.Add("frontend-start-KiB", before["VmRSS:"])
 		}
 	}
 	b.Logf("\n%s", r)
-	r.report(b)
+	r.Report(b)
 }

@@ -19,27 +19,18 @@ import (
 // local user who is no admin, the frontend's protocol asking for admin
 // calls, and a host that does not answer holding up sluicectl sessions.
 func TestFleetAdminPathHostile(t *testing.T) {
-	e := fleetenv.New(t, fleetenv.Options{
+	e := newFleet(t, fleetenv.Options{
 		Policies: map[string]string{
 			"h1": "allow alice as root on .host\n",
 			"h2": "allow alice as root on .host\n",
 		},
 		GatewayAdmin: map[string]bool{"h1": true, "h2": true},
 	})
-	defer func() {
-		if t.Failed() {
-			t.Log(e.Logs())
-		}
-	}()
 	ctx := context.Background()
 	g := e.SignIn(ctx, "alice")
 	ids := map[string]string{}
 	for _, n := range []string{"h1", "h2"} {
-		rep, f, err := e.Open(ctx, n, e.HostGrant(ctx, g, n), msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
-		if err != nil {
-			t.Fatalf("%s: open: %v", n, err)
-		}
-		defer f.Close()
+		rep, _ := openRoot(t, e, g, n)
 		ids[n] = rep.Session.ID
 	}
 	held := func(n string) bool {

@@ -1,19 +1,17 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"sluice/msg"
+	"sluice/tests/figures"
 	"sluice/tests/fleet/fleetenv"
 	"sluice/tests/suiterun"
 )
@@ -38,63 +36,10 @@ func benchFleet(b *testing.B) *env {
 		b.Skip("the fleet benchmarks need a fleet of namespaces")
 	}
 	allow := "allow alice as root on .host\n"
-	e := fleetenv.New(b, fleetenv.Options{Page: true, Baseline: true,
+	e := newFleet(b, fleetenv.Options{Page: true, Baseline: true,
 		Policies: map[string]string{"h1": allow, "h2": allow, "h3": allow}})
-	b.Cleanup(func() {
-		if b.Failed() {
-			b.Log(e.Logs())
-		}
-	})
 	return e
 }
-
-// rounds collects one figure per round and reports the median with the
-// minimum and maximum.
-type rounds map[string][]float64
-
-func (r rounds) add(name string, v float64) { r[name] = append(r[name], v) }
-
-func (r rounds) report(b *testing.B) {
-	for name, vs := range r {
-		s := slices.Clone(vs)
-		slices.Sort(s)
-		b.ReportMetric(s[len(s)/2], name)
-		if len(s) > 1 {
-			b.ReportMetric(s[0], name+"-min")
-			b.ReportMetric(s[len(s)-1], name+"-max")
-		}
-	}
-}
-
-func (r rounds) String() string {
-	var names []string
-	for n := range r {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	out := ""
-	for _, n := range names {
-		out += fmt.Sprintf("%s %.4g\n", n, r[n])
-	}
-	return out
-}
-
-func quantile(d []time.Duration, q float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(float64(len(s))*q))]
-}
-
-func envInt(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
-		return n
-	}
-	return def
-}
-
-// echoScript makes the shell a program that echoes each key itself, as
-// readline does; "R%sY" D prints RDY, which its own echo does not contain.
-const echoScript = `stty raw -echo; printf 'R%sY' D; exec cat`
 
 // BenchmarkEcho: one key at a time from a WebSocket client through the
 // gateway to `stty raw; cat` on h1 and back, against the same program
@@ -104,7 +49,7 @@ const echoScript = `stty raw -echo; printf 'R%sY' D; exec cat`
 // the added time is the fleet's (ssh, relay, framing), what the
 // frontend's and the WebSocket's.
 func BenchmarkEcho(b *testing.B) {
-	perRound := envInt("SLUICE_FLEET_ECHO_KEYS", 500)
+	perRound := figures.EnvInt("SLUICE_FLEET_ECHO_KEYS", 500)
 	e := benchFleet(b)
 	a := pageUser(b, e, "alice")
 	br, _, err := remotePage(e, a, "h1")
@@ -112,10 +57,10 @@ func BenchmarkEcho(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer br.Close()
-	if err := br.Run(echoScript, "RDY"); err != nil {
+	if err := br.Run(figures.EchoScript, "RDY"); err != nil {
 		b.Fatal(err)
 	}
-	m, stop := plainSSH(b, e, e.Hosts["h1"], echoScript)
+	m, stop := plainSSH(b, e, e.Hosts["h1"], figures.EchoScript)
 	defer stop()
 	if err := readUntil(m, "RDY"); err != nil {
 		b.Fatal(err)
@@ -130,22 +75,14 @@ func BenchmarkEcho(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer fp.Close()
-	if _, err := fp.Write([]byte(echoScript + "\n")); err != nil {
+	if _, err := fp.Write([]byte(figures.EchoScript + "\n")); err != nil {
 		b.Fatal(err)
 	}
 	if err := readUntil(fp, "RDY"); err != nil {
 		b.Fatal(err)
 	}
 	one := make([]byte, 1)
-	wsEcho := func() (time.Duration, error) {
-		t := time.Now()
-		if err := br.Type("k"); err != nil {
-			return 0, err
-		}
-		var d time.Duration
-		err := br.Stream(func(p []byte) bool { d = time.Since(t); return len(p) == 0 }, nil)
-		return d, err
-	}
+	wsEcho := figures.PageEcho(br)
 	ptyEcho := func(f *os.File) func() (time.Duration, error) {
 		return func() (time.Duration, error) {
 			t := time.Now()
@@ -171,7 +108,7 @@ func BenchmarkEcho(b *testing.B) {
 		}
 		return ds
 	}
-	r := rounds{}
+	r := figures.Rounds{}
 	for b.Loop() {
 		for range 200 { // warm the paths up
 			wsEcho()
@@ -188,22 +125,22 @@ func BenchmarkEcho(b *testing.B) {
 				ls[p] = block(fs[p])
 			}
 			sl, wl, fl := ls["ssh"], ls["ws"], ls["fleet"]
-			us := func(d time.Duration) float64 { return float64(d) / 1e3 }
-			s50, s99, w50, w99 := quantile(sl, .5), quantile(sl, .99), quantile(wl, .5), quantile(wl, .99)
-			f50 := quantile(fl, .5)
-			r.add("fleetpty-p50-us", us(f50))
-			r.add("fleetpty-p50-added-us", us(f50-s50))
-			r.add("ssh-p50-us", us(s50))
-			r.add("ssh-p99-us", us(s99))
-			r.add("echo-p50-us", us(w50))
-			r.add("echo-p99-us", us(w99))
-			r.add("echo-p50-added-us", us(w50-s50))
-			r.add("echo-p50-ratio", float64(w50)/float64(s50))
-			r.add("echo-p99-ratio", float64(w99)/float64(s99))
+			us := figures.US
+			s50, s99, w50, w99 := figures.Quantile(sl, .5), figures.Quantile(sl, .99), figures.Quantile(wl, .5), figures.Quantile(wl, .99)
+			f50 := figures.Quantile(fl, .5)
+			r.Add("fleetpty-p50-us", us(f50))
+			r.Add("fleetpty-p50-added-us", us(f50-s50))
+			r.Add("ssh-p50-us", us(s50))
+			r.Add("ssh-p99-us", us(s99))
+			r.Add("echo-p50-us", us(w50))
+			r.Add("echo-p99-us", us(w99))
+			r.Add("echo-p50-added-us", us(w50-s50))
+			r.Add("echo-p50-ratio", float64(w50)/float64(s50))
+			r.Add("echo-p99-ratio", float64(w99)/float64(s99))
 		}
 	}
 	b.Logf("\n%s", r)
-	r.report(b)
+	r.Report(b)
 }
 
 // BenchmarkCat100MB: `cat` of a 100 MB file on h1 through the gateway to a
@@ -212,16 +149,12 @@ func BenchmarkEcho(b *testing.B) {
 // fresh session (and ssh connection) for each, alternating first.
 // SLUICE_FLEET_CAT_MB makes the file smaller.
 func BenchmarkCat100MB(b *testing.B) {
-	size := envInt("SLUICE_FLEET_CAT_MB", 100) << 20
-	nRounds := envInt("SLUICE_FLEET_CAT_ROUNDS", 5)
+	size := figures.EnvInt("SLUICE_FLEET_CAT_MB", 100) << 20
+	nRounds := figures.EnvInt("SLUICE_FLEET_CAT_ROUNDS", 5)
 	e := benchFleet(b)
 	file := filepath.Join(e.Dir, "cat-file")
-	line := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuvwxyz"), 2)
-	if err := os.WriteFile(file, bytes.Repeat(line, size/len(line)+1)[:size], 0o644); err != nil {
-		b.Fatal(err)
-	}
-	// head waits for one key so the clock starts with the reading.
-	script := fmt.Sprintf("stty raw -echo; printf 'R%%sY' D; head -c 1 >/dev/null; exec cat %s", file)
+	figures.CatFile(b, file, size)
+	script := figures.CatScript(file)
 	a := pageUser(b, e, "alice")
 	catSSH := func() time.Duration {
 		m, stop := plainSSH(b, e, e.Hosts["h1"], script)
@@ -229,18 +162,11 @@ func BenchmarkCat100MB(b *testing.B) {
 		if err := readUntil(m, "RDY"); err != nil {
 			b.Fatal(err)
 		}
-		buf := make([]byte, 64<<10)
-		t := time.Now()
-		m.Write([]byte("g"))
-		var n int
-		for n < size {
-			k, err := m.Read(buf)
-			n += k
-			if err != nil {
-				b.Fatalf("cat through ssh: %d bytes: %v", n, err)
-			}
+		d, err := figures.PtyCat(m, size)
+		if err != nil {
+			b.Fatalf("cat through ssh: %v", err)
 		}
-		return time.Since(t)
+		return d
 	}
 	catSluice := func() time.Duration {
 		br, _, err := remotePage(e, a, "h1")
@@ -248,20 +174,13 @@ func BenchmarkCat100MB(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer br.Close()
-		if err := br.Run(script, "RDY"); err != nil {
-			b.Fatal(err)
+		d, err := figures.PageCat(br, script, size)
+		if err != nil {
+			b.Fatalf("cat through the gateway: %v", err)
 		}
-		t := time.Now()
-		if err := br.Type("g"); err != nil {
-			b.Fatal(err)
-		}
-		var n int
-		if err := br.Stream(func(p []byte) bool { n += len(p); return n < size }, nil); err != nil {
-			b.Fatalf("cat through the gateway: %d bytes: %v", n, err)
-		}
-		return time.Since(t)
+		return d
 	}
-	r := rounds{}
+	r := figures.Rounds{}
 	for b.Loop() {
 		catSSH() // the file into the page cache
 		for i := range nRounds {
@@ -272,13 +191,13 @@ func BenchmarkCat100MB(b *testing.B) {
 				w, s = catSluice(), catSSH()
 			}
 			mbps := func(d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }
-			r.add("ssh-MB/s", mbps(s))
-			r.add("gateway-MB/s", mbps(w))
-			r.add("tput-ratio", s.Seconds()/w.Seconds())
+			r.Add("ssh-MB/s", mbps(s))
+			r.Add("gateway-MB/s", mbps(w))
+			r.Add("tput-ratio", s.Seconds()/w.Seconds())
 		}
 	}
 	b.Logf("\n%s", r)
-	r.report(b)
+	r.Report(b)
 }
 
 // BenchmarkSessions100: 100 sessions spread over the three hosts, opened
@@ -289,19 +208,19 @@ func BenchmarkCat100MB(b *testing.B) {
 // every stream has arrived, and sessions per second over both.
 // SLUICE_FLEET_SESSIONS and SLUICE_FLEET_SESSION_KB change the sizes.
 func BenchmarkSessions100(b *testing.B) {
-	n := envInt("SLUICE_FLEET_SESSIONS", 100)
-	size := envInt("SLUICE_FLEET_SESSION_KB", 1024) << 10
+	n := figures.EnvInt("SLUICE_FLEET_SESSIONS", 100)
+	size := figures.EnvInt("SLUICE_FLEET_SESSION_KB", 1024) << 10
 	e := benchFleet(b)
-	r := rounds{}
+	r := figures.Rounds{}
 	for b.Loop() {
 		open, streamed := manySessions(b, e, n, size)
-		r.add("open-s", open.Seconds())
-		r.add("stream-s", streamed.Seconds())
-		r.add("sessions/s", float64(n)/(open+streamed).Seconds())
-		r.add("stream-MB/s", float64(n*size)/streamed.Seconds()/1e6)
+		r.Add("open-s", open.Seconds())
+		r.Add("stream-s", streamed.Seconds())
+		r.Add("sessions/s", float64(n)/(open+streamed).Seconds())
+		r.Add("stream-MB/s", float64(n*size)/streamed.Seconds()/1e6)
 	}
 	b.Logf("\n%d sessions of %d bytes each:\n%s", n, size, r)
-	r.report(b)
+	r.Report(b)
 }
 
 // manySessions opens n sessions over the hosts through the gateway at
@@ -412,12 +331,7 @@ func checkStream(b *suiterun.Browser, gen string, seed uint64, size int) error {
 // nine sessions, three on each host, 256 KiB each, every byte checked.
 func TestSessionsByteChecked(t *testing.T) {
 	allow := "allow alice as root on .host\n"
-	e := fleetenv.New(t, fleetenv.Options{Page: true, Policies: map[string]string{"h1": allow, "h2": allow, "h3": allow}})
-	defer func() {
-		if t.Failed() {
-			t.Log(e.Logs())
-		}
-	}()
+	e := newFleet(t, fleetenv.Options{Page: true, Policies: map[string]string{"h1": allow, "h2": allow, "h3": allow}})
 	open, streamed := manySessions(t, e, 9, 256<<10)
 	t.Logf("9 sessions opened in %v, streams of 256 KiB checked in %v", open, streamed)
 }

@@ -20,18 +20,9 @@ import (
 // ptystore and its policy again, finds it.
 func TestFleetRelayFailsClosed(t *testing.T) {
 	e := newEnv(t, map[string]string{"h1": "allow alice as root on .host\n"})
-	defer func() {
-		if t.Failed() {
-			t.Log(e.Logs())
-		}
-	}()
 	ctx := context.Background()
 	g := e.SignIn(ctx, "alice")
-	rep, f, err := e.Open(ctx, "h1", e.HostGrant(ctx, g, "h1"), msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	defer f.Close()
+	rep, f := openRoot(t, e, g, "h1")
 	typeAndSee(t, f, "echo live-$((6*7))\n", "live-42")
 
 	h := e.Hosts["h1"]

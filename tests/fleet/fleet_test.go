@@ -54,11 +54,6 @@ func TestFleet(t *testing.T) {
 		"h2": "allow alice as root on .host\n",
 		"h3": "allow bob as root on .host\n", // alice: denied by h3's own policy
 	})
-	defer func() {
-		if t.Failed() {
-			t.Log(e.Logs())
-		}
-	}()
 	ctx := context.Background()
 	g := e.SignIn(ctx, "alice") // the one sign-in
 

@@ -20,12 +20,7 @@ import (
 // the session throughout.
 func TestGatewayRestartKeepsSessions(t *testing.T) {
 	allow := "allow alice as root on .host\n"
-	e := fleetenv.New(t, fleetenv.Options{Page: true, Policies: map[string]string{"h1": allow, "h2": allow, "h3": allow}})
-	defer func() {
-		if t.Failed() {
-			t.Log(e.Logs())
-		}
-	}()
+	e := newFleet(t, fleetenv.Options{Page: true, Policies: map[string]string{"h1": allow, "h2": allow, "h3": allow}})
 	ctx := context.Background()
 	a := pageUser(t, e, "alice")
 	b, id, err := remotePage(e, a, "h1")

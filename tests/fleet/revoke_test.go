@@ -47,21 +47,12 @@ func TestFleetPolicyRevokesRemoteSessions(t *testing.T) {
 		"h1": "on-revoke detach\nallow alice as root on .host\n" + keep,
 		"h2": "on-revoke end\nallow alice as root on .host\n" + keep,
 	})
-	defer func() {
-		if t.Failed() {
-			t.Log(e.Logs())
-		}
-	}()
 	ctx := context.Background()
 	g := e.SignIn(ctx, "alice")
 	ids := map[string]string{}
 	ptys := map[string]*os.File{}
 	for _, n := range []string{"h1", "h2"} {
-		rep, f, err := e.Open(ctx, n, e.HostGrant(ctx, g, n), msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
-		if err != nil {
-			t.Fatalf("%s: open: %v", n, err)
-		}
-		defer f.Close()
+		rep, f := openRoot(t, e, g, n)
 		typeAndSee(t, f, "echo live-$((3*4))-"+n+"\n", "live-12-"+n)
 		ids[n], ptys[n] = rep.Session.ID, f
 	}

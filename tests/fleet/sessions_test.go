@@ -36,7 +36,7 @@ func exitCode(err error) int {
 // admin calls (--gateway-admin), h3 does not and is listed with its
 // refusal while the others still show.
 func TestFleetAdminSessions(t *testing.T) {
-	e := fleetenv.New(t, fleetenv.Options{
+	e := newFleet(t, fleetenv.Options{
 		Policies: map[string]string{
 			"h1": "allow alice as root on .host\n",
 			"h2": "allow alice as root on .host\n",
@@ -44,20 +44,11 @@ func TestFleetAdminSessions(t *testing.T) {
 		},
 		GatewayAdmin: map[string]bool{"h1": true, "h2": true},
 	})
-	defer func() {
-		if t.Failed() {
-			t.Log(e.Logs())
-		}
-	}()
 	ctx := context.Background()
 	g := e.SignIn(ctx, "alice")
 	ids := map[string]string{}
 	for _, n := range []string{"h1", "h2", "h3"} {
-		rep, f, err := e.Open(ctx, n, e.HostGrant(ctx, g, n), msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
-		if err != nil {
-			t.Fatalf("%s: open: %v", n, err)
-		}
-		defer f.Close()
+		rep, f := openRoot(t, e, g, n)
 		typeAndSee(t, f, "echo up-$((2*3))\n", "up-6")
 		ids[n] = rep.Session.ID
 	}

@@ -23,17 +23,9 @@ import (
 // reattach finds it.
 func TestFleetStreamSizesAndKills(t *testing.T) {
 	e := newEnv(t, map[string]string{"h1": "allow alice as root on .host\n"})
-	defer func() {
-		if t.Failed() {
-			t.Log(e.Logs())
-		}
-	}()
 	ctx := context.Background()
 	g := e.SignIn(ctx, "alice")
-	rep, f, err := e.Open(ctx, "h1", e.HostGrant(ctx, g, "h1"), msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep, f := openRoot(t, e, g, "h1")
 	id := rep.Session.ID
 	typeAndSee(t, f, "X=kept-$((6*7)); echo x=$X\n", "x=kept-42")
 
