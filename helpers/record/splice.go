@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -278,9 +279,14 @@ func (s *Splice) output(inner, outer *os.File, wg *sync.WaitGroup) error {
 		defer wg.Done()
 		readOutput(rc, free, full, quit)
 	}()
+	// inflight is how many recorded bursts the forwarder has not yet
+	// written. At 0 a small burst (an echo) is written here: handing it
+	// on would add a wakeup to every keystroke, and no earlier burst can
+	// still be on its way, so the order holds.
+	var inflight atomic.Int32
 	go func() {
 		defer wg.Done()
-		fwd <- forward(outer, sealed, free)
+		fwd <- forward(outer, sealed, free, &inflight, quit)
 	}()
 	// flush lets the forwarder pass on what is recorded already, and
 	// waits for it: nothing else may write to the socket meanwhile.
@@ -302,10 +308,18 @@ func (s *Splice) output(inner, outer *os.File, wg *sync.WaitGroup) error {
 				s.tell(outer, "recording failed ("+rerr.Error()+")")
 				return fmt.Errorf("record: output: %w", rerr)
 			}
-			select {
-			case sealed <- c.b:
-			case err := <-fwd:
-				return err
+			if len(c.b) <= directMax && inflight.Load() == 0 {
+				if _, err := outer.Write(c.b); err != nil {
+					return errOuterGone
+				}
+				free <- c.b[:cap(c.b)]
+			} else {
+				inflight.Add(1)
+				select {
+				case sealed <- c.b:
+				case err := <-fwd:
+					return err
+				}
 			}
 		} else {
 			free <- c.b[:cap(c.b)]
@@ -319,15 +333,31 @@ func (s *Splice) output(inner, outer *os.File, wg *sync.WaitGroup) error {
 	}
 }
 
+// directMax is the largest burst output writes to the socket itself when
+// the forwarder is idle: one that takes no longer than the handoff.
+const directMax = 4 << 10
+
 // forward writes recorded bursts to the socket and returns their buffers.
-func forward(outer *os.File, sealed <-chan []byte, free chan<- []byte) error {
-	for b := range sealed {
+// It stops when sealed is closed (after what it holds is written) or
+// quit is (output has returned: what is left will not be sent).
+func forward(outer *os.File, sealed <-chan []byte, free chan<- []byte, inflight *atomic.Int32, quit <-chan struct{}) error {
+	for {
+		var b []byte
+		select {
+		case b0, ok := <-sealed:
+			if !ok {
+				return nil
+			}
+			b = b0
+		case <-quit:
+			return nil
+		}
 		if _, err := outer.Write(b); err != nil {
 			return errOuterGone
 		}
+		inflight.Add(-1)
 		free <- b[:cap(b)]
 	}
-	return nil
 }
 
 // readOutput reads bursts into free buffers and hands them on, holding
