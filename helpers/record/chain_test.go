@@ -33,7 +33,7 @@ func TestChainHashIsBLAKE3(t *testing.T) {
 			t.Fatalf("%d bytes in one write: %x, want %x", n, got, want.Sum(nil))
 		}
 	}
-	for _, max := range []int{1, 100, 1024, 5000, blockSize, 3*blockSize + 5} {
+	for _, max := range []int{1, 100, 1024, 5000, sumSIMD + 1, blockSize, 3*blockSize + 5} {
 		want, got := blake3.New(32, key), newChainHash(key)
 		for off := 0; off < len(data); {
 			k := min(len(data)-off, 1+rng.IntN(max))
