@@ -58,7 +58,7 @@ var ErrClosed = errors.New("recording closed")
 type Writer struct {
 	f     *os.File
 	key   []byte
-	chain *blake3.Hasher // keyed, over every byte of the file so far
+	chain *chainHash // keyed BLAKE3 over every byte of the file so far
 	off   int64
 	max   int64 // 0: no limit
 	start time.Time
@@ -72,7 +72,7 @@ func NewWriter(f *os.File, key []byte, h Header, start time.Time, max int64) (*W
 	if len(key) != KeySize {
 		return nil, fmt.Errorf("record: seal key is %d bytes, want %d", len(key), KeySize)
 	}
-	w := &Writer{f: f, key: key, chain: blake3.New(32, key), max: max, start: start, buf: make([]byte, 0, 64<<10)}
+	w := &Writer{f: f, key: key, chain: newChainHash(key), max: max, start: start, buf: make([]byte, 0, 64<<10)}
 	line, err := json.Marshal(h)
 	if err != nil {
 		return nil, fmt.Errorf("record: header: %w", err)
@@ -114,7 +114,7 @@ func (w *Writer) commit(t float64, label string) error {
 		return w.dead
 	}
 	w.chain.Write(w.buf)
-	mac := sealMAC(w.key, label, w.chain.Sum(nil))
+	mac := sealMAC(w.key, label, w.chain.Sum())
 	n := len(w.buf)
 	w.buf = strconv.AppendFloat(append(w.buf, '['), t, 'f', 6, 64)
 	w.buf = append(w.buf, ", \"s\", \""...)

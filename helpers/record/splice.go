@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -238,8 +239,9 @@ func (s *Splice) tell(outer *os.File, why string) {
 	fmt.Fprintf(outer, "\r\n[sluice: %s; this session is ended]\r\n", why)
 }
 
-// outBuffers is how many bursts the reader may be ahead of the writer.
-const outBuffers = 3
+// outBuffers is how many bursts are in flight: one being read, one being
+// recorded, one being passed on, and one spare.
+const outBuffers = 4
 
 // chunk is a burst read from the shell: whole characters only, and the
 // read's error, after which nothing more comes.
@@ -248,12 +250,16 @@ type chunk struct {
 	err error
 }
 
-// output: shell to terminal, recorded first. Reading and recording run
-// in two goroutines, so the shell's pty is read while the previous burst
-// is encoded, sealed, written to the file and passed on: done one after
-// the other, that work stalled the shell for about a fifth of the time.
-// wg counts the reader, which stops when quit is closed or at the
-// deadline Run sets on the shell's master.
+// output: shell to terminal, recorded first. Reading, recording and
+// passing on run in three goroutines, a burst moving from one to the next
+// only when the one before is done with it: the shell's pty is read while
+// the previous burst is encoded, sealed and written to the file, and the
+// one before that is written to the socket. Done one after the other,
+// that work stalled the shell. A burst reaches the socket only after its
+// event and seal are written (forward takes only what record has
+// finished), so the guarantees of docs/recording.md hold as with one
+// goroutine. wg counts the reader and the forwarder, which stop when quit
+// is closed or at the deadlines Run sets.
 func (s *Splice) output(inner, outer *os.File, wg *sync.WaitGroup) error {
 	rc, err := inner.SyscallConn()
 	if err != nil {
@@ -264,29 +270,94 @@ func (s *Splice) output(inner, outer *os.File, wg *sync.WaitGroup) error {
 		free <- make([]byte, 64<<10)
 	}
 	full := make(chan chunk, outBuffers)
+	sealed := make(chan []byte, outBuffers)
+	fwd := make(chan error, 1)
 	quit := make(chan struct{})
 	defer close(quit)
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		readOutput(rc, free, full, quit)
 	}()
-	for c := range full {
+	// inflight is how many recorded bursts the forwarder has not yet
+	// written. At 0 a small burst (an echo) is written here: handing it
+	// on would add a wakeup to every keystroke, and no earlier burst can
+	// still be on its way, so the order holds.
+	var inflight atomic.Int32
+	go func() {
+		defer wg.Done()
+		fwd <- forward(outer, sealed, free, &inflight, quit)
+	}()
+	// flush lets the forwarder pass on what is recorded already, and
+	// waits for it: nothing else may write to the socket meanwhile.
+	flush := func() error {
+		close(sealed)
+		return <-fwd
+	}
+	for {
+		var c chunk
+		select {
+		case c = <-full:
+		case err := <-fwd:
+			return err
+		}
 		if len(c.b) > 0 {
 			if rerr := s.record('o', c.b); rerr != nil {
+				outer.SetWriteDeadline(time.Now().Add(time.Second))
+				flush()
 				s.tell(outer, "recording failed ("+rerr.Error()+")")
 				return fmt.Errorf("record: output: %w", rerr)
 			}
-			if _, werr := outer.Write(c.b); werr != nil {
-				return errOuterGone
+			if len(c.b) <= directMax && inflight.Load() == 0 {
+				if _, err := outer.Write(c.b); err != nil {
+					return errOuterGone
+				}
+				free <- c.b[:cap(c.b)]
+			} else {
+				inflight.Add(1)
+				select {
+				case sealed <- c.b:
+				case err := <-fwd:
+					return err
+				}
 			}
+		} else {
+			free <- c.b[:cap(c.b)]
 		}
 		if c.err != nil {
+			if err := flush(); err != nil {
+				return err
+			}
 			return errShellGone
 		}
-		free <- c.b[:cap(c.b)]
 	}
-	return errShellGone
+}
+
+// directMax is the largest burst output writes to the socket itself when
+// the forwarder is idle: one that takes no longer than the handoff.
+const directMax = 4 << 10
+
+// forward writes recorded bursts to the socket and returns their buffers.
+// It stops when sealed is closed (after what it holds is written) or
+// quit is (output has returned: what is left will not be sent).
+func forward(outer *os.File, sealed <-chan []byte, free chan<- []byte, inflight *atomic.Int32, quit <-chan struct{}) error {
+	for {
+		var b []byte
+		select {
+		case b0, ok := <-sealed:
+			if !ok {
+				return nil
+			}
+			b = b0
+		case <-quit:
+			return nil
+		}
+		if _, err := outer.Write(b); err != nil {
+			return errOuterGone
+		}
+		inflight.Add(-1)
+		free <- b[:cap(b)]
+	}
 }
 
 // readOutput reads bursts into free buffers and hands them on, holding

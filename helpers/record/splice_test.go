@@ -453,3 +453,35 @@ func TestSpliceBadFrame(t *testing.T) {
 		})
 	}
 }
+
+// The frontend's side shut down for reading: the shell's next output is
+// recorded, cannot be sent, and ends the session, sealed, whether the
+// burst is small (written by the recorder itself) or large (by its
+// forwarder). The small case hung before the forwarder also stopped when
+// the recorder did.
+func TestSpliceShutRead(t *testing.T) {
+	for _, n := range []int{10, 3 * directMax} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			r := newRig(t, false, false, 0)
+			if err := unix.Shutdown(int(r.front.Fd()), unix.SHUT_RD); err != nil {
+				t.Fatal(err)
+			}
+			r.shell.Write(bytes.Repeat([]byte("x"), n))
+			select {
+			case err := <-r.done:
+				if err != nil {
+					t.Fatalf("Run = %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("session not ended")
+			}
+			b, _ := os.ReadFile(r.path)
+			if v, _ := Verify(bytes.NewReader(b), testKey, false); v.State != msg.RecIntact {
+				t.Fatalf("verify: %+v", v)
+			}
+			if ev := events(t, r.path); !strings.Contains(ev["o"], "xxxxxxxxxx") {
+				t.Fatalf("output not recorded: %v", ev)
+			}
+		})
+	}
+}

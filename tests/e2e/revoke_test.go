@@ -44,6 +44,9 @@ type childResult struct {
 	FDs   int    `json:"fds"`
 	Code  string `json:"code"`
 	Err   string `json:"err"`
+	// Then is what $CALL_THEN's steps did with the reply's one fd
+	// (record_hostile_test.go).
+	Then string `json:"then"`
 }
 
 // childMain makes the call $CALL_OP on the protocol $CALL_PROTO as
@@ -59,6 +62,9 @@ func childMain() int {
 	} else {
 		var raw msgpack.RawMessage
 		fds, err := cl.Call(context.Background(), msg.Request{Op: os.Getenv("CALL_OP"), Args: args}, nil, &raw)
+		if then := os.Getenv("CALL_THEN"); then != "" && err == nil && len(fds) == 1 {
+			res.Then = childThen(fds[0], then)
+		}
 		for _, f := range fds {
 			f.Close()
 		}
@@ -135,6 +141,14 @@ func frontendIDs(t *testing.T) (uid, gid uint32) {
 // returns the number of fds of the reply and the error code ("" if none).
 func asFrontend(t *testing.T, proto, op string, args, reply any) (int, string) {
 	t.Helper()
+	fds, code, _ := asFrontendThen(t, proto, op, args, reply, "")
+	return fds, code
+}
+
+// asFrontendThen is asFrontend, and the child then does then's steps
+// with the reply's one fd (childThen) and returns what they did.
+func asFrontendThen(t *testing.T, proto, op string, args, reply any, then string) (int, string, string) {
+	t.Helper()
 	childOnce.Do(func() {
 		// go test builds the binary where only root may go; the suite's
 		// directory is open to every uid.
@@ -154,7 +168,7 @@ func asFrontend(t *testing.T, proto, op string, args, reply any) (int, string) {
 	uid, gid := frontendIDs(t)
 	cmd := exec.Command(childExe, "-test.run=^$")
 	cmd.Env = append(env.Env(), childEnv+"=call", "CALL_PROTO="+proto, "CALL_OP="+op,
-		"CALL_ARGS="+base64.StdEncoding.EncodeToString(body))
+		"CALL_ARGS="+base64.StdEncoding.EncodeToString(body), "CALL_THEN="+then)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	out, err := cmd.Output()
 	if err != nil {
@@ -172,7 +186,7 @@ func asFrontend(t *testing.T, proto, op string, args, reply any) (int, string) {
 			t.Fatalf("%s reply: %v", op, err)
 		}
 	}
-	return res.FDs, res.Code
+	return res.FDs, res.Code, res.Then
 }
 
 // directGrant signs a in over "web to auth" from the frontend's uid.
