@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
 
 	"sluice/internal/termsock"
 	"sluice/msg"
@@ -59,8 +60,10 @@ func fakeRelay(dir string) int {
 
 // Open against a relay that frames its input and one that does not (an
 // older sluice-relay): the first gets the keys and sizes as frames and
-// its output reaches the master raw; the second gets no byte of input
-// and the caller a clear failure.
+// its output reaches the frontend's end of the socket raw; the second
+// gets no byte of input and the caller a clear failure. Both ends of the
+// stream end it: the frontend's end of input is ssh's, and the relay's
+// end is the frontend's EOF.
 func TestOpen(t *testing.T) {
 	self, err := os.Executable()
 	if err != nil {
@@ -109,13 +112,31 @@ func TestOpen(t *testing.T) {
 				}
 				got = append(got, buf[:n]...)
 			}
-			master.Write([]byte("keys\x03"))
-			time.Sleep(200 * time.Millisecond) // the input pump's, before the master goes
-			master.Close()
+			if !termsock.Is(master) {
+				t.Fatal("the stream's fd is not a socket the frontend frames for")
+			}
+			// The frontend frames what the page types (frontend/hub/term.go);
+			// closing its end is ssh's end of input.
+			if _, err := master.Write(termsock.AppendInput(nil, []byte("keys\x03"))); err != nil {
+				t.Fatal(err)
+			}
+			rc, _ := master.SyscallConn()
+			rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_WR) })
 			want := termsock.AppendInput(termsock.AppendResize(nil, 100, 30), []byte("keys\x03"))
 			if b := typed(); !bytes.Equal(b, want) {
 				t.Fatalf("the relay was sent %x, want %x", b, want)
 			}
+			// The host's side ended: the frontend reads the end.
+			master.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				if _, err := master.Read(buf); err != nil {
+					if err != io.EOF {
+						t.Fatalf("after the relay ended: %v, want EOF", err)
+					}
+					break
+				}
+			}
+			master.Close()
 		})
 	}
 }
