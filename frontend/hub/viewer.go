@@ -1,11 +1,11 @@
 package hub
 
 import (
-	"sluice/internal/termsock"
-
 	"context"
 	"fmt"
 	"time"
+
+	"sluice/internal/termsock"
 )
 
 // Viewer is one client's view of a session.
