@@ -31,8 +31,9 @@ type FleetBackend interface {
 	// FleetCall carries one non-streaming call to a host's helper and
 	// decodes its answer into reply.
 	FleetCall(ctx context.Context, a msg.FleetCall, reply any) error
-	// FleetOpen creates or attaches a session on a host; the file is the
-	// gateway pty's master, streamed as a local session's master is.
+	// FleetOpen creates or attaches a session on a host; the file is a
+	// termsock socket (ssh's stdio at its other end), streamed as a
+	// recorded local session's socket is: raw output, framed input.
 	FleetOpen(ctx context.Context, a msg.FleetCall) (msg.FleetOpenReply, *os.File, error)
 }
 
@@ -275,13 +276,13 @@ func (c *conn) fleetOpen(ctx context.Context, fb FleetBackend, m inMsg, hg msg.H
 		return
 	}
 	a.Args = raw
-	rep, pty, err := fb.FleetOpen(ctx, a)
+	rep, fd, err := fb.FleetOpen(ctx, a)
 	if err != nil {
 		c.failErr(m.T, err)
 		return
 	}
 	if rep.Host != m.Host || !validRemoteID(rep.Session.ID) {
-		pty.Close()
+		fd.Close()
 		c.log.Error("fleet-open answered for another host or with an invalid session ID", "host", m.Host, "answered", rep.Host, "session", rep.Session.ID)
 		c.fail(m.T, rpc.CodeInternal, "the server could not do that; see its log")
 		return
@@ -289,7 +290,7 @@ func (c *conn) fleetOpen(ctx context.Context, fb FleetBackend, m inMsg, hg msg.H
 	key := remoteKey(m.Host, rep.Session.ID)
 	c.s.lim.learned(key, rep.Limits)
 	c.log.Info("remote session", "op", m.T, "host", m.Host, "session", rep.Session.ID, "mode", rep.Mode, "rule", rep.Rule)
-	c.attachOn(m.T, m.Host, rep.Session, hub.Join{Mode: rep.Mode, Shared: rep.Mode != msg.ModeOwner, Epoch: rep.Epoch}, pty, m.Cols, m.Rows)
+	c.attachOn(m.T, m.Host, rep.Session, hub.Join{Mode: rep.Mode, Shared: rep.Mode != msg.ModeOwner, Epoch: rep.Epoch}, fd, m.Cols, m.Rows)
 }
 
 func (c *conn) fleetShare(ctx context.Context, fb FleetBackend, m inMsg, hg msg.HostGrantReply) {

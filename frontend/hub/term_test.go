@@ -27,6 +27,13 @@ func TestRecordedSessionSocket(t *testing.T) {
 	if err := c.v.Input([]byte("echo hi\r")); err != nil {
 		t.Fatal(err)
 	}
+	// Sizes no reader of the frames takes (the recorder's, a fleet
+	// relay's) are the page's error, not a frame that ends the stream.
+	for _, sz := range [][2]uint16{{termsock.MaxSide + 1, 37}, {123, termsock.MaxSide + 1}, {0, 37}} {
+		if err := c.v.Resize(sz[0], sz[1]); err == nil {
+			t.Fatalf("resize %dx%d taken", sz[0], sz[1])
+		}
+	}
 	if err := c.v.Resize(123, 37); err != nil {
 		t.Fatal(err)
 	}

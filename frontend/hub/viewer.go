@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"sluice/internal/termsock"
 )
 
 // Viewer is one client's view of a session.
@@ -205,7 +207,9 @@ func (v *Viewer) Resize(cols, rows uint16) error {
 	if err := v.mayType(); err != nil {
 		return err
 	}
-	if cols == 0 || rows == 0 {
+	// Beyond MaxSide no frame reader takes it (the recorder, a fleet
+	// relay): the frame would end the whole stream for one bad message.
+	if cols == 0 || rows == 0 || cols > termsock.MaxSide || rows > termsock.MaxSide {
 		return fmt.Errorf("hub: resize %s: %dx%d", v.s.id, cols, rows)
 	}
 	var ierr error

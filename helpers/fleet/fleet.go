@@ -18,8 +18,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"sluice/helpers/relay"
-	"sluice/internal/pty"
+	"sluice/internal/termsock"
 	"sluice/msg"
 	"sluice/rpc"
 )
@@ -119,7 +118,7 @@ func (w *limitWriter) String() string {
 
 // exchange waits for the relay's ready line, sends the request frame and
 // reads the answer frame: no byte past it, so a stream's first output
-// stays in the pty for the frontend.
+// stays in the socket for the frontend.
 func exchange(rw io.ReadWriter, req msg.RelayRequest) (msg.RelayReply, error) {
 	var rep msg.RelayReply
 	if err := waitReady(rw); err != nil {
@@ -254,12 +253,13 @@ func (f *Fleet) run(ctx context.Context, h msg.FleetHost, req msg.RelayRequest) 
 	return rep, nil
 }
 
-// Open starts a streaming session and returns the answer and the master
-// of a pty of ours for the frontend, which streams it as a local one.
-// ssh's stdout is that pty's slave, so the session's output goes from
-// ssh to the frontend through the one pty; ssh's stdin is a pipe from
-// this helper, which reads what the frontend writes to the master and
-// sends it, with the pty's window size, as termsock frames (msg.RelayFramingV1).
+// Open starts a streaming session and returns the answer and one end
+// of a socket pair (package termsock) for the frontend, which streams it
+// as a recorded session's fd: output arrives raw, input and window sizes
+// go out as termsock frames (msg.RelayFramingV1), written by the
+// frontend itself. The pair's other end is ssh's stdin and stdout, so
+// the stream crosses no pty and no process of ours on the gateway: the
+// relay deframes what the frontend wrote.
 func (f *Fleet) Open(ctx context.Context, c msg.FleetCall) (msg.FleetOpenReply, *os.File, error) {
 	var out msg.FleetOpenReply
 	if c.Op != msg.OpCreateShellSession && c.Op != msg.OpPtyGet {
@@ -282,84 +282,74 @@ func (f *Fleet) Open(ctx context.Context, c msg.FleetCall) (msg.FleetOpenReply, 
 			f.done()
 		}
 	}()
-	master, slave, err := pty.Open()
+	// mine is in Go's poller, so the exchange's reads end when ssh does;
+	// theirs, blocking, is what ssh expects of its stdio.
+	mine, theirs, err := termsock.Pair()
 	if err != nil {
-		return out, nil, fmt.Errorf("fleet: pty: %w", err)
-	}
-	// The input side's own open of the slave, non-blocking for the
-	// poller, so closing it ends a read in progress.
-	peer, err := openPeer(master)
-	if err == nil {
-		err = rawAndSize(slave, c.Rows, c.Cols)
-	}
-	var stdin, input *os.File
-	if err == nil {
-		stdin, input, err = os.Pipe()
-	}
-	if err != nil {
-		closeAll(master, slave, peer)
 		return out, nil, fmt.Errorf("fleet: stream: %w", err)
 	}
 	cmd := f.command(h)
-	cmd.Stdin, cmd.Stdout = stdin, slave
+	cmd.Stdin, cmd.Stdout = theirs, theirs
 	stderr := &limitWriter{n: 4 << 10}
 	cmd.Stderr = stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// ssh holds the stream's only other end: when this helper ends (a
+	// crash, a restart), its streams end with it, as they did when ssh's
+	// stdin was this helper's pipe, and no ssh runs unsupervised.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	err = cmd.Start()
-	closeAll(slave, stdin)
+	theirs.Close()
 	if err != nil {
-		closeAll(master, peer, input)
+		mine.Close()
 		return out, nil, fmt.Errorf("fleet: ssh: %w", err)
 	}
 	started = true
 	exited := make(chan struct{})
 	go func() {
 		err := cmd.Wait()
-		// ssh held the slave's other open: with ours closed too, the
-		// frontend's reads of the master end (EIO), as the session has.
-		closeAll(peer, input)
 		close(exited)
 		f.done()
 		f.Log.Info("fleet: stream ended", "host", h.Name, "ssh", err, "stderr", stderr.String())
 	}()
-	// Killing ssh ends our reads of the master (EIO) if the relay never
-	// answers in time.
+	// Killing ssh ends our reads (EOF) if the relay never answers in time.
 	timer := time.AfterFunc(f.timeout(), func() { cmd.Process.Kill() })
-	rep, err := exchange(struct {
-		io.Reader
-		io.Writer
-	}{master, input}, msg.RelayRequest{Service: serviceOf(c.Op), Op: c.Op, Args: c.Args, HostGrant: &c.HostGrant,
+	rep, err := exchange(mine, msg.RelayRequest{Service: serviceOf(c.Op), Op: c.Op, Args: c.Args, HostGrant: &c.HostGrant,
 		Stream: true, Framing: msg.RelayFramingV1})
 	timer.Stop()
 	if err != nil {
 		cmd.Process.Kill()
-		master.Close()
+		mine.Close()
 		<-exited
 		f.Log.Warn("fleet: open failed", "host", h.Name, "op", c.Op, "err", err, "stderr", stderr.String())
 		return out, nil, rpc.Errorf(msg.CodeFailed, "%s: cannot reach the host's relay (%s)", h.Name, sshWhy(stderr.String(), err))
 	}
 	if rep.Error != "" {
-		closeAll(master, input) // ssh sees the end of its input; the relay has ended
+		mine.Close() // ssh sees the end of its input; the relay has ended
 		return out, nil, relayError(h.Name, rep.Error)
 	}
 	if rep.Framing != msg.RelayFramingV1 {
-		// An older relay streams raw: our frames would be typed into the
+		// An older relay streams raw: frames would be typed into the
 		// shell. Nothing was sent; the end of its input ends its stream.
-		closeAll(master, input)
+		mine.Close()
 		f.Log.Warn("fleet: relay streams without framing", "host", h.Name, "framing", rep.Framing)
 		return out, nil, rpc.Errorf(msg.CodeFailed, "%s: the host's sluice-relay does not frame its input (framing %d, want %d): update it", h.Name, rep.Framing, msg.RelayFramingV1)
 	}
 	if err := msgpack.Unmarshal(rep.Payload, &out); err != nil {
-		closeAll(master, input)
+		mine.Close()
 		return out, nil, fmt.Errorf("fleet: open answer: %w", err)
 	}
+	// The requested size first, before the frontend's first frame: the
+	// shell starts at the page's size, as it did on the gateway pty.
+	rows, cols := c.Rows, c.Cols
+	if rows == 0 || cols == 0 || rows > termsock.MaxSide || cols > termsock.MaxSide {
+		rows, cols = 24, 80
+	}
+	if _, err := mine.Write(termsock.AppendResize(nil, cols, rows)); err != nil {
+		mine.Close()
+		return out, nil, fmt.Errorf("fleet: stream size: %w", err)
+	}
 	out.Host = h.Name
-	go func() {
-		err := pumpInput(peer, input, SizePoll)
-		f.Log.Info("fleet: stream input ended", "host", h.Name, "session", out.Session.ID, "why", err)
-	}()
 	f.Log.Info("fleet: stream", "host", h.Name, "op", c.Op, "user", c.HostGrant.User, "session", out.Session.ID, "mode", out.Mode)
-	return out, master, nil
+	return out, mine, nil
 }
 
 func closeAll(fs ...*os.File) {
@@ -381,21 +371,6 @@ func serviceOf(op string) string {
 		return msg.Policy
 	}
 	return msg.PtyStore
-}
-
-func rawAndSize(slave *os.File, rows, cols uint16) error {
-	t, err := unixGetTermios(slave)
-	if err != nil {
-		return fmt.Errorf("fleet: pty modes: %w", err)
-	}
-	relay.MakeRaw(t)
-	if err := unixSetTermios(slave, t); err != nil {
-		return fmt.Errorf("fleet: pty modes: %w", err)
-	}
-	if rows == 0 || cols == 0 {
-		rows, cols = 24, 80
-	}
-	return pty.SetSize(slave, rows, cols)
 }
 
 func userOf(hg *msg.HostGrant) string {

@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
 
 	"sluice/internal/termsock"
 	"sluice/msg"
@@ -31,6 +34,9 @@ func TestMain(m *testing.M) {
 
 func fakeRelay(dir string) int {
 	mode, _ := os.ReadFile(filepath.Join(dir, "relay-mode"))
+	// A gateway that closed its end makes our output's write fail
+	// (EPIPE on a socket); what we were sent is still to be recorded.
+	signal.Ignore(syscall.SIGPIPE)
 	io.WriteString(os.Stdout, msg.RelayReady)
 	var n [4]byte
 	if _, err := io.ReadFull(os.Stdin, n[:]); err != nil {
@@ -59,8 +65,10 @@ func fakeRelay(dir string) int {
 
 // Open against a relay that frames its input and one that does not (an
 // older sluice-relay): the first gets the keys and sizes as frames and
-// its output reaches the master raw; the second gets no byte of input
-// and the caller a clear failure.
+// its output reaches the frontend's end of the socket raw; the second
+// gets no byte of input and the caller a clear failure. Both ends of the
+// stream end it: the frontend's end of input is ssh's, and the relay's
+// end is the frontend's EOF.
 func TestOpen(t *testing.T) {
 	self, err := os.Executable()
 	if err != nil {
@@ -109,13 +117,31 @@ func TestOpen(t *testing.T) {
 				}
 				got = append(got, buf[:n]...)
 			}
-			master.Write([]byte("keys\x03"))
-			time.Sleep(200 * time.Millisecond) // the input pump's, before the master goes
-			master.Close()
+			if !termsock.Is(master) {
+				t.Fatal("the stream's fd is not a socket the frontend frames for")
+			}
+			// The frontend frames what the page types (frontend/hub/term.go);
+			// closing its end is ssh's end of input.
+			if _, err := master.Write(termsock.AppendInput(nil, []byte("keys\x03"))); err != nil {
+				t.Fatal(err)
+			}
+			rc, _ := master.SyscallConn()
+			rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_WR) })
 			want := termsock.AppendInput(termsock.AppendResize(nil, 100, 30), []byte("keys\x03"))
 			if b := typed(); !bytes.Equal(b, want) {
 				t.Fatalf("the relay was sent %x, want %x", b, want)
 			}
+			// The host's side ended: the frontend reads the end.
+			master.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				if _, err := master.Read(buf); err != nil {
+					if err != io.EOF {
+						t.Fatalf("after the relay ended: %v, want EOF", err)
+					}
+					break
+				}
+			}
+			master.Close()
 		})
 	}
 }

@@ -75,7 +75,7 @@ func BenchmarkEcho(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer fp.Close()
-	if _, err := fp.Write([]byte(figures.EchoScript + "\n")); err != nil {
+	if _, err := typeInto(fp, figures.EchoScript+"\n"); err != nil {
 		b.Fatal(err)
 	}
 	if err := readUntil(fp, "RDY"); err != nil {
@@ -86,7 +86,7 @@ func BenchmarkEcho(b *testing.B) {
 	ptyEcho := func(f *os.File) func() (time.Duration, error) {
 		return func() (time.Duration, error) {
 			t := time.Now()
-			if _, err := f.Write([]byte("k")); err != nil {
+			if _, err := typeInto(f, "k"); err != nil {
 				return 0, err
 			}
 			_, err := io.ReadFull(f, one)

@@ -17,18 +17,39 @@ import (
 
 	"sluice/helpers/fleet"
 	"sluice/internal/hostgrant"
+	"sluice/internal/pty"
+	"sluice/internal/termsock"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/tests/fleet/fleetenv"
 )
 
-// typeAndSee writes line to a session's pty and reads until want shows.
+// typeAndSee types line into a stream and reads until want shows.
 func typeAndSee(t *testing.T, f *os.File, line, want string) {
 	t.Helper()
-	if _, err := f.Write([]byte(line)); err != nil {
+	if _, err := typeInto(f, line); err != nil {
 		t.Fatalf("write: %v", err)
 	}
 	see(t, f, want)
+}
+
+// typeInto writes keys to a stream's fd as the frontend does: framed on
+// the termsock socket the fleet helper hands out, raw on a pty master (an
+// older build's, for A/B runs against it).
+func typeInto(f *os.File, keys string) (int, error) {
+	if termsock.Is(f) {
+		return f.Write(termsock.AppendInput(nil, []byte(keys)))
+	}
+	return f.Write([]byte(keys))
+}
+
+// resize sets a stream's window size as the frontend does.
+func resize(f *os.File, rows, cols uint16) error {
+	if termsock.Is(f) {
+		_, err := f.Write(termsock.AppendResize(nil, cols, rows))
+		return err
+	}
+	return pty.SetSize(f, rows, cols)
 }
 
 func see(t *testing.T, f *os.File, want string) {
@@ -128,7 +149,7 @@ func TestFleet(t *testing.T) {
 
 	t.Run("ctrl-c under a flood reaches the prompt", func(t *testing.T) {
 		f := ptys["h1"]
-		if _, err := f.Write([]byte("yes flood-flood-flood\n")); err != nil {
+		if _, err := typeInto(f, "yes flood-flood-flood\n"); err != nil {
 			t.Fatal(err)
 		}
 		see(t, f, "flood-flood-flood\r\nflood-flood-flood\r\n")
@@ -150,8 +171,8 @@ func TestFleet(t *testing.T) {
 		}
 		flood := drain(300 * time.Millisecond)
 		start := time.Now()
-		f.Write([]byte{3})
-		f.Write([]byte("echo after-$((5*5))\n"))
+		typeInto(f, "\x03")
+		typeInto(f, "echo after-$((5*5))\n")
 		see(t, f, "after-25")
 		t.Logf("flood read %d bytes in 300 ms; after Ctrl-C the prompt answered in %v", flood, time.Since(start))
 	})

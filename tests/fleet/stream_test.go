@@ -11,13 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"sluice/internal/pty"
 	"sluice/msg"
 )
 
-// A stream's window sizes and its ends, on the gateway's own pty (what
-// the frontend holds): the relay has no pty on the host, so sizes travel
-// as frames from the fleet helper, and each process of the path killed
+// A stream's window sizes and its ends, on the socket the fleet helper
+// hands the frontend: no pty on the gateway or the host, so sizes travel
+// as frames the frontend writes, and each process of the path killed
 // with SIGKILL (ssh, the fleet helper, the relay) ends the stream at the
 // gateway, so the page is told, and keeps the shell on the host, so a
 // reattach finds it.
@@ -30,16 +29,15 @@ func TestFleetStreamSizesAndKills(t *testing.T) {
 	typeAndSee(t, f, "X=kept-$((6*7)); echo x=$X\n", "x=kept-42")
 
 	t.Run("sizes", func(t *testing.T) {
-		// Set between keys: the next key carries it.
-		if err := pty.SetSize(f, 37, 101); err != nil {
+		// Set, then keys: the frame goes before them.
+		if err := resize(f, 37, 101); err != nil {
 			t.Fatal(err)
 		}
 		typeAndSee(t, f, "echo size=$(stty size | tr ' ' x)\n", "size=37x101")
-		// Set with no key after it: the fleet helper's poll finds it and
-		// the host's shell gets its SIGWINCH.
+		// Set with no key after it: the host's shell gets its SIGWINCH.
 		typeAndSee(t, f, "trap 'echo winch=$(stty size | tr \" \" x)' WINCH; echo trap-set\n", "trap-set")
 		start := time.Now()
-		if err := pty.SetSize(f, 45, 150); err != nil {
+		if err := resize(f, 45, 150); err != nil {
 			t.Fatal(err)
 		}
 		see(t, f, "winch=45x150")
@@ -79,12 +77,12 @@ func TestFleetStreamSizesAndKills(t *testing.T) {
 			for {
 				if _, err := f.Read(buf); err != nil {
 					if os.IsTimeout(err) {
-						t.Fatalf("the gateway's pty still open 20 s after kill -9 of %s", victim)
+						t.Fatalf("the gateway's stream still open 20 s after kill -9 of %s", victim)
 					}
 					break
 				}
 			}
-			t.Logf("kill -9 of %s: the gateway's pty ended %v later", victim, time.Since(start))
+			t.Logf("kill -9 of %s: the gateway's stream ended %v later", victim, time.Since(start))
 			ss, err := e.Hosts["h1"].Suite.Sessions(ctx)
 			if err != nil || len(ss) != 1 || ss[0].ID != id {
 				t.Fatalf("h1 holds %+v (%v), want %s", ss, err, id)
@@ -101,14 +99,14 @@ func TestFleetStreamSizesAndKills(t *testing.T) {
 		}
 		defer f.Close()
 		typeAndSee(t, f, "echo x=$X-end\n", "x=kept-42-end")
-		// The session ending ends the gateway's pty: the page is told.
-		f.Write([]byte("exit\n"))
+		// The session ending ends the gateway's stream: the page is told.
+		typeInto(f, "exit\n")
 		f.SetReadDeadline(time.Now().Add(20 * time.Second))
 		buf := make([]byte, 4096)
 		for {
 			if _, err := f.Read(buf); err != nil {
 				if os.IsTimeout(err) {
-					t.Fatal("the gateway's pty still open 20 s after the shell exited")
+					t.Fatal("the gateway's stream still open 20 s after the shell exited")
 				}
 				break
 			}
