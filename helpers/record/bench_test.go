@@ -156,7 +156,10 @@ func cpuTime() time.Duration {
 func BenchmarkRecordEcho(b *testing.B) {
 	const blocks, rounds = 10, 500
 	argv := []string{"sh", "-c", "stty raw -echo; printf R; exec cat"}
-	var offAll, onAll []time.Duration
+	// Three in turn, block by block: off (the pty read directly), the
+	// default "record" (output and sizes: the target), and "record input"
+	// (each key also an i event written and sealed before it is passed on).
+	var offAll, onAll, inAll []time.Duration
 	key, one := []byte("k"), make([]byte, 1)
 	echo := func(m *os.File, into *[]time.Duration, frame bool) {
 		for range rounds {
@@ -176,23 +179,31 @@ func BenchmarkRecordEcho(b *testing.B) {
 		m, cmd := shellOn(b, argv...)
 		io.ReadFull(m, one)
 		inner, cmd2 := shellOn(b, argv...)
-		om, done := recorded(b, inner, true)
+		om, done := recorded(b, inner, false)
 		io.ReadFull(om, one)
+		inner3, cmd3 := shellOn(b, argv...)
+		im, done3 := recorded(b, inner3, true)
+		io.ReadFull(im, one)
 		for range blocks {
 			echo(m, &offAll, false)
 			echo(om, &onAll, true)
+			echo(im, &inAll, true)
 		}
 		m.Close()
 		om.Close()
+		im.Close()
 		<-done
-		cmd.Process.Kill()
-		cmd2.Process.Kill()
-		cmd.Wait()
-		cmd2.Wait()
+		<-done3
+		for _, c := range []*exec.Cmd{cmd, cmd2, cmd3} {
+			c.Process.Kill()
+			c.Wait()
+		}
 	}
 	p50 := func(d []time.Duration) time.Duration { slices.Sort(d); return d[len(d)/2] }
-	off, on := p50(offAll), p50(onAll)
+	off, on, in := p50(offAll), p50(onAll), p50(inAll)
 	b.ReportMetric(float64(off)/1e3, "off-p50-us")
 	b.ReportMetric(float64(on)/1e3, "recorded-p50-us")
 	b.ReportMetric(float64(on-off)/1e3, "record-added-p50-us")
+	b.ReportMetric(float64(in)/1e3, "recorded-input-p50-us")
+	b.ReportMetric(float64(in-off)/1e3, "record-input-added-p50-us")
 }
