@@ -35,7 +35,9 @@ func TestFleetStreamSizesAndKills(t *testing.T) {
 		}
 		typeAndSee(t, f, "echo size=$(stty size | tr ' ' x)\n", "size=37x101")
 		// Set with no key after it: the host's shell gets its SIGWINCH.
-		typeAndSee(t, f, "trap 'echo winch=$(stty size | tr \" \" x)' WINCH; echo trap-set\n", "trap-set")
+		// The marker is the command's output, not in its echo: the resize
+		// must come after bash has set the trap.
+		typeAndSee(t, f, "trap 'echo winch=$(stty size | tr \" \" x)' WINCH; echo trap-$((1+1))-set\n", "trap-2-set")
 		start := time.Now()
 		if err := resize(f, 45, 150); err != nil {
 			t.Fatal(err)
