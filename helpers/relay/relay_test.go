@@ -16,7 +16,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
-	"sluice/internal/pty"
 	"sluice/internal/termsock"
 	"sluice/msg"
 	"sluice/rpc"
@@ -86,18 +85,7 @@ func TestStreamRequestNeedsFraming(t *testing.T) {
 // stream's end, and the channel's host → gateway side.
 func streamed(t *testing.T, in io.Reader) (slave *os.File, ended chan error, out *os.File) {
 	t.Helper()
-	master, slave, err := pty.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tm, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
-	if err == nil {
-		MakeRaw(tm)
-		err = unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tm)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	master, slave := rawPty(t)
 	t.Cleanup(func() { slave.Close() })
 	ended, out = streamOn(t, in, master)
 	return slave, ended, out
