@@ -136,8 +136,39 @@ func Logger(name string) *slog.Logger {
 }
 
 // Context is cancelled on SIGINT or SIGTERM.
+//
+// The handlers are installed by a goroutine of its own, not before
+// Context returns as signal.NotifyContext does: os/signal's first Notify
+// starts a goroutine locked to a new thread and waits for it once per
+// signal, and NotifyContext's stop waits for it again. In an Accept=yes
+// instance, which lives for one call, those waits and the extra thread
+// were about a tenth of the whole call (bench/NOTES.md, "Accept=yes spawns
+// again"). Until that goroutine has run, SIGINT and SIGTERM keep their
+// default action and end the process, as they do during all of startup
+// before Context is called. After cancel the signals stay caught (and
+// ignored) until the process exits, which in every helper follows
+// cancel at once; nothing waits on os/signal at exit.
 func Context() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, cancel, _ := notifyContext(syscall.SIGINT, syscall.SIGTERM)
+	return ctx, cancel
+}
+
+// notifyContext is Context for sigs; ready is closed once the handlers
+// are in place.
+func notifyContext(sigs ...os.Signal) (ctx context.Context, cancel context.CancelFunc, ready <-chan struct{}) {
+	ctx, cancel = context.WithCancel(context.Background())
+	r := make(chan struct{})
+	go func() {
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, sigs...)
+		close(r)
+		select {
+		case <-ch:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel, r
 }
 
 // Server builds the rpc server from the flags.
