@@ -64,8 +64,27 @@ func start(t *testing.T, args ...string) *child {
 
 func startBin(t *testing.T, bin string, args ...string) *child {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "confined.sock")
+	return startAs(t, nil, bin, args...)
+}
+
+// startAs is startBin as another user (nil: ours).
+func startAs(t *testing.T, cred *syscall.Credential, bin string, args ...string) *child {
+	t.Helper()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "confined.sock")
 	cmd := exec.Command(bin, append([]string{"--listen", sock}, args...)...)
+	if cred != nil {
+		// The user needs its way to the program and to the socket's directory.
+		for _, d := range []string{filepath.Dir(bin), filepath.Dir(dir), dir} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			t.Fatal(err)
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -179,6 +198,43 @@ func TestConfined(t *testing.T) {
 	fds[0].Close()
 
 	checkThreads(t, c)
+}
+
+// TestConfinedUnprivileged: the helpers run as users without
+// CAP_SYS_ADMIN (dynamic users), where the kernel takes a filter only
+// from a thread with no_new_privs; TestConfined's child is root. Every
+// thread must end up with no_new_privs and the filter, and Landlock must
+// hold.
+func TestConfinedUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching to an unprivileged user needs root (CI runs as root)")
+	}
+	readDir := t.TempDir()
+	os.Chmod(readDir, 0o755)
+	if err := os.WriteFile(filepath.Join(readDir, "file"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A few fresh processes: the threads Apply meets differ from run
+	// to run.
+	for range 3 {
+		c := startAs(t, &syscall.Credential{Uid: 65534, Gid: 65534}, confined, "--read", readDir)
+		if !strings.Contains(c.status, "seccomp=true") {
+			t.Fatalf("no seccomp filter: %q", c.status)
+		}
+		if (confine.ABI() > 0) != strings.Contains(c.status, "landlock ABI") {
+			t.Fatalf("kernel Landlock ABI %d, child says %q", confine.ABI(), c.status)
+		}
+		for _, tc := range []struct{ probe, arg, want string }{
+			{"read", filepath.Join(readDir, "file"), "ok"},
+			{"prctl", "", "EPERM"},
+			{"threads", "", "ok"},
+		} {
+			if got, _ := c.probe(t, tc.probe, tc.arg); got != tc.want {
+				t.Errorf("%s %s: %s, want %s", tc.probe, tc.arg, got, tc.want)
+			}
+		}
+		checkThreads(t, c)
+	}
 }
 
 // checkThreads: every thread carries the filter and no_new_privs,
