@@ -39,6 +39,7 @@ var socketGroup = map[string]string{
 var callerGroup = map[string]string{
 	msg.ProtoWebToPolicy:      "sluice-web",
 	msg.ProtoPtyStoreToPolicy: "sluice-session-checkers",
+	msg.ProtoPolicyToPtyStore: "sluice-session-putters",
 	msg.ProtoRecordToPolicy:   "sluice-audit-checkers",
 	msg.ProtoWebToRecord:      "sluice-web",
 	msg.ProtoShellToRecord:    "sluice-shell",
