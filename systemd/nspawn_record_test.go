@@ -49,7 +49,7 @@ func recordUnderSystemd(t *testing.T, c *container) {
 		t.Errorf("record.sock: %s", st)
 	}
 	client := func(args ...string) (string, error) {
-		return c.run(append([]string{"env", recordClientEnv + "=1", "setpriv", "--groups=sluice-web", testDir + "/" + filepath.Base(os.Args[0])}, args...)...)
+		return c.run(append([]string{"env", recordClientEnv + "=1", "setpriv", "--groups=sluice-web,sluice-ptystore-callers", testDir + "/" + filepath.Base(os.Args[0])}, args...)...)
 	}
 	out, err := client("record")
 	id, ok := strings.CutPrefix(strings.TrimSpace(lastLine(out)), "RECORDED ")

@@ -207,7 +207,7 @@ func startDriver(t *testing.T, c *container) *driven {
 	t.Helper()
 	d := &driven{t: t, c: c, lines: make(chan string), done: make(chan struct{})}
 	d.cmd = exec.Command("nsenter", "-t", strconv.Itoa(c.init), "-a", "--", "env", clientEnv+"=1",
-		"setpriv", "--groups=sluice-web", testDir+"/"+filepath.Base(os.Args[0]), "driver")
+		"setpriv", "--groups=sluice-web,sluice-ptystore-callers", testDir+"/"+filepath.Base(os.Args[0]), "driver")
 	d.cmd.Stderr = &d.err
 	d.cmd.WaitDelay = 5 * time.Second
 	var err error
