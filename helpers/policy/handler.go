@@ -37,7 +37,7 @@ type Handler struct {
 	// end. Required for create.
 	PtyStore ShellClient
 	Log      *slog.Logger
-	Now     func() time.Time // default time.Now
+	Now      func() time.Time // default time.Now
 }
 
 // Tables is policy's whole surface.

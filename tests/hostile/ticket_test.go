@@ -111,8 +111,8 @@ func TestTicketRelabel(t *testing.T) {
 	a, err := Exchange(sock("ptystore"), Cat(frontPty.Lines(), Frame(request(msg.OpPtyList, msg.PtyList{Grant: alice}))))
 	if r := a.Parse(); err != nil || r.Kind != OK || msgpack.Unmarshal(r.Payload, &list) != nil ||
 		len(list.Sessions) != 2 || !slices.ContainsFunc(list.Sessions, func(i msg.SessionInfo) bool {
-			return i.ID == root.Session.ID && i.UnixUser == "root"
-		}) || !slices.ContainsFunc(list.Sessions, func(i msg.SessionInfo) bool { return i.ID == other.Session.ID }) {
+		return i.ID == root.Session.ID && i.UnixUser == "root"
+	}) || !slices.ContainsFunc(list.Sessions, func(i msg.SessionInfo) bool { return i.ID == other.Session.ID }) {
 		t.Fatalf("alice's sessions: %v %v %+v", err, r, list)
 	}
 
