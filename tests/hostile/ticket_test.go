@@ -109,10 +109,11 @@ func TestTicketRelabel(t *testing.T) {
 	}
 	var list msg.PtyListReply
 	a, err := Exchange(sock("ptystore"), Cat(frontPty.Lines(), Frame(request(msg.OpPtyList, msg.PtyList{Grant: alice}))))
+	has := func(id, unixUser string) bool {
+		return slices.ContainsFunc(list.Sessions, func(i msg.SessionInfo) bool { return i.ID == id && i.UnixUser == unixUser })
+	}
 	if r := a.Parse(); err != nil || r.Kind != OK || msgpack.Unmarshal(r.Payload, &list) != nil ||
-		len(list.Sessions) != 2 || !slices.ContainsFunc(list.Sessions, func(i msg.SessionInfo) bool {
-		return i.ID == root.Session.ID && i.UnixUser == "root"
-	}) || !slices.ContainsFunc(list.Sessions, func(i msg.SessionInfo) bool { return i.ID == other.Session.ID }) {
+		len(list.Sessions) != 2 || !has(root.Session.ID, "root") || !has(other.Session.ID, "nobody") {
 		t.Fatalf("alice's sessions: %v %v %+v", err, r, list)
 	}
 
