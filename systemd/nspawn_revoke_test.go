@@ -163,15 +163,22 @@ func (d *drv) do(f []string) (string, error) {
 			}
 			return "", err
 		}
-		// A shell nobody keeps: closing the only master hangs it up.
+		// A shell nobody keeps: policy put it into ptystore, so the probe
+		// drops it again, leaving only the sessions the test counts.
+		var made msg.CreateShellSessionReply
 		fds, err := d.call(msg.ProtoWebToPolicy, msg.OpCreateShellSession,
-			msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, nil, &msg.CreateShellSessionReply{})
+			msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, nil, &made)
 		for _, fd := range fds {
 			fd.Close()
 		}
 		create, err := res(err, len(fds) == 1, strconv.Itoa(len(fds))+"-fds")
 		if err != nil {
 			return "", fmt.Errorf("create-shell-session: %w", err)
+		}
+		if create == "ok" {
+			if _, err := d.call(msg.ProtoWebToPtyStore, msg.OpPtyDrop, msg.PtyDrop{Grant: g, ID: made.Session.ID}, nil, &msg.PtyDropReply{}); err != nil {
+				return "", fmt.Errorf("pty-drop of the probe's session: %w", err)
+			}
 		}
 		var list msg.PtyListReply
 		_, err = d.call(msg.ProtoWebToPtyStore, msg.OpPtyList, msg.PtyList{Grant: g}, nil, &list)
