@@ -70,8 +70,11 @@ func (h *Handler) verify(g msg.Grant) error {
 
 // Tables is ptystore's whole surface.
 //
-// "web to ptystore" (the frontend's uid, from the kernel): put a new
-// session's pty master (the one op that takes an fd), get one back, list,
+// "policy to ptystore" (policy's uid or group, from the kernel): put a
+// new session's pty master (the one op that takes an fd), with policy's
+// ticket for it, before policy hands the fd to anyone.
+//
+// "web to ptystore" (the frontend's uid, from the kernel): get a held pty master back, list,
 // drop and share one's own, report viewers, and, for an auditor, list and
 // get sessions on the machines policy lets them audit. Every op but
 // pty-viewers verifies the grant in its arguments and acts for the user
@@ -90,7 +93,9 @@ func (h *Handler) Tables() []optable.Table {
 		{
 			Protocol: msg.ProtoWebToPtyStore,
 			Ops: []optable.Entry{
-				optable.OpFDs(msg.OpPtyPut, 1, 0, h.put),
+				// The frontend no longer puts: a caller that could choose
+				// not to would hold shells ptystore cannot end.
+				optable.Refused(msg.OpPtyPut, "is policy's (create-shell-session puts the session)"),
 				optable.OpFDs(msg.OpPtyGet, 0, 1, h.get),
 				optable.Op(msg.OpPtyList, h.list),
 				optable.Op(msg.OpPtyDrop, h.drop),
@@ -98,6 +103,12 @@ func (h *Handler) Tables() []optable.Table {
 				optable.Op(msg.OpPtyViewers, h.viewers),
 				optable.Op(msg.OpPtyAuditList, h.auditList),
 				optable.OpFDs(msg.OpPtyAuditGet, 0, 1, h.auditGet),
+			},
+		},
+		{
+			Protocol: msg.ProtoPolicyToPtyStore,
+			Ops: []optable.Entry{
+				optable.OpFDs(msg.OpPtyPut, 1, 0, h.put),
 			},
 		},
 		{
