@@ -779,3 +779,70 @@ func BenchmarkGet(b *testing.B) {
 		fds[0].Close()
 	}
 }
+
+// TestPutRefusedEnds: a put refused after its ticket checked out has its
+// shell ended through Hangup, as a drop would, not only its pty closed
+// (which a shell ignoring SIGHUP outlives, held by no one); an fd the
+// ticket does not vouch for is only closed.
+func TestPutRefusedEnds(t *testing.T) {
+	type ino struct{ dev, ino uint64 }
+	identity := func(f *os.File) ino {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		return ino{st.Dev, st.Ino}
+	}
+	hung := make(chan ino, 8)
+	h := newHarness(t, Config{MaxPerUser: 1, Hangup: func(_ context.Context, f *os.File) error {
+		hung <- identity(f)
+		return nil
+	}})
+	h.put(startShell(t), "00000000000000000000000000000001", "alice") // alice at her limit
+	forged, _ := grant.Sign(grant.NewKey(), "bob", time.Now(), time.Hour)
+	for _, tc := range []struct {
+		name   string
+		owner  string
+		grant  msg.Grant
+		ticket func(msg.SessionInfo, *os.File) msg.SessionTicket
+		code   string
+		ended  bool
+	}{
+		{"over the user's limit", "alice", h.grant("alice"), nil, msg.CodeDenied, true},
+		{"grant for another user", "bob", h.grant("carol"), nil, msg.CodeBadGrant, true},
+		{"forged grant", "bob", forged, nil, msg.CodeBadGrant, true},
+		{"ticket for other info", "bob", h.grant("bob"), func(s msg.SessionInfo, f *os.File) msg.SessionTicket {
+			s.UnixUser = "root"
+			return tk(t, h.key, s, f)
+		}, rpc.CodeBadRequest, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sh := startShell(t)
+			defer sh.master.Close()
+			info := sessionInfo(strings.Repeat("f", 32), tc.owner)
+			tkt := tk(t, h.key, info, sh.master)
+			if tc.ticket != nil {
+				tkt = tc.ticket(info, sh.master)
+			}
+			want := identity(sh.master)
+			_, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: tc.grant, Session: info, Ticket: tkt}, []*os.File{sh.master}, &msg.PtyPutReply{})
+			if code != tc.code {
+				t.Fatalf("put: %q, want %q", code, tc.code)
+			}
+			// The end comes before the answer.
+			select {
+			case got := <-hung:
+				if !tc.ended || got != want {
+					t.Errorf("hangup of %v, want ended %v (%v)", got, tc.ended, want)
+				}
+			default:
+				if tc.ended {
+					t.Errorf("the refused session's shell was not ended")
+				}
+			}
+			if got := h.adminList(); len(got) != 1 {
+				t.Errorf("store holds %v, want only the first session", got)
+			}
+		})
+	}
+}

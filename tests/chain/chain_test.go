@@ -38,6 +38,10 @@ allow alice as root on .host
 allow alice as nobody on .host command /bin/sh -i
 `
 
+// maxPerUser is ptystore's limit of sessions per sluice user here: no test
+// but TestRefusedSessionEnded holds more than one.
+const maxPerUser = 2
+
 // env is the running suite, shared by the tests.
 var env struct {
 	dir      string
@@ -143,8 +147,17 @@ func run(m *testing.M) (int, error) {
 	if env.key, err = grant.WriteKeyFile(keyPath); err != nil {
 		return 1, err
 	}
+	// A command that ignores SIGHUP, for nobody to run: the directory
+	// must let nobody reach it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return 1, err
+	}
+	hupProof := filepath.Join(bin, "hup-proof")
+	if err := os.WriteFile(hupProof, []byte("#!/bin/sh\ntrap '' HUP\necho hup-proof ready\nexec sleep 600\n"), 0o755); err != nil {
+		return 1, err
+	}
 	polPath := filepath.Join(dir, "policy")
-	if err := os.WriteFile(polPath, []byte(policyFile), 0o644); err != nil {
+	if err := os.WriteFile(polPath, []byte(policyFile+"allow carol as nobody on .host command "+hupProof+"\n"), 0o644); err != nil {
 		return 1, err
 	}
 
@@ -171,7 +184,7 @@ func run(m *testing.M) (int, error) {
 	}{
 		{msg.Hangup, []string{"--session-cgroups", ""}},
 		{msg.Shell, []string{"--backend=embedded"}},
-		{msg.PtyStore, []string{"--grant-key", keyPath, "--policy-file", polPath}},
+		{msg.PtyStore, []string{"--grant-key", keyPath, "--policy-file", polPath, "--max-per-user", strconv.Itoa(maxPerUser)}},
 		{msg.Policy, []string{"--policy", polPath, "--grant-key", keyPath}},
 	} {
 		sock := filepath.Join(runDir, h.name+".sock")
@@ -391,6 +404,40 @@ func holds(t *testing.T, s msg.SessionInfo) bool {
 		}
 	}
 	return false
+}
+
+// TestRefusedSessionEnded: a session ptystore will not hold (carol is at
+// her limit) is ended, not only hung up by closing its pty: its command
+// ignores SIGHUP, and would otherwise run on where no end or revocation
+// reaches it.
+func TestRefusedSessionEnded(t *testing.T) {
+	g := signIn(t, "carol")
+	a := msg.CreateShellSession{Machine: ".host", User: "nobody", Args: []string{filepath.Join(env.dir, "bin", "hup-proof")}, Grant: g}
+	for range maxPerUser {
+		_, term := open(t, a)
+		if _, err := term.Expect("hup-proof ready"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := len(env.logs[msg.Policy].String())
+	_, fds, err := create(t, a)
+	if rpc.CodeOf(err) != msg.CodeDenied || len(fds) != 0 {
+		t.Fatalf("create over the limit: %v, %d fds; want %s and none", err, len(fds), msg.CodeDenied)
+	}
+	// Policy logs the refused session's shell, after it has answered.
+	var pid int
+	for deadline := time.Now().Add(10 * time.Second); pid == 0; {
+		for _, line := range strings.Split(env.logs[msg.Policy].String()[before:], "\n") {
+			if i := strings.Index(line, " pid="); i >= 0 && strings.Contains(line, "ptystore did not take the session") {
+				fmt.Sscanf(line[i+len(" pid="):], "%d", &pid)
+			}
+		}
+		if pid == 0 && time.Now().After(deadline) {
+			t.Fatalf("policy logged no refused session")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitGone(t, pid)
 }
 
 func TestRefusals(t *testing.T) {
