@@ -78,8 +78,9 @@ var (
 	impostor = Caller{Name: "impostor", UID: hostImpostor, GID: hostImpostor, Groups: []uint32{hostClients, hostShellCallers, hostHangupCallers}}
 	outsider = Caller{Name: "outsider", UID: hostOutsider, GID: hostOutsider}
 	hostRoot = Caller{Name: "host-root", UID: 0, GID: 0, Groups: []uint32{}}
-	// The policy helper's own host account, calling shell from outside.
-	policyAccount = Caller{Name: "policy-account", UID: 310000 + inHelper, GID: 310000 + inHelper, Groups: []uint32{hostShellCallers}}
+	// The policy helper's own host account, calling shell and ptystore
+	// (it puts every session) from outside.
+	policyAccount = Caller{Name: "policy-account", UID: 310000 + inHelper, GID: 310000 + inHelper, Groups: []uint32{hostShellCallers, hostClients}}
 	// The ptystore helper's own host account, calling hangup from outside.
 	ptystoreAccount = Caller{Name: "ptystore-account", UID: 330000 + inHelper, GID: 330000 + inHelper, Groups: []uint32{hostHangupCallers}}
 )
@@ -319,10 +320,10 @@ func layout(base, name string) (*rootfs, Spec, error) {
 		spec.Groups = []uint32{inHangupCallers}
 		spec.InitGroups = []uint32{inHangupCallers}
 		spec.Argv = append([]string{exe}, listen...)
-		// uid 1001 plays the frontend, and policy for the puts (sessions
-		// are policy's to put since "policy to ptystore").
+		// Sessions are policy's to put ("policy to ptystore"), and the
+		// frontend's uid may not.
 		spec.Argv = append(spec.Argv, "--allow", "web to ptystore=uid:1001", "--allow", "admin to ptystore=uid:1002",
-			"--allow", "policy to ptystore=uid:1001,uid:1003")
+			"--allow", "policy to ptystore=uid:1003")
 		group += "hangup-callers:x:302:sluice-ptystore\n"
 	case msg.Hangup:
 		// As the runner and systemd run it: root, and of root's power only
@@ -722,7 +723,8 @@ func TestCalls(t *testing.T) {
 }
 
 // TestPtyStoreHoldsAPty hands the sandboxed ptystore a pty master from the
-// host over SCM_RIGHTS and finds it listed, for its owner and for admins.
+// host over SCM_RIGHTS, as policy does, and finds it listed, for its owner
+// and for admins; the frontend's uid may not put one.
 func TestPtyStoreHoldsAPty(t *testing.T) {
 	need(t)
 	master, slave, err := pty.Open()
@@ -736,7 +738,8 @@ func TestPtyStoreHoldsAPty(t *testing.T) {
 	put := spec(t, msg.ProtoPolicyToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "bob"), Session: info, Ticket: tickettest.For(t, env.key, info, master)})
 	put.SendFD = true
 	check(t, impostor, put, master, forbiddenAs(65534))
-	check(t, web, put, master, allowed(nil))
+	check(t, web, put, master, forbiddenAs(inWeb))
+	check(t, policyAccount, put, master, allowed(nil))
 
 	has := func(t *testing.T, b []byte, _ []*os.File) {
 		r := decode[msg.PtyListReply](t, b)
@@ -912,7 +915,7 @@ func TestDropAcrossPidNamespaces(t *testing.T) {
 		Machine: msg.HostMachine, Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}
 	put := spec(t, msg.ProtoPolicyToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "alice"), Session: info, Ticket: tickettest.For(t, env.key, info, fds[0])})
 	put.SendFD = true
-	check(t, web, put, fds[0], allowed(nil))
+	check(t, policyAccount, put, fds[0], allowed(nil))
 
 	res, got, err := admin.Call(env.exe, spec(t, msg.ProtoAdminToPtyStore, msg.OpPtyDrop, msg.PtyDrop{ID: info.ID}), nil)
 	closeAll(got)
