@@ -201,7 +201,7 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, a msg.CreateShellS
 	put, err := h.put(ctx, msg.PtyPut{Grant: a.Grant, Session: info, Ticket: tk}, fds[0])
 	if err != nil {
 		closeFiles(fds) // fail closed: the shell hangs up
-		log.Warn("policy: ptystore did not take the session; ended it", "session", rep.SessionID, "pid", rep.PID, "err", err)
+		log.Warn("policy: ptystore did not take the session; its fd closed (ptystore ends a session it refuses)", "session", rep.SessionID, "pid", rep.PID, "err", err)
 		var re *rpc.RemoteError
 		if errors.As(err, &re) && (re.Code == msg.CodeDenied || re.Code == msg.CodeBusy) {
 			return msg.CreateShellSessionReply{}, nil, rpc.Errorf(re.Code, "%s", re.Msg)

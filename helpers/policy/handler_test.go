@@ -292,3 +292,46 @@ func TestCreateStoreRefuses(t *testing.T) {
 		t.Fatalf("ptystore holds %+v, want only %s", got, first.Session.ID)
 	}
 }
+
+// TestCreateStoreUnreachable: with ptystore down policy fails closed: no
+// fd, the shell it opened hung up, and an answer that says so without the
+// socket's path (that is in the log).
+func TestCreateStoreUnreachable(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (CI runs as root)")
+	}
+	p, err := policy.Parse(strings.NewReader(handlerPolicy), "test.policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
+	sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
+	shellClient := listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
+	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
+	setupStore(t, f, p, shellClient, ptystore.Config{Log: slog.New(slog.NewTextHandler(f.logs, nil))})
+	client, server := rpctest.Hellos(msg.ProtoPolicyToPtyStore)
+	f.h.PtyStore = &rpc.Client{Path: filepath.Join(t.TempDir(), "absent.sock"), Hello: client, Expect: server}
+
+	_, fds, err := f.create(t, msg.CreateShellSession{Machine: ".host", User: "nobody", Args: []string{"/bin/sh", "-i"}, Grant: f.grant(t, "alice")})
+	if rpc.CodeOf(err) != msg.CodeFailed || !strings.Contains(err.Error(), "could not be stored") || len(fds) != 0 {
+		t.Fatalf("create: %v, %d fds; want failed: could not be stored, and none", err, len(fds))
+	}
+	if strings.Contains(err.Error(), "absent.sock") || !strings.Contains(f.logs.String(), "absent.sock") {
+		t.Errorf("err %v; log %s", err, f.logs)
+	}
+	var pid int
+	for _, line := range strings.Split(f.logs.String(), "\n") {
+		if i := strings.Index(line, " pid="); i >= 0 && strings.Contains(line, "ptystore did not take the session") {
+			fmt.Sscanf(line[i+len(" pid="):], "%d", &pid)
+		}
+	}
+	if pid <= 0 {
+		t.Fatalf("no session logged:\n%s", f.logs)
+	}
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(pid, 0) == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the unstored session's shell %d still runs", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
