@@ -65,6 +65,7 @@ var allow = map[string]struct {
 			"/var/lib/sluice-revocation/revocations.json": "r",
 			"/run/sluice/policy.sock":                     "rw",
 			"/run/sluice/shell.sock":                      "rw",
+			"/run/sluice/ptystore.sock":                   "rw",
 			"/dev/ptmx":                                   "rw",
 			"/dev/pts/ptmx":                               "rw",
 		},

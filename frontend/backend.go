@@ -25,8 +25,6 @@ type Backend interface {
 	CreateShellSession(ctx context.Context, a msg.CreateShellSession) (msg.CreateShellSessionReply, *os.File, error)
 	// AllowedTargets lists the shells the policy offers the grant's user.
 	AllowedTargets(ctx context.Context, a msg.AllowedTargets) (msg.AllowedTargetsReply, error)
-	// PtyPut hands ptystore a copy of pty; the caller keeps its own.
-	PtyPut(ctx context.Context, a msg.PtyPut, pty *os.File) (msg.PtyPutReply, error)
 	PtyGet(ctx context.Context, a msg.PtyGet) (msg.PtyGetReply, *os.File, error)
 	PtyList(ctx context.Context, a msg.PtyList) (msg.PtyListReply, error)
 	PtyDrop(ctx context.Context, a msg.PtyDrop) error
@@ -135,11 +133,6 @@ func (h *Helpers) CreateShellSession(ctx context.Context, a msg.CreateShellSessi
 
 func (h *Helpers) AllowedTargets(ctx context.Context, a msg.AllowedTargets) (msg.AllowedTargetsReply, error) {
 	r, _, err := ask[msg.AllowedTargetsReply](ctx, h.policy, msg.OpAllowedTargets, a, nil, 0)
-	return r, err
-}
-
-func (h *Helpers) PtyPut(ctx context.Context, a msg.PtyPut, pty *os.File) (r msg.PtyPutReply, err error) {
-	r, _, err = ask[msg.PtyPutReply](ctx, h.ptystore, msg.OpPtyPut, a, []*os.File{pty}, 0)
 	return r, err
 }
 

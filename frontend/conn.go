@@ -469,21 +469,12 @@ func (c *conn) create(m inMsg) {
 		c.failErr(m.T, err)
 		return
 	}
+	// Policy put the session into ptystore before answering: it lives on
+	// across frontend restarts and is ptystore's to end.
 	info := rep.Session
-	if info.Owner == "" {
-		info.Owner = g.User
-	}
-	// ptystore keeps the session alive across frontend restarts; without
-	// it the session would die with us, so failing here ends it.
-	put, err := c.s.cfg.Backend.PtyPut(ctx, msg.PtyPut{Grant: *g, Session: info, Ticket: rep.Ticket}, pty)
-	if err != nil {
-		pty.Close()
-		c.failErr(m.T, err)
-		return
-	}
-	c.s.lim.learned(info.ID, put.Limits)
+	c.s.lim.learned(info.ID, rep.Limits)
 	c.log.Info("session created", "session", info.ID, "machine", machine, "unix_user", user, "rule", rep.Rule)
-	c.attach(m.T, put.Session, hub.Join{Mode: hub.ModeOwner}, pty, m.Cols, m.Rows)
+	c.attach(m.T, info, hub.Join{Mode: hub.ModeOwner}, pty, m.Cols, m.Rows)
 }
 
 func (c *conn) share(m inMsg) {

@@ -16,7 +16,7 @@ import (
 )
 
 // limitsBackend is the local backend with a session idle limit from
-// ptystore's put reply, recording what it is told about viewers.
+// create's reply (ptystore's, through policy), recording what it is told about viewers.
 type limitsBackend struct {
 	*localBackend
 	idle time.Duration
@@ -26,10 +26,10 @@ type limitsBackend struct {
 	attached []string
 }
 
-func (b *limitsBackend) PtyPut(ctx context.Context, a msg.PtyPut, f *os.File) (msg.PtyPutReply, error) {
-	rep, err := b.localBackend.PtyPut(ctx, a, f)
+func (b *limitsBackend) CreateShellSession(ctx context.Context, a msg.CreateShellSession) (msg.CreateShellSessionReply, *os.File, error) {
+	rep, f, err := b.localBackend.CreateShellSession(ctx, a)
 	rep.Limits = msg.Limits{Idle: b.idle.Milliseconds()}
-	return rep, err
+	return rep, f, err
 }
 
 func (b *limitsBackend) PtyViewers(_ context.Context, a msg.PtyViewers) (msg.PtyViewersReply, error) {

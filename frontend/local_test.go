@@ -92,10 +92,6 @@ func (l *localBackend) spawn(user string) (*os.File, *exec.Cmd, error) {
 	return m, cmd, nil
 }
 
-func (l *localBackend) PtyPut(ctx context.Context, a msg.PtyPut, _ *os.File) (msg.PtyPutReply, error) {
-	return msg.PtyPutReply{Session: a.Session}, nil
-}
-
 // PtyGet lets anyone join a session the hub streams already, read-only
 // with a share token; the hub keeps its own pty and closes the stand-in.
 func (l *localBackend) PtyGet(_ context.Context, a msg.PtyGet) (msg.PtyGetReply, *os.File, error) {

@@ -252,12 +252,14 @@ type CreateShellSession struct {
 	Grant   Grant    `msgpack:"grant"`
 }
 
+// CreateShellSessionReply: the session is already in ptystore (policy put
+// it there over "policy to ptystore" before answering), Session as
+// ptystore stored it and Limits as in PtyPutReply. The fd on the frame is
+// the caller's to stream; there is nothing left to put.
 type CreateShellSessionReply struct {
 	Session SessionInfo `msgpack:"session"`
 	Rule    string      `msgpack:"rule"` // the policy line that allowed it, for the audit trail
-	// Ticket is policy's word for Session and the fd on the frame, which
-	// the frontend passes to pty-put unchanged (package ticket).
-	Ticket SessionTicket `msgpack:"ticket"`
+	Limits  Limits      `msgpack:"limits,omitempty"`
 }
 
 // SessionTicket is policy's MAC over a new session's info (id, owner,
@@ -439,9 +441,10 @@ type SessionInfo struct {
 }
 
 // PtyPut hands ptystore a live pty master (one fd on the frame) to hold for
-// Grant.User, who must equal Session.Owner. Ticket is the one policy gave
-// with the fd (CreateShellSessionReply): ptystore refuses a session whose
-// info or fd it does not vouch for.
+// Grant.User, who must equal Session.Owner. Only policy calls it (over
+// "policy to ptystore", as part of create-shell-session); Ticket is the
+// one policy signed for the fd: ptystore refuses a session whose info or
+// fd it does not vouch for.
 type PtyPut struct {
 	Grant   Grant         `msgpack:"grant"`
 	Session SessionInfo   `msgpack:"session"`

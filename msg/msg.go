@@ -46,6 +46,7 @@ const (
 	ProtoAdminToPtyStore  = "admin to ptystore"
 	ProtoPtyStoreToHangup = "ptystore to hangup"
 	ProtoPtyStoreToPolicy = "ptystore to policy"
+	ProtoPolicyToPtyStore = "policy to ptystore"
 	ProtoShellToRecord    = "shell to record"
 	ProtoAdminToRecord    = "admin to record"
 	ProtoWebToRecord      = "web to record"
@@ -64,6 +65,10 @@ var Protocols = []Protocol{
 	{Name: ProtoAdminToPtyStore, Client: Admin, Server: PtyStore},
 	{Name: ProtoPtyStoreToHangup, Client: PtyStore, Server: Hangup},
 	{Name: ProtoPtyStoreToPolicy, Client: PtyStore, Server: Policy},
+	// Policy puts every session it opens into ptystore before it answers,
+	// so no caller of create-shell-session holds a shell ptystore does not
+	// know of (and cannot end).
+	{Name: ProtoPolicyToPtyStore, Client: Policy, Server: PtyStore},
 	{Name: ProtoShellToRecord, Client: Shell, Server: Record},
 	{Name: ProtoAdminToRecord, Client: Admin, Server: Record},
 	{Name: ProtoWebToRecord, Client: Frontend, Server: Record},

@@ -186,7 +186,7 @@ func TestDynamicUsersDefaultConfig(t *testing.T) {
 		}
 		return int(st.Uid), os.FileMode(st.Mode & 0o7777)
 	}
-	for sock, unitName := range map[string]string{"auth": "frontend", "ptystore": "frontend", "shell": "policy"} {
+	for sock, unitName := range map[string]string{"auth": "frontend", "shell": "policy"} {
 		if uid, mode := owner(h.r.SocketPath(sock)); uid != who[unitName].UID || mode != 0o600 {
 			t.Errorf("%s.sock: owner %d mode %04o, want %s's uid %d, 0600", sock, uid, mode, unitName, who[unitName].UID)
 		}
@@ -204,13 +204,20 @@ func TestDynamicUsersDefaultConfig(t *testing.T) {
 	} else if int(pst.Uid) != who["frontend"].UID || int(pst.Gid) != who["ptystore"].UID || pst.Mode&0o7777 != 0o660 {
 		t.Errorf("policy.sock: %d:%d %04o, want frontend's uid, ptystore's gid, 0660", pst.Uid, pst.Gid, pst.Mode&0o7777)
 	}
+	// ptystore.sock has two: the frontend by owner, policy by group (it
+	// puts every session it opens).
+	if err := syscall.Stat(h.r.SocketPath("ptystore"), &pst); err != nil {
+		t.Fatal(err)
+	} else if int(pst.Uid) != who["frontend"].UID || int(pst.Gid) != who["policy"].UID || pst.Mode&0o7777 != 0o660 {
+		t.Errorf("ptystore.sock: %d:%d %04o, want frontend's uid, policy's gid, 0660", pst.Uid, pst.Gid, pst.Mode&0o7777)
+	}
 	if uid, mode := owner(filepath.Join(h.state, "auth")); uid != who["auth"].UID || mode != 0o700 {
 		t.Errorf("auth's state directory: owner %d mode %04o", uid, mode)
 	}
 
 	// The suite's own calls work: frontend to auth, policy to shell,
 	// ptystore to policy.
-	for _, c := range []struct{ from, to string }{{"frontend", "auth"}, {"frontend", "ptystore"}, {"policy", "shell"}, {"frontend", "policy"}, {"ptystore", "policy"}, {"record", "policy"}} {
+	for _, c := range []struct{ from, to string }{{"frontend", "auth"}, {"frontend", "ptystore"}, {"policy", "shell"}, {"frontend", "policy"}, {"ptystore", "policy"}, {"record", "policy"}, {"policy", "ptystore"}} {
 		in, err := h.call(c.from, request{Op: "call", Name: h.r.SocketPath(c.to)})
 		if err != nil || in.UID != who[c.to].UID {
 			t.Errorf("%s -> %s: %v (callee uid %d)", c.from, c.to, err, in.UID)

@@ -49,7 +49,7 @@ func recordUnderSystemd(t *testing.T, c *container) {
 		t.Errorf("record.sock: %s", st)
 	}
 	client := func(args ...string) (string, error) {
-		return c.run(append([]string{"env", recordClientEnv + "=1", "setpriv", "--groups=sluice-web", testDir + "/" + filepath.Base(os.Args[0])}, args...)...)
+		return c.run(append([]string{"env", recordClientEnv + "=1", "setpriv", "--groups=sluice-web,sluice-ptystore-callers", testDir + "/" + filepath.Base(os.Args[0])}, args...)...)
 	}
 	out, err := client("record")
 	id, ok := strings.CutPrefix(strings.TrimSpace(lastLine(out)), "RECORDED ")
@@ -191,12 +191,8 @@ func recordClientRole(args []string) error {
 		if !termsock.Is(master) {
 			return errors.New("a recorded session's fd is not the recorder's socket")
 		}
-		// ptystore takes it as the frontend puts it: made by a recorder
-		// (SO_PEERGROUPS has sluice-recorders, ptystore's --recorders).
-		var put msg.PtyPutReply
-		if _, err := callFDs(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session, Ticket: rep.Ticket}, []*os.File{master}, &put); err != nil {
-			return fmt.Errorf("pty-put of the session socket: %w", err)
-		}
+		// ptystore took it from policy already (made by a recorder:
+		// SO_PEERGROUPS has sluice-recorders, ptystore's --recorders).
 		typeIn := func(s string) error {
 			_, err := master.Write(termsock.AppendInput(nil, []byte(s)))
 			return err

@@ -141,10 +141,7 @@ func (d *drv) do(f []string) (string, error) {
 			return "", fmt.Errorf("%d fds from policy", len(fds))
 		}
 		defer fds[0].Close()
-		var put msg.PtyPutReply
-		if _, err := d.call(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session, Ticket: rep.Ticket}, fds, &put); err != nil {
-			return "", fmt.Errorf("pty-put: %w", err)
-		}
+		put := msg.PtyPutReply{Session: rep.Session} // policy put it
 		if err := answers(fds[0], true); err != nil {
 			return "", err
 		}
@@ -166,15 +163,22 @@ func (d *drv) do(f []string) (string, error) {
 			}
 			return "", err
 		}
-		// A shell nobody keeps: closing the only master hangs it up.
+		// A shell nobody keeps: policy put it into ptystore, so the probe
+		// drops it again, leaving only the sessions the test counts.
+		var made msg.CreateShellSessionReply
 		fds, err := d.call(msg.ProtoWebToPolicy, msg.OpCreateShellSession,
-			msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, nil, &msg.CreateShellSessionReply{})
+			msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, nil, &made)
 		for _, fd := range fds {
 			fd.Close()
 		}
 		create, err := res(err, len(fds) == 1, strconv.Itoa(len(fds))+"-fds")
 		if err != nil {
 			return "", fmt.Errorf("create-shell-session: %w", err)
+		}
+		if create == "ok" {
+			if _, err := d.call(msg.ProtoWebToPtyStore, msg.OpPtyDrop, msg.PtyDrop{Grant: g, ID: made.Session.ID}, nil, &msg.PtyDropReply{}); err != nil {
+				return "", fmt.Errorf("pty-drop of the probe's session: %w", err)
+			}
 		}
 		var list msg.PtyListReply
 		_, err = d.call(msg.ProtoWebToPtyStore, msg.OpPtyList, msg.PtyList{Grant: g}, nil, &list)
@@ -210,7 +214,7 @@ func startDriver(t *testing.T, c *container) *driven {
 	t.Helper()
 	d := &driven{t: t, c: c, lines: make(chan string), done: make(chan struct{})}
 	d.cmd = exec.Command("nsenter", "-t", strconv.Itoa(c.init), "-a", "--", "env", clientEnv+"=1",
-		"setpriv", "--groups=sluice-web", testDir+"/"+filepath.Base(os.Args[0]), "driver")
+		"setpriv", "--groups=sluice-web,sluice-ptystore-callers", testDir+"/"+filepath.Base(os.Args[0]), "driver")
 	d.cmd.Stderr = &d.err
 	d.cmd.WaitDelay = 5 * time.Second
 	var err error

@@ -215,7 +215,7 @@ func TestNspawn(t *testing.T) {
 	socks := c.must("stat", "-c", "%n %a %U:%G", "/run/sluice/auth.sock", "/run/sluice/policy.sock", "/run/sluice/shell.sock",
 		"/run/sluice/ptystore.sock", "/run/sluice/hangup.sock")
 	for _, want := range []string{"auth.sock 660 root:sluice-web", "policy.sock 660 root:sluice-policy-callers",
-		"shell.sock 660 root:sluice-shell-callers", "ptystore.sock 660 root:sluice-web", "hangup.sock 660 root:sluice-hangup-callers"} {
+		"shell.sock 660 root:sluice-shell-callers", "ptystore.sock 660 root:sluice-ptystore-callers", "hangup.sock 660 root:sluice-hangup-callers"} {
 		if !strings.Contains(socks, want) {
 			t.Errorf("sockets:\n%s\nlack %q", socks, want)
 		}
@@ -231,7 +231,7 @@ func TestNspawn(t *testing.T) {
 
 	client := func(args ...string) string {
 		t.Helper()
-		cmd := append([]string{"env", clientEnv + "=1", "setpriv", "--groups=sluice-web", testDir + "/" + filepath.Base(os.Args[0])}, args...)
+		cmd := append([]string{"env", clientEnv + "=1", "setpriv", "--groups=sluice-web,sluice-ptystore-callers", testDir + "/" + filepath.Base(os.Args[0])}, args...)
 		out, err := c.run(cmd...)
 		if err != nil {
 			journal, _ := c.run("journalctl", "--no-pager", "-n", "60")
@@ -356,11 +356,7 @@ func clientRole(args []string) error {
 			return fmt.Errorf("%d fds from policy", len(fds))
 		}
 		master = fds[0]
-		var put msg.PtyPutReply
-		if _, err := call(msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session, Ticket: rep.Ticket},
-			[]*os.File{master}, &put); err != nil {
-			return fmt.Errorf("pty-put: %w", err)
-		}
+		put := msg.PtyPutReply{Session: rep.Session} // policy put it
 		defer fmt.Printf("SESSION %s\n", put.Session.ID)
 	case len(args) == 2 && (args[0] == "get" || args[0] == "hold"):
 		var rep msg.PtyGetReply
@@ -537,7 +533,7 @@ func endWhileHeld(t *testing.T, c *container, id, grantFile string, end ...strin
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(c.init), "-a", "--", "env", clientEnv+"=1",
 		grantFileEnv+"="+grantFile,
-		"setpriv", "--groups=sluice-web", testDir+"/"+filepath.Base(os.Args[0]), "hold", id)
+		"setpriv", "--groups=sluice-web,sluice-ptystore-callers", testDir+"/"+filepath.Base(os.Args[0]), "hold", id)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	// The client inside may outlive nsenter when killed: do not wait on

@@ -28,7 +28,7 @@ var socketGroup = map[string]string{
 	msg.Auth:     "sluice-web",
 	msg.Policy:   "sluice-policy-callers",
 	msg.Shell:    "sluice-shell-callers",
-	msg.PtyStore: "sluice-web",
+	msg.PtyStore: "sluice-ptystore-callers",
 	msg.Hangup:   "sluice-hangup-callers",
 	msg.Record:   "sluice-record-callers",
 }
@@ -39,6 +39,8 @@ var socketGroup = map[string]string{
 var callerGroup = map[string]string{
 	msg.ProtoWebToPolicy:      "sluice-web",
 	msg.ProtoPtyStoreToPolicy: "sluice-session-checkers",
+	msg.ProtoWebToPtyStore:    "sluice-web",
+	msg.ProtoPolicyToPtyStore: "sluice-session-putters",
 	msg.ProtoRecordToPolicy:   "sluice-audit-checkers",
 	msg.ProtoWebToRecord:      "sluice-web",
 	msg.ProtoShellToRecord:    "sluice-shell",

@@ -246,7 +246,7 @@ func waitSocket(t *testing.T, path string, exited <-chan struct{}) {
 
 // TestSessions lists and ends sessions held by a real sluice-ptystore.
 func TestSessions(t *testing.T) {
-	bin := installtest.Build(t, "sluicectl", "sluice-ptystore", "sluice-frontend")
+	bin := installtest.Build(t, "sluicectl", "sluice-ptystore", "sluice-frontend", "sluice-policy")
 	run := t.TempDir()
 	m, err := suite.BuildManifest(bin)
 	if err != nil {
@@ -269,14 +269,15 @@ func TestSessions(t *testing.T) {
 		t.Fatalf("sessions on an empty store: %d %q %s", code, out, errs)
 	}
 
-	// Hand the store a real pty, as the frontend does.
+	// Hand the store a real pty, as policy does.
 	t.Setenv("SLUICE_RUNTIME_DIR", run)
 	t.Setenv("SLUICE_MANIFEST", filepath.Join(run, "build-ids.json"))
-	mine, peer, err := hellosFromManifest(m, msg.ProtoWebToPtyStore)
+	// Sessions come from policy, which puts them: the test puts as policy.
+	putMine, putPeer, err := hellosFromManifest(m, msg.ProtoPolicyToPtyStore)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := &rpc.Client{Path: filepath.Join(run, "ptystore.sock"), Hello: mine, Expect: peer}
+	putCl := &rpc.Client{Path: filepath.Join(run, "ptystore.sock"), Hello: putMine, Expect: putPeer}
 	master, slave, err := pty.Open()
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +291,7 @@ func TestSessions(t *testing.T) {
 		Machine: msg.HostMachine, Sharing: msg.SharePrivate}
 	args, _ := msgpack.Marshal(msg.PtyPut{Grant: g, Session: info, Ticket: tickettest.For(t, key, info, master)})
 	var put msg.PtyPutReply
-	if _, err := cl.Call(context.Background(), msg.Request{Op: msg.OpPtyPut, Args: args}, []*os.File{master}, &put); err != nil {
+	if _, err := putCl.Call(context.Background(), msg.Request{Op: msg.OpPtyPut, Args: args}, []*os.File{master}, &put); err != nil {
 		t.Fatalf("pty-put: %v", err)
 	}
 	master.Close()

@@ -78,7 +78,7 @@ func TestUsersUsage(t *testing.T) {
 // TestUsersPasskeys runs the real sluicectl against real sluice-auth and
 // sluice-ptystore sharing a revocation directory.
 func TestUsersPasskeys(t *testing.T) {
-	bin := installtest.Build(t, "sluicectl", "sluice-auth", "sluice-ptystore", "sluice-frontend")
+	bin := installtest.Build(t, "sluicectl", "sluice-auth", "sluice-ptystore", "sluice-frontend", "sluice-policy")
 	run := t.TempDir()
 	m, err := suite.BuildManifest(bin)
 	if err != nil {
@@ -181,6 +181,11 @@ func TestUsersPasskeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	ptys := &rpc.Client{Path: filepath.Join(run, "ptystore.sock"), Hello: ptyMine, Expect: ptyPeer}
+	putMine, putPeer, err := hellosFromManifest(m, msg.ProtoPolicyToPtyStore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putter := &rpc.Client{Path: filepath.Join(run, "ptystore.sock"), Hello: putMine, Expect: putPeer} // as policy
 	ptyList := func() error {
 		raw, _ := msgpack.Marshal(msg.PtyList{Grant: g})
 		_, err := ptys.Call(context.Background(), msg.Request{Op: msg.OpPtyList, Args: raw}, nil, &msg.PtyListReply{})
@@ -195,7 +200,7 @@ func TestUsersPasskeys(t *testing.T) {
 		Created: time.Now().UnixMilli(), Machine: msg.HostMachine, Sharing: msg.SharePrivate}
 	raw, _ := msgpack.Marshal(msg.PtyPut{Grant: g, Session: info, Ticket: tickettest.For(t, key, info, master)})
 	var put msg.PtyPutReply
-	if _, err := ptys.Call(context.Background(), msg.Request{Op: msg.OpPtyPut, Args: raw}, []*os.File{master}, &put); err != nil {
+	if _, err := putter.Call(context.Background(), msg.Request{Op: msg.OpPtyPut, Args: raw}, []*os.File{master}, &put); err != nil {
 		t.Fatalf("pty-put: %v", err)
 	}
 	master.Close()

@@ -32,8 +32,12 @@ type Handler struct {
 	Revoked *revoke.Checker
 	Policy  *Policy
 	Shell   ShellClient
-	Log     *slog.Logger
-	Now     func() time.Time // default time.Now
+	// PtyStore is "policy to ptystore": every session is put there before
+	// create answers, so whoever gets the fd holds nothing ptystore cannot
+	// end. Required for create.
+	PtyStore ShellClient
+	Log      *slog.Logger
+	Now      func() time.Time // default time.Now
 }
 
 // Tables is policy's whole surface.
@@ -183,16 +187,41 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, a msg.CreateShellS
 		Sharing:  msg.SharePrivate,
 		PID:      rep.PID,
 	}
-	// The ticket is what lets ptystore believe info later: the frontend
-	// carries it to pty-put and could otherwise name any target there.
+	// The ticket is what lets ptystore believe info: it checks it against
+	// the fd it receives, whoever the caller of put.
 	tk, err := h.ticket(info, fds[0], now)
 	if err != nil {
 		closeFiles(fds) // not held anywhere: the shell hangs up
 		log.Error("policy: no session ticket", "session", rep.SessionID, "err", err)
 		return msg.CreateShellSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "the session could not be vouched for; see the policy helper's log")
 	}
+	// Put before anyone else holds the fd: a caller that kept it without
+	// putting it would hold a shell that sessions end, users disable
+	// --end-sessions and on-revoke end never reach.
+	put, err := h.put(ctx, msg.PtyPut{Grant: a.Grant, Session: info, Ticket: tk}, fds[0])
+	if err != nil {
+		closeFiles(fds) // fail closed: the shell hangs up
+		log.Warn("policy: ptystore did not take the session; its fd closed (ptystore ends a session it refuses)", "session", rep.SessionID, "pid", rep.PID, "err", err)
+		var re *rpc.RemoteError
+		if errors.As(err, &re) && (re.Code == msg.CodeDenied || re.Code == msg.CodeBusy) {
+			return msg.CreateShellSessionReply{}, nil, rpc.Errorf(re.Code, "%s", re.Msg)
+		}
+		return msg.CreateShellSessionReply{}, nil, rpc.Errorf(msg.CodeFailed, "the session could not be stored; see the policy helper's log")
+	}
 	log.Info("policy: session created", "session", rep.SessionID, "pid", rep.PID, "rule", rule)
-	return msg.CreateShellSessionReply{Session: info, Rule: rule, Ticket: tk}, fds, nil
+	return msg.CreateShellSessionReply{Session: put.Session, Rule: rule, Limits: put.Limits}, fds, nil
+}
+
+// put hands ptystore a dup of f; the caller keeps f to pass on.
+func (h *Handler) put(ctx context.Context, a msg.PtyPut, f *os.File) (msg.PtyPutReply, error) {
+	if h.PtyStore == nil {
+		return msg.PtyPutReply{}, errors.New("policy: no ptystore client")
+	}
+	rep, _, err := optable.Call[msg.PtyPutReply](ctx, h.PtyStore, msg.OpPtyPut, a, []*os.File{f}, 0)
+	if err != nil {
+		return msg.PtyPutReply{}, fmt.Errorf("policy: put %s: %w", a.Session.ID, err)
+	}
+	return rep, nil
 }
 
 // ticket signs info and the kernel's identity of f (package ticket).

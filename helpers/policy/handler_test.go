@@ -3,22 +3,23 @@ package policy_test
 import (
 	"bytes"
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"sluice/helpers/policy"
+	"sluice/helpers/ptystore"
 	"sluice/helpers/shell"
 	"sluice/internal/grant"
 	"sluice/internal/installtest"
 	"sluice/internal/optable"
-	"sluice/internal/ticket"
 	"sluice/msg"
 	"sluice/rpc"
 	"sluice/rpc/rpctest"
@@ -38,10 +39,11 @@ allow alice as root on web1
 `
 
 type fixture struct {
-	h    *policy.Handler // set fields before the first call only
-	key  grant.Key
-	web  *rpc.Client // as the frontend, to policy
-	logs *bytes.Buffer
+	h     *policy.Handler // set fields before the first call only
+	key   grant.Key
+	store *ptystore.Store // the real ptystore handler's, behind "policy to ptystore"
+	web   *rpc.Client     // as the frontend, to policy
+	logs  *bytes.Buffer
 }
 
 // setup runs the policy handler in front of a real shell handler (embedded
@@ -65,8 +67,25 @@ func setupPolicy(t *testing.T, text string, shellClient policy.ShellClient) *fix
 		shellClient = listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
 	}
 	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
-	h := &policy.Handler{Key: f.key, Policy: p, Shell: shellClient,
-		Log: slog.New(slog.NewTextHandler(f.logs, nil))}
+	log := slog.New(slog.NewTextHandler(f.logs, nil))
+	return setupStore(t, f, p, shellClient, ptystore.Config{Log: log})
+}
+
+// setupStore serves a real ptystore handler (no fd store, no policy
+// checks) on "policy to ptystore" for the policy handler to put into.
+func setupStore(t *testing.T, f *fixture, p *policy.Policy, shellClient policy.ShellClient, cfg ptystore.Config) *fixture {
+	t.Helper()
+	st, err := ptystore.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	f.store = st
+	pt := ptystore.NewHandler(st, f.key)
+	r := rpctest.Route(msg.ProtoPolicyToPtyStore, rpctest.Me(), 1, optable.HandlerOf(pt.Tables(), msg.ProtoPolicyToPtyStore))
+	ptClient := rpctest.Client(rpctest.Serve(t, &rpc.Server{Name: msg.PtyStore, Routes: []rpc.Route{r}}, "", 0), r)
+	h := &policy.Handler{Key: f.key, Policy: p, Shell: shellClient, PtyStore: ptClient,
+		Log: cfg.Log}
 	f.web = listen(t, msg.ProtoWebToPolicy, optable.HandlerOf(h.Tables(), msg.ProtoWebToPolicy))
 	f.h = h
 	return f
@@ -127,22 +146,10 @@ func TestHandlerAllow(t *testing.T) {
 	if rep.Rule != "allow alice as nobody on .host command /bin/sh -i (test.policy:2)" {
 		t.Errorf("rule %q", rep.Rule)
 	}
-	// The ticket vouches for this session and this fd, and for nothing
-	// the frontend could put in its place.
-	id, err := ticket.Identify(fds[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ticket.Verify(f.key, s, id, rep.Ticket, time.Now()); err != nil {
-		t.Errorf("ticket: %v", err)
-	}
-	if exp := rep.Ticket.Expires - s.Created; exp <= 0 || exp > ticket.Lifetime.Milliseconds() {
-		t.Errorf("ticket expires %d ms after created, want within %v", exp, ticket.Lifetime)
-	}
-	asAlice := s
-	asAlice.UnixUser = "alice"
-	if err := ticket.Verify(f.key, asAlice, id, rep.Ticket, time.Now()); !errors.Is(err, ticket.ErrForged) {
-		t.Errorf("ticket for the session relabelled alice as alice: %v, want ErrForged", err)
+	// ptystore holds it, under the info policy vouched for (the put's
+	// ticket checked there), before the caller had the fd.
+	if got := f.store.List(nil); len(got) != 1 || got[0] != s {
+		t.Errorf("ptystore holds %+v, want %+v", got, s)
 	}
 	term, err := ptytest.New(fds[0])
 	if err != nil {
@@ -230,5 +237,101 @@ func TestHandlerShellUnreachable(t *testing.T) {
 	// The socket path stays in the log, not in what the user sees.
 	if strings.Contains(err.Error(), "absent.sock") || !strings.Contains(f.logs.String(), "absent.sock") {
 		t.Errorf("err %v; log %s", err, f.logs)
+	}
+}
+
+// TestCreateStoreRefuses: when ptystore does not take the session (here
+// alice is at her limit of one), policy ends the shell it opened and
+// answers the refusal, handing out no fd.
+func TestCreateStoreRefuses(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (CI runs as root)")
+	}
+	p, err := policy.Parse(strings.NewReader(handlerPolicy), "test.policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
+	sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
+	shellClient := listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
+	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
+	setupStore(t, f, p, shellClient, ptystore.Config{MaxPerUser: 1, Log: slog.New(slog.NewTextHandler(f.logs, nil))})
+
+	a := msg.CreateShellSession{Machine: ".host", User: "nobody", Args: []string{"/bin/sh", "-i"}, Grant: f.grant(t, "alice")}
+	first, fds, err := f.create(t, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		fd.Close() // ptystore holds the session
+	}
+	_, fds, err = f.create(t, a)
+	if code := rpc.CodeOf(err); code != msg.CodeDenied || len(fds) != 0 {
+		t.Fatalf("second create: %v (%d fds), want denied and none", err, len(fds))
+	}
+	// The refused session's shell is gone: its pid is in the log line.
+	var pid int
+	for _, line := range strings.Split(f.logs.String(), "\n") {
+		if strings.Contains(line, "ptystore did not take the session") {
+			if i := strings.Index(line, " pid="); i >= 0 {
+				fmt.Sscanf(line[i+len(" pid="):], "%d", &pid)
+			}
+		}
+	}
+	if pid <= 0 {
+		t.Fatalf("no refused session logged:\n%s", f.logs.String())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the refused session's shell %d still runs", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := f.store.List(nil); len(got) != 1 || got[0].ID != first.Session.ID {
+		t.Fatalf("ptystore holds %+v, want only %s", got, first.Session.ID)
+	}
+}
+
+// TestCreateStoreUnreachable: with ptystore down policy fails closed: no
+// fd, the shell it opened hung up, and an answer that says so without the
+// socket's path (that is in the log).
+func TestCreateStoreUnreachable(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (CI runs as root)")
+	}
+	p, err := policy.Parse(strings.NewReader(handlerPolicy), "test.policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
+	sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
+	shellClient := listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
+	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
+	setupStore(t, f, p, shellClient, ptystore.Config{Log: slog.New(slog.NewTextHandler(f.logs, nil))})
+	client, server := rpctest.Hellos(msg.ProtoPolicyToPtyStore)
+	f.h.PtyStore = &rpc.Client{Path: filepath.Join(t.TempDir(), "absent.sock"), Hello: client, Expect: server}
+
+	_, fds, err := f.create(t, msg.CreateShellSession{Machine: ".host", User: "nobody", Args: []string{"/bin/sh", "-i"}, Grant: f.grant(t, "alice")})
+	if rpc.CodeOf(err) != msg.CodeFailed || !strings.Contains(err.Error(), "could not be stored") || len(fds) != 0 {
+		t.Fatalf("create: %v, %d fds; want failed: could not be stored, and none", err, len(fds))
+	}
+	if strings.Contains(err.Error(), "absent.sock") || !strings.Contains(f.logs.String(), "absent.sock") {
+		t.Errorf("err %v; log %s", err, f.logs)
+	}
+	var pid int
+	for _, line := range strings.Split(f.logs.String(), "\n") {
+		if i := strings.Index(line, " pid="); i >= 0 && strings.Contains(line, "ptystore did not take the session") {
+			fmt.Sscanf(line[i+len(" pid="):], "%d", &pid)
+		}
+	}
+	if pid <= 0 {
+		t.Fatalf("no session logged:\n%s", f.logs)
+	}
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(pid, 0) == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the unstored session's shell %d still runs", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

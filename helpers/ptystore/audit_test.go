@@ -47,7 +47,7 @@ func (h *harness) putOn(sh *shell, id, owner, machine string) {
 	h.t.Helper()
 	info := sessionInfo(id, owner)
 	info.Machine = machine
-	if _, code := call(h.t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant(owner), Session: info, Ticket: tk(h.t, h.key, info, sh.master)}, []*os.File{sh.master}, nil); code != "" {
+	if _, code := call(h.t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: h.grant(owner), Session: info, Ticket: tk(h.t, h.key, info, sh.master)}, []*os.File{sh.master}, nil); code != "" {
 		h.t.Fatalf("put %s: %s", id, code)
 	}
 	sh.master.Close()

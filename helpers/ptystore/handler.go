@@ -70,8 +70,11 @@ func (h *Handler) verify(g msg.Grant) error {
 
 // Tables is ptystore's whole surface.
 //
-// "web to ptystore" (the frontend's uid, from the kernel): put a new
-// session's pty master (the one op that takes an fd), get one back, list,
+// "policy to ptystore" (policy's uid or group, from the kernel): put a
+// new session's pty master (the one op that takes an fd), with policy's
+// ticket for it, before policy hands the fd to anyone.
+//
+// "web to ptystore" (the frontend's uid, from the kernel): get a held pty master back, list,
 // drop and share one's own, report viewers, and, for an auditor, list and
 // get sessions on the machines policy lets them audit. Every op but
 // pty-viewers verifies the grant in its arguments and acts for the user
@@ -90,7 +93,9 @@ func (h *Handler) Tables() []optable.Table {
 		{
 			Protocol: msg.ProtoWebToPtyStore,
 			Ops: []optable.Entry{
-				optable.OpFDs(msg.OpPtyPut, 1, 0, h.put),
+				// The frontend no longer puts: a caller that could choose
+				// not to would hold shells ptystore cannot end.
+				optable.Refused(msg.OpPtyPut, "is policy's (create-shell-session puts the session)"),
 				optable.OpFDs(msg.OpPtyGet, 0, 1, h.get),
 				optable.Op(msg.OpPtyList, h.list),
 				optable.Op(msg.OpPtyDrop, h.drop),
@@ -98,6 +103,12 @@ func (h *Handler) Tables() []optable.Table {
 				optable.Op(msg.OpPtyViewers, h.viewers),
 				optable.Op(msg.OpPtyAuditList, h.auditList),
 				optable.OpFDs(msg.OpPtyAuditGet, 0, 1, h.auditGet),
+			},
+		},
+		{
+			Protocol: msg.ProtoPolicyToPtyStore,
+			Ops: []optable.Entry{
+				optable.OpFDs(msg.OpPtyPut, 1, 0, h.put),
 			},
 		},
 		{
@@ -145,15 +156,26 @@ func (h *Handler) drop(ctx context.Context, _ *rpc.Call, a msg.PtyDrop) (msg.Pty
 
 func (h *Handler) put(ctx context.Context, c *rpc.Call, a msg.PtyPut) (msg.PtyPutReply, []*os.File, error) {
 	f := c.FDs[0] // the table let exactly one through
-	if err := h.verify(a.Grant); err != nil {
-		f.Close()
+	// A refused put whose fd the ticket vouches for is a shell policy
+	// opened and hands no one else until we hold it: it is ended as a drop
+	// would end it (closing our copy only hangs it up, which a shell may
+	// ignore), so nothing runs that no end or revocation reaches. Any
+	// other fd is only closed: nothing says a shell of ours is behind it.
+	refuse := func(err error) (msg.PtyPutReply, []*os.File, error) {
+		if h.checkTicket(a, f) == nil {
+			h.Store.End(ctx, a.Session, f)
+		} else {
+			f.Close()
+		}
 		return msg.PtyPutReply{}, nil, err
 	}
-	if a.Grant.User != a.Session.Owner {
-		f.Close()
-		return msg.PtyPutReply{}, nil, rpc.Errorf(msg.CodeBadGrant, "grant is for %q, session owner is %q", a.Grant.User, a.Session.Owner)
+	if err := h.verify(a.Grant); err != nil {
+		return refuse(err)
 	}
-	// The session's info is policy's word, not the frontend's: the ticket
+	if a.Grant.User != a.Session.Owner {
+		return refuse(rpc.Errorf(msg.CodeBadGrant, "grant is for %q, session owner is %q", a.Grant.User, a.Session.Owner))
+	}
+	// The session's info is policy's word, not the caller's: the ticket
 	// policy gave with the fd must match the info and what the kernel says
 	// the fd is, or a shell could be put under a target policy never
 	// allowed and escape every recheck.
@@ -163,10 +185,16 @@ func (h *Handler) put(ctx context.Context, c *rpc.Call, a msg.PtyPut) (msg.PtyPu
 			"unix_user", a.Session.UnixUser, "machine", a.Session.Machine, "pid", c.Peer.PID, "err", err)
 		return msg.PtyPutReply{}, nil, rpc.Errorf(rpc.CodeBadRequest, "put %s: %v", a.Session.ID, err)
 	}
+	keep, err := dupFile(f, "put:"+a.Session.ID)
+	if err != nil {
+		return refuse(storeErr("put", a.Session.ID, err))
+	}
 	info, err := h.Store.Put(a.Session, f) // closes f on error
 	if err != nil {
+		h.Store.End(ctx, a.Session, keep)
 		return msg.PtyPutReply{}, nil, storeErr("put", a.Session.ID, err)
 	}
+	keep.Close()
 	// The session's limits, from policy: the maximum length and detached
 	// limit are ptystore's to enforce, so they must not come from the
 	// frontend.

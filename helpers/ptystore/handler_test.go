@@ -28,6 +28,9 @@ import (
 var (
 	webProto, _   = msg.Lookup(msg.ProtoWebToPtyStore)
 	adminProto, _ = msg.Lookup(msg.ProtoAdminToPtyStore)
+	putProto, _   = msg.Lookup(msg.ProtoPolicyToPtyStore)
+	putClient     = rpc.Hello{Intent: msg.Intent(putProto, "client"), BuildID: strings.Repeat("e5", 32)}
+	putServer     = rpc.Hello{Intent: msg.Intent(putProto, "server"), BuildID: strings.Repeat("f6", 32)}
 	webClient     = rpc.Hello{Intent: msg.Intent(webProto, "client"), BuildID: strings.Repeat("a1", 32)}
 	webServer     = rpc.Hello{Intent: msg.Intent(webProto, "server"), BuildID: strings.Repeat("b2", 32)}
 	adminClient   = rpc.Hello{Intent: msg.Intent(adminProto, "client"), BuildID: strings.Repeat("c3", 32)}
@@ -43,6 +46,7 @@ type harness struct {
 	fds   *fdStore
 	web   *rpc.Client
 	admin *rpc.Client
+	pol   *rpc.Client // "policy to ptystore": the one way in for pty-put
 	drops chan string // ids of dropped sessions, with the reason
 	hd    *Handler    // set fields before the first call only
 
@@ -77,10 +81,12 @@ func newHarnessPolicy(t testing.TB, cfg Config, pc func(grant.Key) PolicyChecker
 	srv := &rpc.Server{Name: "ptystore", Log: testLog(t), Routes: []rpc.Route{
 		{Client: webClient, Server: webServer, Allow: me, MaxFDs: 1, Handle: optable.HandlerOf(hd.Tables(), msg.ProtoWebToPtyStore)},
 		{Client: adminClient, Server: adminServer, Allow: me, Handle: optable.HandlerOf(hd.Tables(), msg.ProtoAdminToPtyStore)},
+		{Client: putClient, Server: putServer, Allow: me, MaxFDs: 1, Handle: optable.HandlerOf(hd.Tables(), msg.ProtoPolicyToPtyStore)},
 	}}
 	path := rpctest.Serve(t, srv, "", 0o600)
 	h.web = &rpc.Client{Path: path, Hello: webClient, Expect: webServer}
 	h.admin = &rpc.Client{Path: path, Hello: adminClient, Expect: adminServer}
+	h.pol = &rpc.Client{Path: path, Hello: putClient, Expect: putServer}
 	return h
 }
 
@@ -120,7 +126,7 @@ func sessionInfo(id, owner string) msg.SessionInfo {
 func (h *harness) put(sh *shell, id, owner string) msg.SessionInfo {
 	h.t.Helper()
 	var rep msg.PtyPutReply
-	if _, code := call(h.t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant(owner), Session: sessionInfo(id, owner), Ticket: tk(h.t, h.key, sessionInfo(id, owner), sh.master)}, []*os.File{sh.master}, &rep); code != "" {
+	if _, code := call(h.t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: h.grant(owner), Session: sessionInfo(id, owner), Ticket: tk(h.t, h.key, sessionInfo(id, owner), sh.master)}, []*os.File{sh.master}, &rep); code != "" {
 		h.t.Fatalf("put %s: %s", id, code)
 	}
 	sh.master.Close()
@@ -417,7 +423,7 @@ func TestBadGrantsRefused(t *testing.T) {
 			// A put with a bad grant is refused and its fd closed.
 			r, w, _ := os.Pipe()
 			defer r.Close()
-			_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: sessionInfo("s9", g.User), Ticket: tk(t, h.key, sessionInfo("s9", g.User), w)}, []*os.File{w}, nil)
+			_, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: sessionInfo("s9", g.User), Ticket: tk(t, h.key, sessionInfo("s9", g.User), w)}, []*os.File{w}, nil)
 			w.Close()
 			if code != msg.CodeBadGrant {
 				t.Errorf("put: %q, want bad-grant", code)
@@ -517,7 +523,7 @@ func TestPutRefused(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.make(t)
-			_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: tc.session, Ticket: tk(t, h.key, tc.session, o.fd)}, []*os.File{o.fd}, nil)
+			_, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: tc.session, Ticket: tk(t, h.key, tc.session, o.fd)}, []*os.File{o.fd}, nil)
 			o.fd.Close()
 			if code != tc.code {
 				t.Fatalf("put: %q, want %q", code, tc.code)
@@ -529,7 +535,7 @@ func TestPutRefused(t *testing.T) {
 	}
 
 	// Zero fds and a get with an fd attached are refused too.
-	if _, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("z", "alice")}, nil, nil); code != rpc.CodeBadRequest {
+	if _, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("z", "alice")}, nil, nil); code != rpc.CodeBadRequest {
 		t.Fatalf("put without fd: %q", code)
 	}
 	r, w, _ := os.Pipe()
@@ -583,7 +589,7 @@ func TestPutTicket(t *testing.T) {
 		{"no ticket", asRoot, msg.SessionTicket{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: tc.info, Ticket: tc.ticket}, []*os.File{root.master}, nil)
+			_, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: tc.info, Ticket: tc.ticket}, []*os.File{root.master}, nil)
 			if code != rpc.CodeBadRequest {
 				t.Fatalf("put: %q, want %q", code, rpc.CodeBadRequest)
 			}
@@ -593,7 +599,7 @@ func TestPutTicket(t *testing.T) {
 		})
 	}
 	var rep msg.PtyPutReply
-	if _, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: asRoot, Ticket: good}, []*os.File{root.master}, &rep); code != "" {
+	if _, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: asRoot, Ticket: good}, []*os.File{root.master}, &rep); code != "" {
 		t.Fatalf("put with its ticket: %q", code)
 	}
 	if got := h.store.List(nil); len(got) != 1 || got[0].UnixUser != "root" || got[0].Machine != msg.HostMachine {
@@ -601,11 +607,29 @@ func TestPutTicket(t *testing.T) {
 	}
 }
 
+// TestWebPutRefused: the frontend cannot put, not even with a good ticket:
+// sessions come only from policy, which puts each before handing out its
+// fd (a put the frontend could skip is a shell ptystore never hears of).
+func TestWebPutRefused(t *testing.T) {
+	h := newHarness(t, Config{})
+	sh := startShell(t)
+	info := sessionInfo("s1", "alice")
+	_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: info, Ticket: tk(t, h.key, info, sh.master)}, []*os.File{sh.master}, nil)
+	// bad-request: the refused op takes no fd, so the frame is refused
+	// before the op's forbidden.
+	if code != rpc.CodeBadRequest && code != rpc.CodeForbidden {
+		t.Fatalf("put over web to ptystore: %q, want refused", code)
+	}
+	if got := h.store.List(nil); len(got) != 0 {
+		t.Fatalf("stored %+v", got)
+	}
+}
+
 func TestDuplicateIDRefused(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.put(startShell(t), "s1", "alice")
 	sh := startShell(t)
-	_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: sessionInfo("s1", "alice"), Ticket: tk(t, h.key, sessionInfo("s1", "alice"), sh.master)}, []*os.File{sh.master}, nil)
+	_, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: sessionInfo("s1", "alice"), Ticket: tk(t, h.key, sessionInfo("s1", "alice"), sh.master)}, []*os.File{sh.master}, nil)
 	if code != rpc.CodeBadRequest {
 		t.Fatalf("second put of s1: %q", code)
 	}
@@ -644,7 +668,7 @@ func TestTransientHangupKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: sessionInfo("s1", "alice"), Ticket: tk(t, h.key, sessionInfo("s1", "alice"), m)}, []*os.File{m}, nil); code != "" {
+	if _, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: sessionInfo("s1", "alice"), Ticket: tk(t, h.key, sessionInfo("s1", "alice"), m)}, []*os.File{m}, nil); code != "" {
 		t.Fatal(code)
 	}
 	m.Close()
@@ -681,7 +705,7 @@ func TestLimits(t *testing.T) {
 		t.Helper()
 		m, s := openPTY(t)
 		t.Cleanup(func() { s.Close() })
-		_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant(owner), Session: sessionInfo(id, owner), Ticket: tk(t, h.key, sessionInfo(id, owner), m)}, []*os.File{m}, nil)
+		_, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: h.grant(owner), Session: sessionInfo(id, owner), Ticket: tk(t, h.key, sessionInfo(id, owner), m)}, []*os.File{m}, nil)
 		m.Close()
 		return code
 	}
@@ -740,7 +764,7 @@ func BenchmarkGet(b *testing.B) {
 	m, s := openPTY(b)
 	defer s.Close()
 	alice := h.grant("alice")
-	if _, code := call(b, h.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("s1", "alice"), Ticket: tk(b, h.key, sessionInfo("s1", "alice"), m)}, []*os.File{m}, nil); code != "" {
+	if _, code := call(b, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("s1", "alice"), Ticket: tk(b, h.key, sessionInfo("s1", "alice"), m)}, []*os.File{m}, nil); code != "" {
 		b.Fatal(code)
 	}
 	m.Close()
@@ -753,5 +777,72 @@ func BenchmarkGet(b *testing.B) {
 			b.Fatal(code)
 		}
 		fds[0].Close()
+	}
+}
+
+// TestPutRefusedEnds: a put refused after its ticket checked out has its
+// shell ended through Hangup, as a drop would, not only its pty closed
+// (which a shell ignoring SIGHUP outlives, held by no one); an fd the
+// ticket does not vouch for is only closed.
+func TestPutRefusedEnds(t *testing.T) {
+	type ino struct{ dev, ino uint64 }
+	identity := func(f *os.File) ino {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		return ino{st.Dev, st.Ino}
+	}
+	hung := make(chan ino, 8)
+	h := newHarness(t, Config{MaxPerUser: 1, Hangup: func(_ context.Context, f *os.File) error {
+		hung <- identity(f)
+		return nil
+	}})
+	h.put(startShell(t), "00000000000000000000000000000001", "alice") // alice at her limit
+	forged, _ := grant.Sign(grant.NewKey(), "bob", time.Now(), time.Hour)
+	for _, tc := range []struct {
+		name   string
+		owner  string
+		grant  msg.Grant
+		ticket func(msg.SessionInfo, *os.File) msg.SessionTicket
+		code   string
+		ended  bool
+	}{
+		{"over the user's limit", "alice", h.grant("alice"), nil, msg.CodeDenied, true},
+		{"grant for another user", "bob", h.grant("carol"), nil, msg.CodeBadGrant, true},
+		{"forged grant", "bob", forged, nil, msg.CodeBadGrant, true},
+		{"ticket for other info", "bob", h.grant("bob"), func(s msg.SessionInfo, f *os.File) msg.SessionTicket {
+			s.UnixUser = "root"
+			return tk(t, h.key, s, f)
+		}, rpc.CodeBadRequest, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sh := startShell(t)
+			defer sh.master.Close()
+			info := sessionInfo(strings.Repeat("f", 32), tc.owner)
+			tkt := tk(t, h.key, info, sh.master)
+			if tc.ticket != nil {
+				tkt = tc.ticket(info, sh.master)
+			}
+			want := identity(sh.master)
+			_, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: tc.grant, Session: info, Ticket: tkt}, []*os.File{sh.master}, &msg.PtyPutReply{})
+			if code != tc.code {
+				t.Fatalf("put: %q, want %q", code, tc.code)
+			}
+			// The end comes before the answer.
+			select {
+			case got := <-hung:
+				if !tc.ended || got != want {
+					t.Errorf("hangup of %v, want ended %v (%v)", got, tc.ended, want)
+				}
+			default:
+				if tc.ended {
+					t.Errorf("the refused session's shell was not ended")
+				}
+			}
+			if got := h.adminList(); len(got) != 1 {
+				t.Errorf("store holds %v, want only the first session", got)
+			}
+		})
 	}
 }

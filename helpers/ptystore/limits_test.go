@@ -49,7 +49,7 @@ func TestMaxLength(t *testing.T) {
 	info.Created = time.Now().Add(24 * time.Hour).UnixMilli() // a frontend pushing the end away
 	var rep msg.PtyPutReply
 	start := time.Now()
-	if _, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: info, Ticket: tk(t, h.key, info, shA.master)}, []*os.File{shA.master}, &rep); code != "" {
+	if _, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: info, Ticket: tk(t, h.key, info, shA.master)}, []*os.File{shA.master}, &rep); code != "" {
 		t.Fatalf("put: %s", code)
 	}
 	shA.master.Close()

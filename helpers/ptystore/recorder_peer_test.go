@@ -130,7 +130,7 @@ func TestPutSocketNotFromRecorder(t *testing.T) {
 			id := "s" + string(rune('a'+i))
 			f := tc.fd(t)
 			var rep msg.PtyPutReply
-			_, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: sessionInfo(id, "alice"), Ticket: tk(t, h.key, sessionInfo(id, "alice"), f)}, []*os.File{f}, &rep)
+			_, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: sessionInfo(id, "alice"), Ticket: tk(t, h.key, sessionInfo(id, "alice"), f)}, []*os.File{f}, &rep)
 			f.Close()
 			if !tc.ok {
 				if code != rpc.CodeBadRequest {

@@ -44,6 +44,7 @@ type restartRig struct {
 	listener *os.File
 	fds      *fdStore
 	web      *rpc.Client
+	pol      *rpc.Client
 	admin    *rpc.Client
 }
 
@@ -117,6 +118,7 @@ func newRestartRig(t *testing.T) *restartRig {
 	m.Entries = append(m.Entries,
 		buildid.Entry{Component: msg.Frontend, Protocol: webProto.Name, Role: "client", Intent: webClient.Intent, BuildID: webClient.BuildID},
 		buildid.Entry{Component: msg.Admin, Protocol: adminProto.Name, Role: "client", Intent: adminClient.Intent, BuildID: adminClient.BuildID},
+		buildid.Entry{Component: msg.Policy, Protocol: putProto.Name, Role: "client", Intent: putClient.Intent, BuildID: putClient.BuildID},
 	)
 	// ptystore asks policy on every attach.
 	servePolicyFor(t, filepath.Join(dir, "policy.sock"), m, r.key)
@@ -148,6 +150,7 @@ func newRestartRig(t *testing.T) *restartRig {
 	t.Cleanup(func() { r.listener.Close() })
 	r.web = &rpc.Client{Path: r.sock, Hello: webClient, Expect: expect(webProto)}
 	r.admin = &rpc.Client{Path: r.sock, Hello: adminClient, Expect: expect(adminProto)}
+	r.pol = &rpc.Client{Path: r.sock, Hello: putClient, Expect: expect(putProto)}
 	return r
 }
 
@@ -166,7 +169,7 @@ func (r *restartRig) start() *daemon {
 	// the shell knows before it execs the helper in its place.
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, r.bin,
 		"--grant-key", r.keyPath, "--hangup-grace", "0s", "--hangup", "off",
-		"--allow", "web to ptystore=uid:0", "--allow", "admin to ptystore=uid:0")
+		"--allow", "web to ptystore=uid:0", "--allow", "admin to ptystore=uid:0", "--allow", "policy to ptystore=uid:0")
 	cmd.Env = []string{
 		"PATH=/usr/bin:/bin",
 		"NOTIFY_SOCKET=" + r.fds.addr,
@@ -258,7 +261,7 @@ func TestRestartKeepsSessions(t *testing.T) {
 		sh *shell
 		id string
 	}{{sh1, "s1"}, {sh2, "s2"}} {
-		if _, code := call(t, r.web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo(s.id, "alice"), Ticket: tk(t, r.key, sessionInfo(s.id, "alice"), s.sh.master)}, []*os.File{s.sh.master}, nil); code != "" {
+		if _, code := call(t, r.pol, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo(s.id, "alice"), Ticket: tk(t, r.key, sessionInfo(s.id, "alice"), s.sh.master)}, []*os.File{s.sh.master}, nil); code != "" {
 			t.Fatalf("put %s: %s", s.id, code)
 		}
 		s.sh.master.Close()

@@ -29,7 +29,7 @@ func TestRevokedGrants(t *testing.T) {
 	}
 	sh := startShell(t)
 	var rep msg.PtyPutReply
-	if _, code := call(t, h.web, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: sessionInfo("s1", "alice"), Ticket: tk(t, h.key, sessionInfo("s1", "alice"), sh.master)}, []*os.File{sh.master}, &rep); code != "" {
+	if _, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: sessionInfo("s1", "alice"), Ticket: tk(t, h.key, sessionInfo("s1", "alice"), sh.master)}, []*os.File{sh.master}, &rep); code != "" {
 		t.Fatalf("put: %s", code)
 	}
 	sh.master.Close()

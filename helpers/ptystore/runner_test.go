@@ -27,7 +27,7 @@ const ptystoreUnit = `{"stop_timeout": "5s", "units": [{
 	"socket": {"mode": "0600"},
 	"user": ["sluice-ptystore", "nobody"],
 	"group": ["sluice-ptystore", "nogroup"],
-	"env": {"SLUICE_ALLOW_WEB_TO_PTYSTORE": "uid:0", "SLUICE_ALLOW_ADMIN_TO_PTYSTORE": "uid:0"},
+	"env": {"SLUICE_ALLOW_WEB_TO_PTYSTORE": "uid:0", "SLUICE_ALLOW_ADMIN_TO_PTYSTORE": "uid:0", "SLUICE_ALLOW_POLICY_TO_PTYSTORE": "uid:0"},
 	"credentials": ["grant.key"],
 	"restart_sec": "100ms",
 	"restart_max_sec": "1s",
@@ -90,6 +90,7 @@ func TestRestartUnderRunner(t *testing.T) {
 	}
 	web := &rpc.Client{Path: r.SocketPath("ptystore"), Hello: hello(msg.Frontend, webProto, "client"), Expect: hello(msg.PtyStore, webProto, "server")}
 	admin := &rpc.Client{Path: r.SocketPath("ptystore"), Hello: hello(msg.Admin, adminProto, "client"), Expect: hello(msg.PtyStore, adminProto, "server")}
+	pol := &rpc.Client{Path: r.SocketPath("ptystore"), Hello: hello(msg.Policy, putProto, "client"), Expect: hello(msg.PtyStore, putProto, "server")}
 	alice, err := grant.Sign(key, "alice", time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +106,7 @@ func TestRestartUnderRunner(t *testing.T) {
 	}
 
 	sh := startShell(t)
-	if _, code := call(t, web, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("s1", "alice"), Ticket: tk(t, key, sessionInfo("s1", "alice"), sh.master)}, []*os.File{sh.master}, nil); code != "" {
+	if _, code := call(t, pol, msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: sessionInfo("s1", "alice"), Ticket: tk(t, key, sessionInfo("s1", "alice"), sh.master)}, []*os.File{sh.master}, nil); code != "" {
 		t.Fatalf("put: %s", code)
 	}
 	sh.master.Close()

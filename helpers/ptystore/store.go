@@ -459,6 +459,30 @@ func (s *Store) drop(ctx context.Context, id string, auth func(msg.SessionInfo) 
 	return nil
 }
 
+// End ends the shell behind f, a session the store did not take, as a
+// drop ends a held one: through Config.Hangup (or endSocket for a
+// recorded session's socket), and closes f. It is for a put refused after
+// its ticket checked out; what went wrong is only logged, the caller
+// already has its answer.
+func (s *Store) End(ctx context.Context, info msg.SessionInfo, f *os.File) {
+	defer f.Close()
+	sock, err := sessionFD(f, s.recorders)
+	switch {
+	case err != nil:
+	case sock:
+		err = endSocket(ctx, f)
+	case s.cfg.Hangup != nil:
+		err = s.cfg.Hangup(ctx, f)
+	default:
+		err = hangup(int(f.Fd()))
+	}
+	if err != nil {
+		s.log.Error("ptystore: refused session not ended", "id", info.ID, "owner", info.Owner, "pid", info.PID, "err", err)
+		return
+	}
+	s.log.Info("ptystore: refused session ended", "id", info.ID, "owner", info.Owner, "pid", info.PID)
+}
+
 func (s *Store) dropped(info msg.SessionInfo, reason string) {
 	s.log.Info("ptystore: session dropped", "id", info.ID, "owner", info.Owner, "reason", reason)
 	if s.cfg.OnDrop != nil {

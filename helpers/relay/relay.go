@@ -113,8 +113,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	return r.stream(ctx, open.Session.ID, master)
 }
 
-// open makes the session's call: create-shell-session (then pty-put, as
-// the frontend does) or pty-get, and returns the pty master.
+// open makes the session's call: create-shell-session (which the host's
+// policy puts into its ptystore) or pty-get, and returns the pty master.
 func (r *Relay) open(ctx context.Context, req msg.RelayRequest) (msg.FleetOpenReply, *os.File, error) {
 	var out msg.FleetOpenReply
 	switch req.Op {
@@ -132,20 +132,8 @@ func (r *Relay) open(ctx context.Context, req msg.RelayRequest) (msg.FleetOpenRe
 			master.Close()
 			return out, nil, fmt.Errorf("relay: create reply: %w", err)
 		}
-		put, _ := msgpack.Marshal(msg.PtyPut{Session: cr.Session, Ticket: cr.Ticket})
-		payload, fds, err = r.call(ctx, msg.PtyStore, msg.OpPtyPut, req.HostGrant, put, []*os.File{master})
-		closeAll(fds)
-		if err != nil {
-			// Not held anywhere: closing our copy hangs the shell up.
-			master.Close()
-			return out, nil, err
-		}
-		var pr msg.PtyPutReply
-		if err := msgpack.Unmarshal(payload, &pr); err != nil {
-			master.Close()
-			return out, nil, fmt.Errorf("relay: put reply: %w", err)
-		}
-		return msg.FleetOpenReply{Host: r.Host, Session: pr.Session, Mode: msg.ModeOwner, Limits: pr.Limits, Rule: cr.Rule}, master, nil
+		// The host's policy put it into the host's ptystore already.
+		return msg.FleetOpenReply{Host: r.Host, Session: cr.Session, Mode: msg.ModeOwner, Limits: cr.Limits, Rule: cr.Rule}, master, nil
 	case msg.OpPtyGet:
 		payload, fds, err := r.call(ctx, msg.PtyStore, req.Op, req.HostGrant, req.Args, nil)
 		if err != nil {

@@ -57,7 +57,7 @@ var PolicyOps = map[string]bool{msg.OpCreateShellSession: true, msg.OpAllowedTar
 // grant, as from the frontend: the route is the authority, and a lie
 // about viewers only moves the detached limit of sessions (docs/fleet.md).
 var PtyStoreOps = map[string]bool{
-	msg.OpPtyPut: true, msg.OpPtyGet: true, msg.OpPtyList: true,
+	msg.OpPtyGet: true, msg.OpPtyList: true,
 	msg.OpPtyDrop: true, msg.OpPtyShare: true, msg.OpPtyViewers: false,
 }
 

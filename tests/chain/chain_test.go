@@ -1,9 +1,10 @@
-// Package chain tests web -> policy -> shell -> pty with the real helper
-// binaries: built here, described by a manifest made with
-// suite.BuildManifest, run with --listen in a temp runtime directory. The
-// test process plays the frontend; the manifest gets an entry for it with
-// the test binary's own build ID, so the policy helper's handshake check
-// is the real one.
+// Package chain tests web -> policy -> shell -> pty (and policy ->
+// ptystore, which holds every session) with the real helper binaries:
+// built here, described by a manifest made with suite.BuildManifest, run
+// with --listen in a temp runtime directory. The test process plays the
+// frontend and sluicectl; the manifest gets entries for it with the test
+// binary's own build ID, so the helpers' handshake checks are the real
+// ones.
 package chain
 
 import (
@@ -37,12 +38,18 @@ allow alice as root on .host
 allow alice as nobody on .host command /bin/sh -i
 `
 
+// maxPerUser is ptystore's limit of sessions per sluice user here: no test
+// but TestRefusedSessionEnded holds more than one.
+const maxPerUser = 2
+
 // env is the running suite, shared by the tests.
 var env struct {
 	dir      string
 	key      grant.Key
 	manifest *buildid.Manifest
 	web      *rpc.Client // this process as the frontend, calling policy
+	store    *rpc.Client // ... and ptystore
+	admin    *rpc.Client // this process as sluicectl, calling ptystore
 	logs     map[string]*testbuf.Buffer
 }
 
@@ -72,13 +79,15 @@ func run(m *testing.M) (int, error) {
 		}
 	}
 
-	// ptystore and record are built only for their build IDs: the policy
-	// helper serves "ptystore to policy" and "record to policy" too and
-	// refuses to start without its peers in the manifest, as it would on a
-	// real machine.
+	// record is built only for its build IDs: the policy helper serves
+	// "record to policy" too and refuses to start without its peers in the
+	// manifest, as it would on a real machine. ptystore runs: policy puts
+	// every session it opens there before answering, and hangup ends what
+	// ptystore drops.
 	build := exec.Command("go", "build", "-o", bin+"/",
 		"sluice/helpers/policy/cmd/sluice-policy", "sluice/helpers/shell/cmd/sluice-shell",
-		"sluice/helpers/ptystore/cmd/sluice-ptystore", "sluice/helpers/record/cmd/sluice-record")
+		"sluice/helpers/ptystore/cmd/sluice-ptystore", "sluice/helpers/hangup/cmd/sluice-hangup",
+		"sluice/helpers/record/cmd/sluice-record")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return 1, fmt.Errorf("go build: %v\n%s", err, out)
@@ -94,41 +103,61 @@ func run(m *testing.M) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	// This test binary is the frontend: add its own build ID for "web to
-	// policy", as BuildManifest would for a real sluice-frontend.
-	web, _ := msg.Lookup(msg.ProtoWebToPolicy)
+	// This test binary plays the frontend (to policy and to ptystore) and
+	// sluicectl (to ptystore): add its own build ID for each, as
+	// BuildManifest would for a real sluice-frontend and sluicectl.
 	self, err := os.Executable()
 	if err != nil {
 		return 1, err
 	}
-	clientIntent, serverIntent := msg.Intent(web, "client"), msg.Intent(web, "server")
-	ids, err := buildid.OfFile(self, clientIntent)
-	if err != nil {
-		return 1, err
+	clients := map[string]*rpc.Client{}
+	for _, c := range []struct{ component, protocol string }{
+		{msg.Frontend, msg.ProtoWebToPolicy},
+		{msg.Frontend, msg.ProtoWebToPtyStore},
+		{msg.Admin, msg.ProtoAdminToPtyStore},
+	} {
+		p, _ := msg.Lookup(c.protocol)
+		clientIntent, serverIntent := msg.Intent(p, "client"), msg.Intent(p, "server")
+		ids, err := buildid.OfFile(self, clientIntent)
+		if err != nil {
+			return 1, err
+		}
+		man.Entries = append(man.Entries, buildid.Entry{Component: c.component, Protocol: p.Name,
+			Role: "client", Intent: clientIntent, BuildID: ids[0]})
+		server, err := man.Lookup(p.Server, serverIntent)
+		if err != nil {
+			return 1, err
+		}
+		clients[c.protocol] = &rpc.Client{
+			Path:   filepath.Join(runDir, p.Server+".sock"),
+			Hello:  rpc.Hello{Intent: clientIntent, BuildID: ids[0]},
+			Expect: rpc.Hello{Intent: serverIntent, BuildID: server.BuildID},
+		}
 	}
-	man.Entries = append(man.Entries, buildid.Entry{Component: msg.Frontend, Protocol: web.Name,
-		Role: "client", Intent: clientIntent, BuildID: ids[0]})
 	manPath := filepath.Join(runDir, "build-ids.json")
 	if err := man.Write(manPath); err != nil {
 		return 1, err
 	}
 	env.manifest = man
-	policyEntry, err := man.Lookup(msg.Policy, serverIntent)
-	if err != nil {
-		return 1, err
-	}
-	env.web = &rpc.Client{
-		Path:   filepath.Join(runDir, "policy.sock"),
-		Hello:  rpc.Hello{Intent: clientIntent, BuildID: ids[0]},
-		Expect: rpc.Hello{Intent: serverIntent, BuildID: policyEntry.BuildID},
-	}
+	env.web = clients[msg.ProtoWebToPolicy]
+	env.store = clients[msg.ProtoWebToPtyStore]
+	env.admin = clients[msg.ProtoAdminToPtyStore]
 
 	keyPath := filepath.Join(dir, "grant.key")
 	if env.key, err = grant.WriteKeyFile(keyPath); err != nil {
 		return 1, err
 	}
+	// A command that ignores SIGHUP, for nobody to run: the directory
+	// must let nobody reach it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return 1, err
+	}
+	hupProof := filepath.Join(bin, "hup-proof")
+	if err := os.WriteFile(hupProof, []byte("#!/bin/sh\ntrap '' HUP\necho hup-proof ready\nexec sleep 600\n"), 0o755); err != nil {
+		return 1, err
+	}
 	polPath := filepath.Join(dir, "policy")
-	if err := os.WriteFile(polPath, []byte(policyFile), 0o644); err != nil {
+	if err := os.WriteFile(polPath, []byte(policyFile+"allow carol as nobody on .host command "+hupProof+"\n"), 0o644); err != nil {
 		return 1, err
 	}
 
@@ -139,17 +168,23 @@ func run(m *testing.M) (int, error) {
 		exited chan struct{}
 	}
 	var procs []proc
+	// Stopped in the reverse of their start order, as systemd stops units
+	// that are After= others: ptystore before the shell helper, since the
+	// sessions it holds keep their sluice-login, and with it the shell
+	// helper's stderr, open until it lets them go.
 	defer func() {
-		for _, p := range procs {
-			p.cmd.Process.Signal(syscall.SIGTERM)
-			<-p.exited
+		for i := len(procs) - 1; i >= 0; i-- {
+			procs[i].cmd.Process.Signal(syscall.SIGTERM)
+			<-procs[i].exited
 		}
 	}()
 	for _, h := range []struct {
 		name string
 		args []string
 	}{
+		{msg.Hangup, []string{"--session-cgroups", ""}},
 		{msg.Shell, []string{"--backend=embedded"}},
+		{msg.PtyStore, []string{"--grant-key", keyPath, "--policy-file", polPath, "--max-per-user", strconv.Itoa(maxPerUser)}},
 		{msg.Policy, []string{"--policy", polPath, "--grant-key", keyPath}},
 	} {
 		sock := filepath.Join(runDir, h.name+".sock")
@@ -171,6 +206,12 @@ func run(m *testing.M) (int, error) {
 		}
 	}
 	code := m.Run()
+	// Every test ends the sessions it opens: closing our copy of a pty no
+	// longer does, since ptystore holds one too.
+	if held, err := list(); err != nil || len(held) != 0 {
+		fmt.Fprintf(os.Stderr, "chain: sessions left in ptystore after the tests: %+v (%v)\n", held, err)
+		code = 1
+	}
 	if code != 0 {
 		for name, l := range env.logs {
 			fmt.Fprintf(os.Stderr, "--- %s log ---\n%s", name, l)
@@ -213,6 +254,9 @@ func create(t *testing.T, a msg.CreateShellSession) (msg.CreateShellSessionReply
 	return rep, fds, err
 }
 
+// open creates a session and ends it when the test is done, as the
+// frontend does when its user closes the tab: pty-drop, then its own copy
+// of the pty closed. The drop must have ended the shell.
 func open(t *testing.T, a msg.CreateShellSession) (msg.CreateShellSessionReply, *ptytest.Term) {
 	t.Helper()
 	rep, fds, err := create(t, a)
@@ -226,8 +270,47 @@ func open(t *testing.T, a msg.CreateShellSession) (msg.CreateShellSessionReply, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { term.Close() })
+	t.Cleanup(func() {
+		defer term.Close()
+		if err := call(env.store, msg.OpPtyDrop, msg.PtyDrop{Grant: a.Grant, ID: rep.Session.ID}, &msg.PtyDropReply{}); err != nil {
+			t.Errorf("drop %s: %v", rep.Session.ID, err)
+			return
+		}
+		waitGone(t, int(rep.Session.PID))
+	})
 	return rep, term
+}
+
+// call makes one call without fds on a client of this process's.
+func call(cl *rpc.Client, op string, a, rep any) error {
+	args, err := msgpack.Marshal(a)
+	if err != nil {
+		return err
+	}
+	fds, err := cl.Call(context.Background(), msg.Request{Op: op, Args: args}, nil, rep)
+	for _, f := range fds {
+		f.Close()
+	}
+	return err
+}
+
+// list is ptystore's whole list, as sluicectl sessions sees it.
+func list() ([]msg.SessionInfo, error) {
+	var rep msg.PtyListReply
+	err := call(env.admin, msg.OpPtyList, msg.PtyList{}, &rep)
+	return rep.Sessions, err
+}
+
+// waitGone waits until pid is no more (reaped by its sluice-login, which
+// does so at once).
+func waitGone(t testing.TB, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(pid, 0) == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("shell %d still runs", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func expect(t *testing.T, term *ptytest.Term, line, want string) {
@@ -261,6 +344,107 @@ func TestFixedCommandAsOtherUser(t *testing.T) {
 	_, term := open(t, msg.CreateShellSession{Machine: ".host", User: "nobody",
 		Args: []string{"/bin/sh", "-i"}, Grant: signIn(t, "alice")})
 	expect(t, term, `echo "<$(id -u)>"`, "<65534>")
+}
+
+// TestCreateHeldByPtyStore: policy put the session into ptystore before
+// the frontend had its fd, under the info it answered with, so sluicectl
+// sees it and ends it though the frontend holds its copy and never put
+// it; the frontend cannot put one itself.
+func TestCreateHeldByPtyStore(t *testing.T) {
+	g := signIn(t, "alice")
+	rep, fds, err := create(t, msg.CreateShellSession{Machine: ".host", User: "nobody",
+		Args: []string{"/bin/sh", "-i"}, Grant: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fds) != 1 {
+		t.Fatalf("%d fds on the reply, want 1", len(fds))
+	}
+	// The put route the frontend had is closed: with an fd the frame is
+	// refused before any op runs, without one the op is.
+	args, _ := msgpack.Marshal(msg.PtyPut{Grant: g, Session: rep.Session})
+	for _, tc := range []struct {
+		fds  []*os.File
+		code string
+	}{{fds, rpc.CodeBadRequest}, {nil, rpc.CodeForbidden}} {
+		_, err = env.store.Call(context.Background(), msg.Request{Op: msg.OpPtyPut, Args: args}, tc.fds, &msg.PtyPutReply{})
+		if rpc.CodeOf(err) != tc.code {
+			t.Errorf("the frontend's own pty-put with %d fds: %v, want %s", len(tc.fds), err, tc.code)
+		}
+	}
+	term, err := ptytest.New(fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term.Close()
+	expect(t, term, `echo "<$(id -u)>"`, "<65534>")
+
+	if !holds(t, rep.Session) {
+		t.Fatalf("ptystore does not hold %+v", rep.Session)
+	}
+	if err := call(env.admin, msg.OpPtyDrop, msg.PtyDrop{ID: rep.Session.ID}, &msg.PtyDropReply{}); err != nil {
+		t.Fatalf("sluicectl sessions end: %v", err)
+	}
+	waitGone(t, int(rep.Session.PID))
+	if holds(t, rep.Session) {
+		t.Errorf("after the end ptystore still holds %s", rep.Session.ID)
+	}
+}
+
+// holds says whether ptystore holds s, under exactly that info.
+func holds(t *testing.T, s msg.SessionInfo) bool {
+	t.Helper()
+	held, err := list()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range held {
+		if h == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRefusedSessionEnded: a session ptystore will not hold (carol is at
+// her limit) is ended, not only hung up by closing its pty: its command
+// ignores SIGHUP, and would otherwise run on where no end or revocation
+// reaches it.
+func TestRefusedSessionEnded(t *testing.T) {
+	g := signIn(t, "carol")
+	a := msg.CreateShellSession{Machine: ".host", User: "nobody", Args: []string{filepath.Join(env.dir, "bin", "hup-proof")}, Grant: g}
+	for range maxPerUser {
+		_, term := open(t, a)
+		if _, err := term.Expect("hup-proof ready"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := len(env.logs[msg.Policy].String())
+	_, fds, err := create(t, a)
+	if rpc.CodeOf(err) != msg.CodeDenied || len(fds) != 0 {
+		t.Fatalf("create over the limit: %v, %d fds; want %s and none", err, len(fds), msg.CodeDenied)
+	}
+	// Policy logs the refused session's shell, after it has answered.
+	var pid int
+	for deadline := time.Now().Add(10 * time.Second); pid == 0; {
+		for _, line := range strings.Split(env.logs[msg.Policy].String()[before:], "\n") {
+			if i := strings.Index(line, " pid="); i >= 0 && strings.Contains(line, "ptystore did not take the session") {
+				fmt.Sscanf(line[i+len(" pid="):], "%d", &pid)
+			}
+		}
+		if pid == 0 && time.Now().After(deadline) {
+			t.Fatalf("policy logged no refused session")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(pid, 0) == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			// Killed here, or it would hold the shell helper's stderr, and
+			// with it the end of the run, until its sleep is over.
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the refused session's command %d still runs", pid)
+		}
+	}
 }
 
 func TestRefusals(t *testing.T) {
@@ -480,8 +664,9 @@ func TestMalformedPolicyRefusesToStart(t *testing.T) {
 }
 
 // BenchmarkCreateSession: one create-shell-session through the running
-// policy and shell helpers (fixed command /bin/sh as nobody), the pty
-// closed right after. It measures the two hops and the fork/exec, not the
+// policy, shell and ptystore helpers (fixed command /bin/sh as nobody),
+// the session dropped right after, outside the timer. It measures the
+// three hops (policy, shell, ptystore's put) and the fork/exec, not the
 // shell's own start-up.
 func BenchmarkCreateSession(b *testing.B) {
 	g, err := grant.Sign(env.key, "alice", time.Now(), time.Hour)
@@ -496,8 +681,13 @@ func BenchmarkCreateSession(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		b.StopTimer()
 		for _, f := range fds {
 			f.Close()
 		}
+		if err := call(env.admin, msg.OpPtyDrop, msg.PtyDrop{ID: rep.Session.ID}, &msg.PtyDropReply{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
 	}
 }

@@ -62,7 +62,7 @@ var hostBase = map[string]uint32{msg.Auth: 300000, msg.Policy: 310000, msg.Shell
 
 // helpers is every sandboxed helper, in the order they start: a helper
 // whose socket another's sandbox binds in starts first.
-var helpers = []string{msg.Shell, msg.Policy, msg.Auth, msg.Hangup, msg.PtyStore}
+var helpers = []string{msg.Shell, msg.Hangup, msg.PtyStore, msg.Policy, msg.Auth}
 
 func helperHostUID(name string) uint32 {
 	if name == msg.Shell || name == msg.Hangup {
@@ -78,8 +78,9 @@ var (
 	impostor = Caller{Name: "impostor", UID: hostImpostor, GID: hostImpostor, Groups: []uint32{hostClients, hostShellCallers, hostHangupCallers}}
 	outsider = Caller{Name: "outsider", UID: hostOutsider, GID: hostOutsider}
 	hostRoot = Caller{Name: "host-root", UID: 0, GID: 0, Groups: []uint32{}}
-	// The policy helper's own host account, calling shell from outside.
-	policyAccount = Caller{Name: "policy-account", UID: 310000 + inHelper, GID: 310000 + inHelper, Groups: []uint32{hostShellCallers}}
+	// The policy helper's own host account, calling shell and ptystore
+	// (it puts every session) from outside.
+	policyAccount = Caller{Name: "policy-account", UID: 310000 + inHelper, GID: 310000 + inHelper, Groups: []uint32{hostShellCallers, hostClients}}
 	// The ptystore helper's own host account, calling hangup from outside.
 	ptystoreAccount = Caller{Name: "ptystore-account", UID: 330000 + inHelper, GID: 330000 + inHelper, Groups: []uint32{hostHangupCallers}}
 )
@@ -271,8 +272,10 @@ func layout(base, name string) (*rootfs, Spec, error) {
 		spec.GIDs = append(spec.GIDs, IDMap{inClients, hostClients}, IDMap{inShellCallers, hostShellCallers}, IDMap{inWeb, hostWeb})
 		// In sluice-shell-callers, as the unit's SupplementaryGroups=; the
 		// init needs it too, to reach the shell socket it binds in.
-		spec.Groups = []uint32{inShellCallers}
-		spec.InitGroups = []uint32{inShellCallers}
+		// In the clients' group too: policy puts every session into
+		// ptystore ("policy to ptystore"), whose socket it binds in.
+		spec.Groups = []uint32{inShellCallers, inClients}
+		spec.InitGroups = []uint32{inShellCallers, inClients}
 		spec.Argv = append([]string{exe}, listen...)
 		spec.Argv = append(spec.Argv, "--allow", "web to policy=uid:1001", "--policy", "/etc/sluice/policy")
 		if err := r.file("etc/sluice/policy", []byte(policyFile), 0o644); err != nil {
@@ -309,7 +312,7 @@ func layout(base, name string) (*rootfs, Spec, error) {
 		}
 		spec.Mounts = append(spec.Mounts, Mount{Kind: "devpts", Target: "/dev/pts", Options: "newinstance,ptmxmode=0666,mode=0620"})
 	case msg.PtyStore:
-		spec.UIDs = append(spec.UIDs, IDMap{inWeb, hostWeb}, IDMap{inAdmin, hostAdmin})
+		spec.UIDs = append(spec.UIDs, IDMap{inWeb, hostWeb}, IDMap{inAdmin, hostAdmin}, IDMap{inPolicy, helperHostUID(msg.Policy)})
 		spec.GIDs = append(spec.GIDs, IDMap{inClients, hostClients}, IDMap{inHangupCallers, hostHangupCallers},
 			IDMap{inWeb, hostWeb}, IDMap{inAdmin, hostAdmin})
 		// In the hangup socket's group, helper and init, as policy is in
@@ -317,7 +320,10 @@ func layout(base, name string) (*rootfs, Spec, error) {
 		spec.Groups = []uint32{inHangupCallers}
 		spec.InitGroups = []uint32{inHangupCallers}
 		spec.Argv = append([]string{exe}, listen...)
-		spec.Argv = append(spec.Argv, "--allow", "web to ptystore=uid:1001", "--allow", "admin to ptystore=uid:1002")
+		// Sessions are policy's to put ("policy to ptystore"), and the
+		// frontend's uid may not.
+		spec.Argv = append(spec.Argv, "--allow", "web to ptystore=uid:1001", "--allow", "admin to ptystore=uid:1002",
+			"--allow", "policy to ptystore=uid:1003")
 		group += "hangup-callers:x:302:sluice-ptystore\n"
 	case msg.Hangup:
 		// As the runner and systemd run it: root, and of root's power only
@@ -382,6 +388,12 @@ func layout(base, name string) (*rootfs, Spec, error) {
 			return nil, spec, err
 		}
 		spec.Mounts = append(spec.Mounts, Mount{Kind: "bind", Source: socketPath(msg.Shell), Target: "/run/sluice/shell.sock"})
+		// And ptystore's, where policy puts every session it opens.
+		pp := filepath.Join(sockDir, "ptystore.sock")
+		if err := os.WriteFile(pp, nil, 0o644); err != nil {
+			return nil, spec, err
+		}
+		spec.Mounts = append(spec.Mounts, Mount{Kind: "bind", Source: socketPath(msg.PtyStore), Target: "/run/sluice/ptystore.sock"})
 	}
 	if name == msg.PtyStore {
 		// Likewise the hangup socket, which a drop calls.
@@ -711,7 +723,8 @@ func TestCalls(t *testing.T) {
 }
 
 // TestPtyStoreHoldsAPty hands the sandboxed ptystore a pty master from the
-// host over SCM_RIGHTS and finds it listed, for its owner and for admins.
+// host over SCM_RIGHTS, as policy does, and finds it listed, for its owner
+// and for admins; the frontend's uid may not put one.
 func TestPtyStoreHoldsAPty(t *testing.T) {
 	need(t)
 	master, slave, err := pty.Open()
@@ -722,10 +735,11 @@ func TestPtyStoreHoldsAPty(t *testing.T) {
 	defer master.Close()
 	info := msg.SessionInfo{ID: "c0ffee00c0ffee00c0ffee00c0ffee00", Owner: "bob", UnixUser: "sh-user",
 		Machine: msg.HostMachine, Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}
-	put := spec(t, msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "bob"), Session: info, Ticket: tickettest.For(t, env.key, info, master)})
+	put := spec(t, msg.ProtoPolicyToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "bob"), Session: info, Ticket: tickettest.For(t, env.key, info, master)})
 	put.SendFD = true
 	check(t, impostor, put, master, forbiddenAs(65534))
-	check(t, web, put, master, allowed(nil))
+	check(t, web, put, master, forbiddenAs(inWeb))
+	check(t, policyAccount, put, master, allowed(nil))
 
 	has := func(t *testing.T, b []byte, _ []*os.File) {
 		r := decode[msg.PtyListReply](t, b)
@@ -804,7 +818,9 @@ func TestInside(t *testing.T) {
 
 			// pid namespace: the init, the helper and the probe, nothing of
 			// the host's.
-			// (Shells the test opened may still be on their way out.)
+			// (Shells the tests opened, and their sluice-login, may still
+			// be there: policy puts every session into ptystore, which
+			// holds it, and TestDropAcrossPidNamespaces's cannot be ended.)
 			want := map[int]string{1: "container.test", s.HelperNS: suite.BinaryName(name), r.PID: ""}
 			for _, p := range r.Processes {
 				pidText, comm, _ := strings.Cut(p, " ")
@@ -813,7 +829,7 @@ func TestInside(t *testing.T) {
 				switch {
 				case ok && (w == "" || w == comm):
 					delete(want, pid)
-				case name == msg.Shell && comm == "sh":
+				case name == msg.Shell && (comm == "sh" || comm == "sluice-login"):
 				default:
 					t.Errorf("process %q visible", p)
 				}
@@ -897,9 +913,9 @@ func TestDropAcrossPidNamespaces(t *testing.T) {
 	}
 	info := msg.SessionInfo{ID: "d00dd00dd00dd00dd00dd00dd00dd00d", Owner: "alice", UnixUser: "sh-user",
 		Machine: msg.HostMachine, Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}
-	put := spec(t, msg.ProtoWebToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "alice"), Session: info, Ticket: tickettest.For(t, env.key, info, fds[0])})
+	put := spec(t, msg.ProtoPolicyToPtyStore, msg.OpPtyPut, msg.PtyPut{Grant: signIn(t, "alice"), Session: info, Ticket: tickettest.For(t, env.key, info, fds[0])})
 	put.SendFD = true
-	check(t, web, put, fds[0], allowed(nil))
+	check(t, policyAccount, put, fds[0], allowed(nil))
 
 	res, got, err := admin.Call(env.exe, spec(t, msg.ProtoAdminToPtyStore, msg.OpPtyDrop, msg.PtyDrop{ID: info.ID}), nil)
 	closeAll(got)

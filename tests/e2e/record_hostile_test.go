@@ -64,6 +64,12 @@ func childThen(f *os.File, steps string) string {
 				how = unix.SHUT_RD
 			}
 			err = unix.Shutdown(int(f.Fd()), how)
+		case "hold":
+			// Keep the fd until the parent creates file arg (unput_test.go).
+			deadline := time.Now().Add(time.Minute)
+			for _, err = os.Stat(arg); err != nil && time.Now().Before(deadline); _, err = os.Stat(arg) {
+				time.Sleep(10 * time.Millisecond)
+			}
 		default:
 			err = fmt.Errorf("unknown step")
 		}

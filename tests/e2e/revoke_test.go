@@ -212,12 +212,18 @@ func directGrant(t *testing.T, a *softauthn.Authenticator) msg.Grant {
 func grantWorks(t *testing.T, g msg.Grant, id string) map[string]string {
 	t.Helper()
 	codes := map[string]string{}
-	// A shell nobody keeps: the child's copy of its master is its only
-	// one, and closing it hangs the shell up.
+	// A shell nobody keeps: policy put it into ptystore, so it is
+	// dropped again, leaving only the sessions the test counts.
+	var made msg.CreateShellSessionReply
 	fds, code := asFrontend(t, msg.ProtoWebToPolicy, msg.OpCreateShellSession,
-		msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, nil)
+		msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, &made)
 	if code == "" && fds != 1 {
 		code = fmt.Sprintf("%d fds", fds)
+	}
+	if code == "" {
+		if _, c := asFrontend(t, msg.ProtoWebToPtyStore, msg.OpPtyDrop, msg.PtyDrop{Grant: g, ID: made.Session.ID}, nil); c != "" {
+			t.Fatalf("pty-drop of the probe's session: %s", c)
+		}
 	}
 	codes["create"] = code
 	var list msg.PtyListReply

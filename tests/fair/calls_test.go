@@ -70,14 +70,11 @@ var (
 func session(tb testing.TB) string {
 	tb.Helper()
 	sessOnce.Do(func() {
-		var pol, pt *rpc.Client
+		var pol *rpc.Client
 		if pol, sessErr = env.s.Client(msg.Frontend, msg.ProtoWebToPolicy); sessErr != nil {
 			return
 		}
-		if pt, sessErr = env.s.Client(msg.Frontend, msg.ProtoWebToPtyStore); sessErr != nil {
-			return
-		}
-		pol.Timeout, pt.Timeout = suiterun.Wait, suiterun.Wait
+		pol.Timeout = suiterun.Wait
 		g := signed(tb, "fair")
 		var rep msg.CreateShellSessionReply
 		fds, err := suiterun.Call(ctx(), pol, msg.OpCreateShellSession, msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g}, nil, &rep)
@@ -86,10 +83,7 @@ func session(tb testing.TB) string {
 			return
 		}
 		defer fds[0].Close()
-		var put msg.PtyPutReply
-		if _, sessErr = suiterun.Call(ctx(), pt, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session, Ticket: rep.Ticket}, fds, &put); sessErr == nil {
-			sessID = put.Session.ID
-		}
+		sessID = rep.Session.ID // policy put it into ptystore
 	})
 	if sessErr != nil {
 		tb.Fatalf("session: %v", sessErr)

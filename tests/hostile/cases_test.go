@@ -326,14 +326,14 @@ func cases() []hcase {
 				return ""
 			},
 			run: func(t *testing.T, tg *target) Answer {
-				hello := tg.client
+				hello, _ := tg.putHellos()
 				if tg.pid == "self" {
 					hello = inPtyClient
 				}
 				return callWithFDs(t, tg, Cat(hello.Lines(), Frame(tg.ptyPut)), pipes(t, 1))
 			},
 			check: func(t *testing.T, tg *target, r Reply, a Answer) {
-				want := tg.server
+				_, want := tg.putHellos()
 				if tg.pid == "self" {
 					want = inPtyServer
 				}

@@ -136,7 +136,7 @@ func TestGrantsPtystore(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if err := c.WriteFDs(Cat(ps.client.Lines(), Frame(request(msg.OpPtyPut, msg.PtyPut{Grant: g, Session: in, Ticket: s.ticketFor(t, in, int(master.Fd()))}))),
+		if err := c.WriteFDs(Cat(putHello(ps).Lines(), Frame(request(msg.OpPtyPut, msg.PtyPut{Grant: g, Session: in, Ticket: s.ticketFor(t, in, int(master.Fd()))}))),
 			[]int{int(master.Fd())}); err != nil {
 			t.Fatal(err)
 		}

@@ -82,7 +82,7 @@ func TestSessionSocketForged(t *testing.T) {
 				UnixUser: "alice", Machine: msg.HostMachine, Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}
 			// With a good ticket: the socket's maker is what is refused.
 			req := request(msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: info, Ticket: s.ticketFor(t, info, fd)})
-			if err := c.WriteFDs(Cat(ps.client.Lines(), Frame(req)), []int{fd}); err != nil {
+			if err := c.WriteFDs(Cat(putHello(ps).Lines(), Frame(req)), []int{fd}); err != nil {
 				t.Fatal(err)
 			}
 			c.CloseWrite()

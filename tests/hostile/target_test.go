@@ -48,6 +48,17 @@ type target struct {
 	// master; ptyWrong is the error frame prefix for any other fd.
 	ptyPut   []byte
 	ptyWrong string
+	// putClient and putServer, when set, are the hellos of that call's
+	// protocol, if not client's and server's (ptystore: policy puts).
+	putClient, putServer Hello
+}
+
+// putHellos are the hellos of tg's pty-taking call.
+func (tg *target) putHellos() (Hello, Hello) {
+	if tg.putClient.Intent != "" {
+		return tg.putClient, tg.putServer
+	}
+	return tg.client, tg.server
 }
 
 // request encodes a msg.Request.
@@ -463,12 +474,14 @@ func helperTargetList(t *testing.T) []*target {
 		pty.client = s.hello(t, msg.Frontend, msg.ProtoWebToPtyStore, "client")
 		pty.server = s.hello(t, msg.PtyStore, msg.ProtoWebToPtyStore, "server")
 		pty.other = s.hello(t, msg.Admin, msg.ProtoAdminToAuth, "client")
-		pty.maxFDs = 1
+		pty.maxFDs = 0 // the web route takes none: pty-put is policy's
 		pty.good, pty.goodOK = request(msg.OpPtyList, msg.PtyList{Grant: alice}), wantOK(0)
 		pty.ptyPut = request(msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: msg.SessionInfo{
 			ID: "hostile-1", Owner: "alice", UnixUser: "alice", Machine: msg.HostMachine,
 			Created: time.Now().UnixMilli(), Sharing: msg.SharePrivate}})
 		pty.ptyWrong = "bad-request: put hostile-1: "
+		pty.putClient = s.hello(t, msg.Policy, msg.ProtoPolicyToPtyStore, "client")
+		pty.putServer = s.hello(t, msg.PtyStore, msg.ProtoPolicyToPtyStore, "server")
 
 		helperTargets = []*target{auth, pol, sh, pty}
 	})
@@ -483,3 +496,9 @@ const (
 	rpID   = "localhost"
 	origin = "http://localhost:8080"
 )
+
+// putHello is the client hello of tg's pty-taking call.
+func putHello(tg *target) Hello {
+	c, _ := tg.putHellos()
+	return c
+}

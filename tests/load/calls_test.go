@@ -26,16 +26,13 @@ var (
 )
 
 // loadSession is one session of user "load" made through the real chain,
-// policy (which asks the shell helper) then ptystore, as the frontend
-// makes one; pty-get bursts fetch it.
+// policy (which asks the shell helper and puts it into ptystore), as the
+// frontend makes one; pty-get bursts fetch it.
 func loadSession(tb testing.TB) string {
 	tb.Helper()
 	sessOnce.Do(func() {
-		var pol, pt *rpc.Client
+		var pol *rpc.Client
 		if pol, sessErr = env.s.Client(msg.Frontend, msg.ProtoWebToPolicy); sessErr != nil {
-			return
-		}
-		if pt, sessErr = env.s.Client(msg.Frontend, msg.ProtoWebToPtyStore); sessErr != nil {
 			return
 		}
 		g := signed(tb, "load")
@@ -46,10 +43,7 @@ func loadSession(tb testing.TB) string {
 			return
 		}
 		defer fds[0].Close()
-		var put msg.PtyPutReply
-		if _, sessErr = suiterun.Call(ctx(), pt, msg.OpPtyPut, msg.PtyPut{Grant: g, Session: rep.Session, Ticket: rep.Ticket}, fds, &put); sessErr == nil {
-			sessID = put.Session.ID
-		}
+		sessID = rep.Session.ID // policy put it into ptystore
 	})
 	if sessErr != nil {
 		tb.Fatalf("load session: %v", sessErr)

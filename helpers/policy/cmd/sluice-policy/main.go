@@ -66,7 +66,11 @@ func main() {
 	if err != nil {
 		helper.Fatal(log, "shell client", err)
 	}
-	h := &policy.Handler{Key: key, Policy: pol, Shell: shell, Log: log}
+	ptystore, err := suite.Client(msg.Policy, msg.ProtoPolicyToPtyStore)
+	if err != nil {
+		helper.Fatal(log, "ptystore client", err)
+	}
+	h := &policy.Handler{Key: key, Policy: pol, Shell: shell, PtyStore: ptystore, Log: log}
 	var read []string
 	if *revocationDir != "" {
 		h.Revoked = revoke.NewChecker(*revocationDir)

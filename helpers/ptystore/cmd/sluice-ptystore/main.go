@@ -156,7 +156,8 @@ func main() {
 		if *gatewayAdmin {
 			ad.Admin, _ = optable.Find(tables, msg.ProtoAdminToPtyStore)
 		}
-		// The relay puts the pty it got from policy, as the frontend does.
+		// The relay gets, lists, drops and shares as the frontend does;
+		// it puts nothing: the host's policy put every session it opened.
 		web, _ := optable.Find(tables, msg.ProtoWebToPtyStore)
 		tables = append(tables, ad.Table(msg.ProtoGatewayToPtyStore, web))
 	}
