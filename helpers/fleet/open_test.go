@@ -59,7 +59,12 @@ func fakeRelay(dir string) int {
 	os.Stdout.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(out))), out...))
 	os.Stdout.WriteString("output-from-the-host")
 	typed, _ := io.ReadAll(os.Stdin)
-	os.WriteFile(filepath.Join(dir, "typed"), typed, 0o644)
+	// Renamed into place: the test reads "typed" as soon as it exists,
+	// and a file being written can be read empty.
+	tmp := filepath.Join(dir, "typed.tmp")
+	if os.WriteFile(tmp, typed, 0o644) != nil || os.Rename(tmp, filepath.Join(dir, "typed")) != nil {
+		return 4
+	}
 	return 0
 }
 
