@@ -90,8 +90,9 @@ func serveMinRelay() error {
 }
 
 // startMinRelay runs serveMinRelay in a child copy of this test binary,
-// in a session of its own as every server here, and returns its URL.
-func startMinRelay(tb testing.TB) string {
+// in a session of its own as every server here, and returns its URL and
+// process ID.
+func startMinRelay(tb testing.TB) (string, int) {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
 	cmd.Env = append(os.Environ(), minRelayEnv+"=1")
@@ -107,7 +108,7 @@ func startMinRelay(tb testing.TB) string {
 	if err != nil || !strings.HasPrefix(line, "ws://") {
 		tb.Fatalf("minimal relay: %q %v", line, err)
 	}
-	return strings.TrimSpace(line)
+	return strings.TrimSpace(line), cmd.Process.Pid
 }
 
 // minPage is a client of the minimal relay: one goroutine, a blocking

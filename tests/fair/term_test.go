@@ -106,7 +106,8 @@ func BenchmarkEcho(b *testing.B) {
 		_, err := io.ReadFull(m, one[:1])
 		return time.Since(t), err
 	}
-	mr := dialMinRelay(b, startMinRelay(b), figures.EchoScript)
+	relay, relayPid := startMinRelay(b)
+	mr := dialMinRelay(b, relay, figures.EchoScript)
 	defer mr.Close()
 	fe, err := env.s.WaitChild("sluice-frontend")
 	if err != nil {
@@ -139,6 +140,7 @@ func BenchmarkEcho(b *testing.B) {
 			r.Add("frontend-switches-per-key", float64(switches(b, fe)-sw0)/perRound)
 			// The floor of any WebSocket terminal, reported, not targeted.
 			var ml []time.Duration
+			sw0 = switches(b, relayPid)
 			for range perRound {
 				d, err := mr.echo()
 				if err != nil {
@@ -146,6 +148,7 @@ func BenchmarkEcho(b *testing.B) {
 				}
 				ml = append(ml, d)
 			}
+			r.Add("minrelay-switches-per-key", float64(switches(b, relayPid)-sw0)/perRound)
 			us := figures.US
 			d50, d99, w50, w99 := figures.Quantile(dl, .5), figures.Quantile(dl, .99), figures.Quantile(wl, .5), figures.Quantile(wl, .99)
 			r.Add("direct-p50-us", us(d50))
@@ -197,7 +200,7 @@ func BenchmarkCat100MB(b *testing.B) {
 		}
 		return d
 	}
-	relay := startMinRelay(b)
+	relay, _ := startMinRelay(b)
 	catRelay := func() time.Duration {
 		p := dialMinRelay(b, relay, script)
 		defer p.Close()
