@@ -39,16 +39,17 @@ func (s *Session) readLoop() {
 			}
 			continue
 		}
-		got, err := s.readOnce(n)
+		again, err := s.readOnce(n)
 		if err != nil {
 			s.setErr(err)
 			return
 		}
-		if got {
+		if again {
 			continue
 		}
 		// Waiting for output needs no kick: acknowledgements only
-		// widen an allowance that is already there.
+		// widen an allowance that is already there. The waiter arms the
+		// pty and so finds output that came after the last read.
 		if err := s.rw.wait(); err != nil {
 			select {
 			case <-s.closing:
@@ -77,11 +78,15 @@ const burstRead = 2 << 10
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // readOnce appends one read of at most n bytes to the ring, and reports
-// false when the pty has nothing (EAGAIN). The buffer comes from a pool
-// and goes back before it returns, so an idle session holds none.
+// whether to read again before waiting: not when the pty had nothing
+// (EAGAIN), nor after a short read, which says the shell is not writing
+// fast: a keystroke's echo then costs no read that finds the pty empty
+// (the waiter, arming, sees output that came since). The buffer comes
+// from a pool and goes back before it returns, so an idle session holds
+// none.
 func (s *Session) readOnce(n int) (bool, error) {
 	var rerr error
-	got := false
+	again := false
 	err := s.rc.Control(func(fd uintptr) {
 		bp := bufPool.Get().(*[]byte)
 		defer bufPool.Put(bp)
@@ -115,7 +120,7 @@ func (s *Session) readOnce(n int) (bool, error) {
 			}
 			k += m
 		}
-		got = true
+		again = k == len(buf)
 		if k > 0 {
 			s.mu.Lock()
 			s.ring.write(buf[:k])
@@ -129,7 +134,7 @@ func (s *Session) readOnce(n int) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return got, rerr
+	return again, rerr
 }
 
 // allowanceLocked is how many bytes the reader may read now: as much as
