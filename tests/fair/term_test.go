@@ -191,23 +191,37 @@ func BenchmarkCat100MB(b *testing.B) {
 		}
 		return d
 	}
+	fe, err := env.s.WaitChild("sluice-frontend")
+	if err != nil {
+		b.Fatal(err)
+	}
+	self := os.Getpid()
+	// CPU of the client and of the server over one cat, in ms: the
+	// wall-clock figures swing with the machine's other load, the CPU
+	// each side spends per 100 MB much less.
+	var cpu struct{ client, server time.Duration }
 	catSluice := func() time.Duration {
 		br := page(b, env.s, a)
 		defer br.Close()
+		c0, s0 := cpuTime(b, self), cpuTime(b, fe)
 		d, err := figures.PageCat(br, script, catSize)
 		if err != nil {
 			b.Fatalf("cat through sluice: %v", err)
 		}
+		cpu.client, cpu.server = cpuTime(b, self)-c0, cpuTime(b, fe)-s0
 		return d
 	}
-	relay, _ := startMinRelay(b)
+	relay, relayPid := startMinRelay(b)
+	var relayCPU struct{ client, server time.Duration }
 	catRelay := func() time.Duration {
 		p := dialMinRelay(b, relay, script)
 		defer p.Close()
+		c0, s0 := cpuTime(b, self), cpuTime(b, relayPid)
 		d, err := p.cat(catSize)
 		if err != nil {
 			b.Fatalf("cat through the minimal relay: %v", err)
 		}
+		relayCPU.client, relayCPU.server = cpuTime(b, self)-c0, cpuTime(b, relayPid)-s0
 		return d
 	}
 	r := figures.Rounds{}
@@ -224,6 +238,11 @@ func BenchmarkCat100MB(b *testing.B) {
 			// The floor of any WebSocket terminal, reported, not targeted.
 			r.Add("minrelay-MB/s", mbps(m))
 			r.Add("minrelay-tput-ratio", d.Seconds()/m.Seconds())
+			ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+			r.Add("client-cpu-ms", ms(cpu.client))
+			r.Add("frontend-cpu-ms", ms(cpu.server))
+			r.Add("minrelay-client-cpu-ms", ms(relayCPU.client))
+			r.Add("minrelay-cpu-ms", ms(relayCPU.server))
 		}
 	}
 	b.Logf("\n%s", r)
@@ -250,6 +269,30 @@ func switches(tb testing.TB, pid int) int {
 				k, _ := strconv.Atoi(f[1])
 				n += k
 			}
+		}
+	}
+	return n
+}
+
+// cpuTime is how long the threads of process pid have run on a CPU
+// (from the scheduler's own accounting, in nanoseconds: a 100 MB cat
+// takes too little CPU for /proc's clock ticks). Threads that have
+// ended are not counted, so take it around work whose threads last.
+func cpuTime(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		tb.Fatalf("threads of %d: %v", pid, err)
+	}
+	var n time.Duration
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(data)); len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			n += time.Duration(ns)
 		}
 	}
 	return n

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -41,7 +42,7 @@ type Browser struct {
 	ackTimer *time.Timer
 	ackArmed bool
 	ackDelay time.Duration // AckDelay
-	err      error // why the reader stopped
+	err      error         // why the reader stopped
 }
 
 // AckDelay is the longest the page holds back an acknowledgement of what
@@ -83,8 +84,17 @@ func (b *Browser) Close() error { return b.ws.Close() }
 func (b *Browser) read() {
 	defer close(b.msgs)
 	defer close(b.out)
+	var scratch []byte
 	for {
-		typ, data, err := b.ws.ReadMessage()
+		var typ int
+		var data []byte
+		var err error
+		typ, scratch, err = readMessage(b.ws, scratch[:0])
+		if err == nil {
+			// A message of its own size, as a browser hands the page an
+			// ArrayBuffer per message; the consumer may keep it.
+			data = append([]byte(nil), scratch...)
+		}
 		if err != nil {
 			b.mu.Lock()
 			b.err = err
@@ -115,6 +125,30 @@ func (b *Browser) read() {
 			b.mu.Unlock()
 		}
 		b.msgs <- m
+	}
+}
+
+// readMessage reads the next message into buf, grown as needed: unlike
+// ws.ReadMessage it does not grow a fresh buffer from 512 bytes for each
+// frame of output, whose garbage would load the cores the frontend
+// shares with this process.
+func readMessage(ws *websocket.Conn, buf []byte) (int, []byte, error) {
+	typ, r, err := ws.NextReader()
+	if err != nil {
+		return 0, buf, err
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return typ, buf, nil
+		}
+		if err != nil {
+			return 0, buf, err
+		}
 	}
 }
 
