@@ -120,6 +120,7 @@ func BenchmarkEcho(b *testing.B) {
 			ptyEcho()
 			mr.echo()
 		}
+		us := figures.US
 		for range nRounds(15) {
 			var dl, wl []time.Duration
 			for range perRound {
@@ -129,7 +130,7 @@ func BenchmarkEcho(b *testing.B) {
 				}
 				dl = append(dl, d)
 			}
-			sw0 := switches(b, fe)
+			sw0, cpu0 := switches(b, fe), cpuTime(b, fe)
 			for range perRound {
 				d, err := wsEcho()
 				if err != nil {
@@ -138,9 +139,11 @@ func BenchmarkEcho(b *testing.B) {
 				wl = append(wl, d)
 			}
 			r.Add("frontend-switches-per-key", float64(switches(b, fe)-sw0)/perRound)
+			// CPU per key swings less with the machine's load than latency.
+			r.Add("frontend-cpu-us-per-key", us(cpuTime(b, fe)-cpu0)/perRound)
 			// The floor of any WebSocket terminal, reported, not targeted.
 			var ml []time.Duration
-			sw0 = switches(b, relayPid)
+			sw0, cpu0 = switches(b, relayPid), cpuTime(b, relayPid)
 			for range perRound {
 				d, err := mr.echo()
 				if err != nil {
@@ -149,7 +152,7 @@ func BenchmarkEcho(b *testing.B) {
 				ml = append(ml, d)
 			}
 			r.Add("minrelay-switches-per-key", float64(switches(b, relayPid)-sw0)/perRound)
-			us := figures.US
+			r.Add("minrelay-cpu-us-per-key", us(cpuTime(b, relayPid)-cpu0)/perRound)
 			d50, d99, w50, w99 := figures.Quantile(dl, .5), figures.Quantile(dl, .99), figures.Quantile(wl, .5), figures.Quantile(wl, .99)
 			r.Add("direct-p50-us", us(d50))
 			r.Add("direct-p99-us", us(d99))
