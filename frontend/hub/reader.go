@@ -79,11 +79,12 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }
 
 // readOnce appends one read of at most n bytes to the ring, and reports
 // whether to read again before waiting: not when the pty had nothing
-// (EAGAIN), nor after a short read, which says the shell is not writing
-// fast: a keystroke's echo then costs no read that finds the pty empty
-// (the waiter, arming, sees output that came since). The buffer comes
-// from a pool and goes back before it returns, so an idle session holds
-// none.
+// (EAGAIN), nor when all it had was one short read, as a keystroke's
+// echo: that costs no read that finds the pty empty (the waiter, arming,
+// sees output that came since). After a burst it reads again: a shell
+// writing fast has more by then more often than not, and finding it so
+// is cheaper than waiting for it. The buffer comes from a pool and goes
+// back before it returns, so an idle session holds none.
 func (s *Session) readOnce(n int) (bool, error) {
 	var rerr error
 	again := false
@@ -97,6 +98,7 @@ func (s *Session) readOnce(n int) (bool, error) {
 		// A short read means the shell is not writing fast, so an echo
 		// goes out without waiting for another read's EAGAIN.
 		k, m := 0, burstRead
+		empty := false // a read found nothing (EAGAIN)
 		for k < len(buf) && m >= burstRead && rerr == nil {
 			var err error
 			m, err = unix.Read(int(fd), buf[k:])
@@ -108,6 +110,7 @@ func (s *Session) readOnce(n int) (bool, error) {
 				if k == 0 {
 					return
 				}
+				empty = true
 			case err == unix.EIO || (err == nil && m == 0):
 				// EIO: no slave fd is open any more; the shell is gone and
 				// everything it wrote has been read.
@@ -120,7 +123,7 @@ func (s *Session) readOnce(n int) (bool, error) {
 			}
 			k += m
 		}
-		again = k == len(buf)
+		again = !empty && (k == len(buf) || k >= burstRead)
 		if k > 0 {
 			s.mu.Lock()
 			s.ring.write(buf[:k])
