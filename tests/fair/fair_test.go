@@ -60,8 +60,8 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	if os.Getenv(minRelayEnv) != "" {
-		if err := serveMinRelay(); err != nil {
+	if script := os.Getenv(minRelayEnv); script != "" {
+		if err := serveMinRelay(script, os.Getenv(minRelayPathEnv)); err != nil {
 			fmt.Fprintln(os.Stderr, "fair: minimal relay:", err)
 			os.Exit(1)
 		}

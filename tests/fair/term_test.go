@@ -106,8 +106,8 @@ func BenchmarkEcho(b *testing.B) {
 		_, err := io.ReadFull(m, one[:1])
 		return time.Since(t), err
 	}
-	relay, relayPid := startMinRelay(b)
-	mr := dialMinRelay(b, relay, figures.EchoScript)
+	relay, relayPid := startMinRelay(b, figures.EchoScript)
+	mr := dialMinRelay(b, relay)
 	defer mr.Close()
 	fe, err := env.s.WaitChild("sluice-frontend")
 	if err != nil {
@@ -214,10 +214,10 @@ func BenchmarkCat100MB(b *testing.B) {
 		cpu.client, cpu.server = cpuTime(b, self)-c0, cpuTime(b, fe)-s0
 		return d
 	}
-	relay, relayPid := startMinRelay(b)
+	relay, relayPid := startMinRelay(b, script)
 	var relayCPU struct{ client, server time.Duration }
 	catRelay := func() time.Duration {
-		p := dialMinRelay(b, relay, script)
+		p := dialMinRelay(b, relay)
 		defer p.Close()
 		c0, s0 := cpuTime(b, self), cpuTime(b, relayPid)
 		d, err := p.cat(catSize)
