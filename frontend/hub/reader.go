@@ -39,16 +39,17 @@ func (s *Session) readLoop() {
 			}
 			continue
 		}
-		got, err := s.readOnce(n)
+		again, err := s.readOnce(n)
 		if err != nil {
 			s.setErr(err)
 			return
 		}
-		if got {
+		if again {
 			continue
 		}
 		// Waiting for output needs no kick: acknowledgements only
-		// widen an allowance that is already there.
+		// widen an allowance that is already there. The waiter arms the
+		// pty and so finds output that came after the last read.
 		if err := s.rw.wait(); err != nil {
 			select {
 			case <-s.closing:
@@ -77,11 +78,16 @@ const burstRead = 2 << 10
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // readOnce appends one read of at most n bytes to the ring, and reports
-// false when the pty has nothing (EAGAIN). The buffer comes from a pool
-// and goes back before it returns, so an idle session holds none.
+// whether to read again before waiting: not when the pty had nothing
+// (EAGAIN), nor when all it had was one short read, as a keystroke's
+// echo: that costs no read that finds the pty empty (the waiter, arming,
+// sees output that came since). After a burst it reads again: a shell
+// writing fast has more by then more often than not, and finding it so
+// is cheaper than waiting for it. The buffer comes from a pool and goes
+// back before it returns, so an idle session holds none.
 func (s *Session) readOnce(n int) (bool, error) {
 	var rerr error
-	got := false
+	again := false
 	err := s.rc.Control(func(fd uintptr) {
 		bp := bufPool.Get().(*[]byte)
 		defer bufPool.Put(bp)
@@ -92,6 +98,7 @@ func (s *Session) readOnce(n int) (bool, error) {
 		// A short read means the shell is not writing fast, so an echo
 		// goes out without waiting for another read's EAGAIN.
 		k, m := 0, burstRead
+		empty := false // a read found nothing (EAGAIN)
 		for k < len(buf) && m >= burstRead && rerr == nil {
 			var err error
 			m, err = unix.Read(int(fd), buf[k:])
@@ -103,6 +110,7 @@ func (s *Session) readOnce(n int) (bool, error) {
 				if k == 0 {
 					return
 				}
+				empty = true
 			case err == unix.EIO || (err == nil && m == 0):
 				// EIO: no slave fd is open any more; the shell is gone and
 				// everything it wrote has been read.
@@ -115,7 +123,7 @@ func (s *Session) readOnce(n int) (bool, error) {
 			}
 			k += m
 		}
-		got = true
+		again = !empty && (k == len(buf) || k >= burstRead)
 		if k > 0 {
 			s.mu.Lock()
 			s.ring.write(buf[:k])
@@ -129,7 +137,7 @@ func (s *Session) readOnce(n int) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return got, rerr
+	return again, rerr
 }
 
 // allowanceLocked is how many bytes the reader may read now: as much as

@@ -57,28 +57,38 @@ func newWaiter(fd int, events uint32) (*waiter, error) {
 
 // wait arms the pty and returns once it is ready, or with an error once
 // the waiter is closed. The kernel checks readiness as it arms, so a
-// caller that saw EAGAIN and then waits misses nothing.
+// caller that saw EAGAIN (or a short read) and then waits misses nothing.
+//
+// It arms inside the runtime's read, after the runtime has forgotten
+// earlier readiness of the epoll fd: arming a pty that is ready (now or
+// later) queues its event and so makes the epoll fd readable from then
+// on, which the runtime sees and wakes the wait for; no epoll_wait is
+// needed before parking, only the one that takes the event after.
 func (w *waiter) wait() error {
-	var err error
-	if cerr := w.rc.Control(func(ep uintptr) {
-		err = unix.EpollCtl(int(ep), unix.EPOLL_CTL_MOD, w.fd, &unix.EpollEvent{Events: w.events | unix.EPOLLONESHOT, Fd: int32(w.fd)})
-	}); cerr != nil {
-		return cerr
-	}
-	if err != nil {
-		return fmt.Errorf("epoll arm: %w", err)
-	}
-	return w.rc.Read(func(ep uintptr) bool {
+	armed := false
+	var aerr error
+	err := w.rc.Read(func(ep uintptr) bool {
+		if !armed {
+			armed = true
+			aerr = unix.EpollCtl(int(ep), unix.EPOLL_CTL_MOD, w.fd, &unix.EpollEvent{Events: w.events | unix.EPOLLONESHOT, Fd: int32(w.fd)})
+			return aerr != nil
+		}
 		for {
 			n, err := unix.EpollWait(int(ep), w.evs[:], 0)
 			if err == unix.EINTR {
 				continue
 			}
-			// Nothing yet: park until the epoll fd is readable. An edge
-			// after this epoll_wait is kept by the runtime for that wait.
+			// Nothing yet: park until the epoll fd is readable again.
 			return err == nil && n > 0
 		}
 	})
+	if err != nil {
+		return err
+	}
+	if aerr != nil {
+		return fmt.Errorf("epoll arm: %w", aerr)
+	}
+	return nil
 }
 
 // close ends a pending wait; the pty's registration goes with the epoll

@@ -114,3 +114,51 @@ func openFds(t *testing.T) int {
 	}
 	return len(es)
 }
+
+// Small writes that land between a short read and the arming of the
+// waiter are not lost: after a short read the reader waits without
+// reading again, and the arming must find them. Writers of every pace,
+// from back to back to a pause per write, so some land in that gap.
+func TestWaiterSmallWritesAfterShortRead(t *testing.T) {
+	tests := []struct {
+		name  string
+		pause time.Duration
+	}{{"back to back", 0}, {"with pauses", 20 * time.Microsecond}, {"echo pace", 200 * time.Microsecond}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := New(Options{})
+			defer h.Close()
+			s, sl := rawPty(t, h, "small")
+			defer sl.Close()
+			c := &collector{v: s.Attach("alice", ModeOwner)}
+			var want bytes.Buffer
+			for i := range 2000 {
+				fmt.Fprintf(&want, "%d,", i)
+			}
+			go func() {
+				p := want.Bytes()
+				for len(p) > 0 {
+					k := min(len(p), 1+len(p)%7)
+					sl.Write(p[:k])
+					p = p[k:]
+					if tt.pause > 0 {
+						time.Sleep(tt.pause)
+					}
+				}
+			}()
+			c.until(t, ctx(t), "1999,")
+			if got := c.out.String(); got != want.String() {
+				t.Errorf("got %d bytes, want %d; first difference at %d", len(got), want.Len(), firstDiff(got, want.String()))
+			}
+		})
+	}
+}
+
+func firstDiff(a, b string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}

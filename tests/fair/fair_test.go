@@ -60,6 +60,13 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if script := os.Getenv(minRelayEnv); script != "" {
+		if err := serveMinRelay(script, os.Getenv(minRelayPathEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "fair: minimal relay:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	code, err := run(m)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fair:", err)

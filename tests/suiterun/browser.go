@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -20,7 +21,9 @@ import (
 // xterm.js has parsed it. Acknowledging on receipt instead would make the
 // frontend's window meaningless: under load the page's queue, not the
 // frontend, would hold the backlog, and a page many frames behind would
-// look alive to the frontend.
+// look alive to the frontend. It acknowledges by the page's rule (see
+// consumed): once a quarter of the window is unacknowledged, or AckDelay
+// after the first byte consumed since the last acknowledgement.
 // Its methods return errors rather than fail a test, so they can run in
 // many goroutines at once.
 type Browser struct {
@@ -31,11 +34,23 @@ type Browser struct {
 	buf  []byte // output read and not yet consumed by Until
 	User string
 
-	mu    sync.Mutex
-	att   float64
-	total int64
-	err   error // why the reader stopped
+	mu       sync.Mutex
+	att      float64
+	window   int64 // the attachment's window, from "attached"
+	total    int64 // consumed since "attached"
+	acked    int64 // the last acknowledgement sent
+	ackTimer *time.Timer
+	ackArmed bool
+	ackDelay time.Duration // AckDelay
+	err      error         // why the reader stopped
 }
+
+// AckDelay is the longest the page holds back an acknowledgement of what
+// it has consumed (frontend/web/static/app.js, ACK_DELAY_MS).
+const AckDelay = 20 * time.Millisecond
+
+// defaultWindow is the page's window until "attached" says otherwise.
+const defaultWindow = 64 << 10
 
 // ErrClosed: the frontend closed the WebSocket (or died).
 var ErrClosed = errors.New("suiterun: websocket closed")
@@ -50,7 +65,11 @@ func (s *Suite) Dial() (*Browser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("suiterun: dial %s: %w", s.URL, err)
 	}
-	b := &Browser{ws: ws, msgs: make(chan map[string]any, 64), out: make(chan frame, 256)}
+	return newBrowser(ws)
+}
+
+func newBrowser(ws *websocket.Conn) (*Browser, error) {
+	b := &Browser{ws: ws, msgs: make(chan map[string]any, 64), out: make(chan frame, 256), ackDelay: AckDelay, window: defaultWindow}
 	go b.read()
 	if _, err := b.Expect("hello"); err != nil {
 		ws.Close()
@@ -65,8 +84,17 @@ func (b *Browser) Close() error { return b.ws.Close() }
 func (b *Browser) read() {
 	defer close(b.msgs)
 	defer close(b.out)
+	var scratch []byte
 	for {
-		typ, data, err := b.ws.ReadMessage()
+		var typ int
+		var data []byte
+		var err error
+		typ, scratch, err = readMessage(b.ws, scratch[:0])
+		if err == nil {
+			// A message of its own size, as a browser hands the page an
+			// ArrayBuffer per message; the consumer may keep it.
+			data = append([]byte(nil), scratch...)
+		}
 		if err != nil {
 			b.mu.Lock()
 			b.err = err
@@ -89,10 +117,38 @@ func (b *Browser) read() {
 			// acknowledged count restarts here, as in the page.
 			b.mu.Lock()
 			b.att, _ = m["a"].(float64)
-			b.total = 0
+			b.total, b.acked = 0, 0
+			b.window = defaultWindow
+			if w, ok := m["window"].(float64); ok && w > 0 {
+				b.window = int64(w)
+			}
 			b.mu.Unlock()
 		}
 		b.msgs <- m
+	}
+}
+
+// readMessage reads the next message into buf, grown as needed: unlike
+// ws.ReadMessage it does not grow a fresh buffer from 512 bytes for each
+// frame of output, whose garbage would load the cores the frontend
+// shares with this process.
+func readMessage(ws *websocket.Conn, buf []byte) (int, []byte, error) {
+	typ, r, err := ws.NextReader()
+	if err != nil {
+		return 0, buf, err
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return typ, buf, nil
+		}
+		if err != nil {
+			return 0, buf, err
+		}
 	}
 }
 
@@ -102,8 +158,13 @@ type frame struct {
 	p   []byte
 }
 
-// consumed acknowledges f, unless it belongs to an attachment since
-// replaced.
+// consumed counts f as consumed, unless it belongs to an attachment
+// since replaced, and acknowledges by the page's rule: at once when a
+// quarter of the window is unacknowledged, so the frontend never waits on
+// an acknowledgement held back, and otherwise within AckDelay, so a
+// keystroke's echo costs no acknowledgement of its own (the frontend's
+// wake-up and the page's message) while typing goes on, and the frontend
+// hears of everything consumed soon after output stops.
 func (b *Browser) consumed(f frame) {
 	b.mu.Lock()
 	if f.att != b.att {
@@ -111,9 +172,42 @@ func (b *Browser) consumed(f frame) {
 		return
 	}
 	b.total += int64(len(f.p))
-	ack := map[string]any{"t": "ack", "a": b.att, "n": b.total}
+	if b.total-b.acked >= b.window/4 {
+		ack := b.ackLocked()
+		b.mu.Unlock()
+		b.Send(ack)
+		return
+	}
+	if !b.ackArmed && b.total > b.acked {
+		b.ackArmed = true
+		if b.ackTimer == nil {
+			b.ackTimer = time.AfterFunc(b.ackDelay, b.ackLate)
+		} else {
+			b.ackTimer.Reset(b.ackDelay)
+		}
+	}
+	b.mu.Unlock()
+}
+
+func (b *Browser) ackLate() {
+	b.mu.Lock()
+	b.ackArmed = false
+	if b.total <= b.acked {
+		b.mu.Unlock()
+		return
+	}
+	ack := b.ackLocked()
 	b.mu.Unlock()
 	b.Send(ack)
+}
+
+// ackLocked is the acknowledgement of everything consumed. It is sent
+// after b.mu is let go (a send may wait on the frontend, which may be
+// waiting for the reader, which takes b.mu), so two may cross on the
+// way; the frontend keeps the highest.
+func (b *Browser) ackLocked() map[string]any {
+	b.acked = b.total
+	return map[string]any{"t": "ack", "a": b.att, "n": b.total}
 }
 
 // Send writes one control message.

@@ -412,7 +412,6 @@
   let term = null;
   let fit = null;
   let att = 0; // attachment serial, echoed in acks
-  let received = 0;
   let processed = 0;
   let acked = 0;
   let windowSize = 65536;
@@ -443,18 +442,31 @@
 
   // output writes pty bytes and acknowledges them once xterm has parsed
   // them, so the server never runs more than a window ahead of the screen.
+  // It acknowledges at once when a quarter of the window is unacknowledged
+  // (the server never waits on an acknowledgement held back), otherwise
+  // within ACK_DELAY_MS: a keystroke's echo then costs no acknowledgement
+  // of its own while typing goes on (a message, and a wake-up of the
+  // server, per key), and the server hears of everything parsed soon
+  // after output stops. tests/suiterun's Browser follows the same rule.
+  const ACK_DELAY_MS = 20;
+  let ackTimer = 0;
+  function ackNow() {
+    clearTimeout(ackTimer);
+    ackTimer = 0;
+    if (processed > acked) {
+      acked = processed;
+      send({ t: "ack", a: att, n: processed });
+    }
+  }
   function output(data) {
     if (!term) return;
     const n = data.length;
     const forAtt = att;
-    received += n;
     term.write(data, () => {
       if (forAtt !== att) return;
       processed += n;
-      if (processed - acked >= windowSize / 4 || processed === received) {
-        acked = processed;
-        send({ t: "ack", a: att, n: processed });
-      }
+      if (processed - acked >= windowSize / 4) ackNow();
+      else if (!ackTimer) ackTimer = setTimeout(ackNow, ACK_DELAY_MS);
     });
   }
 
@@ -469,7 +481,9 @@
 
   function attached(m) {
     att = m.a;
-    received = processed = acked = 0;
+    clearTimeout(ackTimer);
+    ackTimer = 0;
+    processed = acked = 0;
     windowSize = m.window || windowSize;
     mode = m.mode;
     term.reset();
