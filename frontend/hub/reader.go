@@ -10,38 +10,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func (s *Session) readLoop() {
-	defer s.finish()
-	var timer *time.Timer
+// runReader reads the pty while it has output and the viewers have room
+// for it, on a goroutine of its own that ends when there is nothing to
+// do: when the pty says EAGAIN (it is armed in the hub's poller, which
+// starts the reader again once it is readable) or when the viewers'
+// windows are full (an acknowledgement, a viewer leaving, or the stall
+// clock's timer starts it again). An idle session has no goroutine here.
+func (s *Session) runReader() {
 	for {
+		select {
+		case <-s.closing:
+			s.setErr(os.ErrClosed)
+			s.finish()
+			return
+		default:
+		}
 		s.mu.Lock()
 		n, wait := s.allowanceLocked(time.Now())
 		s.mu.Unlock()
 		if n == 0 {
-			var tc <-chan time.Time
 			if wait > 0 {
-				if timer == nil {
-					timer = time.NewTimer(wait)
+				s.rdMu.Lock()
+				if s.rdTimer == nil {
+					s.rdTimer = time.AfterFunc(wait, s.kickReader)
 				} else {
-					timer.Reset(wait)
+					s.rdTimer.Reset(wait)
 				}
-				tc = timer.C
+				s.rdMu.Unlock()
 			}
-			select {
-			case <-s.kick:
-			case <-tc:
-			case <-s.closing:
-				s.setErr(os.ErrClosed)
+			if s.parkReader(false) {
 				return
-			}
-			if timer != nil {
-				timer.Stop()
 			}
 			continue
 		}
 		got, err := s.readOnce(n)
 		if err != nil {
 			s.setErr(err)
+			s.finish()
 			return
 		}
 		if got {
@@ -49,7 +54,10 @@ func (s *Session) readLoop() {
 		}
 		// Waiting for output needs no kick: acknowledgements only
 		// widen an allowance that is already there.
-		if err := s.rw.wait(); err != nil {
+		s.rdMu.Lock()
+		s.rdArmed = true
+		s.rdMu.Unlock()
+		if err := s.poll.arm(s.fd); err != nil {
 			select {
 			case <-s.closing:
 				err = os.ErrClosed
@@ -57,9 +65,52 @@ func (s *Session) readLoop() {
 				err = fmt.Errorf("hub: %s: %w", s.id, err)
 			}
 			s.setErr(err)
+			s.finish()
+			return
+		}
+		if s.parkReader(true) {
 			return
 		}
 	}
+}
+
+// parkReader ends the reader's goroutine unless it was woken while it
+// ran, and says which; armed says it waits for the poller, where kicks
+// are of no use.
+func (s *Session) parkReader(armed bool) bool {
+	s.rdMu.Lock()
+	defer s.rdMu.Unlock()
+	if s.rdAgain {
+		s.rdAgain = false
+		s.rdArmed = false
+		return false
+	}
+	s.rdArmed = armed
+	s.rdRunning = false
+	return true
+}
+
+// wakeReader runs the reader, or has it go round once more if it is
+// running. A kick (polled false) does nothing while the reader waits for
+// output: only the pty being readable, or the session closing, ends
+// that wait. It never blocks: the poller calls it.
+func (s *Session) wakeReader(polled bool) {
+	s.rdMu.Lock()
+	defer s.rdMu.Unlock()
+	if !polled && s.rdArmed {
+		select {
+		case <-s.closing:
+		default:
+			return
+		}
+	}
+	s.rdArmed = false
+	if s.rdRunning {
+		s.rdAgain = true
+		return
+	}
+	s.rdRunning = true
+	go s.runReader()
 }
 
 func (s *Session) setErr(err error) {
@@ -240,12 +291,21 @@ func (s *Session) finish() {
 	}
 }
 
-func (s *Session) kickReader() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
+// claimReader makes the caller the reader if none runs, and otherwise
+// has the running one go round once more.
+func (s *Session) claimReader() bool {
+	s.rdMu.Lock()
+	defer s.rdMu.Unlock()
+	if s.rdRunning {
+		s.rdAgain = true
+		return false
 	}
+	s.rdRunning, s.rdArmed = true, false
+	return true
 }
+
+// kickReader has the reader look again at its allowance.
+func (s *Session) kickReader() { s.wakeReader(false) }
 
 // wakeViewersLocked wakes every viewer waiting in Next and appends the
 // ones with a ready func to ready, for the caller to call once it has let
