@@ -143,13 +143,13 @@ func (h *Hub) Adopt(id string, pty *os.File) (*Session, error) {
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
-	if err := h.poll.add(fd, func() { s.wakeReader(true) }); err != nil {
+	if err := h.poll.add(fd, func(inline bool) { s.wakeReader(true, inline) }); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("hub: adopt %s: %w", id, err)
 	}
 	s.active.Store(time.Now().UnixNano())
 	h.sessions[id] = s
-	s.wakeReader(true)
+	s.wakeReader(true, false)
 	return s, nil
 }
 

@@ -25,8 +25,8 @@ type poller struct {
 	rc syscall.RawConn
 
 	mu    sync.Mutex
-	wakes map[int32]func() // by pty fd: what to call when it is ready
-	done  chan struct{}    // closed when the loop has returned
+	wakes map[int32]func(inline bool) // by pty fd: what to call when it is ready
+	done  chan struct{}               // closed when the loop has returned
 }
 
 func newPoller() (*poller, error) {
@@ -44,15 +44,17 @@ func newPoller() (*poller, error) {
 		ep.Close()
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
-	p := &poller{ep: ep, rc: rc, wakes: map[int32]func(){}, done: make(chan struct{})}
+	p := &poller{ep: ep, rc: rc, wakes: map[int32]func(bool){}, done: make(chan struct{})}
 	go p.loop()
 	return p, nil
 }
 
 // add registers pty fd, disarmed, with the function its readiness calls
-// (on the poller's goroutine: it must not block). The caller removes fd
-// before closing it.
-func (p *poller) add(fd int, wake func()) error {
+// on the poller's goroutine. wake(true) may do its work there (it must
+// not block); wake(false) must hand it to a goroutine of its own. The
+// caller removes fd before closing it; a wake already under way may
+// still be called after.
+func (p *poller) add(fd int, wake func(inline bool)) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var err error
@@ -86,8 +88,8 @@ func (p *poller) arm(fd int) error {
 	return nil
 }
 
-// remove forgets fd; once it returns, fd's wake is not called again
-// and fd may be closed.
+// remove forgets fd: no event for it is taken after it returns, and fd
+// may be closed. A wake taken before may still be under way.
 func (p *poller) remove(fd int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -106,6 +108,7 @@ func (p *poller) close() {
 func (p *poller) loop() {
 	defer close(p.done)
 	var evs [32]unix.EpollEvent
+	var ready []func(bool)
 	for {
 		n := 0
 		var werr error
@@ -126,14 +129,21 @@ func (p *poller) loop() {
 			// EBADF, EFAULT or EINVAL: a bug here, not input.
 			panic(fmt.Sprintf("hub: poller: epoll_wait: %v", werr))
 		}
-		// Called under p.mu: remove then waits for a wake in progress,
-		// so none runs after its session let go of its fd.
+		ready = ready[:0]
 		p.mu.Lock()
 		for _, e := range evs[:n] {
 			if wake := p.wakes[e.Fd]; wake != nil {
-				wake()
+				ready = append(ready, wake)
 			}
 		}
 		p.mu.Unlock()
+		// The last pty is read here, the others on goroutines of their
+		// own: a key's echo costs no goroutine start (whose wake-up of
+		// an idle thread was two more context switches per key), and a
+		// burst on several ptys is still read on every core.
+		for i, wake := range ready {
+			wake(i == len(ready)-1)
+		}
+		clear(ready)
 	}
 }

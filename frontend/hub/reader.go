@@ -16,12 +16,14 @@ import (
 // starts the reader again once it is readable) or when the viewers'
 // windows are full (an acknowledgement, a viewer leaving, or the stall
 // clock's timer starts it again). An idle session has no goroutine here.
-func (s *Session) runReader() {
+// Inline, it runs on the poller's goroutine, and the end of the stream
+// (finish, which may call OnExit) goes to a goroutine of its own.
+func (s *Session) runReader(inline bool) {
 	for {
 		select {
 		case <-s.closing:
 			s.setErr(os.ErrClosed)
-			s.finish()
+			s.endStream(inline)
 			return
 		default:
 		}
@@ -46,7 +48,7 @@ func (s *Session) runReader() {
 		got, err := s.readOnce(n)
 		if err != nil {
 			s.setErr(err)
-			s.finish()
+			s.endStream(inline)
 			return
 		}
 		if got {
@@ -65,13 +67,21 @@ func (s *Session) runReader() {
 				err = fmt.Errorf("hub: %s: %w", s.id, err)
 			}
 			s.setErr(err)
-			s.finish()
+			s.endStream(inline)
 			return
 		}
 		if s.parkReader(true) {
 			return
 		}
 	}
+}
+
+func (s *Session) endStream(inline bool) {
+	if inline {
+		go s.finish()
+		return
+	}
+	s.finish()
 }
 
 // parkReader ends the reader's goroutine unless it was woken while it
@@ -93,24 +103,31 @@ func (s *Session) parkReader(armed bool) bool {
 // wakeReader runs the reader, or has it go round once more if it is
 // running. A kick (polled false) does nothing while the reader waits for
 // output: only the pty being readable, or the session closing, ends
-// that wait. It never blocks: the poller calls it.
-func (s *Session) wakeReader(polled bool) {
+// that wait. inline runs the reader on the caller's goroutine (the
+// poller's), which it does not block.
+func (s *Session) wakeReader(polled, inline bool) {
 	s.rdMu.Lock()
-	defer s.rdMu.Unlock()
 	if !polled && s.rdArmed {
 		select {
 		case <-s.closing:
 		default:
+			s.rdMu.Unlock()
 			return
 		}
 	}
 	s.rdArmed = false
 	if s.rdRunning {
 		s.rdAgain = true
+		s.rdMu.Unlock()
 		return
 	}
 	s.rdRunning = true
-	go s.runReader()
+	s.rdMu.Unlock()
+	if inline {
+		s.runReader(true)
+		return
+	}
+	go s.runReader(false)
 }
 
 func (s *Session) setErr(err error) {
@@ -305,7 +322,7 @@ func (s *Session) claimReader() bool {
 }
 
 // kickReader has the reader look again at its allowance.
-func (s *Session) kickReader() { s.wakeReader(false) }
+func (s *Session) kickReader() { s.wakeReader(false, false) }
 
 // wakeViewersLocked wakes every viewer waiting in Next and appends the
 // ones with a ready func to ready, for the caller to call once it has let
