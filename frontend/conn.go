@@ -140,7 +140,7 @@ func (c *conn) run() {
 				c.fail("", rpc.CodeBadRequest, "undecodable control message")
 				break
 			}
-			if m.Host == "" && (m.T == "ack" || m.T == "resize") {
+			if m.T == "ack" || m.T == "resize" {
 				c.handle(m)
 			} else {
 				c.aside(func() { c.handle(m) })

@@ -154,7 +154,7 @@ func (h *Hub) Adopt(id string, pty *os.File) (*Session, error) {
 }
 
 // nonblocking returns a non-blocking dup of f that is not in the
-// runtime's poller (a waiter of its own watches it), with its
+// runtime's poller (the hub's poller watches it), with its
 // fd number, and closes f.
 func nonblocking(f *os.File) (*os.File, int, error) {
 	defer f.Close()
