@@ -116,7 +116,7 @@ func (c *conn) run() {
 	c.ws.SetReadLimit(c.s.cfg.MaxMessage)
 	grace := time.AfterFunc(c.s.cfg.LoginGrace, c.graceOver)
 	defer grace.Stop()
-	c.send(c.hello())
+	c.aside(func() { c.send(c.hello()) })
 	for {
 		// The buffer is taken once a message has begun: an idle
 		// connection, blocked here until its next key or ack, holds none.
@@ -140,7 +140,11 @@ func (c *conn) run() {
 				c.fail("", rpc.CodeBadRequest, "undecodable control message")
 				break
 			}
-			c.handle(m)
+			if m.T == "ack" || m.T == "resize" {
+				c.handle(m)
+			} else {
+				c.aside(func() { c.handle(m) })
+			}
 		}
 		// Neither input nor handle keeps data: the hub copies what it
 		// queues, and json copies strings and raw messages.
@@ -249,6 +253,23 @@ func (c *conn) signedIn(op string) *msg.Grant {
 		c.fail(op, codeSignIn, "sign in first")
 	}
 	return c.grant
+}
+
+// aside runs f on a goroutine of its own and waits for it. Sign-in,
+// creation and the other ceremonies call deep (JSON, msgpack, the helpers'
+// rpc) and grew the connection's goroutine to a 16 KiB stack, which it
+// kept for its life while parked on the socket with a fraction of it in
+// use (no collection shrinks it in a frontend's first megabytes). A
+// short-lived goroutine's stack goes back to the runtime for the next
+// one; keys, acks and resizes, the messages of a session's life, stay on
+// the connection's goroutine.
+func (c *conn) aside(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
 }
 
 func (c *conn) handle(m inMsg) {

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,9 +34,11 @@ func settle(cond func() bool) bool {
 	return cond()
 }
 
-// An idle attached session costs two goroutines: the connection's reader
-// and the pty's. Its sender exists only while output waits for the
-// socket, and the HTTP server's goroutine for the connection is gone.
+// An idle attached session costs one goroutine: the connection's reader.
+// The pty's reader runs only while there is output (the hub's poller, one
+// goroutine for every pty, starts it), its sender only while output waits
+// for the socket, and the HTTP server's goroutine for the connection is
+// gone.
 func TestIdleSessionGoroutines(t *testing.T) {
 	const n = 20
 	l := startLocal(t, hub.Options{}, func(string) []string {
@@ -58,17 +62,18 @@ func TestIdleSessionGoroutines(t *testing.T) {
 		c.until(t, "$ ")
 		cs = append(cs, c)
 	}
-	perSession := func() float64 { return float64(runtime.NumGoroutine()-before) / n }
-	if !settle(func() bool { return perSession() <= 2 }) {
-		t.Fatalf("%.2f goroutines per idle session, want 2", perSession())
+	// The hub's poller came with the first session.
+	perSession := func() float64 { return float64(runtime.NumGoroutine()-before-1) / n }
+	if !settle(func() bool { return perSession() <= 1 }) {
+		t.Fatalf("%.2f goroutines per idle session, want 1", perSession())
 	}
 	// Output that flowed leaves no sender behind.
 	for _, c := range cs {
 		c.ws.WriteMessage(websocket.BinaryMessage, []byte("hello\n"))
 		c.until(t, "hello")
 	}
-	if !settle(func() bool { return perSession() <= 2 }) {
-		t.Fatalf("%.2f goroutines per session after output, want 2", perSession())
+	if !settle(func() bool { return perSession() <= 1 }) {
+		t.Fatalf("%.2f goroutines per session after output, want 1", perSession())
 	}
 	// Once the shells have ended and the clients gone, so is every
 	// goroutine of theirs, and the ones that reaped the shells.
@@ -83,6 +88,42 @@ func TestIdleSessionGoroutines(t *testing.T) {
 	}
 	if !settle(func() bool { return perSession() <= -1 }) {
 		t.Fatalf("%.2f goroutines per session left after the end", perSession()+1)
+	}
+}
+
+// deep uses about n KiB of stack, as a ceremony's JSON, msgpack and
+// helper call do.
+//
+//go:noinline
+func deep(n int) byte {
+	var b [1000]byte
+	b[n%len(b)] = byte(n)
+	if n > 0 {
+		return deep(n-1) + b[(n*7)%len(b)]
+	}
+	return b[0]
+}
+
+// A ceremony that calls deep does not leave its stack on every signed-in
+// connection: the connection's goroutine, parked on its socket for the
+// session's life, keeps the stack it grew to until a collection shrinks
+// it, and a frontend's first megabytes see none.
+func TestCeremonyStackNotKept(t *testing.T) {
+	const n = 20
+	l := startLocal(t, hub.Options{}, func(string) []string { return []string{"true"} })
+	var sink atomic.Int64
+	l.be.loginHook = func() { sink.Add(int64(deep(12))) }
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		l.dial(t)
+	}
+	runtime.ReadMemStats(&after)
+	// Without the ceremonies aside: 16 KiB and more a connection.
+	if per := float64(after.StackInuse-before.StackInuse) / n / 1024; per > 8 {
+		t.Fatalf("%.1f KiB of goroutine stacks per signed-in connection, want at most 8", per)
 	}
 }
 

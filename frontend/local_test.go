@@ -38,6 +38,10 @@ type localBackend struct {
 
 	// targets is what AllowedTargets answers (targetsErr, if set, is
 	// its error instead); targetsAsked, the grants it was asked with.
+	// loginHook, if set, runs in LoginFinish, as the real helper
+	// call's depth does.
+	loginHook func()
+
 	targets      msg.AllowedTargetsReply
 	targetsErr   error
 	targetsAsked []msg.Grant
@@ -56,6 +60,9 @@ func (l *localBackend) LoginBegin(context.Context, msg.LoginBegin) (msg.LoginBeg
 }
 
 func (l *localBackend) LoginFinish(context.Context, msg.LoginFinish) (msg.LoginFinishReply, error) {
+	if l.loginHook != nil {
+		l.loginHook()
+	}
 	return msg.LoginFinishReply{Grant: msg.Grant{User: "bench", Expires: time.Now().Add(time.Hour).UnixMilli()}}, nil
 }
 

@@ -98,6 +98,7 @@ type Hub struct {
 
 	mu       sync.Mutex
 	sessions map[string]*Session
+	poll     *poller // every session's pty; made by the first Adopt
 }
 
 func New(opt Options) *Hub {
@@ -123,10 +124,11 @@ func (h *Hub) Adopt(id string, pty *os.File) (*Session, error) {
 		f.Close()
 		return nil, fmt.Errorf("hub: adopt %s: %w", id, err)
 	}
-	rw, err := newWaiter(fd, unix.EPOLLIN)
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("hub: adopt %s: %w", id, err)
+	if h.poll == nil {
+		if h.poll, err = newPoller(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("hub: adopt %s: %w", id, err)
+		}
 	}
 	s := &Session{
 		id:      id,
@@ -135,21 +137,24 @@ func (h *Hub) Adopt(id string, pty *os.File) (*Session, error) {
 		f:       f,
 		rc:      rc,
 		fd:      fd,
-		rw:      rw,
+		poll:    h.poll,
 		term:    terminalOf(fd),
 		ring:    ring{max: h.opt.RingMax},
-		kick:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	if err := h.poll.add(fd, func(inline bool) { s.wakeReader(true, inline) }); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("hub: adopt %s: %w", id, err)
+	}
 	s.active.Store(time.Now().UnixNano())
 	h.sessions[id] = s
-	go s.readLoop()
+	s.wakeReader(true, false)
 	return s, nil
 }
 
 // nonblocking returns a non-blocking dup of f that is not in the
-// runtime's poller (a waiter of its own watches it), with its
+// runtime's poller (the hub's poller watches it), with its
 // fd number, and closes f.
 func nonblocking(f *os.File) (*os.File, int, error) {
 	defer f.Close()
@@ -213,5 +218,16 @@ func (h *Hub) Close() {
 	for _, s := range all {
 		s.Close()
 		<-s.done
+	}
+	h.mu.Lock()
+	p := h.poll
+	if len(h.sessions) == 0 {
+		h.poll = nil
+	} else {
+		p = nil // adopted meanwhile: they keep it
+	}
+	h.mu.Unlock()
+	if p != nil {
+		p.close()
 	}
 }

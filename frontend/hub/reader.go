@@ -10,47 +10,58 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func (s *Session) readLoop() {
-	defer s.finish()
-	var timer *time.Timer
+// runReader reads the pty while it has output and the viewers have room
+// for it, on a goroutine of its own that ends when there is nothing to
+// do: when the pty says EAGAIN (it is armed in the hub's poller, which
+// starts the reader again once it is readable) or when the viewers'
+// windows are full (an acknowledgement, a viewer leaving, or the stall
+// clock's timer starts it again). An idle session has no goroutine here.
+// Inline, it runs on the poller's goroutine, and the end of the stream
+// (finish, which may call OnExit) goes to a goroutine of its own.
+func (s *Session) runReader(inline bool) {
 	for {
+		select {
+		case <-s.closing:
+			s.setErr(os.ErrClosed)
+			s.endStream(inline)
+			return
+		default:
+		}
 		s.mu.Lock()
 		n, wait := s.allowanceLocked(time.Now())
 		s.mu.Unlock()
 		if n == 0 {
-			var tc <-chan time.Time
 			if wait > 0 {
-				if timer == nil {
-					timer = time.NewTimer(wait)
+				s.rdMu.Lock()
+				if s.rdTimer == nil {
+					s.rdTimer = time.AfterFunc(wait, s.kickReader)
 				} else {
-					timer.Reset(wait)
+					s.rdTimer.Reset(wait)
 				}
-				tc = timer.C
+				s.rdMu.Unlock()
 			}
-			select {
-			case <-s.kick:
-			case <-tc:
-			case <-s.closing:
-				s.setErr(os.ErrClosed)
+			if s.parkReader(false) {
 				return
-			}
-			if timer != nil {
-				timer.Stop()
 			}
 			continue
 		}
 		again, err := s.readOnce(n)
 		if err != nil {
 			s.setErr(err)
+			s.endStream(inline)
 			return
 		}
 		if again {
 			continue
 		}
 		// Waiting for output needs no kick: acknowledgements only
-		// widen an allowance that is already there. The waiter arms the
-		// pty and so finds output that came after the last read.
-		if err := s.rw.wait(); err != nil {
+		// widen an allowance that is already there. Arming checks
+		// readiness, so output that came after the last read (even a
+		// short one, after which no read looked for more) wakes it.
+		s.rdMu.Lock()
+		s.rdArmed = true
+		s.rdMu.Unlock()
+		if err := s.poll.arm(s.fd); err != nil {
 			select {
 			case <-s.closing:
 				err = os.ErrClosed
@@ -58,9 +69,67 @@ func (s *Session) readLoop() {
 				err = fmt.Errorf("hub: %s: %w", s.id, err)
 			}
 			s.setErr(err)
+			s.endStream(inline)
+			return
+		}
+		if s.parkReader(true) {
 			return
 		}
 	}
+}
+
+func (s *Session) endStream(inline bool) {
+	if inline {
+		go s.finish()
+		return
+	}
+	s.finish()
+}
+
+// parkReader ends the reader's goroutine unless it was woken while it
+// ran, and says which; armed says it waits for the poller, where kicks
+// are of no use.
+func (s *Session) parkReader(armed bool) bool {
+	s.rdMu.Lock()
+	defer s.rdMu.Unlock()
+	if s.rdAgain {
+		s.rdAgain = false
+		s.rdArmed = false
+		return false
+	}
+	s.rdArmed = armed
+	s.rdRunning = false
+	return true
+}
+
+// wakeReader runs the reader, or has it go round once more if it is
+// running. A kick (polled false) does nothing while the reader waits for
+// output: only the pty being readable, or the session closing, ends
+// that wait. inline runs the reader on the caller's goroutine (the
+// poller's), which it does not block.
+func (s *Session) wakeReader(polled, inline bool) {
+	s.rdMu.Lock()
+	if !polled && s.rdArmed {
+		select {
+		case <-s.closing:
+		default:
+			s.rdMu.Unlock()
+			return
+		}
+	}
+	s.rdArmed = false
+	if s.rdRunning {
+		s.rdAgain = true
+		s.rdMu.Unlock()
+		return
+	}
+	s.rdRunning = true
+	s.rdMu.Unlock()
+	if inline {
+		s.runReader(true)
+		return
+	}
+	go s.runReader(false)
 }
 
 func (s *Session) setErr(err error) {
@@ -80,7 +149,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }
 // readOnce appends one read of at most n bytes to the ring, and reports
 // whether to read again before waiting: not when the pty had nothing
 // (EAGAIN), nor when all it had was one short read, as a keystroke's
-// echo: that costs no read that finds the pty empty (the waiter, arming,
+// echo: that costs no read that finds the pty empty (the poller, arming,
 // sees output that came since). After a burst it reads again: a shell
 // writing fast has more by then more often than not, and finding it so
 // is cheaper than waiting for it. The buffer comes from a pool and goes
@@ -248,12 +317,21 @@ func (s *Session) finish() {
 	}
 }
 
-func (s *Session) kickReader() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
+// claimReader makes the caller the reader if none runs, and otherwise
+// has the running one go round once more.
+func (s *Session) claimReader() bool {
+	s.rdMu.Lock()
+	defer s.rdMu.Unlock()
+	if s.rdRunning {
+		s.rdAgain = true
+		return false
 	}
+	s.rdRunning, s.rdArmed = true, false
+	return true
 }
+
+// kickReader has the reader look again at its allowance.
+func (s *Session) kickReader() { s.wakeReader(false, false) }
 
 // wakeViewersLocked wakes every viewer waiting in Next and appends the
 // ones with a ready func to ready, for the caller to call once it has let

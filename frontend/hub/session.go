@@ -5,17 +5,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Session is one pty being streamed.
 type Session struct {
-	id  string
-	h   *Hub
-	opt Options
-	f   *os.File // non-blocking, not in the runtime's poller
-	rc  syscall.RawConn
-	fd  int     // f's, for its waiters; valid until f is closed
-	rw  *waiter // the reader's
+	id   string
+	h    *Hub
+	opt  Options
+	f    *os.File // non-blocking, not in the runtime's poller
+	rc   syscall.RawConn
+	fd   int     // f's, for the poller and the input's waiter; valid until f is closed
+	poll *poller // the hub's, which watches f for the reader
 
 	term terminal // a pty master or a recorded session's socket (term.go)
 
@@ -26,7 +27,15 @@ type Session struct {
 	readErr error
 	share   shareState
 
-	kick      chan struct{} // wakes the reader to re-check its allowance
+	// The reader's state (reader.go): whether its goroutine runs, was
+	// woken while running, or waits for the poller; the stall clock's
+	// timer.
+	rdMu      sync.Mutex
+	rdRunning bool
+	rdAgain   bool
+	rdArmed   bool
+	rdTimer   *time.Timer
+
 	closing   chan struct{}
 	closeOnce sync.Once
 	done      chan struct{} // closed when the reader has stopped
@@ -52,17 +61,31 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 // Close stops streaming: the reader stops and the frontend's copy of the
 // pty is closed.
 func (s *Session) Close() {
+	first := false
 	s.closeOnce.Do(func() {
+		first = true
 		close(s.closing)
-		s.rw.close()
+		s.poll.remove(s.fd)
 		s.inMu.Lock()
 		s.inClosed = true
 		s.dropInWaitLocked()
 		s.inMu.Unlock()
-		// Waiters go before f: their epoll instances hold f's fd
+		// The poller and the waiter go before f: they hold f's fd
 		// number.
 		s.f.Close()
+		s.rdMu.Lock()
+		if s.rdTimer != nil {
+			s.rdTimer.Stop()
+		}
+		s.rdMu.Unlock()
 	})
+	// The stream ends here when no reader runs (as it does once an idle
+	// reader's wait was cut), so that its viewers hear of it before the
+	// caller's next word; a running reader ends it when it sees closing.
+	if first && s.claimReader() {
+		s.setErr(os.ErrClosed)
+		s.finish()
+	}
 }
 
 // Err is why the stream ended: nil while live, io.EOF when the shell side
