@@ -134,10 +134,12 @@ func (cl *Client) call(ctx context.Context, body []byte, fds []*os.File, done fu
 		maxFDs = 1
 	}
 	r := readerPool.Get().(*msgReader)
-	r.c, r.n, r.wantCreds, r.haveCreds, r.eof = c, 0, false, false, false
+	if rerr := r.reset(c, false); rerr != nil {
+		readerPool.Put(r)
+		return fmt.Errorf("rpc: call %s: %w", cl.Path, rerr)
+	}
 	defer func() {
-		r.closeFDs()
-		r.c = nil
+		r.release()
 		if cap(r.buf) <= 4096 {
 			readerPool.Put(r)
 		}

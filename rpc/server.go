@@ -264,9 +264,7 @@ func (s *Server) ServeConn(ctx context.Context, c *net.UnixConn) error {
 
 var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-var readerPool = sync.Pool{New: func() any {
-	return &msgReader{buf: make([]byte, 512), oob: make([]byte, oobSize)}
-}}
+var readerPool = sync.Pool{New: func() any { return newMsgReader() }}
 
 func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	start := time.Now()
@@ -277,10 +275,12 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	defer cctx.release()
 
 	r := readerPool.Get().(*msgReader)
-	r.c, r.n, r.wantCreds, r.haveCreds, r.eof = c, 0, true, false, false
+	if rerr := r.reset(c, true); rerr != nil {
+		readerPool.Put(r)
+		return fmt.Errorf("rpc: %w", rerr)
+	}
 	defer func() {
-		r.closeFDs()
-		r.c = nil
+		r.release()
 		if cap(r.buf) <= 4096 {
 			readerPool.Put(r)
 		}
@@ -324,7 +324,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	// 2. Who is calling: the creds on the bytes must be those of the process
 	// that connected; otherwise the connected fd was handed to someone else
 	// and SO_PEERGROUPS would describe the wrong process.
-	pc, perr := peerCred(c)
+	pc, perr := peerCred(r.rc)
 	if perr != nil {
 		return refuse("peer credentials", perr)
 	}
@@ -340,15 +340,12 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	}()
 	out := route.Server.appendLines((*outp)[:0])
 	helloSent := false
-	allowed, gerr := s.allowed(c, route.Allow, &peer)
+	allowed, gerr := s.allowed(r.rc, route.Allow, &peer)
 	if gerr != nil {
 		return refuse("peer groups", gerr)
 	}
 	if !allowed {
-		s.Log.Warn("rpc: forbidden", "server", s.Name, "intent", hello.Intent,
-			"pid", peer.PID, "uid", peer.UID, "gid", peer.GID, "groups", peer.Groups)
-		s.writeError(c, out, &Error{Code: CodeForbidden, Msg: fmt.Sprintf("uid %d gid %d may not call %q", peer.UID, peer.GID, hello.Intent)})
-		return fmt.Errorf("rpc: forbidden: %v", peer.Creds)
+		return s.forbid(c, out, hello.Intent, &peer)
 	}
 
 	// 3. The request frame. A client that waits for our lines before
@@ -422,8 +419,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	if herr != nil {
 		var e *Error
 		if !errors.As(herr, &e) {
-			s.Log.Error("rpc: handler failed", "server", s.Name, "intent", hello.Intent, "call", call.Label, "err", herr)
-			e = &Error{Code: CodeInternal, Msg: "internal error, see the helper's log"}
+			e = s.internal(hello.Intent, call.Label, herr)
 		}
 		result = e.Code
 		s.writeError(c, out, e)
@@ -439,13 +435,37 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	// runner or journal slow to take the line holds up only this helper).
 	c.Close()
 	if s.Log.Enabled(ctx, slog.LevelInfo) {
-		s.Log.LogAttrs(ctx, slog.LevelInfo, "rpc: call", slog.String("server", s.Name),
-			slog.String("intent", hello.Intent), slog.String("call", call.Label),
-			slog.Int("pid", int(peer.PID)), slog.Int("uid", int(peer.UID)),
-			slog.String("result", result), slog.Duration("duration", time.Since(start)),
-			slog.GroupAttrs("", call.Attrs...))
+		s.logCall(ctx, hello.Intent, &call, result, start)
 	}
 	return err
+}
+
+// The cold and the after-the-answer parts of serveConn are functions of
+// their own so that their argument lists are not in serveConn's frame:
+// every call's goroutine starts on a small stack, and a larger frame is
+// a stack copy before the call has read a byte.
+
+//go:noinline
+func (s *Server) logCall(ctx context.Context, intent string, call *Call, result string, start time.Time) {
+	s.Log.LogAttrs(ctx, slog.LevelInfo, "rpc: call", slog.String("server", s.Name),
+		slog.String("intent", intent), slog.String("call", call.Label),
+		slog.Int("pid", int(call.Peer.PID)), slog.Int("uid", int(call.Peer.UID)),
+		slog.String("result", result), slog.Duration("duration", time.Since(start)),
+		slog.GroupAttrs("", call.Attrs...))
+}
+
+//go:noinline
+func (s *Server) forbid(c *net.UnixConn, out []byte, intent string, peer *Peer) error {
+	s.Log.Warn("rpc: forbidden", "server", s.Name, "intent", intent,
+		"pid", peer.PID, "uid", peer.UID, "gid", peer.GID, "groups", peer.Groups)
+	s.writeError(c, out, &Error{Code: CodeForbidden, Msg: fmt.Sprintf("uid %d gid %d may not call %q", peer.UID, peer.GID, intent)})
+	return fmt.Errorf("rpc: forbidden: %v", peer.Creds)
+}
+
+//go:noinline
+func (s *Server) internal(intent, label string, herr error) *Error {
+	s.Log.Error("rpc: handler failed", "server", s.Name, "intent", intent, "call", label, "err", herr)
+	return &Error{Code: CodeInternal, Msg: "internal error, see the helper's log"}
 }
 
 func (s *Server) invoke(ctx context.Context, route *Route, call *Call) (rep Reply, err error) {
@@ -459,14 +479,14 @@ func (s *Server) invoke(ctx context.Context, route *Route, call *Call) (rep Repl
 	return route.Handle(ctx, call)
 }
 
-func (s *Server) allowed(c *net.UnixConn, a Allow, p *Peer) (bool, error) {
+func (s *Server) allowed(rc syscall.RawConn, a Allow, p *Peer) (bool, error) {
 	if slices.Contains(a.UIDs, p.UID) || slices.Contains(a.GIDs, p.GID) {
 		return true, nil
 	}
 	if len(a.GIDs) == 0 {
 		return false, nil
 	}
-	g, err := peerGroups(c)
+	g, err := peerGroups(rc)
 	if err != nil {
 		return false, err
 	}
