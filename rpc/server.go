@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -211,6 +212,11 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// A connection goes to a worker parked after its last call if there
+	// is one, else to a new goroutine (see worker).
+	handoff := make(chan *net.UnixConn)
+	defer close(handoff)
+	var idle atomic.Int32
 	var backoff time.Duration
 	for {
 		c, err := l.AcceptUnix()
@@ -243,12 +249,40 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 			s.Log.Warn("rpc: busy, refused a connection", "server", s.Name, "max_conns", s.MaxConns)
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-s.sem }()
-			s.serveConn(ctx, c)
-		}()
+		select {
+		case handoff <- c:
+		default:
+			wg.Add(1)
+			go s.worker(ctx, c, handoff, &idle, &wg)
+		}
+	}
+}
+
+// maxIdleWorkers bounds the serving goroutines kept parked between calls.
+const maxIdleWorkers = 16
+
+// worker serves c, then waits for another connection while fewer than
+// maxIdleWorkers others wait. A call's goroutine needs ~8 KiB of stack
+// (the handshake, msgpack, the handler, the call line) and a new one
+// starts with 2 KiB, so a goroutine per call grew its stack by copying
+// two or three times on every call, walking the frames each time (perf:
+// runtime.newstack 4-7% of the helper's CPU); a kept worker has its
+// stack already.
+func (s *Server) worker(ctx context.Context, c *net.UnixConn, handoff <-chan *net.UnixConn, idle *atomic.Int32, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		s.serveConn(ctx, c)
+		<-s.sem
+		if idle.Add(1) > maxIdleWorkers {
+			idle.Add(-1)
+			return
+		}
+		var ok bool
+		c, ok = <-handoff
+		idle.Add(-1)
+		if !ok {
+			return
+		}
 	}
 }
 
