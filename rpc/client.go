@@ -162,14 +162,14 @@ func (cl *Client) call(ctx context.Context, body []byte, fds []*os.File, done fu
 		if bytes.HasPrefix(r.buf[:r.n], []byte(busyLine+"\n")) {
 			return fail(ErrBusy)
 		}
-		h, n, need, err := ParseHello(r.buf[:r.n])
+		intent, id, n, need, err := parseHello(r.buf[:r.n])
 		if err != nil {
 			return fail(fmt.Errorf("%w: %v", ErrHandshake, err))
 		}
 		if !need {
-			if h != cl.Expect {
+			if string(intent) != cl.Expect.Intent || string(id) != cl.Expect.BuildID {
 				return fail(fmt.Errorf("%w: server said %q %s, want %q %s", ErrHandshake,
-					h.Intent, h.BuildID, cl.Expect.Intent, cl.Expect.BuildID))
+					intent, id, cl.Expect.Intent, cl.Expect.BuildID))
 			}
 			used = n
 			break

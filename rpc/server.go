@@ -327,12 +327,12 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	}
 
 	// 1. Handshake. Nothing past the two lines is looked at before they pass.
-	var hello Hello
+	var intent, id []byte
 	var used int
 	for {
 		var need bool
 		var perr error
-		hello, used, need, perr = ParseHello(r.buf[:r.n])
+		intent, id, used, need, perr = parseHello(r.buf[:r.n])
 		if perr != nil {
 			return refuse("bad handshake", perr)
 		}
@@ -346,14 +346,15 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 			return refuse("handshake read", ferr)
 		}
 	}
-	route := s.routes[hello.Intent]
+	route := s.routes[string(intent)]
 	if route == nil {
-		return refuse("unknown intent", fmt.Errorf("%w: %q", ErrHandshake, hello.Intent))
+		return refuse("unknown intent", fmt.Errorf("%w: %q", ErrHandshake, intent))
 	}
-	if hello.BuildID != route.Client.BuildID {
+	if string(id) != route.Client.BuildID {
 		return refuse("build ID mismatch", fmt.Errorf("%w: intent %q build ID %s, want %s",
-			ErrHandshake, hello.Intent, hello.BuildID, route.Client.BuildID))
+			ErrHandshake, intent, id, route.Client.BuildID))
 	}
+	hello := route.Client
 
 	// 2. Who is calling: the creds on the bytes must be those of the process
 	// that connected; otherwise the connected fd was handed to someone else
