@@ -134,10 +134,12 @@ func (cl *Client) call(ctx context.Context, body []byte, fds []*os.File, done fu
 		maxFDs = 1
 	}
 	r := readerPool.Get().(*msgReader)
-	r.c, r.n, r.wantCreds, r.haveCreds, r.eof = c, 0, false, false, false
+	if rerr := r.reset(c, false); rerr != nil {
+		readerPool.Put(r)
+		return fmt.Errorf("rpc: call %s: %w", cl.Path, rerr)
+	}
 	defer func() {
-		r.closeFDs()
-		r.c = nil
+		r.release()
 		if cap(r.buf) <= 4096 {
 			readerPool.Put(r)
 		}
@@ -160,14 +162,14 @@ func (cl *Client) call(ctx context.Context, body []byte, fds []*os.File, done fu
 		if bytes.HasPrefix(r.buf[:r.n], []byte(busyLine+"\n")) {
 			return fail(ErrBusy)
 		}
-		h, n, need, err := ParseHello(r.buf[:r.n])
+		intent, id, n, need, err := parseHello(r.buf[:r.n])
 		if err != nil {
 			return fail(fmt.Errorf("%w: %v", ErrHandshake, err))
 		}
 		if !need {
-			if h != cl.Expect {
+			if string(intent) != cl.Expect.Intent || string(id) != cl.Expect.BuildID {
 				return fail(fmt.Errorf("%w: server said %q %s, want %q %s", ErrHandshake,
-					h.Intent, h.BuildID, cl.Expect.Intent, cl.Expect.BuildID))
+					intent, id, cl.Expect.Intent, cl.Expect.BuildID))
 			}
 			used = n
 			break

@@ -9,10 +9,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
@@ -461,6 +463,72 @@ func FuzzCheckMsgpack(f *testing.F) {
 		}
 		if err != nil && skipped && !strings.Contains(err.Error(), "nested deeper") {
 			t.Fatalf("decoder skips %x exactly, check refused: %v", b, err)
+		}
+	})
+}
+
+// FuzzControlMessages: the in-place walk over a recvmsg's control
+// messages (nextCmsg, parseOOB) finds what unix.ParseSocketControlMessage,
+// ParseUnixRights and ParseUnixCredentials find, and fails where they do.
+func FuzzControlMessages(f *testing.F) {
+	creds := unix.UnixCredentials(&unix.Ucred{Pid: 7, Uid: 1000, Gid: 1000})
+	rights := unix.UnixRights(3, 4, 5)
+	f.Add(creds)
+	f.Add(rights)
+	f.Add(append(append([]byte{}, creds...), rights...))
+	f.Add(append(append([]byte{}, rights...), 1, 2, 3))
+	f.Add(creds[:20])
+	f.Fuzz(func(t *testing.T, oob []byte) {
+		// The kernel hands recvmsg an aligned buffer; so does msgReader.
+		buf := make([]uint64, (len(oob)+7)/8)
+		b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(buf))), len(buf)*8)[:len(oob)]
+		copy(b, oob)
+		var wantFDs []int
+		var wantCreds []Creds
+		msgs, werr := unix.ParseSocketControlMessage(b)
+		for i := range msgs {
+			m := &msgs[i]
+			if m.Header.Level != unix.SOL_SOCKET {
+				continue
+			}
+			switch m.Header.Type {
+			case unix.SCM_RIGHTS:
+				if len(m.Data)%4 != 0 {
+					return // x/sys reads past such a message; the kernel sends none
+				}
+				fds, _ := unix.ParseUnixRights(m)
+				wantFDs = append(wantFDs, fds...)
+			case unix.SCM_CREDENTIALS:
+				uc, err := unix.ParseUnixCredentials(m)
+				if err != nil {
+					if werr == nil {
+						werr = err
+					}
+					continue
+				}
+				wantCreds = append(wantCreds, Creds{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid})
+			}
+		}
+		r := &msgReader{wantCreds: true}
+		gerr := r.parseOOB(b, true)
+		if werr != nil {
+			if gerr == nil {
+				t.Fatalf("%x: x/sys says %v, parseOOB accepts", oob, werr)
+			}
+			return
+		}
+		if gerr == nil && !slices.Equal(r.fds, wantFDs) {
+			t.Fatalf("%x: fds %v, x/sys %v", oob, r.fds, wantFDs)
+		}
+		allSame := len(wantCreds) > 0
+		for _, c := range wantCreds {
+			allSame = allSame && c == wantCreds[0]
+		}
+		switch {
+		case allSame && (gerr != nil || r.creds != wantCreds[0]):
+			t.Fatalf("%x: creds %v %v, x/sys %v", oob, r.creds, gerr, wantCreds)
+		case !allSame && gerr == nil:
+			t.Fatalf("%x: creds %v accepted, x/sys %v", oob, r.creds, wantCreds)
 		}
 	})
 }

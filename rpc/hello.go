@@ -28,7 +28,7 @@ func (h Hello) Valid() error {
 	return validBuildID(h.BuildID)
 }
 
-func validIntent(s string) error {
+func validIntent[T string | []byte](s T) error {
 	if len(s) == 0 || len(s) > MaxIntentLine-1 {
 		return fmt.Errorf("rpc: intent of %d bytes, want 1..%d", len(s), MaxIntentLine-1)
 	}
@@ -40,7 +40,7 @@ func validIntent(s string) error {
 	return nil
 }
 
-func validBuildID(s string) error {
+func validBuildID[T string | []byte](s T) error {
 	if len(s) != BuildIDLine-1 {
 		return fmt.Errorf("rpc: build ID of %d characters, want %d", len(s), BuildIDLine-1)
 	}
@@ -66,37 +66,47 @@ func (h Hello) appendLines(b []byte) []byte {
 // prefix that is still too short. Limits are enforced on prefixes too, so
 // a reader can stop as soon as a line is already too long.
 func ParseHello(b []byte) (h Hello, n int, need bool, err error) {
-	intent, n1, need, err := parseLine(b, MaxIntentLine)
+	intent, id, n, need, err := parseHello(b)
 	if err != nil || need {
 		return Hello{}, 0, need, err
 	}
+	return Hello{Intent: string(intent), BuildID: string(id)}, n, false, nil
+}
+
+// parseHello is ParseHello with the lines left in b, for the two readers
+// that only compare them with what they expect (no copies on every call).
+func parseHello(b []byte) (intent, id []byte, n int, need bool, err error) {
+	intent, n1, need, err := parseLine(b, MaxIntentLine)
+	if err != nil || need {
+		return nil, nil, 0, need, err
+	}
 	if err := validIntent(intent); err != nil {
-		return Hello{}, 0, false, err
+		return nil, nil, 0, false, err
 	}
 	id, n2, need, err := parseLine(b[n1:], BuildIDLine)
 	if err != nil || need {
-		return Hello{}, 0, need, err
+		return nil, nil, 0, need, err
 	}
 	if err := validBuildID(id); err != nil {
-		return Hello{}, 0, false, err
+		return nil, nil, 0, false, err
 	}
-	return Hello{Intent: intent, BuildID: id}, n1 + n2, false, nil
+	return intent, id, n1 + n2, false, nil
 }
 
 // parseLine returns the line before the first '\n' in b if it is within max
 // bytes (newline included).
-func parseLine(b []byte, max int) (string, int, bool, error) {
+func parseLine(b []byte, max int) ([]byte, int, bool, error) {
 	lim := len(b)
 	if lim > max {
 		lim = max
 	}
 	for i := 0; i < lim; i++ {
 		if b[i] == '\n' {
-			return string(b[:i]), i + 1, false, nil
+			return b[:i], i + 1, false, nil
 		}
 	}
 	if len(b) >= max {
-		return "", 0, false, fmt.Errorf("rpc: handshake line longer than %d bytes", max)
+		return nil, 0, false, fmt.Errorf("rpc: handshake line longer than %d bytes", max)
 	}
-	return "", 0, true, nil
+	return nil, 0, true, nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -211,6 +212,11 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// A connection goes to a worker parked after its last call if there
+	// is one, else to a new goroutine (see worker).
+	handoff := make(chan *net.UnixConn)
+	defer close(handoff)
+	var idle atomic.Int32
 	var backoff time.Duration
 	for {
 		c, err := l.AcceptUnix()
@@ -243,12 +249,40 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 			s.Log.Warn("rpc: busy, refused a connection", "server", s.Name, "max_conns", s.MaxConns)
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-s.sem }()
-			s.serveConn(ctx, c)
-		}()
+		select {
+		case handoff <- c:
+		default:
+			wg.Add(1)
+			go s.worker(ctx, c, handoff, &idle, &wg)
+		}
+	}
+}
+
+// maxIdleWorkers bounds the serving goroutines kept parked between calls.
+const maxIdleWorkers = 16
+
+// worker serves c, then waits for another connection while fewer than
+// maxIdleWorkers others wait. A call's goroutine needs ~8 KiB of stack
+// (the handshake, msgpack, the handler, the call line) and a new one
+// starts with 2 KiB, so a goroutine per call grew its stack by copying
+// two or three times on every call, walking the frames each time (perf:
+// runtime.newstack 4-7% of the helper's CPU); a kept worker has its
+// stack already.
+func (s *Server) worker(ctx context.Context, c *net.UnixConn, handoff <-chan *net.UnixConn, idle *atomic.Int32, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		s.serveConn(ctx, c)
+		<-s.sem
+		if idle.Add(1) > maxIdleWorkers {
+			idle.Add(-1)
+			return
+		}
+		var ok bool
+		c, ok = <-handoff
+		idle.Add(-1)
+		if !ok {
+			return
+		}
 	}
 }
 
@@ -264,9 +298,7 @@ func (s *Server) ServeConn(ctx context.Context, c *net.UnixConn) error {
 
 var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-var readerPool = sync.Pool{New: func() any {
-	return &msgReader{buf: make([]byte, 512), oob: make([]byte, oobSize)}
-}}
+var readerPool = sync.Pool{New: func() any { return newMsgReader() }}
 
 func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	start := time.Now()
@@ -277,10 +309,12 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	defer cctx.release()
 
 	r := readerPool.Get().(*msgReader)
-	r.c, r.n, r.wantCreds, r.haveCreds, r.eof = c, 0, true, false, false
+	if rerr := r.reset(c, true); rerr != nil {
+		readerPool.Put(r)
+		return fmt.Errorf("rpc: %w", rerr)
+	}
 	defer func() {
-		r.closeFDs()
-		r.c = nil
+		r.release()
 		if cap(r.buf) <= 4096 {
 			readerPool.Put(r)
 		}
@@ -293,12 +327,12 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	}
 
 	// 1. Handshake. Nothing past the two lines is looked at before they pass.
-	var hello Hello
+	var intent, id []byte
 	var used int
 	for {
 		var need bool
 		var perr error
-		hello, used, need, perr = ParseHello(r.buf[:r.n])
+		intent, id, used, need, perr = parseHello(r.buf[:r.n])
 		if perr != nil {
 			return refuse("bad handshake", perr)
 		}
@@ -312,19 +346,20 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 			return refuse("handshake read", ferr)
 		}
 	}
-	route := s.routes[hello.Intent]
+	route := s.routes[string(intent)]
 	if route == nil {
-		return refuse("unknown intent", fmt.Errorf("%w: %q", ErrHandshake, hello.Intent))
+		return refuse("unknown intent", fmt.Errorf("%w: %q", ErrHandshake, intent))
 	}
-	if hello.BuildID != route.Client.BuildID {
+	if string(id) != route.Client.BuildID {
 		return refuse("build ID mismatch", fmt.Errorf("%w: intent %q build ID %s, want %s",
-			ErrHandshake, hello.Intent, hello.BuildID, route.Client.BuildID))
+			ErrHandshake, intent, id, route.Client.BuildID))
 	}
+	hello := route.Client
 
 	// 2. Who is calling: the creds on the bytes must be those of the process
 	// that connected; otherwise the connected fd was handed to someone else
 	// and SO_PEERGROUPS would describe the wrong process.
-	pc, perr := peerCred(c)
+	pc, perr := peerCred(r.rc)
 	if perr != nil {
 		return refuse("peer credentials", perr)
 	}
@@ -340,15 +375,12 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	}()
 	out := route.Server.appendLines((*outp)[:0])
 	helloSent := false
-	allowed, gerr := s.allowed(c, route.Allow, &peer)
+	allowed, gerr := s.allowed(r.rc, route.Allow, &peer)
 	if gerr != nil {
 		return refuse("peer groups", gerr)
 	}
 	if !allowed {
-		s.Log.Warn("rpc: forbidden", "server", s.Name, "intent", hello.Intent,
-			"pid", peer.PID, "uid", peer.UID, "gid", peer.GID, "groups", peer.Groups)
-		s.writeError(c, out, &Error{Code: CodeForbidden, Msg: fmt.Sprintf("uid %d gid %d may not call %q", peer.UID, peer.GID, hello.Intent)})
-		return fmt.Errorf("rpc: forbidden: %v", peer.Creds)
+		return s.forbid(c, out, hello.Intent, &peer)
 	}
 
 	// 3. The request frame. A client that waits for our lines before
@@ -422,8 +454,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	if herr != nil {
 		var e *Error
 		if !errors.As(herr, &e) {
-			s.Log.Error("rpc: handler failed", "server", s.Name, "intent", hello.Intent, "call", call.Label, "err", herr)
-			e = &Error{Code: CodeInternal, Msg: "internal error, see the helper's log"}
+			e = s.internal(hello.Intent, call.Label, herr)
 		}
 		result = e.Code
 		s.writeError(c, out, e)
@@ -439,13 +470,37 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) (err error) {
 	// runner or journal slow to take the line holds up only this helper).
 	c.Close()
 	if s.Log.Enabled(ctx, slog.LevelInfo) {
-		s.Log.LogAttrs(ctx, slog.LevelInfo, "rpc: call", slog.String("server", s.Name),
-			slog.String("intent", hello.Intent), slog.String("call", call.Label),
-			slog.Int("pid", int(peer.PID)), slog.Int("uid", int(peer.UID)),
-			slog.String("result", result), slog.Duration("duration", time.Since(start)),
-			slog.GroupAttrs("", call.Attrs...))
+		s.logCall(ctx, hello.Intent, &call, result, start)
 	}
 	return err
+}
+
+// The cold and the after-the-answer parts of serveConn are functions of
+// their own so that their argument lists are not in serveConn's frame:
+// every call's goroutine starts on a small stack, and a larger frame is
+// a stack copy before the call has read a byte.
+
+//go:noinline
+func (s *Server) logCall(ctx context.Context, intent string, call *Call, result string, start time.Time) {
+	s.Log.LogAttrs(ctx, slog.LevelInfo, "rpc: call", slog.String("server", s.Name),
+		slog.String("intent", intent), slog.String("call", call.Label),
+		slog.Int("pid", int(call.Peer.PID)), slog.Int("uid", int(call.Peer.UID)),
+		slog.String("result", result), slog.Duration("duration", time.Since(start)),
+		slog.GroupAttrs("", call.Attrs...))
+}
+
+//go:noinline
+func (s *Server) forbid(c *net.UnixConn, out []byte, intent string, peer *Peer) error {
+	s.Log.Warn("rpc: forbidden", "server", s.Name, "intent", intent,
+		"pid", peer.PID, "uid", peer.UID, "gid", peer.GID, "groups", peer.Groups)
+	s.writeError(c, out, &Error{Code: CodeForbidden, Msg: fmt.Sprintf("uid %d gid %d may not call %q", peer.UID, peer.GID, intent)})
+	return fmt.Errorf("rpc: forbidden: %v", peer.Creds)
+}
+
+//go:noinline
+func (s *Server) internal(intent, label string, herr error) *Error {
+	s.Log.Error("rpc: handler failed", "server", s.Name, "intent", intent, "call", label, "err", herr)
+	return &Error{Code: CodeInternal, Msg: "internal error, see the helper's log"}
 }
 
 func (s *Server) invoke(ctx context.Context, route *Route, call *Call) (rep Reply, err error) {
@@ -459,14 +514,14 @@ func (s *Server) invoke(ctx context.Context, route *Route, call *Call) (rep Repl
 	return route.Handle(ctx, call)
 }
 
-func (s *Server) allowed(c *net.UnixConn, a Allow, p *Peer) (bool, error) {
+func (s *Server) allowed(rc syscall.RawConn, a Allow, p *Peer) (bool, error) {
 	if slices.Contains(a.UIDs, p.UID) || slices.Contains(a.GIDs, p.GID) {
 		return true, nil
 	}
 	if len(a.GIDs) == 0 {
 		return false, nil
 	}
-	g, err := peerGroups(c)
+	g, err := peerGroups(rc)
 	if err != nil {
 		return false, err
 	}

@@ -97,8 +97,9 @@ type unit struct {
 	argv []string // expanded
 	env  []string // base environment, expanded
 
-	listener *net.UnixListener // unix socket, if any
+	listener *net.UnixListener // unix socket, if any, while the runner accepts on it (Accept=yes)
 	sockFile *os.File          // its fd for Accept=no children
+	sockPath string            // Accept=no: the socket's path, removed at stop
 	tcp      net.Listener
 	tcpFile  *os.File
 	logW     *os.File // write end of the unit's log pipe
@@ -499,6 +500,9 @@ func (r *Runner) Stop() error {
 		if u.listener != nil {
 			u.listener.Close()
 		}
+		if u.sockPath != "" {
+			os.Remove(u.sockPath)
+		}
 		if u.tcp != nil {
 			u.tcp.Close()
 		}
@@ -644,9 +648,17 @@ func (u *unit) setup() error {
 			}
 		}
 		if !u.cfg.Accept {
-			if u.sockFile, err = l.File(); err != nil {
+			if u.sockFile, err = unpolledFile(l, path); err != nil {
+				l.Close()
 				return fmt.Errorf("runner: unit %s: socket fd: %w", name, err)
 			}
+			// Only the children accept here; the listener would keep the
+			// socket in the runner's epoll set, and every connection to
+			// the helper would wake the runner too (a wake per call on
+			// the machine the call runs on). The path goes at stop.
+			l.SetUnlinkOnClose(false)
+			l.Close()
+			u.listener, u.sockPath = nil, path
 		}
 	}
 	if u.cfg.TCP != "" {
@@ -710,4 +722,32 @@ func (r *Runner) lockDir() error {
 	}
 	r.lock = f
 	return nil
+}
+
+// unpolledFile is a copy of l's socket as an *os.File that is not in the
+// runner's netpoller: a blocking descriptor (os.NewFile registers only
+// non-blocking ones). The flag is the socket's, shared with every copy;
+// the children make theirs non-blocking again as they take it
+// (net.FileListener), which leaves this file alone: the runner only
+// passes it on.
+func unpolledFile(l *net.UnixListener, path string) (*os.File, error) {
+	rc, err := l.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd := -1
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		if nfd, serr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0); serr == nil {
+			if serr = unix.SetNonblock(nfd, false); serr != nil {
+				unix.Close(nfd)
+			}
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, serr
+	}
+	return os.NewFile(uintptr(nfd), path), nil
 }
