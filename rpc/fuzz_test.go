@@ -369,6 +369,14 @@ func newFakeServer(t testing.TB) *fakeServer {
 	return fs
 }
 
+// set is what the server answers from the next connection on; a copy,
+// so that the caller may reuse its slice while the server writes.
+func (fs *fakeServer) set(answer []byte) {
+	fs.mu.Lock()
+	fs.answer = bytes.Clone(answer)
+	fs.mu.Unlock()
+}
+
 func FuzzClientStream(f *testing.F) {
 	ch, sh := hello(tClient), hello(tServer)
 	okPayload := mp(echoRep{Text: "hi"})
@@ -393,9 +401,7 @@ func FuzzClientStream(f *testing.F) {
 	fs := newFakeServer(f)
 	cl := &Client{Path: fs.path, Hello: tClient, Expect: tServer, Timeout: 5 * time.Second}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fs.mu.Lock()
-		fs.answer = data
-		fs.mu.Unlock()
+		fs.set(data)
 		var rep echoRep
 		fds, err := cl.Call(context.Background(), echoReq{Text: "hi"}, nil, &rep)
 		closeFiles(fds)

@@ -57,7 +57,7 @@ func TestLengthClaimsCostNothing(t *testing.T) {
 
 	// And a client reading such a reply from a hostile server.
 	fs := newFakeServer(t)
-	fs.answer = append(append(hello(tServer), frame(nil)...), frame(hostileClaim)...)
+	fs.set(append(append(hello(tServer), frame(nil)...), frame(hostileClaim)...))
 	cl := &Client{Path: fs.path, Hello: tClient, Expect: tServer, Timeout: 5 * time.Second}
 	got = allocatedBy(func() {
 		for range calls {
