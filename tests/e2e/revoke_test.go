@@ -56,6 +56,9 @@ func childMain() int {
 	if os.Getenv("CALL_TIMES") != "" {
 		return burstMain()
 	}
+	if os.Getenv("CALL_HOLD") != "" {
+		return fullMain()
+	}
 	var res childResult
 	args, err := base64.StdEncoding.DecodeString(os.Getenv("CALL_ARGS"))
 	if err != nil {

@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"sluice/msg"
+	"sluice/rpc"
+	"sluice/suite"
+)
+
+// fullResult is what a fullMain child reports.
+type fullResult struct {
+	Held    int    `json:"held"` // connections to ptystore it held during the create
+	Busy    int    `json:"busy"` // of those, how many ptystore turned away as busy
+	Code    string `json:"code"`
+	Err     string `json:"err"`
+	FDs     int    `json:"fds"`
+	Session string `json:"session"`
+}
+
+// fullMain is a compromised frontend that fills ptystore's connections
+// ($CALL_HOLD of them, sending nothing: each is a slot of ptystore's
+// --max-conns until its deadline) and then calls create-shell-session
+// with $CALL_ARGS, so that policy's pty-put finds ptystore busy.
+func fullMain() int {
+	var res fullResult
+	n, _ := strconv.Atoi(os.Getenv("CALL_HOLD"))
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.Dial("unix", suite.SocketPath(msg.PtyStore))
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+	}
+	res.Held = len(conns)
+	time.Sleep(300 * time.Millisecond) // ptystore accepts them all
+	buf := make([]byte, 64)
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(time.Millisecond))
+		if n, _ := c.Read(buf); strings.Contains(string(buf[:n]), "busy") {
+			res.Busy++
+		}
+	}
+	args, _ := base64.StdEncoding.DecodeString(os.Getenv("CALL_ARGS"))
+	cl, err := frontendClient(msg.ProtoWebToPolicy)
+	if err != nil {
+		res.Err = err.Error()
+	} else {
+		var rep msg.CreateShellSessionReply
+		fds, err := cl.Call(context.Background(), msg.Request{Op: msg.OpCreateShellSession, Args: args}, nil, &rep)
+		for _, f := range fds {
+			f.Close()
+		}
+		res.FDs, res.Session = len(fds), rep.Session.ID
+		if err != nil {
+			res.Code, res.Err = rpc.CodeOf(err), err.Error()
+		}
+	}
+	json.NewEncoder(os.Stdout).Encode(res)
+	return 0
+}
+
+var sessionCGRE = regexp.MustCompile(`msg="runner: per-session cgroups"[^\n]* dir=(\S+)`)
+
+// sessionCgroups lists the per-session cgroups the runner's shells start in.
+func sessionCgroups(t *testing.T) (string, map[string]bool) {
+	t.Helper()
+	m := sessionCGRE.FindStringSubmatch(env.Run.Log.String())
+	if m == nil {
+		t.Skip("the runner made no per-session cgroups on this host")
+	}
+	root := strings.Trim(m[1], `"`)
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := map[string]bool{}
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "session-") {
+			dirs[filepath.Join(root, e.Name())] = true
+		}
+	}
+	return root, dirs
+}
+
+// TestCreateWhilePtyStoreFull is a compromised frontend that holds every
+// connection ptystore serves at once (--max-conns), so that the pty-put
+// policy makes inside its create finds ptystore busy. The session must
+// either be in ptystore (the create succeeded) or be ended as a refused
+// put is, through the hangup helper: its cgroup killed and removed, not
+// only its master closed (a hangup, which a process ignoring SIGHUP or
+// one that left the session outlives, where no `sessions end`, `users
+// disable --end-sessions` or `on-revoke end` reaches it).
+func TestCreateWhilePtyStoreFull(t *testing.T) {
+	users(t)
+	g := directGrant(t, alice)
+	_, cgBefore := sessionCgroups(t)
+	before := listed(t)
+	asFrontendThen(t, msg.ProtoWebToPolicy, msg.OpAllowedTargets, msg.AllowedTargets{Grant: g}, nil, "") // makes childExe
+	body, err := msgpack.Marshal(msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, gid := frontendIDs(t)
+	cmd := exec.Command(childExe, "-test.run=^$")
+	cmd.Env = append(env.Env(), childEnv+"=call", "CALL_HOLD=1100", "CALL_ARGS="+base64.StdEncoding.EncodeToString(body))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("child: %v: %s", err, out)
+	}
+	var res fullResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("child said %q: %v", out, err)
+	}
+	t.Logf("create with %d connections to ptystore made by the frontend's uid (%d turned away busy): code %q (%s), %d fds", res.Held, res.Busy, res.Code, res.Err, res.FDs)
+	if res.Busy == 0 {
+		t.Fatal("ptystore served every connection the frontend made: it was never full")
+	}
+	var fresh []string
+	for id, s := range listed(t) {
+		if _, old := before[id]; !old && s.Owner == "alice" {
+			fresh = append(fresh, id)
+			t.Cleanup(func() { sluicectl(t, "sessions", "end", id) })
+		}
+	}
+	// What is left of the shells the create opened: session cgroups that
+	// are new and not a stored session's. An ended session's is removed.
+	var left []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, now := sessionCgroups(t)
+		left = left[:0]
+		for dir := range now {
+			if !cgBefore[dir] {
+				procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+				left = append(left, dir+" procs="+strings.Join(strings.Fields(string(procs)), ","))
+			}
+		}
+		if len(left) <= len(fresh) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if res.Code == "" && len(fresh) != 1 {
+		t.Errorf("the create succeeded, ptystore holds %d new sessions of alice's", len(fresh))
+	}
+	if len(left) > len(fresh) {
+		t.Errorf("%d new session cgroups, %d sessions in ptystore: the shell of a session ptystore never took was not ended (hung up at most): %v",
+			len(left), len(fresh), left)
+	}
+}
