@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -82,8 +84,10 @@ func fullMain() int {
 
 var sessionCGRE = regexp.MustCompile(`msg="runner: per-session cgroups"[^\n]* dir=(\S+)`)
 
-// sessionCgroups lists the per-session cgroups the runner's shells start in.
-func sessionCgroups(t *testing.T) (string, map[string]bool) {
+// sessionCgroups lists the per-session cgroups below the runner's
+// directory. Every runner on the host in the same cgroup shares it (other
+// suites' sessions show up too): see ours.
+func sessionCgroups(t *testing.T) map[string]bool {
 	t.Helper()
 	m := sessionCGRE.FindStringSubmatch(env.Run.Log.String())
 	if m == nil {
@@ -100,21 +104,73 @@ func sessionCgroups(t *testing.T) (string, map[string]bool) {
 			dirs[filepath.Join(root, e.Name())] = true
 		}
 	}
-	return root, dirs
+	return dirs
+}
+
+// ours is the processes in cgroup dir that descend from this suite's
+// runner (which the shells' keepers are children of).
+func ours(dir string) []int {
+	b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, _ := strconv.Atoi(f)
+		for p, hops := pid, 0; p > 1 && hops < 16; hops++ {
+			if p == env.Run.RunnerPID() {
+				pids = append(pids, pid)
+				break
+			}
+			st, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/stat")
+			if err != nil {
+				break
+			}
+			i := strings.LastIndexByte(string(st), ')')
+			f := strings.Fields(string(st[i+1:]))
+			if len(f) < 2 {
+				break
+			}
+			p, _ = strconv.Atoi(f[1])
+		}
+	}
+	return pids
+}
+
+// unheld waits up to wait for the processes of this suite's sessions that
+// started since before (session cgroups) to be gone, except those of the
+// sessions ptystore holds (held: their leaders' pids), and returns what
+// is left.
+func unheld(t *testing.T, before map[string]bool, held map[int]bool, wait time.Duration) []string {
+	t.Helper()
+	var left []string
+	for deadline := time.Now().Add(wait); ; time.Sleep(100 * time.Millisecond) {
+		left = left[:0]
+		for dir := range sessionCgroups(t) {
+			if before[dir] {
+				continue
+			}
+			pids := ours(dir)
+			if len(pids) == 0 || slices.ContainsFunc(pids, func(p int) bool { return held[p] }) {
+				continue
+			}
+			left = append(left, fmt.Sprintf("%s %v", dir, pids))
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+	}
 }
 
 // TestCreateWhilePtyStoreFull is a compromised frontend that holds every
 // connection ptystore serves at once (--max-conns), so that the pty-put
-// policy makes inside its create finds ptystore busy. The session must
-// either be in ptystore (the create succeeded) or be ended as a refused
-// put is, through the hangup helper: its cgroup killed and removed, not
-// only its master closed (a hangup, which a process ignoring SIGHUP or
-// one that left the session outlives, where no `sessions end`, `users
-// disable --end-sessions` or `on-revoke end` reaches it).
+// policy makes inside its create would find ptystore busy: policy then
+// fails the create and can only close its fd, a hangup, which a process
+// ignoring SIGHUP or one that left the session outlives, where no
+// `sessions end`, `users disable --end-sessions` or `on-revoke end`
+// reaches it. The create must succeed, the session in ptystore, and no
+// process of a session ptystore does not hold may be left.
 func TestCreateWhilePtyStoreFull(t *testing.T) {
 	users(t)
 	g := directGrant(t, alice)
-	_, cgBefore := sessionCgroups(t)
+	cgBefore := sessionCgroups(t)
 	before := listed(t)
 	asFrontendThen(t, msg.ProtoWebToPolicy, msg.OpAllowedTargets, msg.AllowedTargets{Grant: g}, nil, "") // makes childExe
 	body, err := msgpack.Marshal(msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g})
@@ -137,34 +193,19 @@ func TestCreateWhilePtyStoreFull(t *testing.T) {
 	if res.Busy == 0 {
 		t.Fatal("ptystore served every connection the frontend made: it was never full")
 	}
+	held := map[int]bool{}
 	var fresh []string
 	for id, s := range listed(t) {
+		held[int(s.PID)] = true
 		if _, old := before[id]; !old && s.Owner == "alice" {
 			fresh = append(fresh, id)
 			t.Cleanup(func() { sluicectl(t, "sessions", "end", id) })
 		}
 	}
-	// What is left of the shells the create opened: session cgroups that
-	// are new and not a stored session's. An ended session's is removed.
-	var left []string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		_, now := sessionCgroups(t)
-		left = left[:0]
-		for dir := range now {
-			if !cgBefore[dir] {
-				procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-				left = append(left, dir+" procs="+strings.Join(strings.Fields(string(procs)), ","))
-			}
-		}
-		if len(left) <= len(fresh) || time.Now().After(deadline) {
-			break
-		}
+	if res.Code != "" || len(fresh) != 1 {
+		t.Errorf("create with ptystore's connections held by the frontend: code %q, %d new sessions of alice's in ptystore; want it stored", res.Code, len(fresh))
 	}
-	if res.Code == "" && len(fresh) != 1 {
-		t.Errorf("the create succeeded, ptystore holds %d new sessions of alice's", len(fresh))
-	}
-	if len(left) > len(fresh) {
-		t.Errorf("%d new session cgroups, %d sessions in ptystore: the shell of a session ptystore never took was not ended (hung up at most): %v",
-			len(left), len(fresh), left)
+	if left := unheld(t, cgBefore, held, 5*time.Second); len(left) > 0 {
+		t.Errorf("processes of sessions ptystore does not hold: %v", left)
 	}
 }
