@@ -170,10 +170,11 @@ func unheld(t *testing.T, before map[string]bool, held map[int]bool, wait time.D
 func TestCreateWhilePtyStoreFull(t *testing.T) {
 	users(t)
 	g := directGrant(t, alice)
+	quiet := quietRule(t)
 	cgBefore := sessionCgroups(t)
 	before := listed(t)
 	asFrontendThen(t, msg.ProtoWebToPolicy, msg.OpAllowedTargets, msg.AllowedTargets{Grant: g}, nil, "") // makes childExe
-	body, err := msgpack.Marshal(msg.CreateShellSession{Machine: msg.HostMachine, User: "root", Grant: g})
+	body, err := msgpack.Marshal(quiet(g))
 	if err != nil {
 		t.Fatal(err)
 	}
