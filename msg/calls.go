@@ -449,6 +449,13 @@ type PtyPut struct {
 	Grant   Grant         `msgpack:"grant"`
 	Session SessionInfo   `msgpack:"session"`
 	Ticket  SessionTicket `msgpack:"ticket"`
+	// Limits are the session's, from the rule policy allowed it by: the
+	// put's caller is policy (the route admits no one else), so ptystore
+	// takes them instead of asking policy back while policy's instance
+	// waits on this very put (at policy's MaxConnections that call found
+	// no instance and every create stalled for its whole deadline). Nil:
+	// ptystore asks policy (check-sessions), as before.
+	Limits *Limits `msgpack:"limits,omitempty"`
 }
 
 // PtyPutReply's Limits are the session's, as ptystore learned them from

@@ -198,7 +198,11 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, a msg.CreateShellS
 	// Put before anyone else holds the fd: a caller that kept it without
 	// putting it would hold a shell that sessions end, users disable
 	// --end-sessions and on-revoke end never reach.
-	put, err := h.put(ctx, msg.PtyPut{Grant: a.Grant, Session: info, Ticket: tk}, fds[0])
+	// The limits go with the put: ptystore asking policy for them would
+	// need a second policy instance while this one waits, and with every
+	// instance busy in a create that call waits out the deadline.
+	limits := h.Policy.LimitsFor(d.Rule)
+	put, err := h.put(ctx, msg.PtyPut{Grant: a.Grant, Session: info, Ticket: tk, Limits: &limits}, fds[0])
 	if err != nil {
 		closeFiles(fds) // fail closed: the shell hangs up
 		log.Warn("policy: ptystore did not take the session; its fd closed (ptystore ends a session it refuses)", "session", rep.SessionID, "pid", rep.PID, "err", err)

@@ -335,3 +335,28 @@ func TestCreateStoreUnreachable(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestCreatePutsLimits: the put carries the limits of the rule that
+// allowed the session, so ptystore stores them without asking policy
+// back (see msg.PtyPut), and the reply gives them to the frontend.
+func TestCreatePutsLimits(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (CI runs as root)")
+	}
+	f := setupPolicy(t, "limit max 12h\nallow alice as root on .host idle 5m detached 10m\n", nil)
+	rep, fds, err := f.create(t, msg.CreateShellSession{Machine: ".host", User: "root", Grant: f.grant(t, "alice")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		fd.Close()
+	}
+	want := msg.Limits{Idle: (5 * time.Minute).Milliseconds(), Detached: (10 * time.Minute).Milliseconds(), Max: (12 * time.Hour).Milliseconds()}
+	stored, known := f.store.Limits(rep.Session.ID)
+	if rep.Limits != want || stored != want || !known {
+		t.Errorf("limits: reply %+v, stored %+v (known %v), want %+v", rep.Limits, stored, known, want)
+	}
+	if err := f.store.Drop(context.Background(), rep.Session.ID, nil); err != nil {
+		t.Error(err)
+	}
+}

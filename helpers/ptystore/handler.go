@@ -175,6 +175,9 @@ func (h *Handler) put(ctx context.Context, c *rpc.Call, a msg.PtyPut) (msg.PtyPu
 	if a.Grant.User != a.Session.Owner {
 		return refuse(rpc.Errorf(msg.CodeBadGrant, "grant is for %q, session owner is %q", a.Grant.User, a.Session.Owner))
 	}
+	if l := a.Limits; l != nil && (l.Idle < 0 || l.Detached < 0 || l.Max < 0) {
+		return refuse(rpc.Errorf(rpc.CodeBadRequest, "put %s: negative limits %+v", a.Session.ID, *l))
+	}
 	// The session's info is policy's word, not the caller's: the ticket
 	// policy gave with the fd must match the info and what the kernel says
 	// the fd is, or a shell could be put under a target policy never
@@ -197,7 +200,13 @@ func (h *Handler) put(ctx context.Context, c *rpc.Call, a msg.PtyPut) (msg.PtyPu
 	keep.Close()
 	// The session's limits, from policy: the maximum length and detached
 	// limit are ptystore's to enforce, so they must not come from the
-	// frontend.
+	// frontend. Only policy reaches put ("policy to ptystore"), and it
+	// sends them along; asking it back would need a second policy
+	// instance while the caller's waits on us (see msg.PtyPut).
+	if a.Limits != nil {
+		h.Store.SetLimits(info.ID, *a.Limits)
+		return msg.PtyPutReply{Session: info, Limits: *a.Limits}, nil, nil
+	}
 	limits, err := h.checkAttach(ctx, a.Grant, info, msg.ModeOwner)
 	if err != nil {
 		// Kept: its limits are asked for again (EnforceLimits). Taking

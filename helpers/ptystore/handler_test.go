@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -842,6 +843,62 @@ func TestPutRefusedEnds(t *testing.T) {
 			}
 			if got := h.adminList(); len(got) != 1 {
 				t.Errorf("store holds %v, want only the first session", got)
+			}
+		})
+	}
+}
+
+// TestPutWithLimits: a put that carries policy's limits is stored with
+// them and answered without asking policy (which, waiting on this put in
+// one of its instances, might have none free to answer), negative limits
+// are refused and the shell ended, and a put without limits still asks.
+func TestPutWithLimits(t *testing.T) {
+	var asked atomic.Int32
+	fromPolicy := msg.Limits{Detached: 1000, Max: 2000}
+	h := newHarnessPolicy(t, Config{}, func(grant.Key) PolicyChecker {
+		return func(_ context.Context, a msg.CheckSessions) (msg.CheckSessionsReply, error) {
+			asked.Add(1)
+			rep := msg.CheckSessionsReply{}
+			for _, s := range a.Sessions {
+				rep.Verdicts = append(rep.Verdicts, msg.Verdict{ID: s.ID, Allow: true, Limits: fromPolicy})
+			}
+			return rep, nil
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		limits *msg.Limits
+		code   string
+		want   msg.Limits
+		asks   int32
+	}{
+		{"carried", &msg.Limits{Idle: 5, Detached: 60000, Max: 3600000}, "", msg.Limits{Idle: 5, Detached: 60000, Max: 3600000}, 0},
+		{"none", nil, "", fromPolicy, 1},
+		{"negative", &msg.Limits{Max: -1}, rpc.CodeBadRequest, msg.Limits{}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			asked.Store(0)
+			sh := startShell(t)
+			info := sessionInfo("lim-"+tc.name, "alice")
+			var rep msg.PtyPutReply
+			_, code := call(t, h.pol, msg.OpPtyPut, msg.PtyPut{Grant: h.grant("alice"), Session: info,
+				Ticket: tk(t, h.key, info, sh.master), Limits: tc.limits}, []*os.File{sh.master}, &rep)
+			sh.master.Close()
+			if code != tc.code {
+				t.Fatalf("put: %q, want %q", code, tc.code)
+			}
+			if got := asked.Load(); got != tc.asks {
+				t.Errorf("policy asked %d times, want %d", got, tc.asks)
+			}
+			if code != "" {
+				if sig := sh.exited(t); sig == 0 {
+					t.Error("a refused put's shell was not ended")
+				}
+				return
+			}
+			stored, known := h.store.Limits(info.ID)
+			if rep.Limits != tc.want || stored != tc.want || !known {
+				t.Errorf("limits: reply %+v, stored %+v (known %v), want %+v", rep.Limits, stored, known, tc.want)
 			}
 		})
 	}

@@ -53,6 +53,12 @@ type childResult struct {
 // component "frontend", with $CALL_ARGS (base64 msgpack), and prints the
 // result as JSON. The fds of the reply are counted and closed.
 func childMain() int {
+	if os.Getenv("CALL_TIMES") != "" {
+		return burstMain()
+	}
+	if os.Getenv("CALL_HOLD") != "" {
+		return fullMain()
+	}
 	var res childResult
 	args, err := base64.StdEncoding.DecodeString(os.Getenv("CALL_ARGS"))
 	if err != nil {
