@@ -89,8 +89,19 @@ type Server struct {
 	Log      *slog.Logger
 	Name     string // component name for logs
 
+	// Reserved callers get ReservedConns connection slots of their own
+	// (default 64), beside the MaxConns everyone else shares, so that a
+	// caller who may connect but is trusted less cannot hold every slot
+	// and make theirs busy (ptystore keeps policy's puts apart from the
+	// frontend's calls). Who is reserved is the kernel's word at connect
+	// time (SO_PEERCRED, SO_PEERGROUPS); which pool a connection took
+	// decides nothing else, every call is still checked by its route.
+	Reserved      Allow
+	ReservedConns int
+
 	once   sync.Once
 	sem    chan struct{}
+	rsem   chan struct{} // the Reserved callers' slots; nil without any
 	routes map[string]*Route
 	inited error
 }
@@ -110,6 +121,12 @@ func (s *Server) init() error {
 			s.Log = slog.Default()
 		}
 		s.sem = make(chan struct{}, s.MaxConns)
+		if len(s.Reserved.UIDs) > 0 || len(s.Reserved.GIDs) > 0 {
+			if s.ReservedConns <= 0 {
+				s.ReservedConns = 64
+			}
+			s.rsem = make(chan struct{}, s.ReservedConns)
+		}
 		s.routes = make(map[string]*Route, len(s.Routes))
 		for i := range s.Routes {
 			r := &s.Routes[i]
@@ -214,7 +231,7 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	defer wg.Wait()
 	// A connection goes to a worker parked after its last call if there
 	// is one, else to a new goroutine (see worker).
-	handoff := make(chan *net.UnixConn)
+	handoff := make(chan slot)
 	defer close(handoff)
 	var idle atomic.Int32
 	var backoff time.Duration
@@ -238,22 +255,26 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 			continue
 		}
 		backoff = 0
+		sem := s.sem
+		if s.rsem != nil && s.reservedPeer(c) {
+			sem = s.rsem
+		}
 		select {
-		case s.sem <- struct{}{}:
+		case sem <- struct{}{}:
 		default:
 			// Full: say so at once rather than queue. The busy line is no
 			// intent of any protocol, so no client can mistake it.
 			c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
 			c.Write([]byte(busyLine + "\n"))
 			c.Close()
-			s.Log.Warn("rpc: busy, refused a connection", "server", s.Name, "max_conns", s.MaxConns)
+			s.Log.Warn("rpc: busy, refused a connection", "server", s.Name, "max_conns", cap(sem), "reserved", sem == s.rsem)
 			continue
 		}
 		select {
-		case handoff <- c:
+		case handoff <- slot{c, sem}:
 		default:
 			wg.Add(1)
-			go s.worker(ctx, c, handoff, &idle, &wg)
+			go s.worker(ctx, slot{c, sem}, handoff, &idle, &wg)
 		}
 	}
 }
@@ -268,11 +289,11 @@ const maxIdleWorkers = 16
 // two or three times on every call, walking the frames each time (perf:
 // runtime.newstack 4-7% of the helper's CPU); a kept worker has its
 // stack already.
-func (s *Server) worker(ctx context.Context, c *net.UnixConn, handoff <-chan *net.UnixConn, idle *atomic.Int32, wg *sync.WaitGroup) {
+func (s *Server) worker(ctx context.Context, c slot, handoff <-chan slot, idle *atomic.Int32, wg *sync.WaitGroup) {
 	defer wg.Done()
 	for {
-		s.serveConn(ctx, c)
-		<-s.sem
+		s.serveConn(ctx, c.conn)
+		<-c.sem
 		if idle.Add(1) > maxIdleWorkers {
 			idle.Add(-1)
 			return
@@ -284,6 +305,30 @@ func (s *Server) worker(ctx context.Context, c *net.UnixConn, handoff <-chan *ne
 			return
 		}
 	}
+}
+
+// slot is an accepted connection and the pool whose slot it holds.
+type slot struct {
+	conn *net.UnixConn
+	sem  chan struct{}
+}
+
+// reservedPeer reports whether the process that connected c is one
+// Reserved admits; any doubt (no credentials) is the shared pool.
+func (s *Server) reservedPeer(c *net.UnixConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var uc *unix.Ucred
+	var uerr error
+	if err := rc.Control(func(fd uintptr) {
+		uc, uerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || uerr != nil {
+		return false
+	}
+	ok, err := s.allowed(rc, s.Reserved, &Peer{Creds: Creds{UID: uc.Uid, GID: uc.Gid}})
+	return ok && err == nil
 }
 
 // ServeConn serves the one call on an already accepted connection, as a

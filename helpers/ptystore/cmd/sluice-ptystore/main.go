@@ -169,12 +169,12 @@ func main() {
 	confine.Helper(log, confine.Profile{Name: msg.PtyStore, Read: read, Signal: hang == nil, Listen: f.Listen})
 	srv := f.Server(msg.PtyStore, log, routes...)
 	// Policy's puts get connection slots of their own: the frontend may
-	// hold all --max-conns of the others (ptystore.Gate).
-	gate := &ptystore.Gate{Server: srv, Log: log}
+	// hold all --max-conns of the others, and a put found busy leaves a
+	// session no end reaches (tests/e2e TestCreateWhilePtyStoreFull).
 	if p, ok := msg.Lookup(msg.ProtoPolicyToPtyStore); ok {
 		for _, r := range routes {
 			if r.Client.Intent == msg.Intent(p, "client") {
-				gate.Reserved = r.Allow
+				srv.Reserved = r.Allow
 			}
 		}
 	}
@@ -200,7 +200,7 @@ func main() {
 			helper.Fatal(log, "listen", err)
 		}
 		ready(log, notify)
-		err = gate.Serve(ctx, l)
+		err = srv.Serve(ctx, l)
 		l.Close()
 		if err != nil {
 			helper.Fatal(log, "serve", err)
@@ -211,7 +211,7 @@ func main() {
 		helper.Fatal(log, "serve", errors.New("no socket passed (LISTEN_FDS unset); use --listen PATH"))
 	}
 	ready(log, notify)
-	if err := gate.ServeFiles(ctx, sockets); err != nil {
+	if err := rpc.ServeFiles(ctx, srv, sockets); err != nil {
 		helper.Fatal(log, "serve", err)
 	}
 }

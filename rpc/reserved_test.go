@@ -1,8 +1,10 @@
-package ptystore
+package rpc_test
 
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -54,12 +56,12 @@ func dialAs(t *testing.T, path string, uid int) *net.UnixConn {
 	return r.c
 }
 
-// TestGateReserves: another uid holding every shared slot leaves the
+// TestReservedConns: another uid holding every shared slot leaves the
 // reserved peers' slots free (a compromised frontend filling ptystore
 // cannot make policy's pty-put busy), and the shared pool still turns
 // away the one over its size. Without the reservation the reserved
 // peer's call is busy.
-func TestGateReserves(t *testing.T) {
+func TestReservedConns(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root to connect as another uid (CI runs as root)")
 	}
@@ -84,15 +86,14 @@ func TestGateReserves(t *testing.T) {
 			r := rpctest.Route("gate", rpc.Allow{UIDs: []uint32{0, other}}, 0, func(context.Context, *rpc.Call) (rpc.Reply, error) {
 				return rpc.Reply{}, nil
 			})
-			srv := &rpc.Server{Name: "gate", Routes: []rpc.Route{r}, Log: testLog(t)}
+			srv := &rpc.Server{Name: "gate", Routes: []rpc.Route{r}, MaxConns: 2, Reserved: tc.reserved, ReservedConns: 1, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 			l, err := rpc.Listen(path, 0o666)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
-			g := &Gate{Server: srv, Reserved: tc.reserved, Max: 2, Reserve: 1, Log: testLog(t)}
-			go func() { done <- g.Serve(ctx, l) }()
+			go func() { done <- srv.Serve(ctx, l) }()
 			t.Cleanup(func() {
 				cancel()
 				if err := <-done; err != nil {
