@@ -279,11 +279,13 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 	}
 }
 
-// maxIdleWorkers bounds the serving goroutines kept parked between calls.
-const maxIdleWorkers = 16
+// MaxIdleWorkers bounds the serving goroutines a Server keeps parked
+// between calls: its goroutine count may stay this much above what it was
+// before a burst of calls, and no more.
+const MaxIdleWorkers = 16
 
 // worker serves c, then waits for another connection while fewer than
-// maxIdleWorkers others wait. A call's goroutine needs ~8 KiB of stack
+// MaxIdleWorkers others wait. A call's goroutine needs ~8 KiB of stack
 // (the handshake, msgpack, the handler, the call line) and a new one
 // starts with 2 KiB, so a goroutine per call grew its stack by copying
 // two or three times on every call, walking the frames each time (perf:
@@ -294,7 +296,7 @@ func (s *Server) worker(ctx context.Context, c slot, handoff <-chan slot, idle *
 	for {
 		s.serveConn(ctx, c.conn)
 		<-c.sem
-		if idle.Add(1) > maxIdleWorkers {
+		if idle.Add(1) > MaxIdleWorkers {
 			idle.Add(-1)
 			return
 		}

@@ -9,11 +9,11 @@ import (
 )
 
 // TestWorkersKeptBounded: serving goroutines are kept between calls, at
-// most maxIdleWorkers of them however many calls ran at once, and none
+// most MaxIdleWorkers of them however many calls ran at once, and none
 // outlives Serve.
 func TestWorkersKeptBounded(t *testing.T) {
 	before := runtime.NumGoroutine()
-	ts := startServer(t, func(s *Server) { s.MaxConns = 4 * maxIdleWorkers })
+	ts := startServer(t, func(s *Server) { s.MaxConns = 4 * MaxIdleWorkers })
 	cl := ts.client()
 	ctx := context.Background()
 	for range 20 {
@@ -22,7 +22,7 @@ func TestWorkersKeptBounded(t *testing.T) {
 		}
 	}
 	var wg sync.WaitGroup
-	for range 3 * maxIdleWorkers {
+	for range 3 * MaxIdleWorkers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -36,7 +36,7 @@ func TestWorkersKeptBounded(t *testing.T) {
 	}
 	wg.Wait()
 	// Serve's goroutine and the listener's AfterFunc besides the workers.
-	waitGoroutines(t, func(n int) bool { return n <= before+2+maxIdleWorkers }, "idle workers above the bound")
+	waitGoroutines(t, func(n int) bool { return n <= before+2+MaxIdleWorkers }, "idle workers above the bound")
 	ts.stop()
 	waitGoroutines(t, func(n int) bool { return n <= before }, "goroutines left after Serve returned")
 }
