@@ -90,9 +90,9 @@ type Server struct {
 	Name     string // component name for logs
 
 	// Reserved callers get ReservedConns connection slots of their own
-	// (default 64), beside the MaxConns everyone else shares, so that a
-	// caller who may connect but is trusted less cannot hold every slot
-	// and make theirs busy (ptystore keeps policy's puts apart from the
+	// (default 64), taken once the MaxConns everyone shares are all in
+	// use, so that a caller who may connect but is trusted less cannot
+	// hold every slot and make theirs busy (ptystore keeps policy's puts apart from the
 	// frontend's calls). Who is reserved is the kernel's word at connect
 	// time (SO_PEERCRED, SO_PEERGROUPS); which pool a connection took
 	// decides nothing else, every call is still checked by its route.
@@ -255,19 +255,14 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 			continue
 		}
 		backoff = 0
-		sem := s.sem
-		if s.rsem != nil && s.reservedPeer(c) {
-			sem = s.rsem
-		}
-		select {
-		case sem <- struct{}{}:
-		default:
+		sem := s.take(c)
+		if sem == nil {
 			// Full: say so at once rather than queue. The busy line is no
 			// intent of any protocol, so no client can mistake it.
 			c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
 			c.Write([]byte(busyLine + "\n"))
 			c.Close()
-			s.Log.Warn("rpc: busy, refused a connection", "server", s.Name, "max_conns", cap(sem), "reserved", sem == s.rsem)
+			s.Log.Warn("rpc: busy, refused a connection", "server", s.Name, "max_conns", s.MaxConns, "reserved_conns", cap(s.rsem))
 			continue
 		}
 		select {
@@ -313,6 +308,27 @@ func (s *Server) worker(ctx context.Context, c slot, handoff <-chan slot, idle *
 type slot struct {
 	conn *net.UnixConn
 	sem  chan struct{}
+}
+
+// take takes a slot for c and returns its pool, or nil when there is
+// none: a shared one if any is free, else, for a Reserved caller, one of
+// theirs. The kernel is asked who connected only once the shared slots
+// are all taken, so a call costs nothing more while they are not.
+func (s *Server) take(c *net.UnixConn) chan struct{} {
+	select {
+	case s.sem <- struct{}{}:
+		return s.sem
+	default:
+	}
+	if s.rsem == nil || !s.reservedPeer(c) {
+		return nil
+	}
+	select {
+	case s.rsem <- struct{}{}:
+		return s.rsem
+	default:
+		return nil
+	}
 }
 
 // reservedPeer reports whether the process that connected c is one
