@@ -475,6 +475,12 @@ func helperTargetList(t *testing.T) []*target {
 		pty.server = s.hello(t, msg.PtyStore, msg.ProtoWebToPtyStore, "server")
 		pty.other = s.hello(t, msg.Admin, msg.ProtoAdminToAuth, "client")
 		pty.maxFDs = 0 // the web route takes none: pty-put is policy's
+		// Every helper runs as root here, so root is also policy, whose
+		// puts have slots of their own once the shared ones are taken
+		// (rpc.Server.Reserved): a flood from root holds both pools. A
+		// flood from the frontend's uid holds only the shared one
+		// (tests/e2e TestCreateWhilePtyStoreFull).
+		pty.maxConns = 64 + 64
 		pty.good, pty.goodOK = request(msg.OpPtyList, msg.PtyList{Grant: alice}), wantOK(0)
 		pty.ptyPut = request(msg.OpPtyPut, msg.PtyPut{Grant: alice, Session: msg.SessionInfo{
 			ID: "hostile-1", Owner: "alice", UnixUser: "alice", Machine: msg.HostMachine,
