@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -79,6 +80,8 @@ func fullMain() int {
 		}
 	}
 	json.NewEncoder(os.Stdout).Encode(res)
+	// Holding on until told: the test makes the admin's calls meanwhile.
+	io.Copy(io.Discard, os.Stdin)
 	return 0
 }
 
@@ -182,30 +185,54 @@ func TestCreateWhilePtyStoreFull(t *testing.T) {
 	cmd := exec.Command(childExe, "-test.run=^$")
 	cmd.Env = append(env.Env(), childEnv+"=call", "CALL_HOLD=1100", "CALL_ARGS="+base64.StdEncoding.EncodeToString(body))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
-	out, err := cmd.Output()
+	hold, err := cmd.StdinPipe()
 	if err != nil {
-		t.Fatalf("child: %v: %s", err, out)
+		t.Fatal(err)
 	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			hold.Close()
+			cmd.Wait()
+		}
+	}
+	defer release()
 	var res fullResult
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("child said %q: %v", out, err)
+	if err := json.NewDecoder(stdout).Decode(&res); err != nil {
+		t.Fatalf("child: %v", err)
 	}
 	t.Logf("create with %d connections to ptystore made by the frontend's uid (%d turned away busy): code %q (%s), %d fds", res.Held, res.Busy, res.Code, res.Err, res.FDs)
 	if res.Busy == 0 {
 		t.Fatal("ptystore served every connection the frontend made: it was never full")
 	}
+	// Still held: the admin lists and ends through their own slots.
 	held := map[int]bool{}
 	var fresh []string
 	for id, s := range listed(t) {
 		held[int(s.PID)] = true
 		if _, old := before[id]; !old && s.Owner == "alice" {
 			fresh = append(fresh, id)
-			t.Cleanup(func() { sluicectl(t, "sessions", "end", id) })
 		}
 	}
 	if res.Code != "" || len(fresh) != 1 {
 		t.Errorf("create with ptystore's connections held by the frontend: code %q, %d new sessions of alice's in ptystore; want it stored", res.Code, len(fresh))
 	}
+	for _, id := range fresh {
+		if out, err := sluicectl(t, "sessions", "end", id); err != nil {
+			t.Errorf("sessions end %s while the frontend holds ptystore's connections: %v\n%s", id, err, out)
+			t.Cleanup(func() { sluicectl(t, "sessions", "end", id) })
+		}
+	}
+	release()
 	if left := unheld(t, cgBefore, held, 5*time.Second); len(left) > 0 {
 		t.Errorf("processes of sessions ptystore does not hold: %v", left)
 	}

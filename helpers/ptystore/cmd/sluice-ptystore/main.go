@@ -168,13 +168,19 @@ func main() {
 	// Signal only with --hangup off: ending shells is the hangup helper's.
 	confine.Helper(log, confine.Profile{Name: msg.PtyStore, Read: read, Signal: hang == nil, Listen: f.Listen})
 	srv := f.Server(msg.PtyStore, log, routes...)
-	// Policy's puts get connection slots of their own: the frontend may
-	// hold all --max-conns of the others, and a put found busy leaves a
-	// session no end reaches (tests/e2e TestCreateWhilePtyStoreFull).
-	if p, ok := msg.Lookup(msg.ProtoPolicyToPtyStore); ok {
+	// Policy's puts and the admin's calls get connection slots of their
+	// own: the frontend may hold all --max-conns of the others, and a put
+	// found busy leaves a session no end reaches, an end found busy ends
+	// nothing (tests/e2e TestCreateWhilePtyStoreFull).
+	for _, proto := range []string{msg.ProtoPolicyToPtyStore, msg.ProtoAdminToPtyStore} {
+		p, ok := msg.Lookup(proto)
+		if !ok {
+			continue
+		}
 		for _, r := range routes {
 			if r.Client.Intent == msg.Intent(p, "client") {
-				srv.Reserved = r.Allow
+				srv.Reserved.UIDs = append(srv.Reserved.UIDs, r.Allow.UIDs...)
+				srv.Reserved.GIDs = append(srv.Reserved.GIDs, r.Allow.GIDs...)
 			}
 		}
 	}
