@@ -201,8 +201,14 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, a msg.CreateShellS
 	// The limits go with the put: ptystore asking policy for them would
 	// need a second policy instance while this one waits, and with every
 	// instance busy in a create that call waits out the deadline.
+	// The put runs on its own deadline, not what is left of the caller's:
+	// a shell opened just as that passes would otherwise be only hung up
+	// (a process ignoring SIGHUP outlives it) instead of stored, where
+	// sessions end, the detached limit and revocation reach it.
 	limits := h.Policy.LimitsFor(d.Rule)
-	put, err := h.put(ctx, msg.PtyPut{Grant: a.Grant, Session: info, Ticket: tk, Limits: &limits}, fds[0])
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), putTimeout)
+	defer cancel()
+	put, err := h.put(pctx, msg.PtyPut{Grant: a.Grant, Session: info, Ticket: tk, Limits: &limits}, fds[0])
 	if err != nil {
 		closeFiles(fds) // fail closed: the shell hangs up
 		log.Warn("policy: ptystore did not take the session; its fd closed (ptystore ends a session it refuses)", "session", rep.SessionID, "pid", rep.PID, "err", err)
@@ -215,6 +221,10 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, a msg.CreateShellS
 	log.Info("policy: session created", "session", rep.SessionID, "pid", rep.PID, "rule", rule)
 	return msg.CreateShellSessionReply{Session: put.Session, Rule: rule, Limits: put.Limits}, fds, nil
 }
+
+// putTimeout bounds a put, which runs even when the create's caller has
+// given up (create).
+const putTimeout = 5 * time.Second
 
 // put hands ptystore a dup of f; the caller keeps f to pass on.
 func (h *Handler) put(ctx context.Context, a msg.PtyPut, f *os.File) (msg.PtyPutReply, error) {

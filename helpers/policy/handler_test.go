@@ -360,3 +360,51 @@ func TestCreatePutsLimits(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// lateShell is a shell helper whose answer comes as the create's deadline
+// passes: the shell is open, and what policy does next runs on an
+// expired context.
+type lateShell struct{ policy.ShellClient }
+
+func (l lateShell) Call(ctx context.Context, req any, fds []*os.File, resp any) ([]*os.File, error) {
+	got, err := l.ShellClient.Call(context.WithoutCancel(ctx), req, fds, resp)
+	<-ctx.Done()
+	return got, err
+}
+
+// TestCreateLateStillPuts: a shell opened just as the caller's deadline
+// passes is still put into ptystore (where sessions end, the detached
+// limit and revocation reach it), not only hung up, which a process
+// ignoring SIGHUP outlives.
+func TestCreateLateStillPuts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (CI runs as root)")
+	}
+	login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
+	sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
+	real := listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
+	f := setupPolicy(t, "allow alice as root on .host\n", lateShell{real})
+	r := rpctest.Route(msg.ProtoWebToPolicy, rpctest.Me(), 0, optable.HandlerOf(f.h.Tables(), msg.ProtoWebToPolicy))
+	web := rpctest.Client(rpctest.Serve(t, &rpc.Server{Name: msg.Policy, Routes: []rpc.Route{r}, Timeout: 300 * time.Millisecond}, "", 0), r)
+	args, err := msgpack.Marshal(msg.CreateShellSession{Machine: ".host", User: "root", Grant: f.grant(t, "alice")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := web.Call(context.Background(), msg.Request{Op: msg.OpCreateShellSession, Args: args}, nil, nil)
+	for _, fd := range fds {
+		fd.Close()
+	}
+	t.Logf("the create's own answer: %v", err)
+	var stored []msg.SessionInfo
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if stored = f.store.List(nil); len(stored) > 0 {
+			break
+		}
+	}
+	if len(stored) != 1 || stored[0].Owner != "alice" {
+		t.Fatalf("sessions in ptystore after a create whose deadline passed as its shell opened: %+v; want alice's\n%s", stored, f.logs)
+	}
+	if err := f.store.Drop(context.Background(), stored[0].ID, nil); err != nil {
+		t.Error(err)
+	}
+}
