@@ -343,8 +343,11 @@ func TestCreatePutsLimits(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root (CI runs as root)")
 	}
-	f := setupPolicy(t, "limit max 12h\nallow alice as root on .host idle 5m detached 10m\n", nil)
-	rep, fds, err := f.create(t, msg.CreateShellSession{Machine: ".host", User: "root", Grant: f.grant(t, "alice")})
+	// nobody running sh, not root's login shell: a root login shell ended
+	// while its profile runs can leave the profile's locks behind (pyenv's
+	// rehash lock stalled every later root login on the CI image 60 s).
+	f := setupPolicy(t, "limit max 12h\nallow alice as nobody on .host idle 5m detached 10m command /bin/sh -i\n", nil)
+	rep, fds, err := f.create(t, msg.CreateShellSession{Machine: ".host", User: "nobody", Args: []string{"/bin/sh", "-i"}, Grant: f.grant(t, "alice")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,10 +386,10 @@ func TestCreateLateStillPuts(t *testing.T) {
 	login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
 	sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
 	real := listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
-	f := setupPolicy(t, "allow alice as root on .host\n", lateShell{real})
+	f := setupPolicy(t, "allow alice as nobody on .host command /bin/sh -i\n", lateShell{real})
 	r := rpctest.Route(msg.ProtoWebToPolicy, rpctest.Me(), 0, optable.HandlerOf(f.h.Tables(), msg.ProtoWebToPolicy))
 	web := rpctest.Client(rpctest.Serve(t, &rpc.Server{Name: msg.Policy, Routes: []rpc.Route{r}, Timeout: 300 * time.Millisecond}, "", 0), r)
-	args, err := msgpack.Marshal(msg.CreateShellSession{Machine: ".host", User: "root", Grant: f.grant(t, "alice")})
+	args, err := msgpack.Marshal(msg.CreateShellSession{Machine: ".host", User: "nobody", Args: []string{"/bin/sh", "-i"}, Grant: f.grant(t, "alice")})
 	if err != nil {
 		t.Fatal(err)
 	}
