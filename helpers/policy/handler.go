@@ -167,9 +167,17 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, a msg.CreateShellS
 		log.Info("policy: dropped environment entries", "dropped", dropped)
 	}
 	open := msg.OpenShell{Machine: a.Machine, User: a.User, Args: a.Args, Env: env, Requester: a.Grant.User, Record: d.Rule.Record}
+	// From here the create runs on its own deadline, not what is left of
+	// the caller's: a shell opened just as that passes would otherwise be
+	// only hung up (by the shell helper, whose answer nobody reads, or by
+	// policy, whose put failed), which a process ignoring SIGHUP outlives,
+	// instead of stored, where sessions end, the detached limit and
+	// revocation reach it.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
 	// Exactly one fd, the pty master; any other number is closed and an
 	// error, logged here like any failure of the shell helper.
-	rep, fds, err := optable.Call[msg.OpenShellReply](ctx, h.Shell, msg.OpOpenShell, open, nil, 1)
+	rep, fds, err := optable.Call[msg.OpenShellReply](cctx, h.Shell, msg.OpOpenShell, open, nil, 1)
 	if err != nil {
 		log.Warn("policy: shell helper failed", "err", err)
 		var re *rpc.RemoteError
@@ -201,14 +209,8 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, a msg.CreateShellS
 	// The limits go with the put: ptystore asking policy for them would
 	// need a second policy instance while this one waits, and with every
 	// instance busy in a create that call waits out the deadline.
-	// The put runs on its own deadline, not what is left of the caller's:
-	// a shell opened just as that passes would otherwise be only hung up
-	// (a process ignoring SIGHUP outlives it) instead of stored, where
-	// sessions end, the detached limit and revocation reach it.
 	limits := h.Policy.LimitsFor(d.Rule)
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), putTimeout)
-	defer cancel()
-	put, err := h.put(pctx, msg.PtyPut{Grant: a.Grant, Session: info, Ticket: tk, Limits: &limits}, fds[0])
+	put, err := h.put(cctx, msg.PtyPut{Grant: a.Grant, Session: info, Ticket: tk, Limits: &limits}, fds[0])
 	if err != nil {
 		closeFiles(fds) // fail closed: the shell hangs up
 		log.Warn("policy: ptystore did not take the session; its fd closed (ptystore ends a session it refuses)", "session", rep.SessionID, "pid", rep.PID, "err", err)
@@ -222,9 +224,9 @@ func (h *Handler) create(ctx context.Context, call *rpc.Call, a msg.CreateShellS
 	return msg.CreateShellSessionReply{Session: put.Session, Rule: rule, Limits: put.Limits}, fds, nil
 }
 
-// putTimeout bounds a put, which runs even when the create's caller has
-// given up (create).
-const putTimeout = 5 * time.Second
+// finishTimeout bounds opening the shell and putting it, which run even
+// when the create's caller has given up (create).
+const finishTimeout = 10 * time.Second
 
 // put hands ptystore a dup of f; the caller keeps f to pass on.
 func (h *Handler) put(ctx context.Context, a msg.PtyPut, f *os.File) (msg.PtyPutReply, error) {

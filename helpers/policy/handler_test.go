@@ -364,21 +364,21 @@ func TestCreatePutsLimits(t *testing.T) {
 	}
 }
 
-// lateShell is a shell helper whose answer comes as the create's deadline
-// passes: the shell is open, and what policy does next runs on an
-// expired context.
+// lateShell is a shell helper reached only after the create's caller
+// has given up (its server's deadline is 300 ms): the shell is opened
+// and put on whatever context policy hands on.
 type lateShell struct{ policy.ShellClient }
 
 func (l lateShell) Call(ctx context.Context, req any, fds []*os.File, resp any) ([]*os.File, error) {
-	got, err := l.ShellClient.Call(context.WithoutCancel(ctx), req, fds, resp)
-	<-ctx.Done()
-	return got, err
+	time.Sleep(400 * time.Millisecond)
+	return l.ShellClient.Call(ctx, req, fds, resp)
 }
 
-// TestCreateLateStillPuts: a shell opened just as the caller's deadline
-// passes is still put into ptystore (where sessions end, the detached
+// TestCreateLateStillPuts: a shell opened after the caller's deadline
+// passed is still put into ptystore (where sessions end, the detached
 // limit and revocation reach it), not only hung up, which a process
-// ignoring SIGHUP outlives.
+// ignoring SIGHUP outlives: policy finishes a create it has decided on
+// on its own deadline.
 func TestCreateLateStillPuts(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root (CI runs as root)")
