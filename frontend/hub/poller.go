@@ -30,19 +30,9 @@ type poller struct {
 }
 
 func newPoller() (*poller, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	ep, rc, err := newEpoll()
 	if err != nil {
-		return nil, fmt.Errorf("epoll: %w", err)
-	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("epoll: %w", err)
-	}
-	ep := os.NewFile(uintptr(epfd), "epoll") // non-blocking: in the runtime's poller
-	rc, err := ep.SyscallConn()
-	if err != nil {
-		ep.Close()
-		return nil, fmt.Errorf("epoll: %w", err)
+		return nil, err
 	}
 	p := &poller{ep: ep, rc: rc, wakes: map[int32]func(bool){}, done: make(chan struct{})}
 	go p.loop()

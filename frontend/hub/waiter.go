@@ -32,27 +32,43 @@ type waiter struct {
 // newWaiter watches pty fd for events (EPOLLIN or EPOLLOUT); the caller
 // keeps fd open until it has closed the waiter.
 func newWaiter(fd int, events uint32) (*waiter, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	ep, rc, err := newEpoll()
 	if err != nil {
-		return nil, fmt.Errorf("epoll: %w", err)
-	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("epoll: %w", err)
+		return nil, err
 	}
 	// Registered disarmed (no events; EPOLLHUP and EPOLLERR are reported
 	// only while armed, one-shot).
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLONESHOT, Fd: int32(fd)}); err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("epoll add: %w", err)
+	var aerr error
+	if cerr := rc.Control(func(epfd uintptr) {
+		aerr = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLONESHOT, Fd: int32(fd)})
+	}); cerr != nil {
+		aerr = cerr
 	}
-	ep := os.NewFile(uintptr(epfd), "epoll") // non-blocking: in the runtime's poller
+	if aerr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("epoll add: %w", aerr)
+	}
+	return &waiter{ep: ep, rc: rc, fd: fd, events: events}, nil
+}
+
+// newEpoll is a non-blocking epoll instance in the runtime's poller, so
+// that a goroutine waiting on it parks instead of holding a thread.
+func newEpoll() (*os.File, syscall.RawConn, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, nil, fmt.Errorf("epoll: %w", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, nil, fmt.Errorf("epoll: %w", err)
+	}
+	ep := os.NewFile(uintptr(epfd), "epoll")
 	rc, err := ep.SyscallConn()
 	if err != nil {
 		ep.Close()
-		return nil, fmt.Errorf("epoll: %w", err)
+		return nil, nil, fmt.Errorf("epoll: %w", err)
 	}
-	return &waiter{ep: ep, rc: rc, fd: fd, events: events}, nil
+	return ep, rc, nil
 }
 
 // wait arms the pty and returns once it is ready, or with an error once

@@ -61,14 +61,20 @@ func setupPolicy(t *testing.T, text string, shellClient policy.ShellClient) *fix
 		t.Fatal(err)
 	}
 	if shellClient == nil {
-		// As root the embedded backend logs in through sluice-login.
-		login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
-		sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
-		shellClient = listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
+		shellClient = realShell(t)
 	}
 	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
 	log := slog.New(slog.NewTextHandler(f.logs, nil))
 	return setupStore(t, f, p, shellClient, ptystore.Config{Log: log})
+}
+
+// realShell serves the real shell helper's "policy to shell" with the
+// embedded backend, which as root logs in through sluice-login.
+func realShell(t *testing.T) policy.ShellClient {
+	t.Helper()
+	login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
+	sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
+	return listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
 }
 
 // setupStore serves a real ptystore handler (no fd store, no policy
@@ -251,9 +257,7 @@ func TestCreateStoreRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
-	sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
-	shellClient := listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
+	shellClient := realShell(t)
 	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
 	setupStore(t, f, p, shellClient, ptystore.Config{MaxPerUser: 1, Log: slog.New(slog.NewTextHandler(f.logs, nil))})
 
@@ -304,9 +308,7 @@ func TestCreateStoreUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
-	sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
-	shellClient := listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
+	shellClient := realShell(t)
 	f := &fixture{key: grant.NewKey(), logs: &bytes.Buffer{}}
 	setupStore(t, f, p, shellClient, ptystore.Config{Log: slog.New(slog.NewTextHandler(f.logs, nil))})
 	client, server := rpctest.Hellos(msg.ProtoPolicyToPtyStore)
@@ -383,10 +385,7 @@ func TestCreateLateStillPuts(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root (CI runs as root)")
 	}
-	login := filepath.Join(installtest.Build(t, "sluice-login"), "sluice-login")
-	sh := &shell.Handler{Backend: &shell.Embedded{Login: login}}
-	real := listen(t, msg.ProtoPolicyToShell, optable.HandlerOf(sh.Tables(), msg.ProtoPolicyToShell))
-	f := setupPolicy(t, "allow alice as nobody on .host command /bin/sh -i\n", lateShell{real})
+	f := setupPolicy(t, "allow alice as nobody on .host command /bin/sh -i\n", lateShell{realShell(t)})
 	r := rpctest.Route(msg.ProtoWebToPolicy, rpctest.Me(), 0, optable.HandlerOf(f.h.Tables(), msg.ProtoWebToPolicy))
 	web := rpctest.Client(rpctest.Serve(t, &rpc.Server{Name: msg.Policy, Routes: []rpc.Route{r}, Timeout: 300 * time.Millisecond}, "", 0), r)
 	args, err := msgpack.Marshal(msg.CreateShellSession{Machine: ".host", User: "nobody", Args: []string{"/bin/sh", "-i"}, Grant: f.grant(t, "alice")})

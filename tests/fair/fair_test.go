@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -147,8 +148,19 @@ func serveRaw(path string) error {
 func startRaw(tb testing.TB) string {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "raw.sock")
+	if line, _ := startChild(tb, "raw server", rawEnv+"="+path); line != "ready" {
+		tb.Fatalf("raw server: %q", line)
+	}
+	return path
+}
+
+// startChild runs a child copy of this test binary with env added, in a
+// session of its own (daemon), until the test ends (its stdin closes),
+// and returns the first line it prints and its process ID.
+func startChild(tb testing.TB, what string, env ...string) (string, int) {
+	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
-	cmd.Env = append(os.Environ(), rawEnv+"="+path)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = daemon()
 	in, _ := cmd.StdinPipe()
@@ -158,10 +170,10 @@ func startRaw(tb testing.TB) string {
 	}
 	tb.Cleanup(func() { in.Close(); cmd.Wait() })
 	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line != "ready\n" {
-		tb.Fatalf("raw server: %q %v", line, err)
+	if err != nil {
+		tb.Fatalf("%s: %q %v", what, line, err)
 	}
-	return path
+	return strings.TrimSuffix(line, "\n"), cmd.Process.Pid
 }
 
 // daemon starts a server as daemons are started, the runner's units and

@@ -115,21 +115,11 @@ func startMinRelay(tb testing.TB, script string) (string, int) {
 	secret := make([]byte, 16)
 	rand.Read(secret)
 	path := "/" + hex.EncodeToString(secret)
-	cmd := exec.Command(os.Args[0], "-test.run", "^$")
-	cmd.Env = append(os.Environ(), minRelayEnv+"="+script, minRelayPathEnv+"="+path)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = daemon()
-	in, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
+	line, pid := startChild(tb, "minimal relay", minRelayEnv+"="+script, minRelayPathEnv+"="+path)
+	if !strings.HasPrefix(line, "ws://") {
+		tb.Fatalf("minimal relay: %q", line)
 	}
-	tb.Cleanup(func() { in.Close(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "ws://") {
-		tb.Fatalf("minimal relay: %q %v", line, err)
-	}
-	return strings.TrimSpace(line) + path, cmd.Process.Pid
+	return line + path, pid
 }
 
 // minPage is a client of the minimal relay: one goroutine, a blocking
