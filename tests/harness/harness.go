@@ -46,6 +46,18 @@ func Start(policy string) (*Suite, error) { return StartTweaked(policy, nil) }
 // StartTweaked is Start with tweak editing the runner's config first
 // (extra flags for a unit), as suiterun.Options.Tweak.
 func StartTweaked(policy string, tweak func(suiterun.RawConfig)) (*Suite, error) {
+	return start(policy, tweak, false)
+}
+
+// StartFreshRoot is Start with a /root of the suite's own
+// (suiterun.Options.FreshRootHome): root's login shells read only /etc's
+// profile, so a stale lock that the host's dotfiles left (pyenv's rehash
+// lock, made by any root login shell ended mid-profile, stalls every later
+// one 60 s) cannot stall them. Not for tests that mount on the host after
+// the start: the runner's mount namespace does not see those.
+func StartFreshRoot(policy string) (*Suite, error) { return start(policy, nil, true) }
+
+func start(policy string, tweak func(suiterun.RawConfig), freshRoot bool) (*Suite, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("needs root: the suite's helpers run as uids of their own and the shell helper starts login shells as other users (CI runs as root)")
 	}
@@ -62,7 +74,7 @@ func StartTweaked(policy string, tweak func(suiterun.RawConfig)) (*Suite, error)
 	if s.Bin, err = suiterun.Binaries(dir); err != nil {
 		return s, err
 	}
-	run, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(dir, "suite"), Bin: s.Bin, Policy: policy, Tweak: tweak})
+	run, err := suiterun.Start(suiterun.Options{Dir: filepath.Join(dir, "suite"), Bin: s.Bin, Policy: policy, Tweak: tweak, FreshRootHome: freshRoot})
 	if err != nil {
 		return s, err
 	}

@@ -57,7 +57,7 @@ const (
 // main before issue 12 the frontend ran out of fds (accept4: too many
 // open files) and the second client's page never loaded.
 func TestIdleFloodLeavesRoomForOthers(t *testing.T) {
-	s, err := harness.Start(policyFile)
+	s, err := harness.StartFreshRoot(policyFile)
 	t.Cleanup(s.Stop)
 	if err != nil {
 		s.DumpLogs(os.Stderr)
